@@ -80,6 +80,17 @@ pub enum DiskState {
     Refused(DiskProblem),
 }
 
+impl std::fmt::Display for DiskState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DiskState::Online => f.write_str("online"),
+            DiskState::Failed(why) => write!(f, "failed: {why}"),
+            DiskState::Offline(why) => write!(f, "offline: {why}"),
+            DiskState::Refused(why) => write!(f, "refused: {why}"),
+        }
+    }
+}
+
 /// One disk's figures, from the index counters and `statvfs` (never from a walk).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DiskStats {
@@ -623,11 +634,7 @@ impl ShardStore {
     fn summary(&self) -> String {
         self.disk_stats()
             .iter()
-            .map(|s| match &s.state {
-                DiskState::Online => format!("{}: online", s.path.display()),
-                DiskState::Failed(why) => format!("{}: failed ({why})", s.path.display()),
-                DiskState::Offline(why) | DiskState::Refused(why) => why.to_string(),
-            })
+            .map(|s| format!("{}: {}", s.path.display(), s.state))
             .collect::<Vec<_>>()
             .join("; ")
     }
