@@ -7,7 +7,9 @@ use std::collections::BTreeSet;
 
 use cairn_node::ids::ShardId;
 use cairn_node::store::sim::SimDisk;
-use cairn_node::store::{DiskProblem, DiskState, PutOutcome, ShardState, ShardStore, StoreError, StoreEvent};
+use cairn_node::store::{
+    DiskProblem, DiskState, PutOutcome, ShardState, ShardStore, StoreError, StoreEvent,
+};
 use common::*;
 
 #[test]
@@ -18,14 +20,24 @@ fn put_get_range_delete_and_stats_survive_a_restart() {
         std::fs::create_dir(d).unwrap();
     }
     let state = root.path().join("state");
-    let shards: Vec<_> = (0..40).map(|i| shard(i, (i as usize * 977) % 70_000)).collect();
+    let shards: Vec<_> = (0..40)
+        .map(|i| shard(i, (i as usize * 977) % 70_000))
+        .collect();
     {
         let store = ShardStore::open(config(NODE_A, &state, disks.clone())).unwrap();
         for (id, bytes) in &shards {
-            assert!(matches!(store.put(*id, bytes, OWNER, FAR_FUTURE).unwrap(), PutOutcome::Stored(_)));
+            assert!(matches!(
+                store.put(*id, bytes, OWNER, FAR_FUTURE).unwrap(),
+                PutOutcome::Stored(_)
+            ));
         }
         // A duplicate put is acknowledged without a second copy.
-        assert!(matches!(store.put(shards[3].0, &shards[3].1, OWNER, FAR_FUTURE).unwrap(), PutOutcome::AlreadyStored(_)));
+        assert!(matches!(
+            store
+                .put(shards[3].0, &shards[3].1, OWNER, FAR_FUTURE)
+                .unwrap(),
+            PutOutcome::AlreadyStored(_)
+        ));
         let (id, bytes) = &shards[7];
         assert_eq!(store.get(*id).unwrap(), *bytes);
         assert_eq!(store.get_range(*id, 100, 50).unwrap(), bytes[100..150]);
@@ -38,7 +50,10 @@ fn put_get_range_delete_and_stats_survive_a_restart() {
     }
     let store = ShardStore::open(config(NODE_A, &state, disks.clone())).unwrap();
     let stats = store.disk_stats();
-    assert!(stats.iter().all(|s| s.state == DiskState::Online), "{stats:?}");
+    assert!(
+        stats.iter().all(|s| s.state == DiskState::Online),
+        "{stats:?}"
+    );
     let expected_bytes: u64 = shards[1..].iter().map(|(_, b)| b.len() as u64).sum();
     assert_eq!(stats.iter().map(|s| s.shards).sum::<u64>(), 39);
     assert_eq!(stats.iter().map(|s| s.used).sum::<u64>(), expected_bytes);
@@ -47,17 +62,28 @@ fn put_get_range_delete_and_stats_survive_a_restart() {
     for (id, bytes) in &shards[1..] {
         assert_eq!(store.get(*id).unwrap(), *bytes);
     }
-    assert!(matches!(store.get(shards[0].0), Err(StoreError::NotFound { .. })));
+    assert!(matches!(
+        store.get(shards[0].0),
+        Err(StoreError::NotFound { .. })
+    ));
     // Stats agree with what is actually on disk.
     let files: usize = disks.iter().map(|d| real_shard_files(d).len()).sum();
     assert_eq!(files, 39);
-    assert!(disks.iter().all(|d| std::fs::read_dir(d.join("cairn/tmp")).unwrap().next().is_none()));
+    assert!(disks.iter().all(|d| {
+        std::fs::read_dir(d.join("cairn/tmp"))
+            .unwrap()
+            .next()
+            .is_none()
+    }));
 }
 
 #[test]
 fn list_pages_through_every_shard_in_id_order() {
     let state = tempfile::tempdir().unwrap();
-    let disks = [SimDisk::new("/sim/a", 1 << 30), SimDisk::new("/sim/b", 1 << 30)];
+    let disks = [
+        SimDisk::new("/sim/a", 1 << 30),
+        SimDisk::new("/sim/b", 1 << 30),
+    ];
     let store = open_sim(NODE_A, state.path(), &disks);
     let mut ids = BTreeSet::new();
     for i in 0..100 {
@@ -84,7 +110,10 @@ fn bytes_that_do_not_match_the_id_are_refused_and_nothing_is_stored() {
     let (id, mut bytes) = shard(1, 4096);
     bytes[100] ^= 1;
     let err = store.put(id, &bytes, OWNER, FAR_FUTURE).unwrap_err();
-    assert!(matches!(err, StoreError::HashMismatch { claimed, .. } if claimed == id), "{err}");
+    assert!(
+        matches!(err, StoreError::HashMismatch { claimed, .. } if claimed == id),
+        "{err}"
+    );
     assert!(err.to_string().contains("nothing was stored"));
     assert!(matches!(store.get(id), Err(StoreError::NotFound { .. })));
     assert!(sim_shard_files(&disk).is_empty());
@@ -94,7 +123,10 @@ fn bytes_that_do_not_match_the_id_are_refused_and_nothing_is_stored() {
     drop(store);
     let store = ShardStore::open_mounts(limited, vec![Box::new(disk.clone())]).unwrap();
     let (id, bytes) = shard(2, 1001);
-    assert!(matches!(store.put(id, &bytes, OWNER, FAR_FUTURE), Err(StoreError::TooLarge { .. })));
+    assert!(matches!(
+        store.put(id, &bytes, OWNER, FAR_FUTURE),
+        Err(StoreError::TooLarge { .. })
+    ));
 }
 
 #[test]
@@ -104,7 +136,12 @@ fn a_foreign_disk_is_refused_untouched_until_adopted() {
     std::fs::create_dir(&disk).unwrap();
     let (id, bytes) = shard(9, 10_000);
     {
-        let store = ShardStore::open(config(NODE_A, &root.path().join("state-a"), vec![disk.clone()])).unwrap();
+        let store = ShardStore::open(config(
+            NODE_A,
+            &root.path().join("state-a"),
+            vec![disk.clone()],
+        ))
+        .unwrap();
         store.put(id, &bytes, OWNER, FAR_FUTURE).unwrap();
     }
     let before = snapshot(&disk);
@@ -120,18 +157,29 @@ fn a_foreign_disk_is_refused_untouched_until_adopted() {
             other => panic!("expected a refused foreign disk, got {other:?}"),
         }
         let (other_id, other_bytes) = shard(10, 100);
-        assert!(matches!(store.put(other_id, &other_bytes, OWNER, FAR_FUTURE), Err(StoreError::NoDisks { .. })));
+        assert!(matches!(
+            store.put(other_id, &other_bytes, OWNER, FAR_FUTURE),
+            Err(StoreError::NoDisks { .. })
+        ));
         assert!(matches!(store.get(id), Err(StoreError::NotFound { .. })));
     }
-    assert_eq!(snapshot(&disk), before, "a foreign disk must not be written");
-    let adopted = ShardStore::adopt_disk(&config_b, &cairn_node::store::fs::RealMount::new(&disk)).unwrap();
+    assert_eq!(
+        snapshot(&disk),
+        before,
+        "a foreign disk must not be written"
+    );
+    let adopted =
+        ShardStore::adopt_disk(&config_b, &cairn_node::store::fs::RealMount::new(&disk)).unwrap();
     let store = ShardStore::open(config_b).unwrap();
     assert_eq!(store.disk_stats()[0].disk, Some(adopted));
     assert_eq!(store.get(id).unwrap(), bytes);
     // The old node now finds a foreign disk.
     drop(store);
     let store = ShardStore::open(config(NODE_A, &root.path().join("state-a"), vec![disk])).unwrap();
-    assert!(matches!(store.disk_stats()[0].state, DiskState::Refused(DiskProblem::ForeignMarker { .. })));
+    assert!(matches!(
+        store.disk_stats()[0].state,
+        DiskState::Refused(DiskProblem::ForeignMarker { .. })
+    ));
 }
 
 #[test]
@@ -151,13 +199,25 @@ fn an_empty_mountpoint_of_a_known_disk_is_offline_and_never_written() {
     {
         let store = ShardStore::open(config(NODE_A, &state, vec![mountpoint.clone()])).unwrap();
         let stats = store.disk_stats();
-        assert!(matches!(&stats[0].state, DiskState::Offline(DiskProblem::MarkerMissing { .. })), "{stats:?}");
+        assert!(
+            matches!(
+                &stats[0].state,
+                DiskState::Offline(DiskProblem::MarkerMissing { .. })
+            ),
+            "{stats:?}"
+        );
         assert!(stats[0].state.to_string().contains("not mounted"));
         let (other, other_bytes) = shard(4, 100);
-        let err = store.put(other, &other_bytes, OWNER, FAR_FUTURE).unwrap_err();
+        let err = store
+            .put(other, &other_bytes, OWNER, FAR_FUTURE)
+            .unwrap_err();
         assert!(matches!(err, StoreError::NoDisks { .. }), "{err}");
     }
-    assert_eq!(std::fs::read_dir(&mountpoint).unwrap().count(), 0, "nothing may be written to the empty mountpoint");
+    assert_eq!(
+        std::fs::read_dir(&mountpoint).unwrap().count(),
+        0,
+        "nothing may be written to the empty mountpoint"
+    );
     std::fs::rename(&away, mountpoint.join("cairn")).unwrap();
     let store = ShardStore::open(config(NODE_A, &state, vec![mountpoint])).unwrap();
     assert_eq!(store.get(id).unwrap(), bytes);
@@ -170,23 +230,45 @@ fn a_directory_with_other_files_is_refused_untouched() {
     std::fs::create_dir(&dir).unwrap();
     std::fs::write(dir.join("holiday.jpg"), b"not a shard").unwrap();
     let missing = root.path().join("nowhere");
-    let store = ShardStore::open(config(NODE_A, &root.path().join("state"), vec![dir.clone(), missing])).unwrap();
+    let store = ShardStore::open(config(
+        NODE_A,
+        &root.path().join("state"),
+        vec![dir.clone(), missing],
+    ))
+    .unwrap();
     let stats = store.disk_stats();
-    assert!(matches!(&stats[0].state, DiskState::Refused(DiskProblem::NotEmpty { .. })), "{stats:?}");
-    assert!(matches!(&stats[1].state, DiskState::Offline(DiskProblem::PathMissing { .. })), "{stats:?}");
+    assert!(
+        matches!(
+            &stats[0].state,
+            DiskState::Refused(DiskProblem::NotEmpty { .. })
+        ),
+        "{stats:?}"
+    );
+    assert!(
+        matches!(
+            &stats[1].state,
+            DiskState::Offline(DiskProblem::PathMissing { .. })
+        ),
+        "{stats:?}"
+    );
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
 }
 
 #[test]
 fn an_io_error_takes_one_disk_out_and_the_others_keep_serving() {
     let state = tempfile::tempdir().unwrap();
-    let disks = [SimDisk::new("/sim/good", 1 << 30), SimDisk::new("/sim/dying", 1 << 30)];
+    let disks = [
+        SimDisk::new("/sim/good", 1 << 30),
+        SimDisk::new("/sim/dying", 1 << 30),
+    ];
     let store = open_sim(NODE_A, state.path(), &disks);
     let mut on_disk: [Vec<(ShardId, Vec<u8>)>; 2] = Default::default();
     let disk_ids: Vec<_> = store.disk_stats().iter().map(|s| s.disk.unwrap()).collect();
     for i in 0..40 {
         let (id, bytes) = shard(i, 3000);
-        let PutOutcome::Stored(disk) = store.put(id, &bytes, OWNER, FAR_FUTURE).unwrap() else { panic!() };
+        let PutOutcome::Stored(disk) = store.put(id, &bytes, OWNER, FAR_FUTURE).unwrap() else {
+            panic!()
+        };
         on_disk[disk_ids.iter().position(|d| *d == disk).unwrap()].push((id, bytes));
     }
     assert!(!on_disk[0].is_empty() && !on_disk[1].is_empty());
@@ -194,9 +276,17 @@ fn an_io_error_takes_one_disk_out_and_the_others_keep_serving() {
     // The first read that touches the dying disk fails cleanly and takes it out of service.
     let (lost_id, _) = &on_disk[1][0];
     let err = store.get(*lost_id).unwrap_err();
-    assert!(matches!(err, StoreError::DiskFailed { .. } | StoreError::NotFound { .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            StoreError::DiskFailed { .. } | StoreError::NotFound { .. }
+        ),
+        "{err}"
+    );
     let events = store.take_events();
-    let [StoreEvent::DiskFailed { disk, lost, .. }] = events.as_slice() else { panic!("{events:?}") };
+    let [StoreEvent::DiskFailed { disk, lost, .. }] = events.as_slice() else {
+        panic!("{events:?}")
+    };
     assert_eq!(*disk, disk_ids[1]);
     if let Some(lost) = lost {
         let expected: BTreeSet<_> = on_disk[1].iter().map(|(id, _)| *id).collect();
@@ -206,16 +296,24 @@ fn an_io_error_takes_one_disk_out_and_the_others_keep_serving() {
     for (id, bytes) in &on_disk[0] {
         assert_eq!(store.get(*id).unwrap(), *bytes);
     }
-    assert!(matches!(store.get(*lost_id), Err(StoreError::NotFound { note, .. }) if note.contains("out of service")));
+    assert!(
+        matches!(store.get(*lost_id), Err(StoreError::NotFound { note, .. }) if note.contains("out of service"))
+    );
     // New shards go to the healthy disk.
     let (id, bytes) = shard(1000, 3000);
-    assert_eq!(store.put(id, &bytes, OWNER, FAR_FUTURE).unwrap(), PutOutcome::Stored(disk_ids[0]));
+    assert_eq!(
+        store.put(id, &bytes, OWNER, FAR_FUTURE).unwrap(),
+        PutOutcome::Stored(disk_ids[0])
+    );
 }
 
 #[test]
 fn a_write_error_fails_that_put_and_the_disk_and_the_next_put_succeeds_elsewhere() {
     let state = tempfile::tempdir().unwrap();
-    let disks = [SimDisk::new("/sim/small", 16 << 20), SimDisk::new("/sim/big", 1 << 30)];
+    let disks = [
+        SimDisk::new("/sim/small", 16 << 20),
+        SimDisk::new("/sim/big", 1 << 30),
+    ];
     let store = open_sim(NODE_A, state.path(), &disks);
     // The big disk is chosen, passes the free-space check, then dies writing the shard file.
     disks[1].crash_after(0);
@@ -225,19 +323,31 @@ fn a_write_error_fails_that_put_and_the_disk_and_the_next_put_succeeds_elsewhere
     assert!(err.to_string().contains("out of service"), "{err}");
     assert!(matches!(store.disk_stats()[1].state, DiskState::Failed(_)));
     let small = store.disk_stats()[0].disk.unwrap();
-    assert_eq!(store.put(id, &bytes, OWNER, FAR_FUTURE).unwrap(), PutOutcome::Stored(small));
+    assert_eq!(
+        store.put(id, &bytes, OWNER, FAR_FUTURE).unwrap(),
+        PutOutcome::Stored(small)
+    );
     assert_eq!(store.get(id).unwrap(), bytes);
 }
 
 #[test]
 fn a_disk_failing_its_free_space_check_is_skipped() {
     let state = tempfile::tempdir().unwrap();
-    let disks = [SimDisk::new("/sim/small", 16 << 20), SimDisk::new("/sim/big", 1 << 30)];
+    let disks = [
+        SimDisk::new("/sim/small", 16 << 20),
+        SimDisk::new("/sim/big", 1 << 30),
+    ];
     let store = open_sim(NODE_A, state.path(), &disks);
     disks[1].set_io_errors(true);
     let (id, bytes) = shard(1, 1000);
-    assert!(matches!(store.put(id, &bytes, OWNER, FAR_FUTURE).unwrap(), PutOutcome::Stored(_)));
-    assert!(matches!(store.take_events().as_slice(), [StoreEvent::DiskFailed { .. }]));
+    assert!(matches!(
+        store.put(id, &bytes, OWNER, FAR_FUTURE).unwrap(),
+        PutOutcome::Stored(_)
+    ));
+    assert!(matches!(
+        store.take_events().as_slice(),
+        [StoreEvent::DiskFailed { .. }]
+    ));
     assert_eq!(store.get(id).unwrap(), bytes);
 }
 
@@ -267,12 +377,18 @@ fn expired_leases_are_collected_and_renewed_ones_are_kept() {
 #[test]
 fn the_store_prefers_the_disk_with_most_free_space() {
     let state = tempfile::tempdir().unwrap();
-    let disks = [SimDisk::new("/sim/small", 12 << 20), SimDisk::new("/sim/big", 1 << 30)];
+    let disks = [
+        SimDisk::new("/sim/small", 12 << 20),
+        SimDisk::new("/sim/big", 1 << 30),
+    ];
     let store = open_sim(NODE_A, state.path(), &disks);
     let big = store.disk_stats()[1].disk.unwrap();
     for i in 0..10 {
         let (id, bytes) = shard(i, 5000);
-        assert_eq!(store.put(id, &bytes, OWNER, FAR_FUTURE).unwrap(), PutOutcome::Stored(big));
+        assert_eq!(
+            store.put(id, &bytes, OWNER, FAR_FUTURE).unwrap(),
+            PutOutcome::Stored(big)
+        );
     }
 }
 
@@ -289,7 +405,17 @@ fn the_quota_caps_what_the_node_stores() {
     }
     let (id, bytes) = shard(99, 3000);
     let err = store.put(id, &bytes, OWNER, FAR_FUTURE).unwrap_err();
-    assert!(matches!(err, StoreError::QuotaExceeded { used: 9000, quota: 10_000, .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            StoreError::QuotaExceeded {
+                used: 9000,
+                quota: 10_000,
+                ..
+            }
+        ),
+        "{err}"
+    );
 }
 
 #[test]
@@ -299,7 +425,8 @@ fn concurrent_puts_of_distinct_and_duplicate_shards_all_land_once() {
     for d in &disks {
         std::fs::create_dir(d).unwrap();
     }
-    let store = ShardStore::open(config(NODE_A, &root.path().join("state"), disks.clone())).unwrap();
+    let store =
+        ShardStore::open(config(NODE_A, &root.path().join("state"), disks.clone())).unwrap();
     std::thread::scope(|scope| {
         for t in 0..6u64 {
             let store = &store;

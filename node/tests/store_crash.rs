@@ -22,6 +22,7 @@ use common::*;
 #[derive(Debug, Clone)]
 enum Step {
     Put(u64, usize),
+    PutMany(&'static [(u64, usize)]),
     Delete(u64),
     Renew(u64),
     Collect(u64),
@@ -45,6 +46,7 @@ fn workload() -> Vec<Step> {
         Put(7, 40_000),
         Collect(5),
         Put(3, 70_000),
+        PutMany(&[(9, 2000), (1, 3000), (10, 30_000), (11, 5)]),
         Put(8, 500),
     ]
 }
@@ -72,6 +74,8 @@ fn run(store: &ShardStore) -> Acked {
     for step in workload() {
         let (put_doubt, delete_doubt) = match step {
             Step::Put(seed, _) => (Some(seed), None),
+            // Only fresh shards can be in doubt: the batch re-puts acknowledged seed 1.
+            Step::PutMany(_) => (None, None),
             Step::Delete(seed) | Step::Collect(seed) => (None, Some(seed)),
             Step::Renew(_) => (None, None),
         };
@@ -82,6 +86,18 @@ fn run(store: &ShardStore) -> Acked {
                 let lease = if seed == 5 { 100 } else { FAR_FUTURE };
                 store.put(id, &bytes, OWNER, lease).map(|_| {
                     acked.insert(seed, Some(bytes));
+                })
+            }
+            Step::PutMany(batch) => {
+                let shards: Vec<_> = batch.iter().map(|&(seed, len)| shard(seed, len)).collect();
+                let refs: Vec<_> = shards
+                    .iter()
+                    .map(|(id, bytes)| (*id, bytes.as_slice()))
+                    .collect();
+                store.put_many(&refs, OWNER, FAR_FUTURE).map(|_| {
+                    for (&(seed, _), (_, bytes)) in batch.iter().zip(shards) {
+                        acked.insert(seed, Some(bytes));
+                    }
                 })
             }
             Step::Delete(seed) => store.delete(shard(seed, len_of(seed)).0).map(|existed| {
@@ -113,6 +129,7 @@ fn len_of(seed: u64) -> usize {
         .iter()
         .find_map(|s| match s {
             Step::Put(s, len) if *s == seed => Some(*len),
+            Step::PutMany(batch) => batch.iter().find(|(s, _)| *s == seed).map(|(_, len)| *len),
             _ => None,
         })
         .unwrap_or(0)
@@ -121,14 +138,22 @@ fn len_of(seed: u64) -> usize {
 fn check_after_restart(disk: &SimDisk, state: &std::path::Path, acked: &Acked, context: &str) {
     let store = open_sim(NODE_A, state, std::slice::from_ref(disk));
     let stats = &store.disk_stats()[0];
-    assert_eq!(stats.state, DiskState::Online, "{context}: disk not online after restart");
+    assert_eq!(
+        stats.state,
+        DiskState::Online,
+        "{context}: disk not online after restart"
+    );
     for (seed, expected) in &acked.shards {
         let id = shard(*seed, len_of(*seed)).0;
         let exact = shard(*seed, len_of(*seed)).1;
         match (expected, store.get(id)) {
-            (Some(_), Err(StoreError::NotFound { .. })) if acked.delete_in_doubt == Some(*seed) => {}
+            (Some(_), Err(StoreError::NotFound { .. })) if acked.delete_in_doubt == Some(*seed) => {
+            }
             (None, Ok(read)) if acked.put_in_doubt == Some(*seed) => {
-                assert!(read == exact, "{context}: shard {seed} served with wrong bytes");
+                assert!(
+                    read == exact,
+                    "{context}: shard {seed} served with wrong bytes"
+                );
             }
             (Some(bytes), Ok(read)) => assert!(&read == bytes, "{context}: shard {seed} changed"),
             (Some(_), Err(e)) => panic!("{context}: acknowledged shard {seed} lost: {e}"),
@@ -141,19 +166,31 @@ fn check_after_restart(disk: &SimDisk, state: &std::path::Path, acked: &Acked, c
     let listed = store.list(None, 1000).unwrap();
     let mut bytes = 0;
     for info in &listed {
-        let read = store.get(info.id).unwrap_or_else(|e| panic!("{context}: listed shard unreadable: {e}"));
+        let read = store
+            .get(info.id)
+            .unwrap_or_else(|e| panic!("{context}: listed shard unreadable: {e}"));
         assert_eq!(ShardId::of(&read), info.id);
         bytes += read.len() as u64;
     }
-    assert_eq!(stats.shards, listed.len() as u64, "{context}: shard count drifted");
+    assert_eq!(
+        stats.shards,
+        listed.len() as u64,
+        "{context}: shard count drifted"
+    );
     assert_eq!(stats.used, bytes, "{context}: space accounting drifted");
     let mut files = sim_shard_files(disk);
     files.sort();
     let mut expected: Vec<String> = listed.iter().map(|i| i.id.to_hex()).collect();
     expected.sort();
     assert_eq!(files, expected, "{context}: shard files and index disagree");
-    assert!(disk.names("tmp").is_empty(), "{context}: temporary files left");
-    assert!(store.take_events().is_empty(), "{context}: restart reported damage");
+    assert!(
+        disk.names("tmp").is_empty(),
+        "{context}: temporary files left"
+    );
+    assert!(
+        store.take_events().is_empty(),
+        "{context}: restart reported damage"
+    );
 }
 
 #[test]
@@ -166,8 +203,11 @@ fn crash_at_every_step_loses_nothing_acknowledged() {
     let full = run(&store);
     let total = disk.steps() - start;
     drop(store);
-    assert_eq!(full.shards.len(), 8);
-    assert!(total > 50, "the workload should have many crash points, has {total}");
+    assert_eq!(full.shards.len(), 11);
+    assert!(
+        total > 50,
+        "the workload should have many crash points, has {total}"
+    );
 
     let mut crashes = 0;
     for crash_point in 0..=total {
@@ -185,7 +225,12 @@ fn crash_at_every_step_loses_nothing_acknowledged() {
             let context = format!("crash at step {crash_point}/{total}, torn {torn_seed:?}");
             check_after_restart(&disk, state.path(), &acked, &context);
             // A second restart finds the same state (recovery is idempotent and complete).
-            check_after_restart(&disk, state.path(), &acked, &format!("{context}, second restart"));
+            check_after_restart(
+                &disk,
+                state.path(),
+                &acked,
+                &format!("{context}, second restart"),
+            );
         }
     }
     assert!(crashes >= 100, "only {crashes} crash points were exercised");
@@ -197,7 +242,11 @@ fn a_crash_during_recovery_is_recovered_from() {
     // Crash mid-workload, then crash again at every step of the recovery itself.
     let probe_state = tempfile::tempdir().unwrap();
     let probe = SimDisk::new("/sim/a", 1 << 30);
-    drop(open_sim(NODE_A, probe_state.path(), std::slice::from_ref(&probe)));
+    drop(open_sim(
+        NODE_A,
+        probe_state.path(),
+        std::slice::from_ref(&probe),
+    ));
     let mut recovery_crashes = 0;
     for first_crash in [20u64, 45, 70, 95] {
         for second_crash in 0..40u64 {
@@ -216,5 +265,8 @@ fn a_crash_during_recovery_is_recovered_from() {
             check_after_restart(&disk, state.path(), &acked, &context);
         }
     }
-    assert!(recovery_crashes > 20, "recovery crashed only {recovery_crashes} times");
+    assert!(
+        recovery_crashes > 20,
+        "recovery crashed only {recovery_crashes} times"
+    );
 }

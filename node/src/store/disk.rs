@@ -75,7 +75,10 @@ impl DiskIoError {
 
 /// Whether an I/O error means "no space" rather than "broken disk".
 pub fn is_out_of_space(error: &io::Error) -> bool {
-    matches!(error.kind(), io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded)
+    matches!(
+        error.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    )
 }
 
 /// A data disk whose marker names this node, with its index open.
@@ -135,10 +138,15 @@ impl OpenDisk {
         fs: Arc<dyn DiskFs>,
         cache_bytes: usize,
     ) -> Result<(Self, Recovery), DiskIoError> {
-        let backend = fs.open_index(INDEX_FILE).map_err(|e| DiskIoError::new("opening the index", e))?;
-        let index = Index::open(backend, cache_bytes).map_err(|e| DiskIoError::index("opening the index", &e))?;
+        let backend = fs
+            .open_index(INDEX_FILE)
+            .map_err(|e| DiskIoError::new("opening the index", e))?;
+        let index = Index::open(backend, cache_bytes)
+            .map_err(|e| DiskIoError::index("opening the index", &e))?;
         let recovery = recover(fs.as_ref(), &index)?;
-        let counters = index.counters().map_err(|e| DiskIoError::index("reading the counters", &e))?;
+        let counters = index
+            .counters()
+            .map_err(|e| DiskIoError::index("reading the counters", &e))?;
         let disk = Self {
             id,
             path,
@@ -181,7 +189,9 @@ impl OpenDisk {
 
     /// The index record of a shard.
     pub fn record(&self, id: &ShardId) -> Result<Option<ShardRecord>, DiskIoError> {
-        self.index.get(id).map_err(|e| DiskIoError::index("reading the index", &e))
+        self.index
+            .get(id)
+            .map_err(|e| DiskIoError::index("reading the index", &e))
     }
 
     /// The index, for listing and lease scans.
@@ -190,7 +200,12 @@ impl OpenDisk {
     }
 
     /// Writes a shard durably. The caller holds the shard's lock and has verified its bytes.
-    pub fn put(&self, id: &ShardId, bytes: &[u8], record: ShardRecord) -> Result<OpOutcome, DiskIoError> {
+    pub fn put(
+        &self,
+        id: &ShardId,
+        bytes: &[u8],
+        record: ShardRecord,
+    ) -> Result<OpOutcome, DiskIoError> {
         let seq = self.tmp_seq.fetch_add(1, Ordering::Relaxed);
         let tmp = format!("{TMP_DIR}/{}.{seq}", id.to_hex());
         if let Err(e) = self.fs.write_new(&tmp, bytes, true) {
@@ -201,7 +216,10 @@ impl OpenDisk {
             Ok(outcome) => outcome,
             Err(e) => {
                 let _ = self.fs.remove(&tmp);
-                return Err(DiskIoError::index(format!("recording shard {id} in the index"), &e));
+                return Err(DiskIoError::index(
+                    format!("recording shard {id} in the index"),
+                    &e,
+                ));
             }
         };
         match outcome {
@@ -223,6 +241,74 @@ impl OpenDisk {
         Ok(outcome)
     }
 
+    /// Writes many shards durably with one file-system sync and one index
+    /// commit, for bulk work (repair, migration). The caller holds every
+    /// shard's lock and has verified their bytes.
+    pub fn put_many(
+        &self,
+        shards: &[(ShardId, &[u8], ShardRecord)],
+    ) -> Result<Vec<OpOutcome>, DiskIoError> {
+        let mut tmps = Vec::with_capacity(shards.len());
+        let cleanup = |tmps: &[String]| {
+            for tmp in tmps {
+                let _ = self.fs.remove(tmp);
+            }
+        };
+        for (id, bytes, _) in shards {
+            let tmp = format!(
+                "{TMP_DIR}/{}.{}",
+                id.to_hex(),
+                self.tmp_seq.fetch_add(1, Ordering::Relaxed)
+            );
+            if let Err(e) = self.fs.write_new(&tmp, bytes, false) {
+                cleanup(&tmps);
+                let _ = self.fs.remove(&tmp);
+                return Err(DiskIoError::new(format!("writing shard {id}"), e));
+            }
+            tmps.push(tmp);
+        }
+        if let Err(e) = self.fs.sync_all() {
+            cleanup(&tmps);
+            return Err(DiskIoError::new("syncing a batch of shards", e));
+        }
+        let ops = shards
+            .iter()
+            .map(|(id, _, record)| IndexOp::Insert(*id, *record))
+            .collect();
+        let outcomes = match self.commit_all(ops) {
+            Ok(outcomes) => outcomes,
+            Err(e) => {
+                cleanup(&tmps);
+                return Err(DiskIoError::index(
+                    "recording a batch of shards in the index",
+                    &e,
+                ));
+            }
+        };
+        let mut dirs = std::collections::BTreeSet::new();
+        for ((id, _, _), (tmp, outcome)) in shards.iter().zip(tmps.iter().zip(&outcomes)) {
+            if matches!(outcome, OpOutcome::Applied(_)) {
+                self.fs
+                    .rename(tmp, &shard_path(id))
+                    .map_err(|e| DiskIoError::new(format!("moving shard {id} into place"), e))?;
+                dirs.insert(shard_dir(id));
+            } else {
+                let _ = self.fs.remove(tmp);
+            }
+        }
+        for dir in &dirs {
+            self.fs
+                .sync_dir(dir)
+                .map_err(|e| DiskIoError::new(format!("syncing {dir}"), e))?;
+        }
+        for ((id, _, _), outcome) in shards.iter().zip(&outcomes) {
+            if matches!(outcome, OpOutcome::Applied(_)) {
+                self.intent_finished(*id);
+            }
+        }
+        Ok(outcomes)
+    }
+
     /// Forgets a shard and removes its file. The caller holds the shard's lock.
     pub fn delete(&self, id: &ShardId) -> Result<Option<ShardRecord>, DiskIoError> {
         let outcome = self
@@ -231,7 +317,8 @@ impl OpenDisk {
         let OpOutcome::Applied(Some(old)) = outcome else {
             return Ok(None);
         };
-        remove_files(self.fs.as_ref(), id).map_err(|e| DiskIoError::new(format!("removing shard {id}"), e))?;
+        remove_files(self.fs.as_ref(), id)
+            .map_err(|e| DiskIoError::new(format!("removing shard {id}"), e))?;
         self.intent_finished(*id);
         Ok(Some(old))
     }
@@ -244,7 +331,8 @@ impl OpenDisk {
         if !matches!(outcome, OpOutcome::Applied(_)) {
             return Ok(false);
         }
-        move_to_quarantine(self.fs.as_ref(), id).map_err(|e| DiskIoError::new(format!("quarantining shard {id}"), e))?;
+        move_to_quarantine(self.fs.as_ref(), id)
+            .map_err(|e| DiskIoError::new(format!("quarantining shard {id}"), e))?;
         self.intent_finished(*id);
         Ok(true)
     }
@@ -261,16 +349,30 @@ impl OpenDisk {
     /// waiting: the first caller to find no commit running becomes the leader
     /// and commits everyone's changes; the others wait for its result.
     fn commit(&self, op: IndexOp) -> Result<OpOutcome, Arc<redb::Error>> {
+        let mut outcomes = self.commit_all(vec![op])?;
+        Ok(outcomes.pop().expect("one outcome per op"))
+    }
+
+    /// Commits several changes in one transaction (shared with other waiting changes).
+    fn commit_all(&self, ops: Vec<IndexOp>) -> Result<Vec<OpOutcome>, Arc<redb::Error>> {
         let mut queue = lock(&self.commits);
-        let ticket = queue.next_ticket;
-        queue.next_ticket += 1;
-        queue.waiting.push((ticket, op));
+        let first = queue.next_ticket;
+        let count = ops.len() as u64;
+        queue.next_ticket += count;
+        for (ticket, op) in (first..).zip(ops) {
+            queue.waiting.push((ticket, op));
+        }
         loop {
-            if let Some(result) = queue.results.remove(&ticket) {
-                return result;
+            if (first..first + count).all(|t| queue.results.contains_key(&t)) {
+                return (first..first + count)
+                    .map(|t| queue.results.remove(&t).expect("checked above"))
+                    .collect();
             }
             if queue.leader_active {
-                queue = self.committed.wait(queue).unwrap_or_else(|p| p.into_inner());
+                queue = self
+                    .committed
+                    .wait(queue)
+                    .unwrap_or_else(|p| p.into_inner());
                 continue;
             }
             queue.leader_active = true;
@@ -329,13 +431,18 @@ impl Drop for OpenDisk {
 /// intents and files in `tmp/` are looked at.
 fn recover(fs: &dyn DiskFs, index: &Index) -> Result<Recovery, DiskIoError> {
     let mut recovery = Recovery::default();
-    let intents = index.intents().map_err(|e| DiskIoError::index("reading intents", &e))?;
+    let intents = index
+        .intents()
+        .map_err(|e| DiskIoError::index("reading intents", &e))?;
     let mut drop = Vec::new();
     for (id, intent) in &intents {
         let io = |e| DiskIoError::new(format!("recovering shard {id}"), e);
         match intent {
             Intent::Put => {
-                let Some(record) = index.get(id).map_err(|e| DiskIoError::index("reading the index", &e))? else {
+                let Some(record) = index
+                    .get(id)
+                    .map_err(|e| DiskIoError::index("reading the index", &e))?
+                else {
                     continue;
                 };
                 let intact = match fs.read(&shard_path(id)) {
@@ -363,19 +470,27 @@ fn recover(fs: &dyn DiskFs, index: &Index) -> Result<Recovery, DiskIoError> {
             }
         }
     }
-    let tmp_files = fs.list(TMP_DIR).map_err(|e| DiskIoError::new("listing tmp/", e))?;
+    let tmp_files = fs
+        .list(TMP_DIR)
+        .map_err(|e| DiskIoError::new("listing tmp/", e))?;
     for name in &tmp_files {
         fs.remove(&format!("{TMP_DIR}/{name}"))
             .map_err(|e| DiskIoError::new("cleaning tmp/", e))?;
     }
     recovery.tmp_removed = tmp_files.len();
     if !drop.is_empty() {
-        for dir in drop.iter().map(shard_dir).collect::<std::collections::BTreeSet<_>>() {
-            fs.sync_dir(&dir).map_err(|e| DiskIoError::new("syncing shards/", e))?;
+        for dir in drop
+            .iter()
+            .map(shard_dir)
+            .collect::<std::collections::BTreeSet<_>>()
+        {
+            fs.sync_dir(&dir)
+                .map_err(|e| DiskIoError::new("syncing shards/", e))?;
         }
     }
     if !tmp_files.is_empty() {
-        fs.sync_dir(TMP_DIR).map_err(|e| DiskIoError::new("syncing tmp/", e))?;
+        fs.sync_dir(TMP_DIR)
+            .map_err(|e| DiskIoError::new("syncing tmp/", e))?;
     }
     if !intents.is_empty() {
         index
@@ -386,7 +501,10 @@ fn recover(fs: &dyn DiskFs, index: &Index) -> Result<Recovery, DiskIoError> {
 }
 
 fn remove_files(fs: &dyn DiskFs, id: &ShardId) -> io::Result<()> {
-    for (path, dir) in [(shard_path(id), shard_dir(id)), (quarantine_path(id), QUARANTINE_DIR.to_owned())] {
+    for (path, dir) in [
+        (shard_path(id), shard_dir(id)),
+        (quarantine_path(id), QUARANTINE_DIR.to_owned()),
+    ] {
         match fs.remove(&path) {
             Ok(()) => fs.sync_dir(&dir)?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}

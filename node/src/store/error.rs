@@ -20,7 +20,9 @@ pub enum StoreError {
         actual: ShardId,
     },
     /// The shard is larger than the configured limit.
-    #[error("shard {shard} is {len} bytes, over this node's limit of {limit} bytes; nothing was stored")]
+    #[error(
+        "shard {shard} is {len} bytes, over this node's limit of {limit} bytes; nothing was stored"
+    )]
     TooLarge {
         /// The shard.
         shard: ShardId,
@@ -130,7 +132,9 @@ pub enum StoreError {
         reason: String,
     },
     /// The node's state directory could not be read or written.
-    #[error("the node state directory {path} is not usable: {source}; check its permissions and free space")]
+    #[error(
+        "the node state directory {path} is not usable: {source}; check its permissions and free space"
+    )]
     StateDir {
         /// The directory.
         path: PathBuf,
@@ -191,7 +195,9 @@ pub enum DiskProblem {
         reason: String,
     },
     /// The disk was written by a newer Cairn.
-    #[error("{path} uses disk format {format}, newer than this cairnd understands ({supported}); upgrade cairnd")]
+    #[error(
+        "{path} uses disk format {format}, newer than this cairnd understands ({supported}); upgrade cairnd"
+    )]
     FormatTooNew {
         /// The mountpoint.
         path: PathBuf,

@@ -43,6 +43,8 @@ pub trait DiskFs: Send + Sync + 'static {
     fn rename(&self, from: &str, to: &str) -> io::Result<()>;
     /// Makes the entries of directory `dir` (`""` for the cairn directory itself) durable.
     fn sync_dir(&self, dir: &str) -> io::Result<()>;
+    /// Makes everything written to this file system so far durable (`syncfs`).
+    fn sync_all(&self) -> io::Result<()>;
     /// Removes a file; `NotFound` if it is not there.
     fn remove(&self, path: &str) -> io::Result<()>;
     /// Reads a whole file.
@@ -195,7 +197,11 @@ impl Mount for RealMount {
             let entry = entry?;
             Ok::<_, io::Error>(found || entry.file_name() != "lost+found")
         })?;
-        Ok(if has_other { Probe::NotEmpty } else { Probe::Empty })
+        Ok(if has_other {
+            Probe::NotEmpty
+        } else {
+            Probe::Empty
+        })
     }
 
     fn create_cairn_dir(&self) -> io::Result<Arc<dyn DiskFs>> {
@@ -243,6 +249,10 @@ impl DiskFs for RealDiskFs {
 
     fn sync_dir(&self, dir: &str) -> io::Result<()> {
         Ok(rustix::fs::fsync(self.open_dir(dir)?)?)
+    }
+
+    fn sync_all(&self) -> io::Result<()> {
+        Ok(rustix::fs::syncfs(&self.dir)?)
     }
 
     fn remove(&self, path: &str) -> io::Result<()> {

@@ -61,14 +61,26 @@ impl ShardRecord {
     }
 
     fn decode(bytes: &[u8]) -> Result<Self, redb::Error> {
-        let damaged = || redb::Error::Corrupted(format!("shard record of {} bytes, version {:?}", bytes.len(), bytes.first()));
+        let damaged = || {
+            redb::Error::Corrupted(format!(
+                "shard record of {} bytes, version {:?}",
+                bytes.len(),
+                bytes.first()
+            ))
+        };
         if bytes.len() != RECORD_LEN || bytes[0] != RECORD_VERSION {
             return Err(damaged());
         }
-        let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
+        let u64_at = |at: usize| {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(&bytes[at..at + 8]);
+            u64::from_le_bytes(word)
+        };
+        let mut owner = [0u8; 32];
+        owner.copy_from_slice(&bytes[9..41]);
         Ok(Self {
             len: u64_at(1),
-            owner: OwnerId(bytes[9..41].try_into().expect("32 bytes")),
+            owner: OwnerId(owner),
             lease_expires: u64_at(41),
             state: match bytes[49] {
                 0 => ShardState::Stored,
@@ -96,7 +108,12 @@ const COUNTER_NAMES: [&str; 4] = ["shards", "bytes", "quarantined", "quarantined
 
 impl Counters {
     fn as_array(&self) -> [u64; 4] {
-        [self.shards, self.bytes, self.quarantined, self.quarantined_bytes]
+        [
+            self.shards,
+            self.bytes,
+            self.quarantined,
+            self.quarantined_bytes,
+        ]
     }
 
     fn from_array(values: [u64; 4]) -> Self {
@@ -197,7 +214,9 @@ pub struct Index {
 impl Index {
     /// Opens (or creates) the index on `backend`, repairing it after a crash if needed.
     pub fn open(backend: IndexBackend, cache_bytes: usize) -> Result<Self, redb::Error> {
-        let db = redb::Database::builder().set_cache_size(cache_bytes).create_with_backend(backend)?;
+        let db = redb::Database::builder()
+            .set_cache_size(cache_bytes)
+            .create_with_backend(backend)?;
         let txn = db.begin_write()?;
         {
             txn.open_table(SHARDS)?;
@@ -213,7 +232,10 @@ impl Index {
     pub fn get(&self, id: &ShardId) -> Result<Option<ShardRecord>, redb::Error> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(SHARDS)?;
-        table.get(&id.0)?.map(|v| ShardRecord::decode(v.value())).transpose()
+        table
+            .get(&id.0)?
+            .map(|v| ShardRecord::decode(v.value()))
+            .transpose()
     }
 
     /// The counters as last committed.
@@ -234,19 +256,26 @@ impl Index {
         let mut out = Vec::new();
         for entry in table.iter()? {
             let (id, code) = entry?;
-            let intent = Intent::from_code(code.value())
-                .ok_or_else(|| redb::Error::Corrupted(format!("unknown intent code {}", code.value())))?;
+            let intent = Intent::from_code(code.value()).ok_or_else(|| {
+                redb::Error::Corrupted(format!("unknown intent code {}", code.value()))
+            })?;
             out.push((ShardId(id.value()), intent));
         }
         Ok(out)
     }
 
     /// Up to `limit` shards in id order, starting after `after`.
-    pub fn page(&self, after: Option<ShardId>, limit: usize) -> Result<Vec<(ShardId, ShardRecord)>, redb::Error> {
+    pub fn page(
+        &self,
+        after: Option<ShardId>,
+        limit: usize,
+    ) -> Result<Vec<(ShardId, ShardRecord)>, redb::Error> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(SHARDS)?;
         let range = match after {
-            Some(id) => table.range((std::ops::Bound::Excluded(id.0), std::ops::Bound::Unbounded))?,
+            Some(id) => {
+                table.range((std::ops::Bound::Excluded(id.0), std::ops::Bound::Unbounded))?
+            }
             None => table.range::<[u8; 32]>(..)?,
         };
         let mut out = Vec::new();
@@ -271,7 +300,11 @@ impl Index {
     /// Applies a batch of changes in one durable commit: first forgets the
     /// intents in `finished` (their file operations are done), then applies
     /// `ops` in order. Returns each op's outcome and the new counters.
-    pub fn apply(&self, finished: &[ShardId], ops: &[IndexOp]) -> Result<(Vec<OpOutcome>, Counters), redb::Error> {
+    pub fn apply(
+        &self,
+        finished: &[ShardId],
+        ops: &[IndexOp],
+    ) -> Result<(Vec<OpOutcome>, Counters), redb::Error> {
         let mut counters = self.counters()?;
         let txn = self.db.begin_write()?;
         let mut outcomes = Vec::with_capacity(ops.len());
@@ -286,11 +319,23 @@ impl Index {
                 let outcome = match *op {
                     IndexOp::Insert(id, record) => {
                         let old = get_record(&shards, &id)?;
-                        let outcome = match old {
+                        match old {
                             Some(old) if old.state == ShardState::Stored => {
                                 if record.lease_expires > old.lease_expires {
-                                    move_lease(&mut leases, &id, old.lease_expires, record.lease_expires)?;
-                                    put_record(&mut shards, &id, &ShardRecord { lease_expires: record.lease_expires, ..old })?;
+                                    move_lease(
+                                        &mut leases,
+                                        &id,
+                                        old.lease_expires,
+                                        record.lease_expires,
+                                    )?;
+                                    put_record(
+                                        &mut shards,
+                                        &id,
+                                        &ShardRecord {
+                                            lease_expires: record.lease_expires,
+                                            ..old
+                                        },
+                                    )?;
                                 }
                                 OpOutcome::Unchanged
                             }
@@ -305,47 +350,51 @@ impl Index {
                                 intents.insert(&id.0, Intent::Put.code())?;
                                 OpOutcome::Applied(old)
                             }
-                        };
-                        outcome
+                        }
                     }
-                    IndexOp::Remove(id) => {
-                        let outcome = match get_record(&shards, &id)? {
-                            None => OpOutcome::Absent,
-                            Some(old) => {
-                                counters.sub(old.state, old.len);
-                                shards.remove(&id.0)?;
-                                leases.remove(&(old.lease_expires, id.0))?;
-                                intents.insert(&id.0, Intent::Delete.code())?;
-                                OpOutcome::Applied(Some(old))
-                            }
-                        };
-                        outcome
-                    }
-                    IndexOp::Quarantine(id) => {
-                        let outcome = match get_record(&shards, &id)? {
-                            None => OpOutcome::Absent,
-                            Some(old) if old.state == ShardState::Quarantined => OpOutcome::Unchanged,
-                            Some(old) => {
-                                counters.sub(old.state, old.len);
-                                counters.add(ShardState::Quarantined, old.len);
-                                put_record(&mut shards, &id, &ShardRecord { state: ShardState::Quarantined, ..old })?;
-                                intents.insert(&id.0, Intent::Quarantine.code())?;
-                                OpOutcome::Applied(Some(old))
-                            }
-                        };
-                        outcome
-                    }
-                    IndexOp::RenewLease(id, expires) => {
-                        let outcome = match get_record(&shards, &id)? {
-                            None => OpOutcome::Absent,
-                            Some(old) => {
-                                move_lease(&mut leases, &id, old.lease_expires, expires)?;
-                                put_record(&mut shards, &id, &ShardRecord { lease_expires: expires, ..old })?;
-                                OpOutcome::Applied(Some(old))
-                            }
-                        };
-                        outcome
-                    }
+                    IndexOp::Remove(id) => match get_record(&shards, &id)? {
+                        None => OpOutcome::Absent,
+                        Some(old) => {
+                            counters.sub(old.state, old.len);
+                            shards.remove(&id.0)?;
+                            leases.remove(&(old.lease_expires, id.0))?;
+                            intents.insert(&id.0, Intent::Delete.code())?;
+                            OpOutcome::Applied(Some(old))
+                        }
+                    },
+                    IndexOp::Quarantine(id) => match get_record(&shards, &id)? {
+                        None => OpOutcome::Absent,
+                        Some(old) if old.state == ShardState::Quarantined => OpOutcome::Unchanged,
+                        Some(old) => {
+                            counters.sub(old.state, old.len);
+                            counters.add(ShardState::Quarantined, old.len);
+                            put_record(
+                                &mut shards,
+                                &id,
+                                &ShardRecord {
+                                    state: ShardState::Quarantined,
+                                    ..old
+                                },
+                            )?;
+                            intents.insert(&id.0, Intent::Quarantine.code())?;
+                            OpOutcome::Applied(Some(old))
+                        }
+                    },
+                    IndexOp::RenewLease(id, expires) => match get_record(&shards, &id)? {
+                        None => OpOutcome::Absent,
+                        Some(old) => {
+                            move_lease(&mut leases, &id, old.lease_expires, expires)?;
+                            put_record(
+                                &mut shards,
+                                &id,
+                                &ShardRecord {
+                                    lease_expires: expires,
+                                    ..old
+                                },
+                            )?;
+                            OpOutcome::Applied(Some(old))
+                        }
+                    },
                 };
                 outcomes.push(outcome);
             }
@@ -372,11 +421,21 @@ impl Index {
     }
 }
 
-fn get_record(table: &redb::Table<[u8; 32], &[u8]>, id: &ShardId) -> Result<Option<ShardRecord>, redb::Error> {
-    table.get(&id.0)?.map(|v| ShardRecord::decode(v.value())).transpose()
+fn get_record(
+    table: &redb::Table<[u8; 32], &[u8]>,
+    id: &ShardId,
+) -> Result<Option<ShardRecord>, redb::Error> {
+    table
+        .get(&id.0)?
+        .map(|v| ShardRecord::decode(v.value()))
+        .transpose()
 }
 
-fn put_record(table: &mut redb::Table<[u8; 32], &[u8]>, id: &ShardId, record: &ShardRecord) -> Result<(), redb::Error> {
+fn put_record(
+    table: &mut redb::Table<[u8; 32], &[u8]>,
+    id: &ShardId,
+    record: &ShardRecord,
+) -> Result<(), redb::Error> {
     table.insert(&id.0, record.encode().as_slice())?;
     Ok(())
 }

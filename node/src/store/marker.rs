@@ -55,11 +55,18 @@ impl Marker {
     pub fn read_from(fs: &dyn DiskFs) -> Result<Self, MarkerError> {
         let bytes = fs.read(MARKER_FILE)?;
         let text = String::from_utf8(bytes).map_err(|e| MarkerError::Damaged(e.to_string()))?;
-        let file: MarkerFile = toml::from_str(&text).map_err(|e| MarkerError::Damaged(e.to_string()))?;
+        let file: MarkerFile =
+            toml::from_str(&text).map_err(|e| MarkerError::Damaged(e.to_string()))?;
         Ok(Self {
             format: file.format,
-            node: file.node_id.parse().map_err(|e: crate::ids::ParseIdError| MarkerError::Damaged(e.to_string()))?,
-            disk: file.disk_id.parse().map_err(|e: crate::ids::ParseIdError| MarkerError::Damaged(e.to_string()))?,
+            node: file
+                .node_id
+                .parse()
+                .map_err(|e: crate::ids::ParseIdError| MarkerError::Damaged(e.to_string()))?,
+            disk: file
+                .disk_id
+                .parse()
+                .map_err(|e: crate::ids::ParseIdError| MarkerError::Damaged(e.to_string()))?,
         })
     }
 
@@ -112,7 +119,10 @@ impl KnownDisks {
         let path = state_dir.join(KNOWN_DISKS_FILE);
         match std::fs::read_to_string(&path) {
             Ok(text) => toml::from_str(&text).map_err(|e| {
-                io::Error::new(io::ErrorKind::InvalidData, format!("{} is damaged: {e}", path.display()))
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{} is damaged: {e}", path.display()),
+                )
             }),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Self::default()),
             Err(e) => Err(e),

@@ -176,7 +176,10 @@ impl ShardStore {
     }
 
     /// Opens the store on the given mounts (real or simulated); `config.disks` is ignored.
-    pub fn open_mounts(config: StoreConfig, mounts: Vec<Box<dyn Mount>>) -> Result<Self, StoreError> {
+    pub fn open_mounts(
+        config: StoreConfig,
+        mounts: Vec<Box<dyn Mount>>,
+    ) -> Result<Self, StoreError> {
         let state_error = |source| StoreError::StateDir {
             path: config.state_dir.clone(),
             source,
@@ -232,12 +235,19 @@ impl ShardStore {
         };
         let fs = match mount.probe() {
             Ok(Probe::Cairn(fs)) => fs,
-            Ok(_) => return Err(refuse("it is not a Cairn disk (no cairn directory); nothing to adopt".into())),
+            Ok(_) => {
+                return Err(refuse(
+                    "it is not a Cairn disk (no cairn directory); nothing to adopt".into(),
+                ));
+            }
             Err(e) => return Err(refuse(format!("cannot read it: {e}"))),
         };
         let marker = Marker::read_from(fs.as_ref()).map_err(|e| refuse(e.to_string()))?;
         if marker.format > FORMAT_VERSION {
-            return Err(refuse(format!("its format {} is newer than this cairnd; upgrade first", marker.format)));
+            return Err(refuse(format!(
+                "its format {} is newer than this cairnd; upgrade first",
+                marker.format
+            )));
         }
         if marker.node != config.node {
             Marker {
@@ -247,15 +257,18 @@ impl ShardStore {
             .write_to(fs.as_ref())
             .map_err(|e| refuse(format!("writing the new marker failed: {e}")))?;
         }
-        let mut known = KnownDisks::load(&config.state_dir).map_err(|source| StoreError::StateDir {
-            path: config.state_dir.clone(),
-            source,
-        })?;
-        if known.record(marker.disk, &path) {
-            known.save(&config.state_dir).map_err(|source| StoreError::StateDir {
+        let mut known =
+            KnownDisks::load(&config.state_dir).map_err(|source| StoreError::StateDir {
                 path: config.state_dir.clone(),
                 source,
             })?;
+        if known.record(marker.disk, &path) {
+            known
+                .save(&config.state_dir)
+                .map_err(|source| StoreError::StateDir {
+                    path: config.state_dir.clone(),
+                    source,
+                })?;
         }
         Ok(marker.disk)
     }
@@ -268,7 +281,13 @@ impl ShardStore {
     /// Stores a shard durably. Verifies that `bytes` hash to `id` first; a
     /// duplicate put is acknowledged without writing (and extends the lease if
     /// the new one is later).
-    pub fn put(&self, id: ShardId, bytes: &[u8], owner: OwnerId, lease_expires: u64) -> Result<PutOutcome, StoreError> {
+    pub fn put(
+        &self,
+        id: ShardId,
+        bytes: &[u8],
+        owner: OwnerId,
+        lease_expires: u64,
+    ) -> Result<PutOutcome, StoreError> {
         let len = bytes.len() as u64;
         if len > self.config.max_shard_bytes {
             return Err(StoreError::TooLarge {
@@ -279,7 +298,10 @@ impl ShardStore {
         }
         let actual = ShardId::of(bytes);
         if actual != id {
-            return Err(StoreError::HashMismatch { claimed: id, actual });
+            return Err(StoreError::HashMismatch {
+                claimed: id,
+                actual,
+            });
         }
         let record = ShardRecord {
             len,
@@ -293,7 +315,8 @@ impl ShardStore {
             match disk.record(&id) {
                 Ok(Some(existing)) if existing.state == ShardState::Stored => {
                     // Insert of a stored shard only extends its lease.
-                    disk.put(&id, bytes, record).map_err(|e| self.disk_failed(disk, e))?;
+                    disk.put(&id, bytes, record)
+                        .map_err(|e| self.disk_failed(disk, e))?;
                     return Ok(PutOutcome::AlreadyStored(disk.id));
                 }
                 Ok(Some(_)) => quarantined_on = Some(disk.id),
@@ -313,10 +336,113 @@ impl ShardStore {
             Err(e) if e.is_out_of_space() => Err(StoreError::NoSpace {
                 shard: id,
                 len,
-                detail: format!("disk {} ({}) reported: {}", disk.id, disk.path.display(), e.source),
+                detail: format!(
+                    "disk {} ({}) reported: {}",
+                    disk.id,
+                    disk.path.display(),
+                    e.source
+                ),
             }),
             Err(e) => Err(self.disk_failed(disk, e)),
         }
+    }
+
+    /// Stores many shards at once, durably, with one file-system sync and one
+    /// index commit: for bulk work such as repair or migration. Every shard is
+    /// verified first; if any fails, nothing is stored. Shards already present
+    /// are acknowledged as [`PutOutcome::AlreadyStored`] (leases extended).
+    pub fn put_many(
+        &self,
+        shards: &[(ShardId, &[u8])],
+        owner: OwnerId,
+        lease_expires: u64,
+    ) -> Result<Vec<PutOutcome>, StoreError> {
+        for (id, bytes) in shards {
+            let len = bytes.len() as u64;
+            if len > self.config.max_shard_bytes {
+                return Err(StoreError::TooLarge {
+                    shard: *id,
+                    len,
+                    limit: self.config.max_shard_bytes,
+                });
+            }
+            let actual = ShardId::of(bytes);
+            if actual != *id {
+                return Err(StoreError::HashMismatch {
+                    claimed: *id,
+                    actual,
+                });
+            }
+        }
+        // Locks are taken in id order, so two overlapping batches cannot deadlock.
+        let mut order: Vec<usize> = (0..shards.len()).collect();
+        order.sort_by_key(|&i| shards[i].0);
+        order.dedup_by_key(|i| shards[*i].0);
+        let _guards: Vec<ShardGuard<'_>> = order
+            .iter()
+            .map(|&i| self.locks.lock(shards[i].0))
+            .collect();
+        let mut outcomes: Vec<Option<PutOutcome>> = vec![None; shards.len()];
+        let mut fresh = Vec::new();
+        for &i in &order {
+            let (id, bytes) = shards[i];
+            let record = ShardRecord {
+                len: bytes.len() as u64,
+                owner,
+                lease_expires,
+                state: ShardState::Stored,
+            };
+            let held = self.online().find(
+                |disk| matches!(disk.record(&id), Ok(Some(r)) if r.state == ShardState::Stored),
+            );
+            match held {
+                Some(disk) => {
+                    disk.put(&id, bytes, record)
+                        .map_err(|e| self.disk_failed(disk, e))?;
+                    outcomes[i] = Some(PutOutcome::AlreadyStored(disk.id));
+                }
+                None => fresh.push((id, bytes, record)),
+            }
+        }
+        if !fresh.is_empty() {
+            let total: u64 = fresh.iter().map(|(_, bytes, _)| bytes.len() as u64).sum();
+            let disk = self.choose_disk(fresh[0].0, total, None)?;
+            disk.reserved.fetch_add(total, Ordering::Relaxed);
+            let result = disk.put_many(&fresh);
+            disk.reserved.fetch_sub(total, Ordering::Relaxed);
+            let results = match result {
+                Ok(results) => results,
+                Err(e) if e.is_out_of_space() => {
+                    return Err(StoreError::NoSpace {
+                        shard: fresh[0].0,
+                        len: total,
+                        detail: format!(
+                            "disk {} ({}) reported: {}",
+                            disk.id,
+                            disk.path.display(),
+                            e.source
+                        ),
+                    });
+                }
+                Err(e) => return Err(self.disk_failed(disk, e)),
+            };
+            let mut results = fresh.iter().zip(results);
+            for &i in &order {
+                if outcomes[i].is_none() {
+                    let (_, outcome) = results.next().expect("one result per fresh shard");
+                    outcomes[i] = Some(match outcome {
+                        OpOutcome::Applied(_) => PutOutcome::Stored(disk.id),
+                        _ => PutOutcome::AlreadyStored(disk.id),
+                    });
+                }
+            }
+        }
+        // A repeated id in the batch shares the outcome of its first occurrence.
+        let by_id: std::collections::HashMap<ShardId, PutOutcome> = order
+            .iter()
+            .filter_map(|&i| Some((shards[i].0, outcomes[i]?)))
+            .collect();
+        Ok(shards.iter().map(|(id, _)| by_id[id]).collect())
     }
 
     /// Reads a whole shard, verified against its id. A copy that fails is
@@ -325,11 +451,28 @@ impl ShardStore {
         let (disk, record) = self.find(id)?;
         let bytes = match disk.fs().read(&shard_path(&id)) {
             Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(self.missing_file(disk, id)),
-            Err(e) => return Err(self.disk_failed(disk, DiskIoError { doing: format!("reading shard {id}"), source: e })),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(self.missing_file(disk, id));
+            }
+            Err(e) => {
+                return Err(self.disk_failed(
+                    disk,
+                    DiskIoError {
+                        doing: format!("reading shard {id}"),
+                        source: e,
+                    },
+                ));
+            }
         };
         if bytes.len() as u64 != record.len || ShardId::of(&bytes) != id {
-            return Err(self.quarantine(disk, id, StoreEvent::ShardCorrupt { shard: id, disk: disk.id }));
+            return Err(self.quarantine(
+                disk,
+                id,
+                StoreEvent::ShardCorrupt {
+                    shard: id,
+                    disk: disk.id,
+                },
+            ));
         }
         Ok(bytes)
     }
@@ -350,16 +493,32 @@ impl ShardStore {
         match disk.fs().read_at(&shard_path(&id), offset, len as usize) {
             Ok(bytes) => Ok(bytes),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(self.missing_file(disk, id)),
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                Err(self.quarantine(disk, id, StoreEvent::ShardCorrupt { shard: id, disk: disk.id }))
-            }
-            Err(e) => Err(self.disk_failed(disk, DiskIoError { doing: format!("reading shard {id}"), source: e })),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(self.quarantine(
+                disk,
+                id,
+                StoreEvent::ShardCorrupt {
+                    shard: id,
+                    disk: disk.id,
+                },
+            )),
+            Err(e) => Err(self.disk_failed(
+                disk,
+                DiskIoError {
+                    doing: format!("reading shard {id}"),
+                    source: e,
+                },
+            )),
         }
     }
 
     /// The record of a shard, if an online disk holds it (in any state).
     pub fn record(&self, id: ShardId) -> Option<(DiskId, ShardRecord)> {
-        self.online().find_map(|disk| disk.record(&id).ok().flatten().map(|record| (disk.id, record)))
+        self.online().find_map(|disk| {
+            disk.record(&id)
+                .ok()
+                .flatten()
+                .map(|record| (disk.id, record))
+        })
     }
 
     /// Deletes a shard (including a quarantined copy). Returns whether it was there.
@@ -373,8 +532,14 @@ impl ShardStore {
     pub fn renew_lease(&self, id: ShardId, expires: u64) -> Result<bool, StoreError> {
         let _guard = self.locks.lock(id);
         for disk in self.online() {
-            if disk.record(&id).map_err(|e| self.disk_failed(disk, e))?.is_some() {
-                return disk.renew_lease(&id, expires).map_err(|e| self.disk_failed(disk, e));
+            if disk
+                .record(&id)
+                .map_err(|e| self.disk_failed(disk, e))?
+                .is_some()
+            {
+                return disk
+                    .renew_lease(&id, expires)
+                    .map_err(|e| self.disk_failed(disk, e));
             }
         }
         Ok(false)
@@ -385,10 +550,15 @@ impl ShardStore {
     pub fn collect_expired(&self, now: u64, limit: usize) -> Result<usize, StoreError> {
         let mut collected = 0;
         for disk in self.online() {
-            let expired = disk
-                .index()
-                .expired(now, limit - collected)
-                .map_err(|e| self.disk_failed(disk, DiskIoError { doing: "scanning leases".into(), source: std::io::Error::other(e.to_string()) }))?;
+            let expired = disk.index().expired(now, limit - collected).map_err(|e| {
+                self.disk_failed(
+                    disk,
+                    DiskIoError {
+                        doing: "scanning leases".into(),
+                        source: std::io::Error::other(e.to_string()),
+                    },
+                )
+            })?;
             for id in expired {
                 let _guard = self.locks.lock(id);
                 // The lease may have been renewed since the scan.
@@ -408,9 +578,19 @@ impl ShardStore {
         let mut all = Vec::new();
         for disk in self.online() {
             let page = disk.index().page(after, limit).map_err(|e| {
-                self.disk_failed(disk, DiskIoError { doing: "listing shards".into(), source: std::io::Error::other(e.to_string()) })
+                self.disk_failed(
+                    disk,
+                    DiskIoError {
+                        doing: "listing shards".into(),
+                        source: std::io::Error::other(e.to_string()),
+                    },
+                )
             })?;
-            all.extend(page.into_iter().map(|(id, record)| ShardInfo { id, disk: disk.id, record }));
+            all.extend(page.into_iter().map(|(id, record)| ShardInfo {
+                id,
+                disk: disk.id,
+                record,
+            }));
         }
         all.sort_by_key(|info| info.id);
         all.truncate(limit);
@@ -444,7 +624,9 @@ impl ShardStore {
         let mut quarantined = None;
         for disk in self.online() {
             match disk.record(&id) {
-                Ok(Some(record)) if record.state == ShardState::Stored => return Ok((disk, record)),
+                Ok(Some(record)) if record.state == ShardState::Stored => {
+                    return Ok((disk, record));
+                }
                 Ok(Some(_)) => quarantined = Some(disk),
                 Ok(None) => {}
                 Err(e) => {
@@ -463,7 +645,9 @@ impl ShardStore {
         Err(StoreError::NotFound {
             shard: id,
             note: if out_of_service > 0 {
-                format!(" (not on any online disk; {out_of_service} disk(s) out of service might hold it)")
+                format!(
+                    " (not on any online disk; {out_of_service} disk(s) out of service might hold it)"
+                )
             } else {
                 String::new()
             },
@@ -474,12 +658,27 @@ impl ShardStore {
     fn missing_file(&self, disk: &OpenDisk, id: ShardId) -> StoreError {
         let _guard = self.locks.lock(id);
         match disk.record(&id) {
-            Ok(Some(record)) if record.state == ShardState::Stored => match disk.fs().exists(&shard_path(&id)) {
-                Ok(false) => self.quarantine_locked(disk, id, StoreEvent::ShardMissing { shard: id, disk: disk.id }),
-                // It was being written or moved while we looked: not lost.
-                _ => StoreError::NotFound { shard: id, note: " (it was being changed; try again)".into() },
+            Ok(Some(record)) if record.state == ShardState::Stored => {
+                match disk.fs().exists(&shard_path(&id)) {
+                    Ok(false) => self.quarantine_locked(
+                        disk,
+                        id,
+                        StoreEvent::ShardMissing {
+                            shard: id,
+                            disk: disk.id,
+                        },
+                    ),
+                    // It was being written or moved while we looked: not lost.
+                    _ => StoreError::NotFound {
+                        shard: id,
+                        note: " (it was being changed; try again)".into(),
+                    },
+                }
+            }
+            _ => StoreError::NotFound {
+                shard: id,
+                note: String::new(),
             },
-            _ => StoreError::NotFound { shard: id, note: String::new() },
         }
     }
 
@@ -513,12 +712,20 @@ impl ShardStore {
             if only_expired_at.is_some_and(|now| record.lease_expires > now) {
                 continue;
             }
-            deleted |= disk.delete(&id).map_err(|e| self.disk_failed(disk, e))?.is_some();
+            deleted |= disk
+                .delete(&id)
+                .map_err(|e| self.disk_failed(disk, e))?
+                .is_some();
         }
         Ok(deleted)
     }
 
-    fn choose_disk(&self, id: ShardId, len: u64, prefer: Option<DiskId>) -> Result<&OpenDisk, StoreError> {
+    fn choose_disk(
+        &self,
+        id: ShardId,
+        len: u64,
+        prefer: Option<DiskId>,
+    ) -> Result<&OpenDisk, StoreError> {
         if let Some(quota) = self.config.quota_bytes {
             let used: u64 = self
                 .disks
@@ -532,7 +739,12 @@ impl ShardStore {
                 })
                 .sum();
             if used + len > quota {
-                return Err(StoreError::QuotaExceeded { shard: id, len, used, quota });
+                return Err(StoreError::QuotaExceeded {
+                    shard: id,
+                    len,
+                    used,
+                    quota,
+                });
             }
         }
         let mut best: Option<(&OpenDisk, u64)> = None;
@@ -545,14 +757,21 @@ impl ShardStore {
                     continue;
                 }
             };
-            detail.push(format!("{} has {free} bytes free after the reserve", disk.path.display()));
+            detail.push(format!(
+                "{} has {free} bytes free after the reserve",
+                disk.path.display()
+            ));
             if free < len {
                 continue;
             }
             if prefer == Some(disk.id) {
                 return Ok(disk);
             }
-            if best.is_none_or(|(_, most)| free > most) {
+            // Disks sharing one file system report the same free space: then the emptier one wins.
+            let used = disk.counters().bytes;
+            if best.is_none_or(|(other, most)| {
+                free > most || (free == most && used < other.counters().bytes)
+            }) {
                 best = Some((disk, free));
             }
         }
@@ -560,7 +779,9 @@ impl ShardStore {
             return Ok(disk);
         }
         if detail.is_empty() {
-            return Err(StoreError::NoDisks { summary: self.summary() });
+            return Err(StoreError::NoDisks {
+                summary: self.summary(),
+            });
         }
         Err(StoreError::NoSpace {
             shard: id,
@@ -570,7 +791,10 @@ impl ShardStore {
     }
 
     fn free_bytes(&self, disk: &OpenDisk) -> Result<u64, DiskIoError> {
-        let space = disk.fs().space().map_err(|source| DiskIoError { doing: "reading free space".into(), source })?;
+        let space = disk.fs().space().map_err(|source| DiskIoError {
+            doing: "reading free space".into(),
+            source,
+        })?;
         Ok(space
             .available
             .saturating_sub(self.config.reserve_bytes)
@@ -602,14 +826,19 @@ impl ShardStore {
             DiskSlot::Open(disk) => {
                 let counters = disk.counters();
                 let failure = disk.failure();
-                let space = if failure.is_none() { disk.fs().space().ok() } else { None };
+                let space = if failure.is_none() {
+                    disk.fs().space().ok()
+                } else {
+                    None
+                };
                 DiskStats {
                     path: disk.path.clone(),
                     disk: Some(disk.id),
                     state: failure.map_or(DiskState::Online, DiskState::Failed),
                     capacity: space.map_or(0, |s| s.total),
                     used: counters.bytes + counters.quarantined_bytes,
-                    free: space.map_or(0, |s| s.available.saturating_sub(self.config.reserve_bytes)),
+                    free: space
+                        .map_or(0, |s| s.available.saturating_sub(self.config.reserve_bytes)),
                     shards: counters.shards,
                     quarantined: counters.quarantined,
                 }
@@ -618,7 +847,9 @@ impl ShardStore {
                 path: path.clone(),
                 disk: None,
                 state: match problem {
-                    DiskProblem::PathMissing { .. } | DiskProblem::MarkerMissing { .. } => DiskState::Offline(problem.clone()),
+                    DiskProblem::PathMissing { .. } | DiskProblem::MarkerMissing { .. } => {
+                        DiskState::Offline(problem.clone())
+                    }
                     DiskProblem::Io { .. } => DiskState::Failed(problem.to_string()),
                     _ => DiskState::Refused(problem.clone()),
                 },
@@ -641,14 +872,21 @@ impl ShardStore {
 }
 
 /// Opens one configured disk, or says why it cannot be used.
-fn open_disk(config: &StoreConfig, mount: &dyn Mount, known: &KnownDisks) -> Result<OpenDisk, DiskProblem> {
+fn open_disk(
+    config: &StoreConfig,
+    mount: &dyn Mount,
+    known: &KnownDisks,
+) -> Result<OpenDisk, DiskProblem> {
     let path = mount.path().to_owned();
     let io_problem = |doing: &str, error: &dyn std::fmt::Display| DiskProblem::Io {
         path: path.clone(),
         doing: doing.to_owned(),
         error: error.to_string(),
     };
-    let fs = match mount.probe().map_err(|e| io_problem("looking at the mountpoint", &e))? {
+    let fs = match mount
+        .probe()
+        .map_err(|e| io_problem("looking at the mountpoint", &e))?
+    {
         Probe::Missing => return Err(DiskProblem::PathMissing { path }),
         Probe::NotEmpty => return Err(DiskProblem::NotEmpty { path }),
         Probe::Empty => {
@@ -658,7 +896,9 @@ fn open_disk(config: &StoreConfig, mount: &dyn Mount, known: &KnownDisks) -> Res
                     disk: disk.id.parse().unwrap_or(DiskId([0; 16])),
                 });
             }
-            let fs = mount.create_cairn_dir().map_err(|e| io_problem("creating the cairn directory", &e))?;
+            let fs = mount
+                .create_cairn_dir()
+                .map_err(|e| io_problem("creating the cairn directory", &e))?;
             initialise(config, fs.as_ref()).map_err(|e| io_problem("initialising the disk", &e))?;
             fs
         }
@@ -668,16 +908,21 @@ fn open_disk(config: &StoreConfig, mount: &dyn Mount, known: &KnownDisks) -> Res
         Ok(marker) => marker,
         Err(marker::MarkerError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
             // A cairn directory without a marker: initialisation was cut short, or someone deleted it.
-            let names = fs.list("").map_err(|e| io_problem("listing the cairn directory", &e))?;
+            let names = fs
+                .list("")
+                .map_err(|e| io_problem("listing the cairn directory", &e))?;
             if names.is_empty() && known.at_path(&path).is_none() {
-                initialise(config, fs.as_ref()).map_err(|e| io_problem("initialising the disk", &e))?;
-                Marker::read_from(fs.as_ref()).map_err(|e| io_problem("reading the new marker", &e))?
+                initialise(config, fs.as_ref())
+                    .map_err(|e| io_problem("initialising the disk", &e))?;
+                Marker::read_from(fs.as_ref())
+                    .map_err(|e| io_problem("reading the new marker", &e))?
             } else {
                 return Err(DiskProblem::MarkerUnreadable {
                     path,
-                    reason: "the cairn directory has no marker.toml; if this is your disk, restore the \
+                    reason:
+                        "the cairn directory has no marker.toml; if this is your disk, restore the \
                              marker or adopt the disk"
-                        .into(),
+                            .into(),
                 });
             }
         }
@@ -765,4 +1010,3 @@ impl Drop for ShardGuard<'_> {
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
-

@@ -71,7 +71,8 @@ impl ShardStore {
                 }
                 let _guard = self.locks.lock(id);
                 // Re-read under the lock: a delete or quarantine may have come first.
-                if !matches!(disk.record(&id), Ok(Some(r)) if r.state == super::ShardState::Stored) {
+                if !matches!(disk.record(&id), Ok(Some(r)) if r.state == super::ShardState::Stored)
+                {
                     continue;
                 }
                 report.checked += 1;
@@ -79,20 +80,35 @@ impl ShardStore {
                     Ok(bytes) => {
                         report.bytes += bytes.len() as u64;
                         if bytes.len() as u64 != record.len || ShardId::of(&bytes) != id {
-                            let event = StoreEvent::ShardCorrupt { shard: id, disk: disk.id };
-                            if let StoreError::Corrupt { .. } = self.quarantine_locked(disk, id, event) {
+                            let event = StoreEvent::ShardCorrupt {
+                                shard: id,
+                                disk: disk.id,
+                            };
+                            if let StoreError::Corrupt { .. } =
+                                self.quarantine_locked(disk, id, event)
+                            {
                                 report.corrupt.push(id);
                             }
                         }
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                        let event = StoreEvent::ShardMissing { shard: id, disk: disk.id };
-                        if let StoreError::Corrupt { .. } = self.quarantine_locked(disk, id, event) {
+                        let event = StoreEvent::ShardMissing {
+                            shard: id,
+                            disk: disk.id,
+                        };
+                        if let StoreError::Corrupt { .. } = self.quarantine_locked(disk, id, event)
+                        {
                             report.missing.push(id);
                         }
                     }
                     Err(e) => {
-                        self.disk_failed(disk, super::DiskIoError { doing: format!("scrubbing shard {id}"), source: e });
+                        self.disk_failed(
+                            disk,
+                            super::DiskIoError {
+                                doing: format!("scrubbing shard {id}"),
+                                source: e,
+                            },
+                        );
                         break;
                     }
                 }
@@ -118,7 +134,10 @@ impl ShardStore {
                 loop {
                     let wait = pacer.wait(start.elapsed());
                     if !wait.is_zero() {
-                        stopped = wake.wait_timeout(stopped, wait).unwrap_or_else(|p| p.into_inner()).0;
+                        stopped = wake
+                            .wait_timeout(stopped, wait)
+                            .unwrap_or_else(|p| p.into_inner())
+                            .0;
                     }
                     if *stopped {
                         return;
@@ -133,7 +152,10 @@ impl ShardStore {
                 }
             })
             .expect("spawning the scrub thread");
-        ScrubHandle { stop, thread: Some(thread) }
+        ScrubHandle {
+            stop,
+            thread: Some(thread),
+        }
     }
 }
 
@@ -213,8 +235,14 @@ mod tests {
         }
         now += pacer.wait(now);
         let achieved = total as f64 / now.as_secs_f64();
-        assert!(achieved <= rate as f64 * 1.001, "achieved {achieved} > {rate}");
-        assert!(achieved >= rate as f64 * 0.95, "pacer is far slower than allowed: {achieved}");
+        assert!(
+            achieved <= rate as f64 * 1.001,
+            "achieved {achieved} > {rate}"
+        );
+        assert!(
+            achieved >= rate as f64 * 0.95,
+            "pacer is far slower than allowed: {achieved}"
+        );
     }
 
     #[test]

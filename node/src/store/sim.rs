@@ -135,7 +135,9 @@ impl SimDisk {
                     continue;
                 }
                 match change {
-                    IndexChange::Write(offset, data) => write_into(&mut index.durable, offset, &data),
+                    IndexChange::Write(offset, data) => {
+                        write_into(&mut index.durable, offset, &data)
+                    }
                     IndexChange::SetLen(len) => index.durable.resize(len as usize, 0),
                 }
             }
@@ -167,17 +169,27 @@ impl SimDisk {
 
     /// Names in a directory, for tests that look at what is on the disk.
     pub fn names(&self, dir: &str) -> Vec<String> {
-        self.lock().dirs.get(dir).map(|d| d.entries.keys().cloned().collect()).unwrap_or_default()
+        self.lock()
+            .dirs
+            .get(dir)
+            .map(|d| d.entries.keys().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// The bytes of every file on the disk, for privacy checks.
     pub fn all_file_bytes(&self) -> Vec<Vec<u8>> {
-        self.lock().files.values().map(|f| f.written.clone()).collect()
+        self.lock()
+            .files
+            .values()
+            .map(|f| f.written.clone())
+            .collect()
     }
 
     fn lock(&self) -> MutexGuard<'_, SimState> {
         // A test thread that panicked while holding the lock leaves nothing half-done worth guarding.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -218,7 +230,9 @@ impl SimState {
     }
 
     fn dir_mut(&mut self, dir: &str) -> io::Result<&mut SimDir> {
-        self.dirs.get_mut(dir).ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))
+        self.dirs
+            .get_mut(dir)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))
     }
 }
 
@@ -285,7 +299,10 @@ impl DiskFs for SimDisk {
         state.step()?;
         let id = state.lookup(from)?;
         let (to_dir, to_name) = split(to);
-        state.dir_mut(to_dir)?.entries.insert(to_name.to_owned(), id);
+        state
+            .dir_mut(to_dir)?
+            .entries
+            .insert(to_name.to_owned(), id);
         let (from_dir, from_name) = split(from);
         state.dir_mut(from_dir)?.entries.remove(from_name);
         Ok(())
@@ -296,7 +313,11 @@ impl DiskFs for SimDisk {
         state.step()?;
         let entries = state.dir_mut(dir)?.entries.clone();
         state.dir_mut(dir)?.durable = entries;
-        let child_prefix = if dir.is_empty() { String::new() } else { format!("{dir}/") };
+        let child_prefix = if dir.is_empty() {
+            String::new()
+        } else {
+            format!("{dir}/")
+        };
         for (name, child) in state.dirs.iter_mut() {
             if let Some(rest) = name.strip_prefix(&child_prefix)
                 && !name.is_empty()
@@ -305,6 +326,23 @@ impl DiskFs for SimDisk {
             {
                 child.durable_exists = true;
             }
+        }
+        Ok(())
+    }
+
+    fn sync_all(&self) -> io::Result<()> {
+        let mut state = self.lock();
+        state.step()?;
+        for dir in state.dirs.values_mut() {
+            dir.durable_exists = true;
+            dir.durable = dir.entries.clone();
+        }
+        for file in state.files.values_mut() {
+            file.durable = file.written.clone();
+        }
+        for index in state.indexes.values_mut() {
+            index.durable = index.written.clone();
+            index.unsynced.clear();
         }
         Ok(())
     }
@@ -347,7 +385,11 @@ impl DiskFs for SimDisk {
             .keys()
             .cloned()
             .collect();
-        let prefix = if dir.is_empty() { String::new() } else { format!("{dir}/") };
+        let prefix = if dir.is_empty() {
+            String::new()
+        } else {
+            format!("{dir}/")
+        };
         for name in state.dirs.keys() {
             if let Some(rest) = name.strip_prefix(&prefix)
                 && !rest.is_empty()
@@ -405,11 +447,25 @@ impl std::fmt::Debug for SimIndexBackend {
 }
 
 impl SimIndexBackend {
-    fn with<T>(&self, counts: bool, op: impl FnOnce(&mut SimIndex, u64) -> io::Result<T>) -> io::Result<T> {
+    fn with<T>(
+        &self,
+        counts: bool,
+        op: impl FnOnce(&mut SimIndex, u64) -> io::Result<T>,
+    ) -> io::Result<T> {
         let mut state = self.disk.lock();
-        if counts { state.step()? } else { state.check()? }
+        if counts {
+            state.step()?
+        } else {
+            state.check()?
+        }
         let free = state.capacity.saturating_sub(state.used());
-        op(state.indexes.get_mut(&self.path).expect("created by open_index"), free)
+        op(
+            state
+                .indexes
+                .get_mut(&self.path)
+                .expect("created by open_index"),
+            free,
+        )
     }
 }
 
@@ -421,7 +477,10 @@ impl redb::StorageBackend for SimIndexBackend {
     fn read(&self, offset: u64, out: &mut [u8]) -> io::Result<()> {
         self.with(false, |index, _| {
             let start = offset as usize;
-            let bytes = index.written.get(start..start + out.len()).ok_or(io::ErrorKind::UnexpectedEof)?;
+            let bytes = index
+                .written
+                .get(start..start + out.len())
+                .ok_or(io::ErrorKind::UnexpectedEof)?;
             out.copy_from_slice(bytes);
             Ok(())
         })
@@ -449,7 +508,9 @@ impl redb::StorageBackend for SimIndexBackend {
     fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
         self.with(true, |index, _| {
             write_into(&mut index.written, offset, data);
-            index.unsynced.push(IndexChange::Write(offset, data.to_vec()));
+            index
+                .unsynced
+                .push(IndexChange::Write(offset, data.to_vec()));
             Ok(())
         })
     }

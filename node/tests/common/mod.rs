@@ -44,13 +44,18 @@ pub fn config(node: NodeId, state_dir: &Path, disks: Vec<PathBuf>) -> StoreConfi
 
 /// Opens a store over simulated disks.
 pub fn open_sim(node: NodeId, state_dir: &Path, disks: &[SimDisk]) -> ShardStore {
-    let mounts: Vec<Box<dyn Mount>> = disks.iter().map(|d| Box::new(d.clone()) as Box<dyn Mount>).collect();
+    let mounts: Vec<Box<dyn Mount>> = disks
+        .iter()
+        .map(|d| Box::new(d.clone()) as Box<dyn Mount>)
+        .collect();
     ShardStore::open_mounts(config(node, state_dir, Vec::new()), mounts).expect("open store")
 }
 
 /// Every file name under `shards/` of a simulated disk.
 pub fn sim_shard_files(disk: &SimDisk) -> Vec<String> {
-    (0..=255u8).flat_map(|b| disk.names(&format!("shards/{b:02x}"))).collect()
+    (0..=255u8)
+        .flat_map(|b| disk.names(&format!("shards/{b:02x}")))
+        .collect()
 }
 
 /// Every shard file under a real disk's `cairn/shards/`.
