@@ -15,10 +15,7 @@ use common::*;
 #[test]
 fn put_get_range_delete_and_stats_survive_a_restart() {
     let root = tempfile::tempdir().unwrap();
-    let disks = vec![root.path().join("d1"), root.path().join("d2")];
-    for d in &disks {
-        std::fs::create_dir(d).unwrap();
-    }
+    let disks = disk_dirs(root.path(), 2);
     let state = root.path().join("state");
     let shards: Vec<_> = (0..40)
         .map(|i| shard(i, (i as usize * 977) % 70_000))
@@ -421,10 +418,7 @@ fn the_quota_caps_what_the_node_stores() {
 #[test]
 fn concurrent_puts_of_distinct_and_duplicate_shards_all_land_once() {
     let root = tempfile::tempdir().unwrap();
-    let disks = vec![root.path().join("d1"), root.path().join("d2")];
-    for d in &disks {
-        std::fs::create_dir(d).unwrap();
-    }
+    let disks = disk_dirs(root.path(), 2);
     let store =
         ShardStore::open(config(NODE_A, &root.path().join("state"), disks.clone())).unwrap();
     std::thread::scope(|scope| {

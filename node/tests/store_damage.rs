@@ -12,10 +12,7 @@ use common::*;
 #[test]
 fn scrub_finds_every_flipped_bit_quarantines_and_reports_it() {
     let root = tempfile::tempdir().unwrap();
-    let disks = vec![root.path().join("d1"), root.path().join("d2")];
-    for d in &disks {
-        std::fs::create_dir(d).unwrap();
-    }
+    let disks = disk_dirs(root.path(), 2);
     let store =
         ShardStore::open(config(NODE_A, &root.path().join("state"), disks.clone())).unwrap();
     let shards: Vec<_> = (0..60).map(|i| shard(i, 1000 + i as usize * 311)).collect();

@@ -314,9 +314,7 @@ impl ShardStore {
         for disk in self.online() {
             match disk.record(&id) {
                 Ok(Some(existing)) if existing.state == ShardState::Stored => {
-                    // Insert of a stored shard only extends its lease.
-                    disk.put(&id, bytes, record)
-                        .map_err(|e| self.disk_failed(disk, e))?;
+                    self.extend_lease(disk, id, existing, lease_expires)?;
                     return Ok(PutOutcome::AlreadyStored(disk.id));
                 }
                 Ok(Some(_)) => quarantined_on = Some(disk.id),
@@ -392,13 +390,13 @@ impl ShardStore {
                 lease_expires,
                 state: ShardState::Stored,
             };
-            let held = self.online().find(
-                |disk| matches!(disk.record(&id), Ok(Some(r)) if r.state == ShardState::Stored),
-            );
+            let held = self.online().find_map(|disk| match disk.record(&id) {
+                Ok(Some(r)) if r.state == ShardState::Stored => Some((disk, r)),
+                _ => None,
+            });
             match held {
-                Some(disk) => {
-                    disk.put(&id, bytes, record)
-                        .map_err(|e| self.disk_failed(disk, e))?;
+                Some((disk, existing)) => {
+                    self.extend_lease(disk, id, existing, lease_expires)?;
                     outcomes[i] = Some(PutOutcome::AlreadyStored(disk.id));
                 }
                 None => fresh.push((id, bytes, record)),
@@ -718,6 +716,21 @@ impl ShardStore {
                 .is_some();
         }
         Ok(deleted)
+    }
+
+    /// A duplicate put writes nothing; it only moves the lease later, never earlier.
+    fn extend_lease(
+        &self,
+        disk: &OpenDisk,
+        id: ShardId,
+        existing: ShardRecord,
+        lease_expires: u64,
+    ) -> Result<(), StoreError> {
+        if lease_expires > existing.lease_expires {
+            disk.renew_lease(&id, lease_expires)
+                .map_err(|e| self.disk_failed(disk, e))?;
+        }
+        Ok(())
     }
 
     fn choose_disk(

@@ -68,3 +68,14 @@ pub fn real_shard_files(mount: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// `count` empty directories `d1`, `d2`, … under `root`, standing in for disks.
+pub fn disk_dirs(root: &Path, count: usize) -> Vec<PathBuf> {
+    (1..=count)
+        .map(|i| {
+            let dir = root.join(format!("d{i}"));
+            std::fs::create_dir(&dir).expect("create disk dir");
+            dir
+        })
+        .collect()
+}
