@@ -224,11 +224,13 @@ fn a_full_disk_refuses_cleanly_and_the_node_keeps_working() {
         DiskState::Online,
         "a full disk is not a failed disk"
     );
+    store.flush().unwrap();
     assert_eq!(
         std::fs::read_dir(small.path().join("cairn/tmp"))
             .unwrap()
             .count(),
-        0
+        0,
+        "the refused put left a temporary file"
     );
     assert_eq!(store.get(id).unwrap(), bytes);
     let listed = store.list(None, 1000).unwrap();

@@ -10,11 +10,15 @@
 //! quarantine/       shards that failed verification; kept, never served
 //! ```
 //!
-//! The write path of a shard: write `tmp/<id>.<n>` and fsync it; commit its
-//! record to the index together with a put intent (many puts share one
-//! commit); rename it into `shards/`; fsync that directory; acknowledge. The
-//! intent is forgotten in a later commit. After a crash only the shards with
-//! intents are checked, so start-up never walks the shard files.
+//! The write path of a shard: write `tmp/<id>.<n>` and fsync it; the commit
+//! leader fsyncs `tmp/` once for everyone in its batch, then commits their
+//! records together with put intents; rename into `shards/`; acknowledge.
+//! At that point the shard is durable under its temporary name, and the
+//! intent tells recovery to finish the rename if the crash came first. The
+//! `shards/xx` directories are fsynced by a later commit leader, just before
+//! it forgets those intents, so no put waits for its own directory sync.
+//! After a crash only the shards with intents are checked, so start-up never
+//! walks the shard files.
 
 use std::collections::HashMap;
 use std::io;
@@ -101,7 +105,13 @@ pub struct OpenDisk {
 #[derive(Default)]
 struct CommitQueue {
     waiting: Vec<(u64, IndexOp)>,
-    finished_intents: Vec<ShardId>,
+    /// Puts linked into `shards/` whose links may not be durable yet, with
+    /// their names in `tmp/`, which keep the data reachable until then.
+    linked: Vec<(ShardId, String)>,
+    /// Puts whose renames a finished sync made durable: their intents can go.
+    synced: Vec<ShardId>,
+    /// Some waiting op records a shard whose file is not durable yet.
+    needs_sync: bool,
     next_ticket: u64,
     leader_active: bool,
     results: HashMap<u64, Result<OpOutcome, Arc<redb::Error>>>,
@@ -112,6 +122,8 @@ struct CommitQueue {
 pub struct Recovery {
     /// Unfinished writes whose records were dropped (never acknowledged).
     pub dropped_puts: usize,
+    /// Acknowledged shards found only under their temporary name and put in place.
+    pub relinked: usize,
     /// Deletes and quarantines completed.
     pub completed: usize,
     /// Temporary files removed.
@@ -208,12 +220,12 @@ impl OpenDisk {
     ) -> Result<OpOutcome, DiskIoError> {
         let seq = self.tmp_seq.fetch_add(1, Ordering::Relaxed);
         let tmp = format!("{TMP_DIR}/{}.{seq}", id.to_hex());
-        if let Err(e) = self.fs.write_new(&tmp, bytes, true) {
+        if let Err(e) = self.fs.write_new(&tmp, bytes, false) {
             let _ = self.fs.remove(&tmp);
             return Err(DiskIoError::new(format!("writing shard {id}"), e));
         }
-        let outcome = match self.commit(IndexOp::Insert(*id, record)) {
-            Ok(outcome) => outcome,
+        let outcome = match self.commit_all(vec![IndexOp::Insert(*id, record)], true) {
+            Ok(mut outcomes) => outcomes.pop().expect("one outcome per op"),
             Err(e) => {
                 let _ = self.fs.remove(&tmp);
                 return Err(DiskIoError::index(
@@ -224,15 +236,14 @@ impl OpenDisk {
         };
         match outcome {
             OpOutcome::Applied(old) => {
-                self.fs
-                    .rename(&tmp, &shard_path(id))
-                    .and_then(|()| self.fs.sync_dir(&shard_dir(id)))
-                    .map_err(|e| DiskIoError::new(format!("moving shard {id} into place"), e))?;
+                // Durable from here on: the file is synced under its tmp name, and the
+                // intent makes recovery put it in place if this link is lost.
+                self.link_into_place(id, &tmp)?;
                 if old.is_some_and(|old| old.state == ShardState::Quarantined) {
                     // The damaged copy is replaced by a verified one; it has served its purpose.
                     let _ = self.fs.remove(&quarantine_path(id));
                 }
-                self.intent_finished(*id);
+                self.intent_finished(*id, tmp);
             }
             OpOutcome::Unchanged | OpOutcome::Absent => {
                 let _ = self.fs.remove(&tmp);
@@ -267,15 +278,11 @@ impl OpenDisk {
             }
             tmps.push(tmp);
         }
-        if let Err(e) = self.fs.sync_all() {
-            cleanup(&tmps);
-            return Err(DiskIoError::new("syncing a batch of shards", e));
-        }
         let ops = shards
             .iter()
             .map(|(id, _, record)| IndexOp::Insert(*id, *record))
             .collect();
-        let outcomes = match self.commit_all(ops) {
+        let outcomes = match self.commit_all(ops, true) {
             Ok(outcomes) => outcomes,
             Err(e) => {
                 cleanup(&tmps);
@@ -285,25 +292,12 @@ impl OpenDisk {
                 ));
             }
         };
-        let mut dirs = std::collections::BTreeSet::new();
         for ((id, _, _), (tmp, outcome)) in shards.iter().zip(tmps.iter().zip(&outcomes)) {
             if matches!(outcome, OpOutcome::Applied(_)) {
-                self.fs
-                    .rename(tmp, &shard_path(id))
-                    .map_err(|e| DiskIoError::new(format!("moving shard {id} into place"), e))?;
-                dirs.insert(shard_dir(id));
+                self.link_into_place(id, tmp)?;
+                self.intent_finished(*id, tmp.clone());
             } else {
                 let _ = self.fs.remove(tmp);
-            }
-        }
-        for dir in &dirs {
-            self.fs
-                .sync_dir(dir)
-                .map_err(|e| DiskIoError::new(format!("syncing {dir}"), e))?;
-        }
-        for ((id, _, _), outcome) in shards.iter().zip(&outcomes) {
-            if matches!(outcome, OpOutcome::Applied(_)) {
-                self.intent_finished(*id);
             }
         }
         Ok(outcomes)
@@ -319,7 +313,7 @@ impl OpenDisk {
         };
         remove_files(self.fs.as_ref(), id)
             .map_err(|e| DiskIoError::new(format!("removing shard {id}"), e))?;
-        self.intent_finished(*id);
+        self.intent_done(*id);
         Ok(Some(old))
     }
 
@@ -333,7 +327,7 @@ impl OpenDisk {
         }
         move_to_quarantine(self.fs.as_ref(), id)
             .map_err(|e| DiskIoError::new(format!("quarantining shard {id}"), e))?;
-        self.intent_finished(*id);
+        self.intent_done(*id);
         Ok(true)
     }
 
@@ -349,13 +343,21 @@ impl OpenDisk {
     /// waiting: the first caller to find no commit running becomes the leader
     /// and commits everyone's changes; the others wait for its result.
     fn commit(&self, op: IndexOp) -> Result<OpOutcome, Arc<redb::Error>> {
-        let mut outcomes = self.commit_all(vec![op])?;
+        let mut outcomes = self.commit_all(vec![op], false)?;
         Ok(outcomes.pop().expect("one outcome per op"))
     }
 
-    /// Commits several changes in one transaction (shared with other waiting changes).
-    fn commit_all(&self, ops: Vec<IndexOp>) -> Result<Vec<OpOutcome>, Arc<redb::Error>> {
+    /// Commits several changes in one transaction (shared with other waiting
+    /// changes). `needs_sync`: the changes record files whose data and `tmp/`
+    /// entries are not durable yet; the leader makes them durable with one
+    /// `syncfs` for its whole batch, run alongside the index commit.
+    fn commit_all(
+        &self,
+        ops: Vec<IndexOp>,
+        needs_sync: bool,
+    ) -> Result<Vec<OpOutcome>, Arc<redb::Error>> {
         let mut queue = lock(&self.commits);
+        queue.needs_sync |= needs_sync;
         let first = queue.next_ticket;
         let count = ops.len() as u64;
         queue.next_ticket += count;
@@ -377,11 +379,48 @@ impl OpenDisk {
             }
             queue.leader_active = true;
             let batch = std::mem::take(&mut queue.waiting);
-            let finished = std::mem::take(&mut queue.finished_intents);
+            let sync = std::mem::take(&mut queue.needs_sync);
+            // Links made before this sync starts are durable once it ends.
+            let linked = if sync {
+                std::mem::take(&mut queue.linked)
+            } else {
+                Vec::new()
+            };
+            let forget = std::mem::take(&mut queue.synced);
             drop(queue);
             let ops: Vec<IndexOp> = batch.iter().map(|(_, op)| op.clone()).collect();
-            let result = self.index.apply(&finished, &ops);
+            // The sync and the commit need not be ordered: until a put is acknowledged,
+            // recovery drops a record whose file did not survive.
+            let (synced, committed) = if sync {
+                std::thread::scope(|scope| {
+                    let syncing = std::thread::Builder::new()
+                        .name("cairn-syncfs".into())
+                        .spawn_scoped(scope, || self.fs.sync_all());
+                    let committed = self.index.apply(&forget, &ops);
+                    let synced = match syncing {
+                        Ok(thread) => thread
+                            .join()
+                            .unwrap_or_else(|_| Err(io::Error::other("the sync thread panicked"))),
+                        // No thread to spare: sync here, after the commit.
+                        Err(_) => self.fs.sync_all(),
+                    };
+                    (synced, committed)
+                })
+            } else {
+                (Ok(()), self.index.apply(&forget, &ops))
+            };
+            if synced.is_ok() {
+                self.drop_tmp_names(&linked);
+            }
             queue = lock(&self.commits);
+            // On a failed sync they stay intents: the next start checks those shards.
+            if synced.is_ok() {
+                queue.synced.extend(linked.into_iter().map(|(id, _)| id));
+            }
+            if committed.is_err() {
+                queue.synced.extend(forget);
+            }
+            let result = synced.map_err(redb::Error::Io).and(committed);
             match result {
                 Ok((outcomes, counters)) => {
                     *lock(&self.counters) = counters;
@@ -401,22 +440,77 @@ impl OpenDisk {
         }
     }
 
-    fn intent_finished(&self, id: ShardId) {
-        lock(&self.commits).finished_intents.push(id);
+    /// Gives a shard written to `tmp` its place in `shards/`. A stale file there
+    /// (never acknowledged, left by a failed operation) is replaced.
+    fn link_into_place(&self, id: &ShardId, tmp: &str) -> Result<(), DiskIoError> {
+        let io = |e| DiskIoError::new(format!("moving shard {id} into place"), e);
+        match self.fs.link(tmp, &shard_path(id)) {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                self.fs.remove(&shard_path(id)).map_err(io)?;
+                self.fs.link(tmp, &shard_path(id)).map_err(io)
+            }
+            other => other.map_err(io),
+        }
     }
 
-    /// Commits the forgetting of finished intents, so the next start has nothing to check.
+    /// Notes that a put's link is done; its tmp name goes, and its intent is
+    /// forgotten, once a sync has made the link durable.
+    fn intent_finished(&self, id: ShardId, tmp: String) {
+        lock(&self.commits).linked.push((id, tmp));
+    }
+
+    /// Notes that an operation's file changes are durable: the next commit forgets its intent.
+    fn intent_done(&self, id: ShardId) {
+        lock(&self.commits).synced.push(id);
+    }
+
+    /// Removes tmp names whose shards now have durable links (best effort:
+    /// whatever is left is removed at the next start).
+    fn drop_tmp_names(&self, linked: &[(ShardId, String)]) {
+        for (_, tmp) in linked {
+            let _ = self.fs.remove(tmp);
+        }
+    }
+
+    /// Makes every finished put durable in place and forgets its intent, so
+    /// the next start has nothing to check.
     pub fn flush_intents(&self) -> Result<(), DiskIoError> {
-        let finished = std::mem::take(&mut lock(&self.commits).finished_intents);
-        if finished.is_empty() || self.failure().is_some() {
+        if self.failure().is_some() {
             return Ok(());
         }
-        let (_, counters) = self
-            .index
-            .apply(&finished, &[])
-            .map_err(|e| DiskIoError::index("committing the index", &e))?;
-        *lock(&self.counters) = counters;
-        Ok(())
+        let mut queue = lock(&self.commits);
+        while queue.leader_active {
+            queue = self
+                .committed
+                .wait(queue)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+        if queue.linked.is_empty() && queue.synced.is_empty() {
+            return Ok(());
+        }
+        queue.leader_active = true;
+        let linked = std::mem::take(&mut queue.linked);
+        let mut forget = std::mem::take(&mut queue.synced);
+        drop(queue);
+        let result = self
+            .fs
+            .sync_all()
+            .map_err(|e| DiskIoError::new("syncing the disk", e))
+            .and_then(|()| {
+                self.drop_tmp_names(&linked);
+                forget.extend(linked.iter().map(|(id, _)| *id));
+                self.index
+                    .apply(&forget, &[])
+                    .map_err(|e| DiskIoError::index("committing the index", &e))
+            });
+        let mut queue = lock(&self.commits);
+        // On failure they stay intents: the next start checks those shards.
+        if let Ok((_, counters)) = &result {
+            *lock(&self.counters) = *counters;
+        }
+        queue.leader_active = false;
+        self.committed.notify_all();
+        result.map(|_| ())
     }
 }
 
@@ -434,7 +528,11 @@ fn recover(fs: &dyn DiskFs, index: &Index) -> Result<Recovery, DiskIoError> {
     let intents = index
         .intents()
         .map_err(|e| DiskIoError::index("reading intents", &e))?;
+    let tmp_files = fs
+        .list(TMP_DIR)
+        .map_err(|e| DiskIoError::new("listing tmp/", e))?;
     let mut drop = Vec::new();
+    let mut linked_into = std::collections::BTreeSet::new();
     for (id, intent) in &intents {
         let io = |e| DiskIoError::new(format!("recovering shard {id}"), e);
         match intent {
@@ -445,12 +543,33 @@ fn recover(fs: &dyn DiskFs, index: &Index) -> Result<Recovery, DiskIoError> {
                 else {
                     continue;
                 };
-                let intact = match fs.read(&shard_path(id)) {
-                    Ok(bytes) => bytes.len() as u64 == record.len && ShardId::of(&bytes) == *id,
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => false,
-                    Err(e) => return Err(io(e)),
+                let intact = |path: &str| match fs.read(path) {
+                    Ok(bytes) => Ok(bytes.len() as u64 == record.len && ShardId::of(&bytes) == *id),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+                    Err(e) => Err(io(e)),
                 };
-                if !intact {
+                let mut found = intact(&shard_path(id))?;
+                if !found {
+                    // Acknowledged before its link was durable: make it again.
+                    let prefix = format!("{}.", id.to_hex());
+                    for name in tmp_files.iter().filter(|n| n.starts_with(&prefix)) {
+                        let tmp = format!("{TMP_DIR}/{name}");
+                        if intact(&tmp)? {
+                            match fs.remove(&shard_path(id)) {
+                                Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                                    return Err(io(e));
+                                }
+                                _ => {}
+                            }
+                            fs.link(&tmp, &shard_path(id)).map_err(io)?;
+                            linked_into.insert(shard_dir(id));
+                            recovery.relinked += 1;
+                            found = true;
+                            break;
+                        }
+                    }
+                }
+                if !found {
                     // The write never reached its acknowledgement: forget it.
                     match fs.remove(&shard_path(id)) {
                         Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io(e)),
@@ -470,24 +589,16 @@ fn recover(fs: &dyn DiskFs, index: &Index) -> Result<Recovery, DiskIoError> {
             }
         }
     }
-    let tmp_files = fs
-        .list(TMP_DIR)
-        .map_err(|e| DiskIoError::new("listing tmp/", e))?;
+    // The links made above are durable before their tmp names go.
+    for dir in linked_into.into_iter().chain(drop.iter().map(shard_dir)) {
+        fs.sync_dir(&dir)
+            .map_err(|e| DiskIoError::new("syncing shards/", e))?;
+    }
     for name in &tmp_files {
         fs.remove(&format!("{TMP_DIR}/{name}"))
             .map_err(|e| DiskIoError::new("cleaning tmp/", e))?;
     }
     recovery.tmp_removed = tmp_files.len();
-    if !drop.is_empty() {
-        for dir in drop
-            .iter()
-            .map(shard_dir)
-            .collect::<std::collections::BTreeSet<_>>()
-        {
-            fs.sync_dir(&dir)
-                .map_err(|e| DiskIoError::new("syncing shards/", e))?;
-        }
-    }
     if !tmp_files.is_empty() {
         fs.sync_dir(TMP_DIR)
             .map_err(|e| DiskIoError::new("syncing tmp/", e))?;
@@ -514,12 +625,19 @@ fn remove_files(fs: &dyn DiskFs, id: &ShardId) -> io::Result<()> {
     Ok(())
 }
 
+/// Link first, unlink after the link is durable: a crash in between leaves
+/// the file under both names, never under none.
 fn move_to_quarantine(fs: &dyn DiskFs, id: &ShardId) -> io::Result<()> {
-    match fs.rename(&shard_path(id), &quarantine_path(id)) {
-        Ok(()) => {
-            fs.sync_dir(QUARANTINE_DIR)?;
-            fs.sync_dir(&shard_dir(id))
-        }
+    match fs.link(&shard_path(id), &quarantine_path(id)) {
+        Ok(()) => {}
+        // Already linked by an earlier, interrupted attempt.
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    }
+    fs.sync_dir(QUARANTINE_DIR)?;
+    match fs.remove(&shard_path(id)) {
+        Ok(()) => fs.sync_dir(&shard_dir(id)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e),
     }

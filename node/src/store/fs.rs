@@ -41,6 +41,8 @@ pub trait DiskFs: Send + Sync + 'static {
     fn write_new(&self, path: &str, data: &[u8], sync: bool) -> io::Result<()>;
     /// Renames atomically, replacing `to` if it exists.
     fn rename(&self, from: &str, to: &str) -> io::Result<()>;
+    /// Gives the file `from` a second name `to` (a hard link); `AlreadyExists` if `to` exists.
+    fn link(&self, from: &str, to: &str) -> io::Result<()>;
     /// Makes the entries of directory `dir` (`""` for the cairn directory itself) durable.
     fn sync_dir(&self, dir: &str) -> io::Result<()>;
     /// Makes everything written to this file system so far durable (`syncfs`).
@@ -245,6 +247,16 @@ impl DiskFs for RealDiskFs {
 
     fn rename(&self, from: &str, to: &str) -> io::Result<()> {
         Ok(rustix::fs::renameat(&self.dir, from, &self.dir, to)?)
+    }
+
+    fn link(&self, from: &str, to: &str) -> io::Result<()> {
+        Ok(rustix::fs::linkat(
+            &self.dir,
+            from,
+            &self.dir,
+            to,
+            AtFlags::empty(),
+        )?)
     }
 
     fn sync_dir(&self, dir: &str) -> io::Result<()> {

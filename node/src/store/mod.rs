@@ -605,6 +605,18 @@ impl ShardStore {
         std::mem::take(&mut *lock(&self.events))
     }
 
+    /// Makes every finished write durable in its final place and forgets its
+    /// intent, so that a restart has nothing to check and `tmp/` is empty.
+    /// Puts are durable without it; the daemon calls it when idle.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        for disk in self.online() {
+            if let Err(e) = disk.flush_intents() {
+                return Err(self.disk_failed(disk, e));
+            }
+        }
+        Ok(())
+    }
+
     /// The configuration the store was opened with.
     pub fn config(&self) -> &StoreConfig {
         &self.config

@@ -308,6 +308,21 @@ impl DiskFs for SimDisk {
         Ok(())
     }
 
+    fn link(&self, from: &str, to: &str) -> io::Result<()> {
+        let mut state = self.lock();
+        state.step()?;
+        let id = state.lookup(from)?;
+        if state.lookup(to).is_ok() {
+            return Err(io::ErrorKind::AlreadyExists.into());
+        }
+        let (to_dir, to_name) = split(to);
+        state
+            .dir_mut(to_dir)?
+            .entries
+            .insert(to_name.to_owned(), id);
+        Ok(())
+    }
+
     fn sync_dir(&self, dir: &str) -> io::Result<()> {
         let mut state = self.lock();
         state.step()?;
