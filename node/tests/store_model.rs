@@ -56,7 +56,9 @@ fn len_of(seed: u64) -> usize {
 }
 
 fn check_agrees(store: &ShardStore, model: &BTreeMap<u64, u64>) -> Result<(), TestCaseError> {
-    let listed = store.list(None, 1000).unwrap();
+    let listed = store
+        .list(None, 1000)
+        .map_err(|e| TestCaseError::fail(format!("list: {e}")))?;
     let mut expected: Vec<_> = model
         .iter()
         .map(|(seed, lease)| (shard(*seed, len_of(*seed)).0, *lease))
