@@ -6,4 +6,5 @@
 //! wire protocol and the owner's client grow around it in later modules.
 
 pub mod ids;
+pub mod proto;
 pub mod store;

@@ -1,0 +1,179 @@
+//! The wire protocol between Cairn nodes (and owners' clients): message
+//! types, framing, limits, audits and owner signatures. Plain code with no
+//! I/O; `crate::net` moves these bytes over QUIC. `docs/PROTOCOL.md` is the
+//! specification another implementation can follow.
+
+pub mod audit;
+pub mod frame;
+pub mod limits;
+pub mod owner;
+
+use serde::{Deserialize, Serialize};
+
+pub use frame::{FrameError, decode_frame, encode_frame};
+
+/// The protocol version this code speaks. Peers exchange it in the handshake.
+pub const PROTOCOL_VERSION: u16 = 1;
+/// The QUIC ALPN identifier of protocol version 1.
+pub const ALPN: &[u8] = b"cairn/1";
+/// Largest request or response frame (the header, not a shard body).
+pub const MAX_FRAME: usize = 64 * 1024;
+/// Largest handshake message (Noise's own limit).
+pub const MAX_HANDSHAKE_MESSAGE: usize = 65_535;
+
+/// What an authenticated peer may ask. Sent as the first frame of a fresh
+/// bidirectional stream; `Put` is followed on that stream by exactly `len`
+/// raw bytes of shard.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// Capacity, disks and health.
+    Stat,
+    /// Store a shard: `len` bytes follow the frame.
+    Put {
+        /// The shard's id (BLAKE3 of its bytes).
+        id: [u8; 32],
+        /// How many bytes follow.
+        len: u64,
+        /// The owner's public key (Ed25519): only the owner may delete.
+        owner: [u8; 32],
+        /// Unix time (seconds) until which the shard is kept.
+        lease_expires: u64,
+    },
+    /// Read a whole shard (`range: None`) or `len` bytes from `offset`.
+    Get {
+        /// The shard.
+        id: [u8; 32],
+        /// `(offset, len)`, or the whole shard.
+        range: Option<(u64, u64)>,
+    },
+    /// Prove possession: answer with these byte ranges of the shard and the
+    /// BLAKE3 tree nodes that tie them to the shard id.
+    Audit {
+        /// The shard.
+        id: [u8; 32],
+        /// `(offset, len)` pairs.
+        ranges: Vec<(u64, u64)>,
+    },
+    /// Move a shard's lease expiry.
+    Renew {
+        /// The shard.
+        id: [u8; 32],
+        /// New expiry, Unix seconds.
+        lease_expires: u64,
+    },
+    /// Delete a shard; allowed only with its owner's signature.
+    Delete {
+        /// The shard.
+        id: [u8; 32],
+        /// Unix time after which the signature is void.
+        not_after: u64,
+        /// Ed25519 signature by the shard's owner over [`owner::delete_message`].
+        signature: Vec<u8>,
+    },
+}
+
+/// A node's answer: the first frame on the response side of the request's
+/// stream. `Shard` and `AuditProof` are followed by a raw body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// The request failed; nothing was changed unless the code says so.
+    Error {
+        /// What kind of failure.
+        code: ErrorCode,
+        /// For people: what happened and what to do.
+        message: String,
+    },
+    /// Answer to `Stat`.
+    Stat(StatInfo),
+    /// Answer to `Put`: durable on this node.
+    Stored {
+        /// It was already there (its lease was extended if later).
+        already: bool,
+    },
+    /// Answer to `Get`: `len` bytes follow.
+    Shard {
+        /// How many bytes follow.
+        len: u64,
+    },
+    /// Answer to `Audit`: one bao slice per range follows, back to back,
+    /// with these lengths.
+    AuditProof {
+        /// Length of each slice in the body.
+        slice_lens: Vec<u64>,
+    },
+    /// Answer to `Renew`.
+    Renewed {
+        /// Whether the node holds the shard.
+        found: bool,
+    },
+    /// Answer to `Delete`.
+    Deleted {
+        /// Whether the node held the shard.
+        found: bool,
+    },
+}
+
+/// Why a request failed, as a number another implementation can match on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorCode {
+    /// The request could not be decoded or makes no sense.
+    BadRequest,
+    /// A frame, body, range or shard exceeds a limit.
+    TooLarge,
+    /// The body does not hash to the claimed id; nothing was stored.
+    HashMismatch,
+    /// The node does not hold that shard.
+    NotFound,
+    /// The node has no room for the shard.
+    NoSpace,
+    /// Too many requests from this peer; retry later.
+    RateLimited,
+    /// The signature or the peer's key does not allow this.
+    Forbidden,
+    /// The signed request has expired.
+    Expired,
+    /// The request took longer than the node allows.
+    Timeout,
+    /// Something failed on the node (a disk, say); try another node.
+    Internal,
+}
+
+/// A node's capacity and health.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatInfo {
+    /// The node's software version.
+    pub software: String,
+    /// Largest shard it accepts.
+    pub max_shard: u64,
+    /// Per disk.
+    pub disks: Vec<DiskInfo>,
+}
+
+/// One data disk as a peer sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskInfo {
+    /// Online, offline, failed, … in words.
+    pub state: String,
+    /// Bytes the disk may use for shards.
+    pub capacity: u64,
+    /// Bytes of shards on it.
+    pub used: u64,
+    /// Bytes still available for shards.
+    pub free: u64,
+    /// Number of shards.
+    pub shards: u64,
+}
+
+/// The payload of each handshake message: who the sender is and what it
+/// accepts. The responder's answer says whether it accepts the initiator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// Protocol versions the sender speaks.
+    pub versions: Vec<u16>,
+    /// The sender's software version, for logs.
+    pub software: String,
+    /// Largest shard the sender accepts (0 if it stores none).
+    pub max_shard: u64,
+    /// Set by a responder that refuses the initiator: why.
+    pub refused: Option<String>,
+}
