@@ -5,7 +5,7 @@ use std::fmt;
 
 /// Why a string could not be read as an id.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("`{text}` is not a {kind}: expected {expected_len} hex characters")]
+#[error("`{text}` is not a {kind}: expected {expected_len} characters (hex, or `cn` and base32 for a node)")]
 pub struct ParseIdError {
     /// What was being parsed.
     kind: &'static str,
@@ -133,5 +133,51 @@ mod tests {
         let disk = DiskId::random();
         assert_eq!(disk.to_hex().parse::<DiskId>(), Ok(disk));
         assert_ne!(DiskId::random(), disk);
+    }
+}
+
+impl NodeId {
+    /// The form people see and type: `cn` and 52 lowercase base32 letters.
+    pub fn to_human(&self) -> String {
+        format!(
+            "cn{}",
+            data_encoding::BASE32_NOPAD
+                .encode(&self.0)
+                .to_ascii_lowercase()
+        )
+    }
+
+    /// Reads the form of [`Self::to_human`], or 64 hex characters.
+    pub fn from_human(text: &str) -> Result<Self, ParseIdError> {
+        let text = text.trim();
+        if let Some(base32) = text.strip_prefix("cn") {
+            let decoded = data_encoding::BASE32_NOPAD
+                .decode(base32.to_ascii_uppercase().as_bytes())
+                .ok()
+                .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok());
+            return decoded.map(Self).ok_or_else(|| ParseIdError {
+                kind: "node id",
+                text: text.chars().take(80).collect(),
+                expected_len: 54,
+            });
+        }
+        Self::from_hex(text)
+    }
+}
+
+#[cfg(test)]
+mod human_tests {
+    use super::*;
+
+    #[test]
+    fn node_ids_read_back_in_both_forms() {
+        let id = NodeId([0x5a; 32]);
+        let human = id.to_human();
+        assert_eq!(human.len(), 54);
+        assert_eq!(NodeId::from_human(&human), Ok(id));
+        assert_eq!(NodeId::from_human(&human.to_uppercase().replacen("CN", "cn", 1)), Ok(id));
+        assert_eq!(NodeId::from_human(&id.to_hex()), Ok(id));
+        assert!(NodeId::from_human("cnabc").is_err());
+        assert!(NodeId::from_human(&human[..50]).is_err());
     }
 }

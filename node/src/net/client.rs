@@ -1,0 +1,239 @@
+//! Talking to one node: dial, authenticate it as the node id we expect, then
+//! one request per stream. Whole shards read back are verified against their
+//! id before they are returned.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::{NetError, handshake, read_exact, read_frame, write_frame};
+use crate::identity::Identity;
+use crate::ids::{NodeId, ShardId};
+use crate::proto::{Hello, PROTOCOL_VERSION, Request, Response, StatInfo, audit};
+
+/// An authenticated connection to a node.
+pub struct Peer {
+    connection: quinn::Connection,
+    /// The node, proven by the handshake.
+    pub node: NodeId,
+    /// What it told us about itself.
+    pub hello: Hello,
+    timeout: Duration,
+}
+
+/// Largest response body we accept (a shard plus slack for audit proofs).
+const MAX_BODY: u64 = 64 << 20;
+
+impl Peer {
+    /// Dials `addr` from `endpoint` and proves the far end holds `node`'s key.
+    pub async fn connect(
+        endpoint: &quinn::Endpoint,
+        addr: SocketAddr,
+        node: NodeId,
+        identity: &Identity,
+        timeout: Duration,
+    ) -> Result<Self, NetError> {
+        let connect_error = |reason: String| NetError::Connect { addr, reason };
+        let connecting = endpoint
+            .connect(addr, "cairn")
+            .map_err(|e| connect_error(e.to_string()))?;
+        let connection = tokio::time::timeout(timeout, connecting)
+            .await
+            .map_err(|_| NetError::Timeout(timeout))?
+            .map_err(|e| connect_error(e.to_string()))?;
+        let mine = Hello {
+            versions: vec![PROTOCOL_VERSION],
+            software: super::server::software(),
+            max_shard: 0,
+            refused: None,
+        };
+        let hello = handshake::initiate(&connection, identity, &node, &mine, timeout).await?;
+        Ok(Self {
+            connection,
+            node,
+            hello,
+            timeout,
+        })
+    }
+
+    /// A client-side endpoint on an ephemeral port.
+    pub fn client_endpoint(bind: SocketAddr) -> Result<quinn::Endpoint, NetError> {
+        let mut endpoint = quinn::Endpoint::client(bind).map_err(|e| NetError::Connect {
+            addr: bind,
+            reason: e.to_string(),
+        })?;
+        let config = super::tls::client_config(&Default::default()).map_err(|e| {
+            NetError::Connect {
+                addr: bind,
+                reason: e.to_string(),
+            }
+        })?;
+        endpoint.set_default_client_config(config);
+        Ok(endpoint)
+    }
+
+    /// Sends a request (and body), returns the response and its body.
+    async fn call(&self, request: &Request, body: &[u8]) -> Result<(Response, Vec<u8>), NetError> {
+        let run = async {
+            let (mut send, mut recv) = self.connection.open_bi().await?;
+            write_frame(&mut send, request).await?;
+            if !body.is_empty() {
+                send.write_all(body)
+                    .await
+                    .map_err(|e| NetError::Write(e.to_string()))?;
+            }
+            let _ = send.finish();
+            let response: Response = read_frame(&mut recv).await?;
+            let body_len = match &response {
+                Response::Shard { len } => *len,
+                Response::AuditProof { slice_lens } => slice_lens.iter().sum(),
+                Response::Error { code, message } => {
+                    return Err(NetError::Remote {
+                        code: *code,
+                        message: message.clone(),
+                    });
+                }
+                _ => 0,
+            };
+            if body_len > MAX_BODY {
+                return Err(NetError::Unexpected(format!(
+                    "a body of {body_len} bytes exceeds {MAX_BODY}"
+                )));
+            }
+            let mut response_body = vec![0u8; body_len as usize];
+            read_exact(&mut recv, &mut response_body).await?;
+            Ok((response, response_body))
+        };
+        tokio::time::timeout(self.timeout, run)
+            .await
+            .map_err(|_| NetError::Timeout(self.timeout))?
+    }
+
+    /// The node's capacity and health.
+    pub async fn stat(&self) -> Result<StatInfo, NetError> {
+        match self.call(&Request::Stat, &[]).await? {
+            (Response::Stat(info), _) => Ok(info),
+            (other, _) => Err(NetError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Stores a shard; `Ok(true)` if it was already there.
+    pub async fn put(
+        &self,
+        id: ShardId,
+        bytes: &[u8],
+        owner: crate::ids::OwnerId,
+        lease_expires: u64,
+    ) -> Result<bool, NetError> {
+        let request = Request::Put {
+            id: id.0,
+            len: bytes.len() as u64,
+            owner: owner.0,
+            lease_expires,
+        };
+        match self.call(&request, bytes).await? {
+            (Response::Stored { already }, _) => Ok(already),
+            (other, _) => Err(NetError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Reads a whole shard, verified against its id.
+    pub async fn get(&self, id: ShardId) -> Result<Vec<u8>, NetError> {
+        let bytes = self.get_raw(id, None).await?;
+        if ShardId::of(&bytes) != id {
+            return Err(NetError::Corrupt(format!(
+                "shard {id} from {} does not match its id",
+                self.node.to_human()
+            )));
+        }
+        Ok(bytes)
+    }
+
+    /// Reads bytes of a shard without verifying them (a range cannot be
+    /// checked against the id alone; use [`Self::audit`] for proven ranges).
+    pub async fn get_raw(&self, id: ShardId, range: Option<(u64, u64)>) -> Result<Vec<u8>, NetError> {
+        match self.call(&Request::Get { id: id.0, range }, &[]).await? {
+            (Response::Shard { .. }, body) => Ok(body),
+            (other, _) => Err(NetError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Asks for proofs of `ranges`; returns the raw slices (check them with
+    /// [`audit::verify`]).
+    pub async fn audit_raw(&self, id: ShardId, ranges: &[(u64, u64)]) -> Result<Vec<Vec<u8>>, NetError> {
+        let request = Request::Audit {
+            id: id.0,
+            ranges: ranges.to_vec(),
+        };
+        match self.call(&request, &[]).await? {
+            (Response::AuditProof { slice_lens }, body) => {
+                let mut slices = Vec::with_capacity(slice_lens.len());
+                let mut rest = &body[..];
+                for len in slice_lens {
+                    let (slice, tail) = rest.split_at(len as usize);
+                    slices.push(slice.to_vec());
+                    rest = tail;
+                }
+                Ok(slices)
+            }
+            (other, _) => Err(NetError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Audits a shard of known length: random ranges from `seed`, verified
+    /// against the id. Returns the proven bytes.
+    pub async fn audit(
+        &self,
+        id: ShardId,
+        shard_len: u64,
+        seed: [u8; 32],
+    ) -> Result<Vec<Vec<u8>>, NetError> {
+        let ranges = audit::challenge(seed, shard_len, 4, 4 * audit::CHUNK);
+        let slices = self.audit_raw(id, &ranges).await?;
+        audit::verify(&id, shard_len, &ranges, &slices).map_err(|e| {
+            NetError::Corrupt(format!(
+                "audit of {id} on {}: {e}",
+                self.node.to_human()
+            ))
+        })
+    }
+
+    /// Moves a shard's lease; `Ok(false)` if the node does not hold it.
+    pub async fn renew(&self, id: ShardId, lease_expires: u64) -> Result<bool, NetError> {
+        match self
+            .call(&Request::Renew { id: id.0, lease_expires }, &[])
+            .await?
+        {
+            (Response::Renewed { found }, _) => Ok(found),
+            (other, _) => Err(NetError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Deletes a shard with its owner's signature (see [`crate::proto::owner`]).
+    pub async fn delete(&self, id: ShardId, not_after: u64, signature: Vec<u8>) -> Result<bool, NetError> {
+        let request = Request::Delete {
+            id: id.0,
+            not_after,
+            signature,
+        };
+        match self.call(&request, &[]).await? {
+            (Response::Deleted { found }, _) => Ok(found),
+            (other, _) => Err(NetError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Sends raw bytes as a request stream and returns the node's answer
+    /// (for tests of how a node treats malformed or oversized frames).
+    pub async fn send_raw(&self, bytes: &[u8]) -> Result<Response, NetError> {
+        let (mut send, mut recv) = self.connection.open_bi().await?;
+        send.write_all(bytes)
+            .await
+            .map_err(|e| NetError::Write(e.to_string()))?;
+        let _ = send.finish();
+        read_frame(&mut recv).await
+    }
+
+    /// Closes the connection.
+    pub fn close(&self) {
+        self.connection.close(0u32.into(), b"done");
+    }
+}

@@ -1,0 +1,110 @@
+//! The tokio layer: QUIC endpoints, the Noise handshake that authenticates
+//! peers and binds itself to the QUIC connection, and the request streams.
+//! It moves bytes; the decisions live in [`crate::proto`].
+//!
+//! TLS inside QUIC is used with throwaway self-signed certificates and no
+//! certificate checks: peers authenticate with Noise, whose prologue holds a
+//! TLS exporter secret of this very connection. A relay that terminates TLS
+//! sees two different exporters, so the Noise handshake fails through it.
+
+pub mod client;
+pub mod handshake;
+pub mod server;
+pub mod tls;
+
+use std::time::Duration;
+
+use crate::proto::{ErrorCode, FrameError};
+
+pub use client::Peer;
+pub use server::{AllowList, Server, ServerConfig};
+
+/// What went wrong talking to a peer.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    /// The QUIC connection could not be made.
+    #[error("cannot reach {addr}: {reason}; check the address and that cairnd runs there")]
+    Connect {
+        /// Where we dialled.
+        addr: std::net::SocketAddr,
+        /// Why not.
+        reason: String,
+    },
+    /// The connection broke.
+    #[error("connection lost: {0}")]
+    Connection(#[from] quinn::ConnectionError),
+    /// Reading from a stream failed.
+    #[error("reading from the peer failed: {0}")]
+    Read(String),
+    /// Writing to a stream failed.
+    #[error("writing to the peer failed: {0}")]
+    Write(String),
+    /// The Noise handshake failed: a wrong key, a relayed connection, or garbage.
+    #[error("the peer could not be authenticated ({0}); check its node id")]
+    Handshake(String),
+    /// The peer authenticated us and declined to serve us.
+    #[error("the peer refused us: {0}")]
+    Refused(String),
+    /// A frame broke the protocol.
+    #[error("protocol error: {0}")]
+    Frame(#[from] FrameError),
+    /// The peer answered with something that does not fit the request.
+    #[error("unexpected answer from the peer: {0}")]
+    Unexpected(String),
+    /// The peer reported a failure.
+    #[error("the peer says {code:?}: {message}")]
+    Remote {
+        /// Its code.
+        code: ErrorCode,
+        /// Its words.
+        message: String,
+    },
+    /// Data from the peer failed verification.
+    #[error("the peer sent data that fails verification: {0}")]
+    Corrupt(String),
+    /// The peer took too long.
+    #[error("the peer did not answer within {0:?}")]
+    Timeout(Duration),
+}
+
+impl NetError {
+    /// The error code, when the peer sent one.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            Self::Remote { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+/// Reads exactly `buf.len()` bytes.
+async fn read_exact(stream: &mut quinn::RecvStream, buf: &mut [u8]) -> Result<(), NetError> {
+    stream
+        .read_exact(buf)
+        .await
+        .map_err(|e| NetError::Read(e.to_string()))
+}
+
+/// Reads one frame: prefix, limit check, payload, decode.
+async fn read_frame<T: serde::de::DeserializeOwned>(
+    stream: &mut quinn::RecvStream,
+) -> Result<T, NetError> {
+    let mut prefix = [0u8; crate::proto::frame::PREFIX_LEN];
+    read_exact(stream, &mut prefix).await?;
+    let len = crate::proto::frame::frame_len(prefix)?;
+    let mut payload = vec![0u8; len];
+    read_exact(stream, &mut payload).await?;
+    Ok(crate::proto::decode_frame(&payload)?)
+}
+
+/// Writes one frame.
+async fn write_frame<T: serde::Serialize>(
+    stream: &mut quinn::SendStream,
+    message: &T,
+) -> Result<(), NetError> {
+    let frame = crate::proto::encode_frame(message)?;
+    stream
+        .write_all(&frame)
+        .await
+        .map_err(|e| NetError::Write(e.to_string()))
+}

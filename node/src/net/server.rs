@@ -1,0 +1,464 @@
+//! Serving peers: accept QUIC connections, authenticate them with Noise,
+//! then serve one request per bidirectional stream against the shard store.
+//! Store calls run on blocking threads; every read has a size limit and a
+//! deadline, and a misbehaving peer only ever loses its own requests.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tracing::{debug, info, warn};
+
+use super::tls::{self, TransportLimits};
+use super::{NetError, handshake, read_exact, read_frame, write_frame};
+use crate::identity::Identity;
+use crate::ids::{NodeId, OwnerId, ShardId};
+use crate::proto::limits::{self, Limits, RateLimiter, Refusal};
+use crate::proto::{
+    DiskInfo, ErrorCode, Hello, PROTOCOL_VERSION, Request, Response, StatInfo, audit, owner,
+};
+use crate::store::{PutOutcome, ShardStore, StoreError};
+
+/// Who may use this node.
+#[derive(Debug, Clone)]
+pub enum AllowList {
+    /// Any authenticated peer.
+    Any,
+    /// Only these keys.
+    Only(HashSet<NodeId>),
+}
+
+impl AllowList {
+    fn admits(&self, peer: &NodeId) -> bool {
+        match self {
+            Self::Any => true,
+            Self::Only(keys) => keys.contains(peer),
+        }
+    }
+}
+
+/// How the node serves peers.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// The node's key pair.
+    pub identity: Identity,
+    /// Request limits.
+    pub limits: Limits,
+    /// QUIC limits.
+    pub transport: TransportLimits,
+    /// Who may connect.
+    pub allow: AllowList,
+    /// Deadline for the handshake.
+    pub handshake_timeout: Duration,
+    /// Deadline for one request, body included.
+    pub request_timeout: Duration,
+    /// How long a stop waits for requests in flight.
+    pub drain_timeout: Duration,
+}
+
+/// A bound endpoint serving the store.
+pub struct Server {
+    endpoint: quinn::Endpoint,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    config: ServerConfig,
+    store: Arc<ShardStore>,
+    peers: AtomicUsize,
+    hello: Hello,
+}
+
+/// The software version sent in hellos.
+pub fn software() -> String {
+    format!("cairnd {}", env!("CARGO_PKG_VERSION"))
+}
+
+impl Server {
+    /// Binds the UDP socket. Outgoing connections from this endpoint use the
+    /// same socket.
+    pub fn bind(
+        addr: SocketAddr,
+        config: ServerConfig,
+        store: Arc<ShardStore>,
+    ) -> Result<Self, BindError> {
+        let server_config = tls::server_config(&config.transport)?;
+        let mut endpoint = quinn::Endpoint::server(server_config, addr)
+            .map_err(|source| BindError::Socket { addr, source })?;
+        endpoint.set_default_client_config(tls::client_config(&config.transport)?);
+        let hello = Hello {
+            versions: vec![PROTOCOL_VERSION],
+            software: software(),
+            max_shard: config.limits.max_shard,
+            refused: None,
+        };
+        Ok(Self {
+            endpoint,
+            shared: Arc::new(Shared {
+                config,
+                store,
+                peers: AtomicUsize::new(0),
+                hello,
+            }),
+        })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.endpoint.local_addr()
+    }
+
+    /// The endpoint, for dialling other nodes from the same socket.
+    pub fn endpoint(&self) -> &quinn::Endpoint {
+        &self.endpoint
+    }
+
+    /// Peers connected and authenticated right now.
+    pub fn peers(&self) -> usize {
+        self.shared.peers.load(Ordering::Relaxed)
+    }
+
+    /// Serves until `stop` turns true, then stops accepting, lets requests in
+    /// flight finish (up to the drain timeout) and closes.
+    pub async fn run(&self, mut stop: watch::Receiver<bool>) {
+        let mut connections = JoinSet::new();
+        let connection_stop = stop.clone();
+        loop {
+            tokio::select! {
+                incoming = self.endpoint.accept() => {
+                    let Some(incoming) = incoming else { break };
+                    let shared = Arc::clone(&self.shared);
+                    let stop = connection_stop.clone();
+                    connections.spawn(async move {
+                        let remote = incoming.remote_address();
+                        if let Err(e) = serve_connection(shared, incoming, stop).await {
+                            debug!(%remote, "connection ended: {e}");
+                        }
+                    });
+                }
+                _ = stop.wait_for(|stopping| *stopping) => break,
+                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            }
+        }
+        self.endpoint.set_server_config(None);
+        let drain = self.shared.config.drain_timeout;
+        let drained = tokio::time::timeout(drain, async {
+            while connections.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            warn!("requests still running after {drain:?} were abandoned");
+            connections.abort_all();
+        }
+        self.endpoint.close(0u32.into(), b"node stopping");
+    }
+}
+
+/// Why the endpoint could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    /// TLS setup failed.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    /// The UDP socket could not be bound.
+    #[error("cannot listen on {addr}: {source}; is another cairnd running, or is the address wrong?")]
+    Socket {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+async fn serve_connection(
+    shared: Arc<Shared>,
+    incoming: quinn::Incoming,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), NetError> {
+    let connection = incoming.await?;
+    let config = &shared.config;
+    let (peer, _) = match handshake::respond(
+        &connection,
+        &config.identity,
+        &shared.hello,
+        config.handshake_timeout,
+        |peer, hello| {
+            if !hello.versions.contains(&PROTOCOL_VERSION) {
+                Some(format!(
+                    "no common protocol version (this node speaks {PROTOCOL_VERSION})"
+                ))
+            } else if !config.allow.admits(peer) {
+                Some(format!(
+                    "key {} is not allowed on this node; ask its owner to add it",
+                    peer.to_human()
+                ))
+            } else {
+                None
+            }
+        },
+    )
+    .await
+    {
+        Ok(accepted) => accepted,
+        Err(e) => {
+            info!(remote = %connection.remote_address(), "handshake failed: {e}");
+            // Give the refusal time to reach the peer before the close does.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            connection.close(1u32.into(), b"refused");
+            return Err(e);
+        }
+    };
+    shared.peers.fetch_add(1, Ordering::Relaxed);
+    debug!(peer = %peer.to_human(), "peer authenticated");
+    let started = Instant::now();
+    let mut limiter = RateLimiter::new(&config.limits, Duration::ZERO);
+    let mut requests = JoinSet::new();
+    let result = loop {
+        let stream = tokio::select! {
+            stream = connection.accept_bi() => stream,
+            _ = stop.wait_for(|stopping| *stopping) => break Ok(()),
+            Some(_) = requests.join_next(), if !requests.is_empty() => continue,
+        };
+        let (mut send, recv) = match stream {
+            Ok(stream) => stream,
+            Err(quinn::ConnectionError::ApplicationClosed(_))
+            | Err(quinn::ConnectionError::LocallyClosed) => break Ok(()),
+            Err(e) => break Err(e.into()),
+        };
+        if let Err(wait) = limiter.try_acquire(started.elapsed()) {
+            let message = format!("too many requests; retry in {} ms", wait.as_millis() + 1);
+            requests.spawn(async move {
+                let _ = respond_error(&mut send, ErrorCode::RateLimited, message).await;
+            });
+            continue;
+        }
+        let shared = Arc::clone(&shared);
+        requests.spawn(async move {
+            let timeout = shared.config.request_timeout;
+            let outcome =
+                tokio::time::timeout(timeout, serve_request(&shared, peer, send, recv)).await;
+            match outcome {
+                Ok(Err(e)) => debug!(peer = %peer.to_human(), "request failed: {e}"),
+                Err(_) => debug!(peer = %peer.to_human(), "request timed out after {timeout:?}"),
+                Ok(Ok(())) => {}
+            }
+        });
+    };
+    // In-flight requests finish (the server's drain bounds this).
+    while requests.join_next().await.is_some() {}
+    shared.peers.fetch_sub(1, Ordering::Relaxed);
+    result
+}
+
+async fn respond_error(
+    send: &mut quinn::SendStream,
+    code: ErrorCode,
+    message: String,
+) -> Result<(), NetError> {
+    write_frame(send, &Response::Error { code, message }).await?;
+    let _ = send.finish();
+    Ok(())
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, Refusal> {
+    tokio::task::spawn_blocking(work).await.map_err(|e| Refusal {
+        code: ErrorCode::Internal,
+        message: format!("the node failed while serving this: {e}"),
+    })
+}
+
+fn store_refusal(error: StoreError) -> Refusal {
+    let code = match &error {
+        StoreError::HashMismatch { .. } => ErrorCode::HashMismatch,
+        StoreError::TooLarge { .. } => ErrorCode::TooLarge,
+        StoreError::NoSpace { .. } | StoreError::QuotaExceeded { .. } | StoreError::NoDisks { .. } => {
+            ErrorCode::NoSpace
+        }
+        StoreError::NotFound { .. } => ErrorCode::NotFound,
+        StoreError::RangeOutOfBounds { .. } => ErrorCode::BadRequest,
+        _ => ErrorCode::Internal,
+    };
+    Refusal {
+        code,
+        message: error.to_string(),
+    }
+}
+
+/// What a request produces: a response frame and an optional raw body.
+type Answer = (Response, Vec<u8>);
+
+async fn serve_request(
+    shared: &Arc<Shared>,
+    peer: NodeId,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+) -> Result<(), NetError> {
+    let request: Request = match read_frame(&mut recv).await {
+        Ok(request) => request,
+        Err(NetError::Frame(e)) => {
+            let code = match e {
+                crate::proto::FrameError::TooLarge { .. } => ErrorCode::TooLarge,
+                crate::proto::FrameError::Malformed(_) => ErrorCode::BadRequest,
+            };
+            let _ = recv.stop(0u32.into());
+            return respond_error(&mut send, code, e.to_string()).await;
+        }
+        Err(e) => return Err(e),
+    };
+    let answer = match limits::validate(&request, &shared.config.limits) {
+        Err(refusal) => Err(refusal),
+        Ok(()) => handle(shared, peer, request, &mut recv).await,
+    };
+    match answer {
+        Ok((response, body)) => {
+            write_frame(&mut send, &response).await?;
+            if !body.is_empty() {
+                send.write_all(&body)
+                    .await
+                    .map_err(|e| NetError::Write(e.to_string()))?;
+            }
+            let _ = send.finish();
+            Ok(())
+        }
+        Err(refusal) => {
+            let _ = recv.stop(0u32.into());
+            respond_error(&mut send, refusal.code, refusal.message).await
+        }
+    }
+}
+
+async fn handle(
+    shared: &Arc<Shared>,
+    peer: NodeId,
+    request: Request,
+    recv: &mut quinn::RecvStream,
+) -> Result<Answer, Refusal> {
+    let store = Arc::clone(&shared.store);
+    match request {
+        Request::Stat => {
+            let stats = blocking(move || store.disk_stats()).await?;
+            let disks = stats
+                .into_iter()
+                .map(|disk| DiskInfo {
+                    state: disk.state.to_string(),
+                    capacity: disk.capacity,
+                    used: disk.used,
+                    free: disk.free,
+                    shards: disk.shards,
+                })
+                .collect();
+            Ok((
+                Response::Stat(StatInfo {
+                    software: software(),
+                    max_shard: shared.config.limits.max_shard,
+                    disks,
+                }),
+                Vec::new(),
+            ))
+        }
+        Request::Put {
+            id,
+            len,
+            owner,
+            lease_expires,
+        } => {
+            // `validate` bounded `len` by the shard limit before this allocation.
+            let mut bytes = vec![0u8; len as usize];
+            read_exact(recv, &mut bytes).await.map_err(|e| Refusal {
+                code: ErrorCode::BadRequest,
+                message: format!("the shard body ended early: {e}"),
+            })?;
+            let outcome = blocking(move || {
+                store.put(ShardId(id), &bytes, OwnerId(owner), lease_expires)
+            })
+            .await?
+            .map_err(store_refusal)?;
+            debug!(peer = %peer.to_human(), shard = %ShardId(id), "stored");
+            Ok((
+                Response::Stored {
+                    already: matches!(outcome, PutOutcome::AlreadyStored(_)),
+                },
+                Vec::new(),
+            ))
+        }
+        Request::Get { id, range } => {
+            let bytes = blocking(move || match range {
+                None => store.get(ShardId(id)),
+                Some((offset, len)) => store.get_range(ShardId(id), offset, len),
+            })
+            .await?
+            .map_err(store_refusal)?;
+            Ok((
+                Response::Shard {
+                    len: bytes.len() as u64,
+                },
+                bytes,
+            ))
+        }
+        Request::Audit { id, ranges } => {
+            let slices = blocking(move || {
+                let shard = store.get(ShardId(id)).map_err(store_refusal)?;
+                audit::validate(&ranges, shard.len() as u64).map_err(|e| Refusal {
+                    code: ErrorCode::BadRequest,
+                    message: e.to_string(),
+                })?;
+                audit::prove(&shard, &ranges).map_err(|e| Refusal {
+                    code: ErrorCode::Internal,
+                    message: format!("building the proof failed: {e}"),
+                })
+            })
+            .await??;
+            let slice_lens = slices.iter().map(|s| s.len() as u64).collect();
+            Ok((Response::AuditProof { slice_lens }, slices.concat()))
+        }
+        Request::Renew { id, lease_expires } => {
+            let found = blocking(move || store.renew_lease(ShardId(id), lease_expires))
+                .await?
+                .map_err(store_refusal)?;
+            Ok((Response::Renewed { found }, Vec::new()))
+        }
+        Request::Delete {
+            id,
+            not_after,
+            signature,
+        } => {
+            let node = shared.config.identity.id;
+            let found = blocking(move || {
+                let Some((_, record)) = store.record(ShardId(id)) else {
+                    return Ok(false);
+                };
+                owner::verify_delete(
+                    &record.owner,
+                    &node,
+                    &ShardId(id),
+                    not_after,
+                    &signature,
+                    unix_now(),
+                )
+                .map_err(|e| Refusal {
+                    code: match e {
+                        owner::OwnerAuthError::Expired { .. } => ErrorCode::Expired,
+                        _ => ErrorCode::Forbidden,
+                    },
+                    message: e.to_string(),
+                })?;
+                store.delete(ShardId(id)).map_err(store_refusal)
+            })
+            .await??;
+            Ok((Response::Deleted { found }, Vec::new()))
+        }
+    }
+}
