@@ -160,7 +160,9 @@ impl DaemonConfig {
                 "no data disks given; list at least one mountpoint".into(),
             ));
         }
-        config.allowed_keys().map_err(|e| value_error("network.allow", e))?;
+        config
+            .allowed_keys()
+            .map_err(|e| value_error("network.allow", e))?;
         if config.store.max_shard_mib == 0 || config.store.max_shard_mib > 64 {
             return Err(value_error(
                 "store.max_shard_mib",
@@ -211,13 +213,25 @@ mod tests {
 
     #[test]
     fn mistakes_name_the_key_and_the_line() {
-        let err = parse("disks = ['/d']\n[store]\nreserve_mb = 5\n").unwrap_err().to_string();
-        assert!(err.contains("line 3") && err.contains("reserve_mb"), "{err}");
-        let err = parse("disks = ['/d']\nlisten = 'nowhere'\n").unwrap_err().to_string();
+        let err = parse("disks = ['/d']\n[store]\nreserve_mb = 5\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("line 3") && err.contains("reserve_mb"),
+            "{err}"
+        );
+        let err = parse("disks = ['/d']\nlisten = 'nowhere'\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("line 2") && err.contains("listen"), "{err}");
         let err = parse("disks = []\n").unwrap_err().to_string();
         assert!(err.contains("`disks`"), "{err}");
-        let err = parse("disks = ['/d']\n[network]\nallow = ['cnzz']\n").unwrap_err().to_string();
-        assert!(err.contains("network.allow") && err.contains("cnzz"), "{err}");
+        let err = parse("disks = ['/d']\n[network]\nallow = ['cnzz']\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("network.allow") && err.contains("cnzz"),
+            "{err}"
+        );
     }
 }

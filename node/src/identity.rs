@@ -18,7 +18,9 @@ pub const KEY_FILE: &str = "node.key";
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
     /// Reading, creating or syncing the key file failed.
-    #[error("cannot use the node key {path}: {source}; check that the state directory exists and is writable by cairnd")]
+    #[error(
+        "cannot use the node key {path}: {source}; check that the state directory exists and is writable by cairnd"
+    )]
     Io {
         /// The key file.
         path: PathBuf,
@@ -26,7 +28,9 @@ pub enum IdentityError {
         source: std::io::Error,
     },
     /// The file is not a key this program wrote.
-    #[error("the node key {path} is damaged ({len} bytes, expected 32); restore it from a backup, or remove it to give this box a new identity")]
+    #[error(
+        "the node key {path} is damaged ({len} bytes, expected 32); restore it from a backup, or remove it to give this box a new identity"
+    )]
     Damaged {
         /// The key file.
         path: PathBuf,
@@ -34,7 +38,9 @@ pub enum IdentityError {
         len: usize,
     },
     /// Others can read the key.
-    #[error("the node key {path} is readable by other users (mode {mode:o}); run `chmod 600 {path}`")]
+    #[error(
+        "the node key {path} is readable by other users (mode {mode:o}); run `chmod 600 {path}`"
+    )]
     Exposed {
         /// The key file.
         path: PathBuf,
@@ -56,7 +62,9 @@ pub struct Identity {
 
 impl std::fmt::Debug for Identity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Identity").field("id", &self.id).finish_non_exhaustive()
+        f.debug_struct("Identity")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -101,10 +109,13 @@ impl Identity {
                     return Err(IdentityError::Exposed { path, mode });
                 }
                 let private: [u8; 32] =
-                    bytes.as_slice().try_into().map_err(|_| IdentityError::Damaged {
-                        path: path.clone(),
-                        len: bytes.len(),
-                    })?;
+                    bytes
+                        .as_slice()
+                        .try_into()
+                        .map_err(|_| IdentityError::Damaged {
+                            path: path.clone(),
+                            len: bytes.len(),
+                        })?;
                 Ok(Self::from_private(private))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

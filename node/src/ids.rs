@@ -5,7 +5,9 @@ use std::fmt;
 
 /// Why a string could not be read as an id.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("`{text}` is not a {kind}: expected {expected_len} characters (hex, or `cn` and base32 for a node)")]
+#[error(
+    "`{text}` is not a {kind}: expected {expected_len} characters (hex, or `cn` and base32 for a node)"
+)]
 pub struct ParseIdError {
     /// What was being parsed.
     kind: &'static str,
@@ -175,7 +177,10 @@ mod human_tests {
         let human = id.to_human();
         assert_eq!(human.len(), 54);
         assert_eq!(NodeId::from_human(&human), Ok(id));
-        assert_eq!(NodeId::from_human(&human.to_uppercase().replacen("CN", "cn", 1)), Ok(id));
+        assert_eq!(
+            NodeId::from_human(&human.to_uppercase().replacen("CN", "cn", 1)),
+            Ok(id)
+        );
         assert_eq!(NodeId::from_human(&id.to_hex()), Ok(id));
         assert!(NodeId::from_human("cnabc").is_err());
         assert!(NodeId::from_human(&human[..50]).is_err());

@@ -89,7 +89,9 @@ fn run(args: Args) -> anyhow::Result<()> {
     let store = Arc::new(ShardStore::open(store_config)?);
     for disk in store.disk_stats() {
         match disk.state {
-            DiskState::Online => info!(path = %disk.path.display(), "disk online: {} shards, {} MiB free", disk.shards, disk.free >> 20),
+            DiskState::Online => {
+                info!(path = %disk.path.display(), "disk online: {} shards, {} MiB free", disk.shards, disk.free >> 20)
+            }
             ref state => warn!(path = %disk.path.display(), "disk not in service: {state}"),
         }
     }
@@ -159,8 +161,12 @@ async fn serve(
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
     let watchdog = sd_notify::watchdog_enabled();
     // Half the watchdog interval, as systemd recommends; a status line every 10 s anyway.
-    let tick = watchdog.map_or(Duration::from_secs(10), |w| (w / 2).min(Duration::from_secs(10)));
+    let tick = watchdog.map_or(Duration::from_secs(10), |w| {
+        (w / 2).min(Duration::from_secs(10))
+    });
     let mut ticker = tokio::time::interval(tick);
+    let status_every =
+        (Duration::from_secs(10).as_millis() / tick.as_millis().max(1)).max(1) as u64;
     let mut ticks = 0u64;
     loop {
         tokio::select! {
@@ -171,7 +177,7 @@ async fn serve(
                 if watchdog.is_some() {
                     notify(&[NotifyState::Watchdog]);
                 }
-                if ticks % (Duration::from_secs(10).as_millis() / tick.as_millis().max(1)).max(1) as u64 == 0 {
+                if ticks.is_multiple_of(status_every) {
                     let store_for_flush = Arc::clone(&store);
                     if let Ok(Err(e)) = tokio::task::spawn_blocking(move || store_for_flush.flush()).await {
                         warn!("flushing the store: {e}");
@@ -190,7 +196,10 @@ async fn serve(
 
 fn status_line(store: &ShardStore, server: &Server) -> String {
     let disks = store.disk_stats();
-    let online = disks.iter().filter(|d| d.state == DiskState::Online).count();
+    let online = disks
+        .iter()
+        .filter(|d| d.state == DiskState::Online)
+        .count();
     let shards: u64 = disks.iter().map(|d| d.shards).sum();
     let free: u64 = disks.iter().map(|d| d.free).sum();
     format!(

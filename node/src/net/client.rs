@@ -61,12 +61,11 @@ impl Peer {
             addr: bind,
             reason: e.to_string(),
         })?;
-        let config = super::tls::client_config(&Default::default()).map_err(|e| {
-            NetError::Connect {
+        let config =
+            super::tls::client_config(&Default::default()).map_err(|e| NetError::Connect {
                 addr: bind,
                 reason: e.to_string(),
-            }
-        })?;
+            })?;
         endpoint.set_default_client_config(config);
         Ok(endpoint)
     }
@@ -150,7 +149,11 @@ impl Peer {
 
     /// Reads bytes of a shard without verifying them (a range cannot be
     /// checked against the id alone; use [`Self::audit`] for proven ranges).
-    pub async fn get_raw(&self, id: ShardId, range: Option<(u64, u64)>) -> Result<Vec<u8>, NetError> {
+    pub async fn get_raw(
+        &self,
+        id: ShardId,
+        range: Option<(u64, u64)>,
+    ) -> Result<Vec<u8>, NetError> {
         match self.call(&Request::Get { id: id.0, range }, &[]).await? {
             (Response::Shard { .. }, body) => Ok(body),
             (other, _) => Err(NetError::Unexpected(format!("{other:?}"))),
@@ -159,7 +162,11 @@ impl Peer {
 
     /// Asks for proofs of `ranges`; returns the raw slices (check them with
     /// [`audit::verify`]).
-    pub async fn audit_raw(&self, id: ShardId, ranges: &[(u64, u64)]) -> Result<Vec<Vec<u8>>, NetError> {
+    pub async fn audit_raw(
+        &self,
+        id: ShardId,
+        ranges: &[(u64, u64)],
+    ) -> Result<Vec<Vec<u8>>, NetError> {
         let request = Request::Audit {
             id: id.0,
             ranges: ranges.to_vec(),
@@ -190,17 +197,20 @@ impl Peer {
         let ranges = audit::challenge(seed, shard_len, 4, 4 * audit::CHUNK);
         let slices = self.audit_raw(id, &ranges).await?;
         audit::verify(&id, shard_len, &ranges, &slices).map_err(|e| {
-            NetError::Corrupt(format!(
-                "audit of {id} on {}: {e}",
-                self.node.to_human()
-            ))
+            NetError::Corrupt(format!("audit of {id} on {}: {e}", self.node.to_human()))
         })
     }
 
     /// Moves a shard's lease; `Ok(false)` if the node does not hold it.
     pub async fn renew(&self, id: ShardId, lease_expires: u64) -> Result<bool, NetError> {
         match self
-            .call(&Request::Renew { id: id.0, lease_expires }, &[])
+            .call(
+                &Request::Renew {
+                    id: id.0,
+                    lease_expires,
+                },
+                &[],
+            )
             .await?
         {
             (Response::Renewed { found }, _) => Ok(found),
@@ -209,7 +219,12 @@ impl Peer {
     }
 
     /// Deletes a shard with its owner's signature (see [`crate::proto::owner`]).
-    pub async fn delete(&self, id: ShardId, not_after: u64, signature: Vec<u8>) -> Result<bool, NetError> {
+    pub async fn delete(
+        &self,
+        id: ShardId,
+        not_after: u64,
+        signature: Vec<u8>,
+    ) -> Result<bool, NetError> {
         let request = Request::Delete {
             id: id.0,
             not_after,

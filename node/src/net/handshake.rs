@@ -59,7 +59,9 @@ async fn receive(stream: &mut quinn::RecvStream) -> Result<Vec<u8>, NetError> {
 fn write_hello(state: &mut HandshakeState, hello: &Hello) -> Result<Vec<u8>, NetError> {
     let payload = postcard::to_stdvec(hello).map_err(|e| NetError::Handshake(e.to_string()))?;
     let mut out = vec![0u8; MAX_HANDSHAKE_MESSAGE];
-    let len = state.write_message(&payload, &mut out).map_err(noise_error)?;
+    let len = state
+        .write_message(&payload, &mut out)
+        .map_err(noise_error)?;
     out.truncate(len);
     Ok(out)
 }

@@ -165,7 +165,9 @@ pub enum BindError {
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
     /// The UDP socket could not be bound.
-    #[error("cannot listen on {addr}: {source}; is another cairnd running, or is the address wrong?")]
+    #[error(
+        "cannot listen on {addr}: {source}; is another cairnd running, or is the address wrong?"
+    )]
     Socket {
         /// The address.
         addr: SocketAddr,
@@ -274,19 +276,21 @@ fn unix_now() -> u64 {
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, Refusal> {
-    tokio::task::spawn_blocking(work).await.map_err(|e| Refusal {
-        code: ErrorCode::Internal,
-        message: format!("the node failed while serving this: {e}"),
-    })
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Refusal {
+            code: ErrorCode::Internal,
+            message: format!("the node failed while serving this: {e}"),
+        })
 }
 
 fn store_refusal(error: StoreError) -> Refusal {
     let code = match &error {
         StoreError::HashMismatch { .. } => ErrorCode::HashMismatch,
         StoreError::TooLarge { .. } => ErrorCode::TooLarge,
-        StoreError::NoSpace { .. } | StoreError::QuotaExceeded { .. } | StoreError::NoDisks { .. } => {
-            ErrorCode::NoSpace
-        }
+        StoreError::NoSpace { .. }
+        | StoreError::QuotaExceeded { .. }
+        | StoreError::NoDisks { .. } => ErrorCode::NoSpace,
         StoreError::NotFound { .. } => ErrorCode::NotFound,
         StoreError::RangeOutOfBounds { .. } => ErrorCode::BadRequest,
         _ => ErrorCode::Internal,
@@ -381,11 +385,10 @@ async fn handle(
                 code: ErrorCode::BadRequest,
                 message: format!("the shard body ended early: {e}"),
             })?;
-            let outcome = blocking(move || {
-                store.put(ShardId(id), &bytes, OwnerId(owner), lease_expires)
-            })
-            .await?
-            .map_err(store_refusal)?;
+            let outcome =
+                blocking(move || store.put(ShardId(id), &bytes, OwnerId(owner), lease_expires))
+                    .await?
+                    .map_err(store_refusal)?;
             debug!(peer = %peer.to_human(), shard = %ShardId(id), "stored");
             Ok((
                 Response::Stored {

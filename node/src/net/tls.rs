@@ -33,9 +33,9 @@ impl Default for TransportLimits {
 fn provider() -> Arc<CryptoProvider> {
     let mut provider = rustls::crypto::ring::default_provider();
     // ChaCha20 first: Pi 3/4 have no AES instructions. AES stays for QUIC's Initial packets.
-    provider.cipher_suites.sort_by_key(|suite| {
-        suite.suite() != rustls::CipherSuite::TLS13_CHACHA20_POLY1305_SHA256
-    });
+    provider
+        .cipher_suites
+        .sort_by_key(|suite| suite.suite() != rustls::CipherSuite::TLS13_CHACHA20_POLY1305_SHA256);
     Arc::new(provider)
 }
 

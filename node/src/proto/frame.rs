@@ -75,7 +75,9 @@ pub fn decode_frame<T: DeserializeOwned>(payload: &[u8]) -> Result<T, FrameError
 /// Decodes a whole frame, prefix included (for fuzzing and tests).
 pub fn decode_prefixed<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, FrameError> {
     let Some((prefix, payload)) = bytes.split_first_chunk::<PREFIX_LEN>() else {
-        return Err(FrameError::Malformed("shorter than its length prefix".into()));
+        return Err(FrameError::Malformed(
+            "shorter than its length prefix".into(),
+        ));
     };
     let len = frame_len(*prefix)?;
     if payload.len() != len {

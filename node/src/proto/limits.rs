@@ -116,7 +116,9 @@ impl RateLimiter {
             self.tokens -= 1.0;
             Ok(())
         } else if self.per_second > 0.0 {
-            Err(Duration::from_secs_f64((1.0 - self.tokens) / self.per_second))
+            Err(Duration::from_secs_f64(
+                (1.0 - self.tokens) / self.per_second,
+            ))
         } else {
             Err(Duration::MAX)
         }

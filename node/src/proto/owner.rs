@@ -27,7 +27,9 @@ pub enum OwnerAuthError {
         now: u64,
     },
     /// The signature claims a validity longer than the node accepts.
-    #[error("the signed delete is valid until {not_after}, more than {MAX_DELETE_VALIDITY_S} s ahead")]
+    #[error(
+        "the signed delete is valid until {not_after}, more than {MAX_DELETE_VALIDITY_S} s ahead"
+    )]
     TooLong {
         /// The claimed end.
         not_after: u64,

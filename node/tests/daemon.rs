@@ -1,0 +1,279 @@
+//! Real `cairnd` processes on loopback: readiness through a NOTIFY_SOCKET,
+//! shards moved between two daemons, and every refusal the protocol
+//! promises (wrong key, unknown key, corrupt upload, oversized frame,
+//! forged audit proof, delete without the owner's signature).
+
+use std::net::{SocketAddr, UdpSocket};
+use std::os::unix::net::UnixDatagram;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use cairn_node::identity::Identity;
+use cairn_node::ids::{NodeId, ShardId};
+use cairn_node::net::{NetError, Peer};
+use cairn_node::proto::{ErrorCode, MAX_FRAME, Response, audit, owner};
+use ed25519_dalek::SigningKey;
+
+const CAIRND: &str = env!("CARGO_BIN_EXE_cairnd");
+
+struct Daemon {
+    child: Child,
+    id: NodeId,
+    addr: SocketAddr,
+    notify: UnixDatagram,
+    _dir: tempfile::TempDir,
+}
+
+impl Daemon {
+    /// Starts a daemon that allows `allow`, and waits for its READY=1.
+    fn start(allow: &[NodeId]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = dir.path().join("disk1");
+        std::fs::create_dir(&disk).unwrap();
+        // A free port: bind, note, release. Loopback only.
+        let port = UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let allow: Vec<String> = allow
+            .iter()
+            .map(|id| format!("'{}'", id.to_human()))
+            .collect();
+        let config = dir.path().join("cairnd.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "state_dir = '{}'\nlisten = '{addr}'\ndisks = ['{}']\n[store]\nreserve_mib = 0\nmax_shard_mib = 2\n[network]\nallow = [{}]\n",
+                dir.path().join("state").display(),
+                disk.display(),
+                allow.join(", ")
+            ),
+        )
+        .unwrap();
+        let id = print_id(&config);
+        let socket_path = dir.path().join("notify.sock");
+        let notify = UnixDatagram::bind(&socket_path).unwrap();
+        notify
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let child = Command::new(CAIRND)
+            .arg("--config")
+            .arg(&config)
+            .env("NOTIFY_SOCKET", &socket_path)
+            .env("CAIRN_LOG", "debug")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let daemon = Self {
+            child,
+            id,
+            addr,
+            notify,
+            _dir: dir,
+        };
+        let first = daemon.next_notification();
+        assert!(first.contains("READY=1"), "first notification: {first}");
+        assert!(
+            first.contains("STATUS=0 shards"),
+            "first notification: {first}"
+        );
+        daemon
+    }
+
+    fn next_notification(&self) -> String {
+        let mut buf = [0u8; 4096];
+        let len = self
+            .notify
+            .recv(&mut buf)
+            .expect("cairnd sent nothing to NOTIFY_SOCKET within 30 s");
+        String::from_utf8_lossy(&buf[..len]).into_owned()
+    }
+
+    /// SIGTERM, then STOPPING=1 and a clean exit.
+    fn stop(mut self) {
+        rustix::process::kill_process(
+            rustix::process::Pid::from_child(&self.child),
+            rustix::process::Signal::TERM,
+        )
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut stopping = false;
+        while !stopping && Instant::now() < deadline {
+            stopping = self.next_notification().contains("STOPPING=1");
+        }
+        assert!(stopping, "no STOPPING=1 after SIGTERM");
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "cairnd exited with {status}");
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn print_id(config: &Path) -> NodeId {
+    let out = Command::new(CAIRND)
+        .arg("--config")
+        .arg(config)
+        .arg("--print-id")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    NodeId::from_human(String::from_utf8_lossy(&out.stdout).trim()).unwrap()
+}
+
+fn shard(seed: u8, len: usize) -> (ShardId, Vec<u8>) {
+    let mut bytes = vec![0u8; len];
+    blake3::Hasher::new()
+        .update(&[seed])
+        .finalize_xof()
+        .fill(&mut bytes);
+    (ShardId::of(&bytes), bytes)
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+const TIMEOUT: Duration = Duration::from_secs(20);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_daemons_exchange_shards_and_refuse_what_they_must() {
+    let me = Identity::generate().unwrap();
+    let a = Daemon::start(&[me.id]);
+    let b = Daemon::start(&[me.id]);
+    let endpoint = Peer::client_endpoint("127.0.0.1:0".parse().unwrap()).unwrap();
+    let owner_key = SigningKey::from_bytes(&[42; 32]);
+    let owner_id = owner::owner_id(&owner_key);
+    let lease = now() + 3600;
+
+    let to_a = Peer::connect(&endpoint, a.addr, a.id, &me, TIMEOUT)
+        .await
+        .unwrap();
+    let to_b = Peer::connect(&endpoint, b.addr, b.id, &me, TIMEOUT)
+        .await
+        .unwrap();
+
+    // Shards go to A, come back verified, and move on to B.
+    let shards: Vec<_> = (0..5u8)
+        .map(|i| shard(i, 300_000 + i as usize * 7777))
+        .collect();
+    for (id, bytes) in &shards {
+        assert!(!to_a.put(*id, bytes, owner_id, lease).await.unwrap());
+    }
+    assert!(
+        to_a.put(shards[0].0, &shards[0].1, owner_id, lease)
+            .await
+            .unwrap(),
+        "duplicate put"
+    );
+    for (id, bytes) in &shards {
+        let read = to_a.get(*id).await.unwrap();
+        assert_eq!(&read, bytes);
+        to_b.put(*id, &read, owner_id, lease).await.unwrap();
+        assert_eq!(&to_b.get(*id).await.unwrap(), bytes);
+    }
+    let stat = to_b.stat().await.unwrap();
+    assert_eq!(stat.disks.iter().map(|d| d.shards).sum::<u64>(), 5);
+
+    // A peer that is not who we dialled: handshake fails.
+    let wrong = Peer::connect(&endpoint, b.addr, a.id, &me, TIMEOUT).await;
+    assert!(
+        matches!(
+            wrong,
+            Err(NetError::Handshake(_)) | Err(NetError::Read(_)) | Err(NetError::Connection(_))
+        ),
+        "{:?}",
+        wrong.err()
+    );
+    // A key the node does not know: authenticated, then refused with a reason.
+    let stranger = Identity::generate().unwrap();
+    match Peer::connect(&endpoint, a.addr, a.id, &stranger, TIMEOUT).await {
+        Err(NetError::Refused(reason)) => assert!(reason.contains("not allowed"), "{reason}"),
+        other => panic!("unknown key not refused: {:?}", other.err()),
+    }
+
+    // A corrupted upload is refused and nothing is stored.
+    let (id, mut bytes) = shard(99, 100_000);
+    bytes[500] ^= 1;
+    let err = to_a.put(id, &bytes, owner_id, lease).await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::HashMismatch), "{err}");
+    assert_eq!(
+        to_a.get(id).await.unwrap_err().code(),
+        Some(ErrorCode::NotFound)
+    );
+    // A shard over the node's limit (2 MiB) is refused before its body is read.
+    let (big_id, big) = shard(98, 3 << 20);
+    let err = to_a.put(big_id, &big, owner_id, lease).await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::TooLarge), "{err}");
+    // An oversized frame is refused, and the connection keeps working.
+    let mut huge = ((MAX_FRAME + 1) as u32).to_be_bytes().to_vec();
+    huge.extend(vec![0u8; 64]);
+    match to_a.send_raw(&huge).await.unwrap() {
+        Response::Error { code, .. } => assert_eq!(code, ErrorCode::TooLarge),
+        other => panic!("oversized frame answered with {other:?}"),
+    }
+    match to_a
+        .send_raw(&[0, 0, 0, 3, 0xff, 0xff, 0xff])
+        .await
+        .unwrap()
+    {
+        Response::Error { code, .. } => assert_eq!(code, ErrorCode::BadRequest),
+        other => panic!("garbage frame answered with {other:?}"),
+    }
+    assert_eq!(to_a.stat().await.unwrap().disks.len(), 1);
+
+    // Audits: an honest answer verifies against the id; a forged one does not.
+    let (id, bytes) = &shards[3];
+    let proven = to_a.audit(*id, bytes.len() as u64, [7; 32]).await.unwrap();
+    assert_eq!(proven.len(), 4);
+    let ranges = audit::challenge([8; 32], bytes.len() as u64, 3, 2048);
+    let mut slices = to_a.audit_raw(*id, &ranges).await.unwrap();
+    audit::verify(id, bytes.len() as u64, &ranges, &slices).unwrap();
+    let last = slices[2].len() - 1;
+    slices[2][last] ^= 1;
+    assert!(audit::verify(id, bytes.len() as u64, &ranges, &slices).is_err());
+
+    // Delete needs the owner's signature for this node.
+    let not_after = now() + 600;
+    let stranger_key = SigningKey::from_bytes(&[7; 32]);
+    let forged = owner::sign_delete(&stranger_key, &a.id, id, not_after);
+    let err = to_a.delete(*id, not_after, forged).await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::Forbidden), "{err}");
+    let for_b = owner::sign_delete(&owner_key, &b.id, id, not_after);
+    assert_eq!(
+        to_a.delete(*id, not_after, for_b).await.unwrap_err().code(),
+        Some(ErrorCode::Forbidden)
+    );
+    assert_eq!(
+        &to_a.get(*id).await.unwrap(),
+        bytes,
+        "a refused delete changed nothing"
+    );
+    let signed = owner::sign_delete(&owner_key, &a.id, id, not_after);
+    assert!(to_a.delete(*id, not_after, signed).await.unwrap());
+    assert_eq!(
+        to_a.get(*id).await.unwrap_err().code(),
+        Some(ErrorCode::NotFound)
+    );
+    assert!(to_a.renew(shards[0].0, lease + 10).await.unwrap());
+
+    to_a.close();
+    to_b.close();
+    a.stop();
+    b.stop();
+}
