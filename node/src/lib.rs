@@ -1,9 +1,7 @@
-//! The Cairn storage node.
-//!
-//! Today this crate holds the node's shard store ([`store`]): the part of a
-//! Cairn box that keeps encrypted, erasure-coded shards on the box's data
-//! disks and never loses one it has acknowledged. The daemon `cairnd`, its
-//! wire protocol and the owner's client grow around it in later modules.
+//! The Cairn storage node: its shard store ([`store`]), which keeps shards
+//! on the box's data disks and never loses one it has acknowledged; the wire
+//! protocol as plain code ([`proto`]) and its QUIC/Noise transport ([`net`]);
+//! and what the daemon `cairnd` (in `src/bin`) is made of.
 
 pub mod daemon_config;
 pub mod identity;
