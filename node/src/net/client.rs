@@ -74,14 +74,19 @@ impl Peer {
     async fn call(&self, request: &Request, body: &[u8]) -> Result<(Response, Vec<u8>), NetError> {
         let run = async {
             let (mut send, mut recv) = self.connection.open_bi().await?;
-            write_frame(&mut send, request).await?;
-            if !body.is_empty() {
-                send.write_all(body)
+            let mut written = write_frame(&mut send, request).await;
+            if written.is_ok() && !body.is_empty() {
+                written = send
+                    .write_all(body)
                     .await
-                    .map_err(|e| NetError::Write(e.to_string()))?;
+                    .map_err(|e| NetError::Write(e.to_string()));
             }
             let _ = send.finish();
-            let response: Response = read_frame(&mut recv).await?;
+            // A node that refuses a request stops reading its body; its answer says why.
+            let response: Response = match read_frame(&mut recv).await {
+                Ok(response) => response,
+                Err(read_error) => return Err(written.err().unwrap_or(read_error)),
+            };
             let body_len = match &response {
                 Response::Shard { len } => *len,
                 Response::AuditProof { slice_lens } => slice_lens.iter().sum(),
