@@ -31,6 +31,15 @@ fn prologue(connection: &quinn::Connection) -> Result<Vec<u8>, NetError> {
     Ok(prologue)
 }
 
+/// A Noise builder with this side's key and the connection-bound prologue.
+fn builder<'a>(identity: &'a Identity, prologue: &'a [u8]) -> Result<Builder<'a>, NetError> {
+    Builder::new(NOISE_PARAMS.parse().map_err(noise_error)?)
+        .local_private_key(identity.private())
+        .map_err(noise_error)?
+        .prologue(prologue)
+        .map_err(noise_error)
+}
+
 fn noise_error(e: snow::Error) -> NetError {
     NetError::Handshake(e.to_string())
 }
@@ -85,12 +94,9 @@ pub async fn initiate(
     timeout: Duration,
 ) -> Result<Hello, NetError> {
     let run = async {
-        let mut state = Builder::new(NOISE_PARAMS.parse().map_err(noise_error)?)
-            .local_private_key(identity.private())
-            .map_err(noise_error)?
+        let prologue = prologue(connection)?;
+        let mut state = builder(identity, &prologue)?
             .remote_public_key(&expected.0)
-            .map_err(noise_error)?
-            .prologue(&prologue(connection)?)
             .map_err(noise_error)?
             .build_initiator()
             .map_err(noise_error)?;
@@ -119,11 +125,8 @@ pub async fn respond(
     decide: impl FnOnce(&NodeId, &Hello) -> Option<String>,
 ) -> Result<(NodeId, Hello), NetError> {
     let run = async {
-        let mut state = Builder::new(NOISE_PARAMS.parse().map_err(noise_error)?)
-            .local_private_key(identity.private())
-            .map_err(noise_error)?
-            .prologue(&prologue(connection)?)
-            .map_err(noise_error)?
+        let prologue = prologue(connection)?;
+        let mut state = builder(identity, &prologue)?
             .build_responder()
             .map_err(noise_error)?;
         let (mut send_stream, mut recv_stream) = connection.accept_bi().await?;
