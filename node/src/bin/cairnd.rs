@@ -37,14 +37,27 @@ fn main() -> std::process::ExitCode {
     match run(args) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            error!("{e:#}");
-            // Also on stderr: under systemd the journal has it, by hand the person sees it.
-            if std::env::var_os("JOURNAL_STREAM").is_some() {
-                eprintln!("cairnd: {e:#}");
-            }
+            // To the journal under systemd, to stderr by hand (see init_logging).
+            error!("{}", describe(&e));
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes, each cause once: the library's errors already
+/// name their cause in their own message (with advice after it).
+fn describe(error: &anyhow::Error) -> String {
+    let mut message = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            if !message.is_empty() {
+                message.push_str(": ");
+            }
+            message.push_str(&text);
+        }
+    }
+    message
 }
 
 fn init_logging() {

@@ -89,7 +89,11 @@ impl Peer {
             };
             let body_len = match &response {
                 Response::Shard { len } => *len,
-                Response::AuditProof { slice_lens } => slice_lens.iter().sum(),
+                // A peer's numbers: an overflowing sum is its error, not our panic.
+                Response::AuditProof { slice_lens } => slice_lens
+                    .iter()
+                    .try_fold(0u64, |sum, len| sum.checked_add(*len))
+                    .unwrap_or(u64::MAX),
                 Response::Error { code, message } => {
                     return Err(NetError::Remote {
                         code: *code,

@@ -145,7 +145,11 @@ pub async fn respond(
         send(&mut send_stream, &write_hello(&mut state, &reply)?).await?;
         let _ = send_stream.finish();
         match refused {
-            Some(reason) => Err(NetError::Refused(reason)),
+            Some(reason) => {
+                // The caller closes the connection next; first let the reason arrive.
+                let _ = send_stream.stopped().await;
+                Err(NetError::Refused(reason))
+            }
             None => Ok((peer, theirs)),
         }
     };

@@ -208,8 +208,6 @@ async fn serve_connection(
         Ok(accepted) => accepted,
         Err(e) => {
             info!(remote = %connection.remote_address(), "handshake failed: {e}");
-            // Give the refusal time to reach the peer before the close does.
-            tokio::time::sleep(Duration::from_millis(200)).await;
             connection.close(1u32.into(), b"refused");
             return Err(e);
         }

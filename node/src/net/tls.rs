@@ -50,7 +50,6 @@ fn transport(limits: &TransportLimits) -> Arc<quinn::TransportConfig> {
                 .try_into()
                 .unwrap_or(quinn::IdleTimeout::from(quinn::VarInt::from_u32(60_000))),
         ))
-        .keep_alive_interval(Some(limits.idle_timeout / 3))
         // Windows sized for multi-MiB shards on a LAN: a 16 MiB stream window lets one
         // shard flow without waiting for window updates.
         .stream_receive_window((16u32 << 20).into())
@@ -105,7 +104,13 @@ pub fn client_config(limits: &TransportLimits) -> Result<quinn::ClientConfig, Tl
     let quic = quinn::crypto::rustls::QuicClientConfig::try_from(crypto)
         .map_err(|e| TlsError::Config(e.to_string()))?;
     let mut config = quinn::ClientConfig::new(Arc::new(quic));
-    config.transport_config(transport(limits));
+    // Only the dialling side keeps a connection alive: a server pinging its
+    // peers would keep every idle connection open past the idle timeout.
+    let mut transport = transport(limits);
+    Arc::get_mut(&mut transport)
+        .expect("just created")
+        .keep_alive_interval(Some(limits.idle_timeout / 3));
+    config.transport_config(transport);
     Ok(config)
 }
 

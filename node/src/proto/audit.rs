@@ -67,11 +67,17 @@ pub fn challenge(seed: [u8; 32], shard_len: u64, count: usize, range_len: u64) -
         .collect()
 }
 
-/// Checks the ranges of an audit request against the shard's length.
-pub fn validate(ranges: &[(u64, u64)], shard_len: u64) -> Result<(), AuditError> {
+/// Checks how many and how long the ranges are (before the shard is read).
+pub fn check_size(ranges: &[(u64, u64)]) -> Result<(), AuditError> {
     if ranges.len() > MAX_RANGES || ranges.iter().any(|&(_, len)| len > MAX_RANGE_LEN) {
         return Err(AuditError::TooLarge);
     }
+    Ok(())
+}
+
+/// Checks the ranges of an audit request against the shard's length.
+pub fn validate(ranges: &[(u64, u64)], shard_len: u64) -> Result<(), AuditError> {
+    check_size(ranges)?;
     for &(offset, len) in ranges {
         if len == 0 || offset.checked_add(len).is_none_or(|end| end > shard_len) {
             return Err(AuditError::OutOfBounds {

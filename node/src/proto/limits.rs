@@ -69,14 +69,8 @@ pub fn validate(request: &Request, limits: &Limits) -> Result<(), Refusal> {
                 limits.max_get_range
             ),
         )),
-        Request::Audit { ranges, .. }
-            if ranges.len() > audit::MAX_RANGES
-                || ranges.iter().any(|&(_, len)| len > audit::MAX_RANGE_LEN) =>
-        {
-            Err(Refusal::new(
-                ErrorCode::TooLarge,
-                audit::AuditError::TooLarge.to_string(),
-            ))
+        Request::Audit { ranges, .. } => {
+            audit::check_size(ranges).map_err(|e| Refusal::new(ErrorCode::TooLarge, e.to_string()))
         }
         Request::Delete { signature, .. } if signature.len() != 64 => Err(Refusal::new(
             ErrorCode::BadRequest,

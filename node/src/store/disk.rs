@@ -105,6 +105,8 @@ pub struct OpenDisk {
 #[derive(Default)]
 struct CommitQueue {
     waiting: Vec<(u64, IndexOp)>,
+    /// Tickets of callers with no ops that wait for the next commit (see `flush_intents`).
+    barriers: Vec<u64>,
     /// Puts linked into `shards/` whose links may not be durable yet, with
     /// their names in `tmp/`, which keep the data reachable until then.
     linked: Vec<(ShardId, String)>,
@@ -218,43 +220,13 @@ impl OpenDisk {
         bytes: &[u8],
         record: ShardRecord,
     ) -> Result<OpOutcome, DiskIoError> {
-        let seq = self.tmp_seq.fetch_add(1, Ordering::Relaxed);
-        let tmp = format!("{TMP_DIR}/{}.{seq}", id.to_hex());
-        if let Err(e) = self.fs.write_new(&tmp, bytes, false) {
-            let _ = self.fs.remove(&tmp);
-            return Err(DiskIoError::new(format!("writing shard {id}"), e));
-        }
-        let outcome = match self.commit_all(vec![IndexOp::Insert(*id, record)], true) {
-            Ok(mut outcomes) => outcomes.pop().expect("one outcome per op"),
-            Err(e) => {
-                let _ = self.fs.remove(&tmp);
-                return Err(DiskIoError::index(
-                    format!("recording shard {id} in the index"),
-                    &e,
-                ));
-            }
-        };
-        match outcome {
-            OpOutcome::Applied(old) => {
-                // Durable from here on: the file is synced under its tmp name, and the
-                // intent makes recovery put it in place if this link is lost.
-                self.link_into_place(id, &tmp)?;
-                if old.is_some_and(|old| old.state == ShardState::Quarantined) {
-                    // The damaged copy is replaced by a verified one; it has served its purpose.
-                    let _ = self.fs.remove(&quarantine_path(id));
-                }
-                self.intent_finished(*id, tmp);
-            }
-            OpOutcome::Unchanged | OpOutcome::Absent => {
-                let _ = self.fs.remove(&tmp);
-            }
-        }
-        Ok(outcome)
+        let mut outcomes = self.put_many(&[(*id, bytes, record)])?;
+        Ok(outcomes.pop().expect("one outcome per shard"))
     }
 
-    /// Writes many shards durably with one file-system sync and one index
-    /// commit, for bulk work (repair, migration). The caller holds every
-    /// shard's lock and has verified their bytes.
+    /// Writes shards durably: all of them, and whatever other puts are
+    /// waiting, share one file-system sync and one index commit. The caller
+    /// holds every shard's lock and has verified their bytes.
     pub fn put_many(
         &self,
         shards: &[(ShardId, &[u8], ShardRecord)],
@@ -286,18 +258,28 @@ impl OpenDisk {
             Ok(outcomes) => outcomes,
             Err(e) => {
                 cleanup(&tmps);
-                return Err(DiskIoError::index(
-                    "recording a batch of shards in the index",
-                    &e,
-                ));
+                let what = match shards {
+                    [(id, _, _)] => format!("recording shard {id} in the index"),
+                    _ => format!("recording {} shards in the index", shards.len()),
+                };
+                return Err(DiskIoError::index(what, &e));
             }
         };
-        for ((id, _, _), (tmp, outcome)) in shards.iter().zip(tmps.iter().zip(&outcomes)) {
-            if matches!(outcome, OpOutcome::Applied(_)) {
-                self.link_into_place(id, tmp)?;
-                self.intent_finished(*id, tmp.clone());
-            } else {
-                let _ = self.fs.remove(tmp);
+        for ((id, _, _), (tmp, outcome)) in shards.iter().zip(tmps.into_iter().zip(&outcomes)) {
+            match outcome {
+                OpOutcome::Applied(old) => {
+                    // Durable from here on: the file is synced under its tmp name, and the
+                    // intent makes recovery put it in place if this link is lost.
+                    self.link_into_place(id, &tmp)?;
+                    if old.is_some_and(|old| old.state == ShardState::Quarantined) {
+                        // The damaged copy is replaced by a verified one; it has served its purpose.
+                        let _ = self.fs.remove(&quarantine_path(id));
+                    }
+                    self.intent_finished(*id, tmp);
+                }
+                OpOutcome::Unchanged | OpOutcome::Absent => {
+                    let _ = self.fs.remove(&tmp);
+                }
             }
         }
         Ok(outcomes)
@@ -359,16 +341,22 @@ impl OpenDisk {
         let mut queue = lock(&self.commits);
         queue.needs_sync |= needs_sync;
         let first = queue.next_ticket;
-        let count = ops.len() as u64;
+        let barrier = ops.is_empty();
+        // With no ops, one ticket that the next commit answers: "wait for a commit of my own".
+        let count = ops.len().max(1) as u64;
         queue.next_ticket += count;
+        if barrier {
+            queue.barriers.push(first);
+        }
         for (ticket, op) in (first..).zip(ops) {
             queue.waiting.push((ticket, op));
         }
         loop {
             if (first..first + count).all(|t| queue.results.contains_key(&t)) {
-                return (first..first + count)
+                let outcomes = (first..first + count)
                     .map(|t| queue.results.remove(&t).expect("checked above"))
-                    .collect();
+                    .collect::<Result<Vec<_>, _>>()?;
+                return Ok(if barrier { Vec::new() } else { outcomes });
             }
             if queue.leader_active {
                 queue = self
@@ -379,6 +367,7 @@ impl OpenDisk {
             }
             queue.leader_active = true;
             let batch = std::mem::take(&mut queue.waiting);
+            let barriers = std::mem::take(&mut queue.barriers);
             let sync = std::mem::take(&mut queue.needs_sync);
             // Links made before this sync starts are durable once it ends.
             let linked = if sync {
@@ -427,11 +416,15 @@ impl OpenDisk {
                     for ((ticket, _), outcome) in batch.iter().zip(outcomes) {
                         queue.results.insert(*ticket, Ok(outcome));
                     }
+                    for ticket in barriers {
+                        queue.results.insert(ticket, Ok(OpOutcome::Unchanged));
+                    }
                 }
                 Err(error) => {
                     let error = Arc::new(error);
-                    for (ticket, _) in &batch {
-                        queue.results.insert(*ticket, Err(Arc::clone(&error)));
+                    let tickets = batch.iter().map(|(ticket, _)| *ticket).chain(barriers);
+                    for ticket in tickets {
+                        queue.results.insert(ticket, Err(Arc::clone(&error)));
                     }
                 }
             }
@@ -473,44 +466,26 @@ impl OpenDisk {
     }
 
     /// Makes every finished put durable in place and forgets its intent, so
-    /// the next start has nothing to check.
+    /// the next start has nothing to check: one commit with a sync moves the
+    /// linked puts to "synced", a second forgets them.
     pub fn flush_intents(&self) -> Result<(), DiskIoError> {
         if self.failure().is_some() {
             return Ok(());
         }
-        let mut queue = lock(&self.commits);
-        while queue.leader_active {
-            queue = self
-                .committed
-                .wait(queue)
-                .unwrap_or_else(|p| p.into_inner());
+        let pending = {
+            let queue = lock(&self.commits);
+            (!queue.linked.is_empty(), !queue.synced.is_empty())
+        };
+        let flush = |sync| {
+            self.commit_all(Vec::new(), sync)
+                .map(drop)
+                .map_err(|e| DiskIoError::index("flushing the disk", &e))
+        };
+        match pending {
+            (false, false) => Ok(()),
+            (false, true) => flush(false),
+            (true, _) => flush(true).and_then(|()| flush(false)),
         }
-        if queue.linked.is_empty() && queue.synced.is_empty() {
-            return Ok(());
-        }
-        queue.leader_active = true;
-        let linked = std::mem::take(&mut queue.linked);
-        let mut forget = std::mem::take(&mut queue.synced);
-        drop(queue);
-        let result = self
-            .fs
-            .sync_all()
-            .map_err(|e| DiskIoError::new("syncing the disk", e))
-            .and_then(|()| {
-                self.drop_tmp_names(&linked);
-                forget.extend(linked.iter().map(|(id, _)| *id));
-                self.index
-                    .apply(&forget, &[])
-                    .map_err(|e| DiskIoError::index("committing the index", &e))
-            });
-        let mut queue = lock(&self.commits);
-        // On failure they stay intents: the next start checks those shards.
-        if let Ok((_, counters)) = &result {
-            *lock(&self.counters) = *counters;
-        }
-        queue.leader_active = false;
-        self.committed.notify_all();
-        result.map(|_| ())
     }
 }
 
