@@ -22,12 +22,18 @@ struct Daemon {
     id: NodeId,
     addr: SocketAddr,
     notify: UnixDatagram,
+    watchdog: bool,
     _dir: tempfile::TempDir,
 }
 
 impl Daemon {
     /// Starts a daemon that allows `allow`, and waits for its READY=1.
     fn start(allow: &[NodeId]) -> Self {
+        Self::start_with(allow, &[])
+    }
+
+    /// Like [`Self::start`], with extra environment (systemd's variables).
+    fn start_with(allow: &[NodeId], env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let disk = dir.path().join("disk1");
         std::fs::create_dir(&disk).unwrap();
@@ -64,6 +70,7 @@ impl Daemon {
             .arg(&config)
             .env("NOTIFY_SOCKET", &socket_path)
             .env("CAIRN_LOG", "debug")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -73,6 +80,7 @@ impl Daemon {
             id,
             addr,
             notify,
+            watchdog: env.iter().any(|(key, _)| *key == "WATCHDOG_USEC"),
             _dir: dir,
         };
         let first = daemon.next_notification();
@@ -103,7 +111,12 @@ impl Daemon {
         let deadline = Instant::now() + Duration::from_secs(30);
         let mut stopping = false;
         while !stopping && Instant::now() < deadline {
-            stopping = self.next_notification().contains("STOPPING=1");
+            let notification = self.next_notification();
+            assert!(
+                self.watchdog || !notification.contains("WATCHDOG=1"),
+                "watchdog ping without WATCHDOG_USEC: {notification}"
+            );
+            stopping = notification.contains("STOPPING=1");
         }
         assert!(stopping, "no STOPPING=1 after SIGTERM");
         let status = self.child.wait().unwrap();
@@ -276,4 +289,26 @@ async fn two_daemons_exchange_shards_and_refuse_what_they_must() {
     to_b.close();
     a.stop();
     b.stop();
+}
+
+#[test]
+fn watchdog_pings_come_only_when_systemd_asks_for_them() {
+    // WatchdogSec=1 s: systemd sets WATCHDOG_USEC; the daemon must ping at
+    // least every half interval, so several pings arrive within a few seconds.
+    let daemon = Daemon::start_with(&[], &[("WATCHDOG_USEC", "1000000")]);
+    let started = Instant::now();
+    let mut pings = 0;
+    while pings < 3 {
+        let notification = daemon.next_notification();
+        if notification.contains("WATCHDOG=1") {
+            pings += 1;
+        }
+    }
+    // Three pings at ≤ 0.5 s spacing; the first may come at once.
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "3 watchdog pings took {:?}, too slow for a 1 s WatchdogSec",
+        started.elapsed()
+    );
+    daemon.stop();
 }
