@@ -89,6 +89,36 @@ pub fn decode_prefixed<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, FrameErro
     decode_frame(payload)
 }
 
+/// The fuzzer's oracle, shared with the test that replays its corpus:
+/// whatever `bytes` are, decoding them as a frame (or a frame's payload) of
+/// any message type
+/// returns instead of panicking, and whatever decodes re-encodes to a frame
+/// that decodes to the same message.
+///
+/// # Panics
+/// When that property is broken; that is the bug the fuzzer reports.
+pub fn check_decoder(bytes: &[u8]) {
+    fn check<T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(
+        decoded: Result<T, FrameError>,
+    ) {
+        if let Ok(message) = decoded {
+            // Re-encoding is canonical, so never longer than what was decoded.
+            let again = encode_frame(&message);
+            assert!(again.is_ok(), "{message:?} decoded but does not re-encode");
+            let again = again.unwrap_or_default();
+            assert_eq!(decode_prefixed::<T>(&again).as_ref(), Ok(&message));
+        }
+    }
+    // As a whole frame, and as a payload whose prefix was already checked
+    // (so the fuzzer need not guess a matching length to reach postcard).
+    check(decode_prefixed::<super::Request>(bytes));
+    check(decode_prefixed::<super::Response>(bytes));
+    check(decode_prefixed::<super::Hello>(bytes));
+    check(decode_frame::<super::Request>(bytes));
+    check(decode_frame::<super::Response>(bytes));
+    check(decode_frame::<super::Hello>(bytes));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,130 @@
+//! Replays the frame fuzzer's corpus (node/fuzz/corpus/frame_decode) through
+//! the same oracle the fuzzer uses, so every input it ever found interesting
+//! stays checked on stable Rust, in every test run.
+
+use std::path::PathBuf;
+
+use cairn_node::proto::frame::{check_decoder, encode_frame};
+use cairn_node::proto::{ErrorCode, Hello, Request, Response};
+
+fn corpus_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/frame_decode")
+}
+
+/// One valid frame of every message kind: the corpus seeds.
+fn seeds() -> Vec<(&'static str, Vec<u8>)> {
+    let id = [7u8; 32];
+    let requests = [
+        ("request-stat", Request::Stat),
+        (
+            "request-put",
+            Request::Put {
+                id,
+                len: 1 << 20,
+                owner: [9; 32],
+                lease_expires: 1_800_000_000,
+            },
+        ),
+        (
+            "request-get-range",
+            Request::Get {
+                id,
+                range: Some((4096, 1024)),
+            },
+        ),
+        (
+            "request-audit",
+            Request::Audit {
+                id,
+                ranges: vec![(0, 4096), (8192, 1024)],
+            },
+        ),
+        (
+            "request-renew",
+            Request::Renew {
+                id,
+                lease_expires: 1_800_000_000,
+            },
+        ),
+        (
+            "request-delete",
+            Request::Delete {
+                id,
+                not_after: 1_800_000_000,
+                signature: vec![1; 64],
+            },
+        ),
+    ];
+    let responses = [
+        (
+            "response-error",
+            Response::Error {
+                code: ErrorCode::RateLimited,
+                message: "too many requests; retry in 8 ms".into(),
+            },
+        ),
+        ("response-stored", Response::Stored { already: false }),
+        ("response-shard", Response::Shard { len: 1 << 20 }),
+        (
+            "response-audit",
+            Response::AuditProof {
+                slice_lens: vec![4424, 1480],
+            },
+        ),
+        ("response-deleted", Response::Deleted { found: true }),
+    ];
+    let hello = Hello {
+        versions: vec![1],
+        software: "cairnd 0.1.0".into(),
+        max_shard: 16 << 20,
+        refused: Some("key cn… is not allowed on this node".into()),
+    };
+    let mut out: Vec<_> = requests
+        .into_iter()
+        .map(|(name, m)| (name, encode_frame(&m).unwrap()))
+        .collect();
+    out.extend(
+        responses
+            .into_iter()
+            .map(|(name, m)| (name, encode_frame(&m).unwrap())),
+    );
+    out.push(("hello", encode_frame(&hello).unwrap()));
+    out
+}
+
+#[test]
+fn seeds_are_in_the_corpus() {
+    let dir = corpus_dir();
+    if std::env::var_os("CAIRN_WRITE_CORPUS").is_some() {
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, frame) in seeds() {
+            std::fs::write(dir.join(name), frame).unwrap();
+        }
+    }
+    for (name, frame) in seeds() {
+        let stored = std::fs::read(dir.join(name)).unwrap_or_else(|e| {
+            panic!("seed {name} missing from the corpus ({e}); run with CAIRN_WRITE_CORPUS=1")
+        });
+        assert_eq!(
+            stored, frame,
+            "seed {name} no longer matches the encoding: the wire format changed \
+             (bump PROTOCOL_VERSION and docs/PROTOCOL.md, then CAIRN_WRITE_CORPUS=1)"
+        );
+    }
+}
+
+#[test]
+fn the_whole_corpus_passes_the_fuzz_oracle() {
+    let mut checked = 0;
+    for entry in std::fs::read_dir(corpus_dir()).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        check_decoder(&bytes);
+        // Every truncation, and the payload alone: a peer may stop anywhere.
+        for cut in 0..bytes.len().min(256) {
+            check_decoder(&bytes[..cut]);
+            check_decoder(bytes.get(4..cut).unwrap_or_default());
+        }
+        checked += 1;
+    }
+    assert!(checked >= seeds().len(), "corpus has only {checked} inputs");
+}
