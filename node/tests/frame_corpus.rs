@@ -128,3 +128,38 @@ fn the_whole_corpus_passes_the_fuzz_oracle() {
     }
     assert!(checked >= seeds().len(), "corpus has only {checked} inputs");
 }
+
+#[test]
+fn protocol_doc_examples_are_the_real_encoding() {
+    let doc = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/PROTOCOL.md"),
+    )
+    .unwrap();
+    let section = doc
+        .split("### Example frames")
+        .nth(1)
+        .expect("docs/PROTOCOL.md has an Example frames section");
+    let block = section
+        .split("```text\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("the examples are in a ```text block");
+    let mut documented = std::collections::BTreeMap::new();
+    for line in block.lines() {
+        let (name, hex) = line.split_once(": ").expect("`name: hex` lines");
+        let bytes: Vec<u8> = hex
+            .split(' ')
+            .map(|byte| u8::from_str_radix(byte, 16).unwrap())
+            .collect();
+        documented.insert(name.to_owned(), bytes);
+    }
+    let seeds = seeds();
+    assert_eq!(documented.len(), seeds.len(), "one example per seed");
+    for (name, frame) in seeds {
+        assert_eq!(
+            documented.get(name),
+            Some(&frame),
+            "docs/PROTOCOL.md example {name} differs from the encoding"
+        );
+    }
+}

@@ -152,7 +152,7 @@ proptest! {
                     let held = model.get_mut(&seed);
                     prop_assert_eq!(renewed, held.is_some());
                     if let Some(old) = held {
-                        *old = lease;
+                        *old = (*old).max(lease);
                     }
                 }
                 Op::Collect(now) => {

@@ -382,6 +382,9 @@ impl Index {
                     },
                     IndexOp::RenewLease(id, expires) => match get_record(&shards, &id)? {
                         None => OpOutcome::Absent,
+                        // Leases only grow: any peer may renew, and a shorter
+                        // lease from one would let holders drop live data.
+                        Some(old) if expires <= old.lease_expires => OpOutcome::Applied(Some(old)),
                         Some(old) => {
                             move_lease(&mut leases, &id, old.lease_expires, expires)?;
                             put_record(

@@ -526,7 +526,8 @@ impl ShardStore {
         self.delete_locked(id, None)
     }
 
-    /// Sets a shard's lease expiry (unix seconds). Returns whether the shard is here.
+    /// Extends a shard's lease to `expires` (unix seconds); an earlier time
+    /// changes nothing. Returns whether the shard is here.
     pub fn renew_lease(&self, id: ShardId, expires: u64) -> Result<bool, StoreError> {
         let _guard = self.locks.lock(id);
         for disk in self.online() {
