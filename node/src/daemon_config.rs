@@ -77,6 +77,9 @@ pub struct NetworkSection {
     pub idle_timeout_s: u64,
     /// Seconds a stop waits for requests in flight.
     pub drain_timeout_s: u64,
+    /// MiB of incoming shard bodies held in memory at once, over all peers;
+    /// further puts wait for room (bounds memory on a small board).
+    pub max_buffered_mib: u64,
 }
 
 impl Default for NetworkSection {
@@ -90,6 +93,7 @@ impl Default for NetworkSection {
             request_timeout_s: 60,
             idle_timeout_s: 60,
             drain_timeout_s: 10,
+            max_buffered_mib: 256,
         }
     }
 }
@@ -167,6 +171,15 @@ impl DaemonConfig {
             return Err(value_error(
                 "store.max_shard_mib",
                 "must be between 1 and 64".into(),
+            ));
+        }
+        if config.network.max_buffered_mib < config.store.max_shard_mib {
+            return Err(value_error(
+                "network.max_buffered_mib",
+                format!(
+                    "must be at least store.max_shard_mib ({}), or no shard could be received",
+                    config.store.max_shard_mib
+                ),
             ));
         }
         if config.network.request_timeout_s == 0 || config.network.idle_timeout_s == 0 {

@@ -52,7 +52,7 @@ impl Daemon {
         std::fs::write(
             &config,
             format!(
-                "state_dir = '{}'\nlisten = '{addr}'\ndisks = ['{}']\n[store]\nreserve_mib = 0\nmax_shard_mib = 2\n[network]\nallow = [{}]\n",
+                "state_dir = '{}'\nlisten = '{addr}'\ndisks = ['{}']\n[store]\nreserve_mib = 0\nmax_shard_mib = 2\n[network]\nmax_buffered_mib = 2\nallow = [{}]\n",
                 dir.path().join("state").display(),
                 disk.display(),
                 allow.join(", ")

@@ -137,6 +137,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         handshake_timeout: Duration::from_secs(10),
         request_timeout: config.request_timeout(),
         drain_timeout: Duration::from_secs(config.network.drain_timeout_s),
+        body_budget: config.network.max_buffered_mib << 20,
     };
 
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
@@ -58,6 +58,8 @@ pub struct ServerConfig {
     pub request_timeout: Duration,
     /// How long a stop waits for requests in flight.
     pub drain_timeout: Duration,
+    /// Bytes of shard bodies buffered at once over all peers.
+    pub body_budget: u64,
 }
 
 /// A bound endpoint serving the store.
@@ -71,6 +73,8 @@ struct Shared {
     store: Arc<ShardStore>,
     peers: AtomicUsize,
     hello: Hello,
+    /// Permits are KiB of body memory; a put holds its share until stored.
+    body_budget: Semaphore,
 }
 
 /// The software version sent in hellos.
@@ -96,12 +100,23 @@ impl Server {
             max_shard: config.limits.max_shard,
             refused: None,
         };
+        // Never below one largest shard, or such a put would wait forever.
+        let budget_kib = config
+            .body_budget
+            .max(config.limits.max_shard)
+            .div_ceil(1024);
+        let body_budget = Semaphore::new(
+            usize::try_from(budget_kib)
+                .unwrap_or(Semaphore::MAX_PERMITS)
+                .min(Semaphore::MAX_PERMITS),
+        );
         Ok(Self {
             endpoint,
             shared: Arc::new(Shared {
                 config,
                 store,
                 peers: AtomicUsize::new(0),
+                body_budget,
                 hello,
             }),
         })
@@ -377,7 +392,18 @@ async fn handle(
             owner,
             lease_expires,
         } => {
-            // `validate` bounded `len` by the shard limit before this allocation.
+            // `validate` bounded `len` by the shard limit; the budget bounds all
+            // bodies together, so many peers cannot exhaust memory. Waiting here
+            // is bounded by the request timeout.
+            let kib = u32::try_from(len.div_ceil(1024)).unwrap_or(u32::MAX);
+            let _budget = shared
+                .body_budget
+                .acquire_many(kib)
+                .await
+                .map_err(|_| Refusal {
+                    code: ErrorCode::Internal,
+                    message: "the node is stopping".into(),
+                })?;
             let mut bytes = vec![0u8; len as usize];
             read_exact(recv, &mut bytes).await.map_err(|e| Refusal {
                 code: ErrorCode::BadRequest,
