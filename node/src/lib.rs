@@ -3,6 +3,7 @@
 //! protocol as plain code ([`proto`]) and its QUIC/Noise transport ([`net`]);
 //! and what the daemon `cairnd` (in `src/bin`) is made of.
 
+pub mod client;
 pub mod daemon_config;
 pub mod identity;
 pub mod ids;
