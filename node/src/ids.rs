@@ -20,7 +20,9 @@ pub struct ParseIdError {
 macro_rules! hex_id {
     ($(#[$doc:meta])* $name:ident, $len:expr, $kind:expr) => {
         $(#[$doc])*
-        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        #[derive(
+            Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+        )]
         pub struct $name(pub [u8; $len]);
 
         impl $name {

@@ -9,4 +9,5 @@ pub mod identity;
 pub mod ids;
 pub mod net;
 pub mod proto;
+pub mod roots;
 pub mod store;

@@ -17,6 +17,7 @@ use cairn_node::identity::Identity;
 use cairn_node::net::tls::TransportLimits;
 use cairn_node::net::{AllowList, Server, ServerConfig};
 use cairn_node::proto::limits::Limits;
+use cairn_node::roots::RootStore;
 use cairn_node::store::{DiskState, ShardStore, StoreConfig};
 
 /// The Cairn storage node daemon.
@@ -157,7 +158,8 @@ async fn serve(
     server_config: ServerConfig,
     store: Arc<ShardStore>,
 ) -> anyhow::Result<()> {
-    let server = Server::bind(config.listen, server_config, Arc::clone(&store))?;
+    let roots = Arc::new(RootStore::open(&config.state_dir)?);
+    let server = Server::bind(config.listen, server_config, Arc::clone(&store), roots)?;
     let addr = server.local_addr()?;
     info!(%addr, "listening");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

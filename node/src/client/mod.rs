@@ -3,7 +3,9 @@
 //! and rebuilding them), and choosing where shards go. No I/O here; the
 //! `cairn` tool moves the bytes.
 
+pub mod catalog;
 pub mod chunk;
 pub mod keys;
 pub mod placement;
 pub mod segment;
+pub mod swarm;

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use super::{NetError, handshake, read_exact, read_frame, write_frame};
 use crate::identity::Identity;
-use crate::ids::{NodeId, ShardId};
+use crate::ids::{NodeId, OwnerId, ShardId};
+use crate::proto::root::RootRecord;
 use crate::proto::{Hello, PROTOCOL_VERSION, Request, Response, StatInfo, audit};
 
 /// An authenticated connection to a node.
@@ -53,6 +54,12 @@ impl Peer {
             hello,
             timeout,
         })
+    }
+
+    /// Uses `timeout` for each request from now on.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
     }
 
     /// A client-side endpoint on an ephemeral port.
@@ -241,6 +248,31 @@ impl Peer {
         };
         match self.call(&request, &[]).await? {
             (Response::Deleted { found }, _) => Ok(found),
+            (other, _) => Err(NetError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Offers the owner's root record; the node keeps it if it is newer.
+    pub async fn put_root(&self, record: RootRecord) -> Result<(), NetError> {
+        match self.call(&Request::PutRoot(record), &[]).await? {
+            (Response::RootStored, _) => Ok(()),
+            (other, _) => Err(NetError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// The newest root record the node holds for `owner`, verified.
+    pub async fn get_root(&self, owner: OwnerId) -> Result<Option<RootRecord>, NetError> {
+        match self.call(&Request::GetRoot { owner: owner.0 }, &[]).await? {
+            (Response::Root(None), _) => Ok(None),
+            (Response::Root(Some(record)), _) => {
+                if record.owner != owner.0 {
+                    return Err(NetError::Corrupt("a root record of another owner".into()));
+                }
+                record
+                    .verify()
+                    .map_err(|e| NetError::Corrupt(format!("root record: {e}")))?;
+                Ok(Some(record))
+            }
             (other, _) => Err(NetError::Unexpected(format!("{other:?}"))),
         }
     }

@@ -21,6 +21,7 @@ use crate::proto::limits::{self, Limits, RateLimiter, Refusal};
 use crate::proto::{
     DiskInfo, ErrorCode, Hello, PROTOCOL_VERSION, Request, Response, StatInfo, audit, owner,
 };
+use crate::roots::{RootStore, RootStoreError};
 use crate::store::{PutOutcome, ShardStore, StoreError};
 
 /// Who may use this node.
@@ -71,6 +72,7 @@ pub struct Server {
 struct Shared {
     config: ServerConfig,
     store: Arc<ShardStore>,
+    roots: Arc<RootStore>,
     peers: AtomicUsize,
     hello: Hello,
     /// Permits are KiB of body memory; a put holds its share until stored.
@@ -89,6 +91,7 @@ impl Server {
         addr: SocketAddr,
         config: ServerConfig,
         store: Arc<ShardStore>,
+        roots: Arc<RootStore>,
     ) -> Result<Self, BindError> {
         let server_config = tls::server_config(&config.transport)?;
         let mut endpoint = quinn::Endpoint::server(server_config, addr)
@@ -115,6 +118,7 @@ impl Server {
             shared: Arc::new(Shared {
                 config,
                 store,
+                roots,
                 peers: AtomicUsize::new(0),
                 body_budget,
                 hello,
@@ -487,5 +491,36 @@ async fn handle(
             .await??;
             Ok((Response::Deleted { found }, Vec::new()))
         }
+        Request::PutRoot(record) => {
+            let roots = Arc::clone(&shared.roots);
+            blocking(move || roots.put(&record))
+                .await?
+                .map_err(root_refusal)?;
+            Ok((Response::RootStored, Vec::new()))
+        }
+        Request::GetRoot { owner } => {
+            let roots = Arc::clone(&shared.roots);
+            let record = blocking(move || roots.get(&OwnerId(owner))).await?;
+            // A damaged record is as good as none: the owner's next put replaces it.
+            let record = match record {
+                Ok(record) => record,
+                Err(RootStoreError::Damaged { .. }) => None,
+                Err(e) => return Err(root_refusal(e)),
+            };
+            Ok((Response::Root(record), Vec::new()))
+        }
+    }
+}
+
+fn root_refusal(error: RootStoreError) -> Refusal {
+    let code = match &error {
+        RootStoreError::Refused(crate::proto::root::RootError::Stale { .. }) => ErrorCode::Stale,
+        RootStoreError::Refused(crate::proto::root::RootError::TooLarge(_)) => ErrorCode::TooLarge,
+        RootStoreError::Refused(_) => ErrorCode::Forbidden,
+        _ => ErrorCode::Internal,
+    };
+    Refusal {
+        code,
+        message: error.to_string(),
     }
 }

@@ -7,6 +7,7 @@ pub mod audit;
 pub mod frame;
 pub mod limits;
 pub mod owner;
+pub mod root;
 
 use serde::{Deserialize, Serialize};
 
@@ -70,6 +71,13 @@ pub enum Request {
         /// Ed25519 signature by the shard's owner over [`owner::delete_message`].
         signature: Vec<u8>,
     },
+    /// Keep this owner's root record if it is validly signed and newer.
+    PutRoot(root::RootRecord),
+    /// The newest root record the node holds for an owner.
+    GetRoot {
+        /// The owner's public key.
+        owner: [u8; 32],
+    },
 }
 
 /// A node's answer: the first frame on the response side of the request's
@@ -111,6 +119,10 @@ pub enum Response {
         /// Whether the node held the shard.
         found: bool,
     },
+    /// Answer to `PutRoot`: the record is kept (or was already).
+    RootStored,
+    /// Answer to `GetRoot`.
+    Root(Option<root::RootRecord>),
 }
 
 /// Why a request failed, as a number another implementation can match on.
@@ -136,6 +148,8 @@ pub enum ErrorCode {
     Timeout,
     /// Something failed on the node (a disk, say); try another node.
     Internal,
+    /// The node holds a newer record than the one offered.
+    Stale,
 }
 
 /// A node's capacity and health.

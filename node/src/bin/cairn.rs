@@ -1,0 +1,854 @@
+//! `cairn`: the owner's tool. Files are chunked, encrypted and erasure-coded
+//! here, on the owner's machine; nodes only ever see shards.
+
+use std::collections::HashMap;
+use std::io::{IsTerminal, Read, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use serde::{Deserialize, Serialize};
+
+use cairn_node::client::catalog::{
+    BlobRef, Catalog, Manifest, NodeEntry, SegmentRef, Selector, VersionEntry,
+};
+use cairn_node::client::keys::OwnerSecret;
+use cairn_node::client::segment::Coding;
+use cairn_node::client::swarm::{Swarm, TransferStats};
+use cairn_node::ids::NodeId;
+
+/// The owner's tool: store files in your Cairn swarm and get them back.
+#[derive(Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    /// Where the owner's key and settings live (default: $CAIRN_HOME, else ~/.config/cairn).
+    #[arg(long, global = true)]
+    home: Option<PathBuf>,
+    /// Print results as JSON, for scripts.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create your owner identity and show its recovery phrase.
+    Init {
+        /// Replace an existing identity (its files stay readable only with its phrase).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Rebuild your identity from its recovery phrase (read from standard input).
+    Recover {
+        /// A node that holds your data, as ID@HOST:PORT.
+        #[arg(long)]
+        node: Vec<String>,
+    },
+    /// Show your owner id and the key your nodes must allow.
+    Id,
+    /// Add a node to use: its id (`cairnd --print-id`) and address.
+    AddNode {
+        /// The node id (cn…).
+        id: String,
+        /// HOST:PORT.
+        addr: String,
+        /// Its site (household, region): shards of one segment spread over sites.
+        #[arg(long)]
+        site: Option<String>,
+    },
+    /// List your nodes and whether they answer.
+    Nodes,
+    /// Store files and directories (each put is a new version).
+    Put {
+        /// Files or directories.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// Read a file back.
+    Get {
+        /// The path as stored (see `cairn ls`).
+        path: String,
+        /// Where to write it (default: standard output).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// The version current at this time (RFC 3339, or Unix seconds).
+        #[arg(long, conflicts_with = "version")]
+        at: Option<String>,
+        /// This version number.
+        #[arg(long)]
+        version: Option<u32>,
+    },
+    /// List stored files.
+    Ls {
+        /// Only paths starting with this.
+        prefix: Option<String>,
+    },
+    /// List the versions of a file.
+    Versions {
+        /// The path as stored.
+        path: String,
+    },
+    /// Remove a file (earlier versions stay readable by --version or --at).
+    Rm {
+        /// The path as stored.
+        path: String,
+    },
+    /// Check that the shards of files are held, and which losses they survive.
+    Status {
+        /// Only paths starting with this.
+        prefix: Option<String>,
+    },
+}
+
+/// The client's settings file, `client.toml`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClientConfig {
+    /// Data shards per segment.
+    k: u8,
+    /// Parity shards per segment.
+    m: u8,
+    /// Seconds one request may take.
+    #[serde(default = "default_timeout")]
+    timeout_s: u64,
+    /// The nodes.
+    #[serde(default, rename = "node")]
+    nodes: Vec<NodeConfig>,
+}
+
+fn default_timeout() -> u64 {
+    30
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NodeConfig {
+    id: String,
+    addr: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    site: Option<String>,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        let coding = Coding::default();
+        Self {
+            k: coding.k,
+            m: coding.m,
+            timeout_s: default_timeout(),
+            nodes: Vec::new(),
+        }
+    }
+}
+
+struct Home {
+    dir: PathBuf,
+}
+
+/// The cached catalog: the root's sequence number and the catalog it names.
+#[derive(Serialize, Deserialize)]
+struct CachedCatalog {
+    seq: u64,
+    catalog: Catalog,
+}
+
+impl Home {
+    fn new(explicit: Option<PathBuf>) -> anyhow::Result<Self> {
+        let dir = match explicit.or_else(|| std::env::var_os("CAIRN_HOME").map(PathBuf::from)) {
+            Some(dir) => dir,
+            None => PathBuf::from(
+                std::env::var_os("HOME").context("neither --home, CAIRN_HOME nor HOME is set")?,
+            )
+            .join(".config/cairn"),
+        };
+        Ok(Self { dir })
+    }
+
+    fn secret_path(&self) -> PathBuf {
+        self.dir.join("secret")
+    }
+
+    fn config_path(&self) -> PathBuf {
+        self.dir.join("client.toml")
+    }
+
+    fn cache_path(&self) -> PathBuf {
+        self.dir.join("catalog.cache")
+    }
+
+    fn secret(&self) -> anyhow::Result<OwnerSecret> {
+        let path = self.secret_path();
+        let bytes = std::fs::read(&path).with_context(|| {
+            format!(
+                "no owner identity in {}; run `cairn init` (or `cairn recover`)",
+                self.dir.display()
+            )
+        })?;
+        let bytes: [u8; 32] = bytes.try_into().map_err(|_| {
+            anyhow::anyhow!(
+                "{} is damaged; run `cairn recover` with your phrase",
+                path.display()
+            )
+        })?;
+        Ok(OwnerSecret::from_bytes(bytes))
+    }
+
+    fn write_private(&self, path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+        std::fs::create_dir_all(&self.dir)
+            .with_context(|| format!("cannot create {}", self.dir.display()))?;
+        std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o700))?;
+        let tmp = path.with_extension("tmp");
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        Ok(())
+    }
+
+    fn config(&self) -> anyhow::Result<ClientConfig> {
+        let path = self.config_path();
+        match std::fs::read_to_string(&path) {
+            Ok(text) => toml::from_str(&text).with_context(|| format!("{}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ClientConfig::default()),
+            Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+        }
+    }
+
+    fn save_config(&self, config: &ClientConfig) -> anyhow::Result<()> {
+        let text = toml::to_string(config)?;
+        self.write_private(&self.config_path(), text.as_bytes())
+    }
+
+    fn cache(&self) -> Option<CachedCatalog> {
+        postcard::from_bytes(&std::fs::read(self.cache_path()).ok()?).ok()
+    }
+
+    fn save_cache(&self, cache: &CachedCatalog) -> anyhow::Result<()> {
+        self.write_private(&self.cache_path(), &postcard::to_stdvec(cache)?)
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn client_key(secret: &OwnerSecret) -> [u8; 32] {
+    blake3::derive_key("cairn/1 2026-11 client transport key", &secret.to_bytes())
+}
+
+fn node_entries(config: &ClientConfig) -> anyhow::Result<Vec<NodeEntry>> {
+    config
+        .nodes
+        .iter()
+        .map(|n| {
+            Ok(NodeEntry {
+                id: NodeId::from_human(&n.id)
+                    .with_context(|| format!("client.toml: node id {}", n.id))?,
+                addr: n.addr.clone(),
+                site: n.site.clone(),
+            })
+        })
+        .collect()
+}
+
+/// An open session: keys, nodes, and the catalog as the swarm has it.
+struct Session {
+    home: Home,
+    swarm: Arc<Swarm>,
+    seq: u64,
+    catalog: Catalog,
+    json: bool,
+}
+
+impl Session {
+    async fn open(home: Home, json: bool) -> anyhow::Result<Self> {
+        let secret = home.secret()?;
+        let config = home.config()?;
+        let nodes = node_entries(&config)?;
+        if nodes.is_empty() {
+            bail!("no nodes known; add one with `cairn add-node ID HOST:PORT`");
+        }
+        let coding = Coding {
+            k: config.k,
+            m: config.m,
+        };
+        coding.validate()?;
+        let swarm = Swarm::new(
+            secret.keys(),
+            client_key(&secret),
+            nodes,
+            coding,
+            Duration::from_secs(config.timeout_s),
+        )?;
+        let (seq, catalog) = match swarm.latest_root().await? {
+            None => (0, Catalog::default()),
+            Some((seq, pointer)) => match home.cache() {
+                Some(cache) if cache.seq == seq => (seq, cache.catalog),
+                _ => {
+                    let mut bytes = Vec::new();
+                    swarm
+                        .get_blob(&pointer.catalog, &mut bytes, &|_| {})
+                        .await
+                        .context("reading the catalog from the swarm")?;
+                    let catalog: Catalog = postcard::from_bytes(&bytes)
+                        .context("the stored catalog does not decode")?;
+                    (seq, catalog)
+                }
+            },
+        };
+        Ok(Self {
+            home,
+            swarm,
+            seq,
+            catalog,
+            json,
+        })
+    }
+
+    /// Stores the catalog and points a new root record at it.
+    async fn commit(&mut self) -> anyhow::Result<()> {
+        self.catalog.nodes = self.swarm.nodes().to_vec();
+        let bytes = postcard::to_stdvec(&self.catalog)?;
+        let (blob, _) = self
+            .swarm
+            .put_blob(std::io::Cursor::new(bytes), &HashMap::new(), &|_| {})
+            .await
+            .context("storing the catalog")?;
+        let seq = self.seq + 1;
+        self.swarm.put_root(seq, &blob).await.context(
+            "publishing the new root record (another cairn may have changed your files at the same time; run the command again)",
+        )?;
+        self.seq = seq;
+        self.home.save_cache(&CachedCatalog {
+            seq,
+            catalog: self.catalog.clone(),
+        })?;
+        Ok(())
+    }
+
+    async fn manifest(&self, entry: &VersionEntry) -> anyhow::Result<Manifest> {
+        let mut bytes = Vec::new();
+        self.swarm
+            .get_blob(&entry.manifest, &mut bytes, &|_| {})
+            .await
+            .context("reading the file's manifest")?;
+        postcard::from_bytes(&bytes).context("the manifest does not decode")
+    }
+}
+
+fn progress_bar(total: u64, what: &str) -> indicatif::ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar.set_message(what.to_owned());
+    bar
+}
+
+fn size(bytes: u64) -> String {
+    indicatif::HumanBytes(bytes).to_string()
+}
+
+fn when(time: u64) -> String {
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(time)).to_string()
+}
+
+fn parse_time(text: &str) -> anyhow::Result<u64> {
+    if let Ok(seconds) = text.parse::<u64>() {
+        return Ok(seconds);
+    }
+    let time = humantime::parse_rfc3339_weak(text).with_context(|| {
+        format!("--at {text}: give a time like 2026-11-22T10:00:00Z or Unix seconds")
+    })?;
+    Ok(time.duration_since(UNIX_EPOCH)?.as_secs())
+}
+
+/// Files under `path` (itself if it is a file), sorted.
+fn files_under(path: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
+    let meta =
+        std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
+    if meta.is_dir() {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(path)?
+            .map(|e| e.map(|e| e.path()))
+            .collect::<Result<_, _>>()?;
+        entries.sort();
+        for entry in entries {
+            files_under(&entry, out)?;
+        }
+    } else if meta.is_file() {
+        out.push(path.to_owned());
+    }
+    Ok(())
+}
+
+fn stats_json(stats: &TransferStats) -> serde_json::Value {
+    serde_json::json!({
+        "bytes": stats.bytes,
+        "segments": stats.segments,
+        "reused_segments": stats.reused,
+        "shard_bytes": stats.shard_bytes,
+        "decoded_segments": stats.decoded,
+        "bad_shards": stats.bad_shards.iter().map(|(s, n)| serde_json::json!({"shard": s.to_hex(), "holder": n.to_human()})).collect::<Vec<_>>(),
+        "unreachable_nodes": stats.unreachable.iter().map(|n| n.to_human()).collect::<Vec<_>>(),
+    })
+}
+
+async fn put(session: &mut Session, paths: &[PathBuf]) -> anyhow::Result<()> {
+    let mut files = Vec::new();
+    for path in paths {
+        files_under(path, &mut files)?;
+    }
+    let mut results = Vec::new();
+    for file in files {
+        let absolute = std::path::absolute(&file)?;
+        let key = absolute.to_string_lossy().into_owned();
+        let meta = std::fs::metadata(&file)?;
+        // The previous version's segments are reused where the data is unchanged.
+        let mut known: HashMap<[u8; 32], SegmentRef> = HashMap::new();
+        if let Ok(previous) = session.catalog.select(&key, Selector::Latest) {
+            let previous = previous.clone();
+            if let Ok(manifest) = session.manifest(&previous).await {
+                for segment in manifest.content.segments {
+                    known.insert(segment.key, segment);
+                }
+            }
+        }
+        let reader = std::fs::File::open(&file)
+            .with_context(|| format!("cannot open {}", file.display()))?;
+        let bar = progress_bar(meta.len(), &key);
+        let (content, stats) = session
+            .swarm
+            .put_blob(reader, &known, &|n| bar.inc(n))
+            .await
+            .with_context(|| format!("storing {key}"))?;
+        bar.finish_and_clear();
+        let size = content.len();
+        let manifest = Manifest {
+            content,
+            mode: meta.permissions().mode() & 0o7777,
+        };
+        let (manifest_ref, _) = session
+            .swarm
+            .put_blob(
+                std::io::Cursor::new(postcard::to_stdvec(&manifest)?),
+                &HashMap::new(),
+                &|_| {},
+            )
+            .await
+            .context("storing the manifest")?;
+        let version = session
+            .catalog
+            .add_version(&key, unix_now(), size, manifest_ref);
+        results.push((key, version, size, stats));
+    }
+    session.commit().await?;
+    for (key, version, bytes, stats) in &results {
+        if session.json {
+            println!(
+                "{}",
+                serde_json::json!({"stored": key, "version": version, "size": bytes, "transfer": stats_json(stats)})
+            );
+        } else {
+            println!(
+                "stored {key} ({}, version {version}): {} segments, {} already stored, {} of shards uploaded",
+                size(*bytes),
+                stats.segments,
+                stats.reused,
+                size(stats.shard_bytes)
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn get(
+    session: &Session,
+    path: &str,
+    output: Option<PathBuf>,
+    selector: Selector,
+) -> anyhow::Result<()> {
+    let entry = session.catalog.select(path, selector)?.clone();
+    let manifest = session.manifest(&entry).await?;
+    let bar = progress_bar(entry.size, path);
+    let stats = match &output {
+        Some(out) => {
+            // Written beside the target and renamed only when complete and verified.
+            let tmp = out.with_file_name(format!(
+                ".{}.cairn-partial",
+                out.file_name()
+                    .map_or("out".into(), |n| n.to_string_lossy())
+            ));
+            let mut file = std::fs::File::create(&tmp)
+                .with_context(|| format!("cannot write {}", tmp.display()))?;
+            let result = session
+                .swarm
+                .get_blob(&manifest.content, &mut file, &|n| bar.inc(n))
+                .await;
+            let stats = match result {
+                Ok(stats) if stats.bytes == entry.size => stats,
+                Ok(stats) => {
+                    let _ = std::fs::remove_file(&tmp);
+                    bail!(
+                        "{path}: read {} bytes, the manifest says {}",
+                        stats.bytes,
+                        entry.size
+                    );
+                }
+                Err(e) => {
+                    let _ = std::fs::remove_file(&tmp);
+                    return Err(e).with_context(|| format!("reading {path}"));
+                }
+            };
+            file.sync_all()?;
+            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(manifest.mode))?;
+            std::fs::rename(&tmp, out)?;
+            stats
+        }
+        None => {
+            let mut stdout = std::io::stdout();
+            let stats = session
+                .swarm
+                .get_blob(&manifest.content, &mut stdout, &|n| bar.inc(n))
+                .await
+                .with_context(|| format!("reading {path}"))?;
+            stdout.flush()?;
+            stats
+        }
+    };
+    bar.finish_and_clear();
+    let report = if session.json {
+        serde_json::json!({"read": path, "version": entry.version, "transfer": stats_json(&stats)})
+            .to_string()
+    } else {
+        let mut line = format!(
+            "read {path} (version {}, {})",
+            entry.version,
+            size(stats.bytes)
+        );
+        if stats.decoded > 0 {
+            line += &format!(
+                "; {} segments rebuilt from parity because holders were missing",
+                stats.decoded
+            );
+        }
+        if !stats.unreachable.is_empty() {
+            line += &format!("; {} nodes did not answer", stats.unreachable.len());
+        }
+        if !stats.bad_shards.is_empty() {
+            line += &format!(
+                "; {} shards failed verification and were not used",
+                stats.bad_shards.len()
+            );
+        }
+        line
+    };
+    // The report never mixes with file bytes on standard output.
+    if output.is_some() {
+        println!("{report}");
+    } else {
+        eprintln!("{report}");
+    }
+    Ok(())
+}
+
+async fn status(session: &Session, prefix: &str) -> anyhow::Result<()> {
+    let entries: Vec<(String, VersionEntry)> = session
+        .catalog
+        .present(prefix)
+        .map(|(p, e)| (p.to_owned(), e.clone()))
+        .collect();
+    for (path, entry) in entries {
+        let manifest = session.manifest(&entry).await?;
+        let (worst, total) = audit_blob(&session.swarm, &manifest.content).await;
+        let k = manifest.content.coding.map_or(0, |c| usize::from(c.k));
+        let spare = worst.saturating_sub(k);
+        if session.json {
+            println!(
+                "{}",
+                serde_json::json!({"path": path, "version": entry.version, "healthy_shards_min": worst, "shards_per_segment": total, "k": k, "survives_node_losses": spare})
+            );
+        } else if worst < k && !manifest.content.is_empty() {
+            println!(
+                "{path}: UNREADABLE now: a segment has only {worst} of the {k} shards it needs reachable"
+            );
+        } else {
+            println!(
+                "{path} (version {}, {}): {worst}/{total} shards healthy in its weakest segment; survives the loss of any {spare} more node{}",
+                entry.version,
+                size(entry.size),
+                if spare == 1 { "" } else { "s" }
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The fewest healthy shards of any segment (each audited with a fresh
+/// challenge), and shards per segment.
+async fn audit_blob(swarm: &Arc<Swarm>, blob: &BlobRef) -> (usize, usize) {
+    let coding = blob.coding.unwrap_or(swarm.coding);
+    let mut worst = coding.total();
+    for segment in &blob.segments {
+        let shard_len = coding.shard_len(segment.plain_len as usize + 16) as u64;
+        let mut healthy = 0;
+        for shard in &segment.shards {
+            let mut seed = [0u8; 32];
+            let _ = getrandom::fill(&mut seed);
+            if swarm.audit(shard.holder, shard.id, shard_len, seed).await {
+                healthy += 1;
+            }
+        }
+        worst = worst.min(healthy);
+    }
+    (worst, coding.total())
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cairn: {e}");
+            let mut source = e.source();
+            while let Some(cause) = source {
+                eprintln!("  because: {cause}");
+                source = cause.source();
+            }
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let home = Home::new(cli.home)?;
+    let json = cli.json;
+    match cli.command {
+        Command::Init { force } => {
+            if home.secret_path().exists() && !force {
+                bail!(
+                    "an owner identity already exists in {}; use --force to replace it (keep its phrase!)",
+                    home.dir.display()
+                );
+            }
+            let secret = OwnerSecret::generate()?;
+            home.write_private(&home.secret_path(), &secret.to_bytes())?;
+            if !home.config_path().exists() {
+                home.save_config(&ClientConfig::default())?;
+            }
+            let keys = secret.keys();
+            let client = NodeId(
+                cairn_node::identity::Identity::from_private(client_key(&secret))
+                    .id
+                    .0,
+            );
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"owner": keys.owner_id().to_hex(), "client_key": client.to_human(), "phrase": secret.phrase()})
+                );
+            } else {
+                println!(
+                    "Your recovery phrase (write it down; it is the only way back to your files):\n"
+                );
+                println!("    {}\n", secret.phrase());
+                println!("Owner id:   {}", keys.owner_id());
+                println!(
+                    "Client key: {}  (add it to each node's [network] allow list)",
+                    client.to_human()
+                );
+            }
+        }
+        Command::Recover { node } => {
+            let mut phrase = String::new();
+            std::io::stdin().read_to_string(&mut phrase)?;
+            let secret = OwnerSecret::from_phrase(&phrase)?;
+            let mut config = home.config()?;
+            for spec in node {
+                let (id, addr) = spec
+                    .split_once('@')
+                    .with_context(|| format!("--node {spec}: give ID@HOST:PORT"))?;
+                NodeId::from_human(id).with_context(|| format!("--node {spec}"))?;
+                if !config.nodes.iter().any(|n| n.id == id) {
+                    config.nodes.push(NodeConfig {
+                        id: id.to_owned(),
+                        addr: addr.to_owned(),
+                        site: None,
+                    });
+                }
+            }
+            home.write_private(&home.secret_path(), &secret.to_bytes())?;
+            home.save_config(&config)?;
+            let session = Session::open(home, json).await?;
+            // The catalog names every node the owner used: learn them all.
+            let mut config = session.home.config()?;
+            for known in &session.catalog.nodes {
+                let id = known.id.to_human();
+                if !config.nodes.iter().any(|n| n.id == id) {
+                    config.nodes.push(NodeConfig {
+                        id,
+                        addr: known.addr.clone(),
+                        site: known.site.clone(),
+                    });
+                }
+            }
+            session.home.save_config(&config)?;
+            let files = session.catalog.present("").count();
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"owner": secret.keys().owner_id().to_hex(), "files": files, "nodes": config.nodes.len()})
+                );
+            } else {
+                println!(
+                    "recovered owner {}: {files} files, {} nodes",
+                    secret.keys().owner_id(),
+                    config.nodes.len()
+                );
+            }
+        }
+        Command::Id => {
+            let secret = home.secret()?;
+            let client = cairn_node::identity::Identity::from_private(client_key(&secret)).id;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"owner": secret.keys().owner_id().to_hex(), "client_key": client.to_human()})
+                );
+            } else {
+                println!("owner id:   {}", secret.keys().owner_id());
+                println!("client key: {}", client.to_human());
+            }
+        }
+        Command::AddNode { id, addr, site } => {
+            NodeId::from_human(&id).with_context(|| format!("node id {id}"))?;
+            let mut config = home.config()?;
+            config.nodes.retain(|n| n.id != id);
+            config.nodes.push(NodeConfig { id, addr, site });
+            home.save_config(&config)?;
+        }
+        Command::Nodes => {
+            let session = Session::open(home, json).await?;
+            let up = session.swarm.candidates().await;
+            for node in session.swarm.nodes() {
+                let free = up.iter().find(|c| c.node == node.id).map(|c| c.free);
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::json!({"id": node.id.to_human(), "addr": node.addr, "site": node.site, "up": free.is_some(), "free": free})
+                    );
+                } else {
+                    println!(
+                        "{} {} {}{}",
+                        node.id.to_human(),
+                        node.addr,
+                        match free {
+                            Some(free) => format!("up, {} free", size(free)),
+                            None => "DOWN".into(),
+                        },
+                        node.site
+                            .as_ref()
+                            .map(|s| format!(", site {s}"))
+                            .unwrap_or_default()
+                    );
+                }
+            }
+        }
+        Command::Put { paths } => {
+            let mut session = Session::open(home, json).await?;
+            put(&mut session, &paths).await?;
+            session.swarm.close().await;
+        }
+        Command::Get {
+            path,
+            output,
+            at,
+            version,
+        } => {
+            let session = Session::open(home, json).await?;
+            let selector = match (at, version) {
+                (Some(at), _) => Selector::At(parse_time(&at)?),
+                (None, Some(n)) => Selector::Version(n),
+                (None, None) => Selector::Latest,
+            };
+            get(&session, &path, output, selector).await?;
+            session.swarm.close().await;
+        }
+        Command::Ls { prefix } => {
+            let session = Session::open(home, json).await?;
+            for (path, entry) in session.catalog.present(prefix.as_deref().unwrap_or("")) {
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::json!({"path": path, "size": entry.size, "version": entry.version, "time": entry.time})
+                    );
+                } else {
+                    println!(
+                        "{:>10}  {}  v{}  {path}",
+                        size(entry.size),
+                        when(entry.time),
+                        entry.version
+                    );
+                }
+            }
+        }
+        Command::Versions { path } => {
+            let session = Session::open(home, json).await?;
+            let versions = session
+                .catalog
+                .files
+                .get(&path)
+                .with_context(|| format!("{path} is not stored; `cairn ls` lists what is"))?;
+            for v in versions {
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::json!({"version": v.version, "time": v.time, "size": v.size, "removed": v.deleted})
+                    );
+                } else if v.deleted {
+                    println!("v{}  {}  removed", v.version, when(v.time));
+                } else {
+                    println!("v{}  {}  {}", v.version, when(v.time), size(v.size));
+                }
+            }
+        }
+        Command::Rm { path } => {
+            let mut session = Session::open(home, json).await?;
+            let version = session.catalog.remove(&path, unix_now())?;
+            session.commit().await?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"removed": path, "version": version})
+                );
+            } else {
+                println!("removed {path} (earlier versions stay readable with --version or --at)");
+            }
+        }
+        Command::Status { prefix } => {
+            let session = Session::open(home, json).await?;
+            status(&session, prefix.as_deref().unwrap_or("")).await?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,716 @@
+//! The owner's client talking to its nodes: store a byte stream as sealed
+//! segments spread over the nodes, read it back from the fastest holders,
+//! and keep the owner's root record on every node. Bounded memory: a few
+//! segments are in flight at once, whatever the size of the stream.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use super::catalog::{BlobRef, NodeEntry, RootPointer, SegmentRef, ShardRef};
+use super::chunk::{ChunkSizes, chunks};
+use super::keys::OwnerKeys;
+use super::placement::{self, Candidate};
+use super::segment::{self, Coding};
+use crate::identity::Identity;
+use crate::ids::{NodeId, ShardId};
+use crate::net::{NetError, Peer};
+use crate::proto::root::RootRecord;
+
+/// How long shards are kept before the steward must renew them.
+pub const LEASE: Duration = Duration::from_secs(90 * 24 * 3600);
+/// Segments being sealed, uploaded or fetched at once.
+const SEGMENTS_IN_FLIGHT: usize = 4;
+/// Attempts to place one shard before the upload gives up.
+const PLACE_ATTEMPTS: usize = 4;
+
+/// What went wrong moving data to or from the swarm.
+#[derive(Debug, thiserror::Error)]
+pub enum SwarmError {
+    /// Reading the input or writing the output failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Not enough nodes to place shards.
+    #[error(transparent)]
+    Placement(#[from] placement::PlacementError),
+    /// A segment could not be sealed or opened.
+    #[error(transparent)]
+    Segment(#[from] segment::SegmentError),
+    /// Fewer than k holders of a segment answered with a good shard.
+    #[error(
+        "segment {index} cannot be read: only {good} good shards of the {need} needed could be fetched ({detail}); bring its holders back online"
+    )]
+    Unreadable {
+        /// Which segment of the blob.
+        index: usize,
+        /// Good shards fetched.
+        good: usize,
+        /// k.
+        need: usize,
+        /// What went wrong with the others.
+        detail: String,
+    },
+    /// A shard could not be stored anywhere.
+    #[error("a shard could not be stored: {0}")]
+    Upload(String),
+    /// The client's own key could not be used on the network.
+    #[error("cannot open a network endpoint: {0}")]
+    Endpoint(NetError),
+    /// No node answered for the root record.
+    #[error("no node could be asked for the root record ({0}); check that your nodes are running")]
+    NoRoot(String),
+    /// A record or catalog failed to decode.
+    #[error("stored data does not decode: {0}")]
+    Decode(String),
+}
+
+/// What a transfer did, for the user.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TransferStats {
+    /// Plaintext bytes.
+    pub bytes: u64,
+    /// Segments.
+    pub segments: usize,
+    /// Segments already stored and reused without upload.
+    pub reused: usize,
+    /// Shard bytes sent or received.
+    pub shard_bytes: u64,
+    /// Segments rebuilt from parity because data shards were missing.
+    pub decoded: usize,
+    /// Shards that failed verification: `(shard, holder)`.
+    pub bad_shards: Vec<(ShardId, NodeId)>,
+    /// Holders that could not be reached.
+    pub unreachable: Vec<NodeId>,
+}
+
+struct PeerSlot {
+    peer: Option<Arc<Peer>>,
+    down_since: Option<Instant>,
+    /// Smoothed time of a shard request, for "fastest first".
+    latency: Duration,
+}
+
+/// The owner's connection to their nodes.
+pub struct Swarm {
+    endpoint: quinn::Endpoint,
+    identity: Identity,
+    keys: OwnerKeys,
+    nodes: Vec<NodeEntry>,
+    peers: Mutex<HashMap<NodeId, PeerSlot>>,
+    /// Erasure coding of new data.
+    pub coding: Coding,
+    timeout: Duration,
+    sizes: Mutex<ChunkSizes>,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl Swarm {
+    /// A client for `nodes`, authenticating with a key derived from the
+    /// owner's secret (`client_key`).
+    pub fn new(
+        keys: OwnerKeys,
+        client_key: [u8; 32],
+        nodes: Vec<NodeEntry>,
+        coding: Coding,
+        timeout: Duration,
+    ) -> Result<Arc<Self>, SwarmError> {
+        let endpoint = Peer::client_endpoint(
+            "0.0.0.0:0"
+                .parse()
+                .unwrap_or_else(|_| unreachable!("a literal address parses")),
+        )
+        .map_err(SwarmError::Endpoint)?;
+        Ok(Arc::new(Self {
+            endpoint,
+            identity: Identity::from_private(client_key),
+            keys,
+            nodes,
+            peers: Mutex::new(HashMap::new()),
+            coding,
+            timeout,
+            sizes: Mutex::new(ChunkSizes::default()),
+        }))
+    }
+
+    /// Uses other chunk sizes (tests use small ones).
+    pub fn set_chunk_sizes(&self, sizes: ChunkSizes) {
+        *self.sizes.lock().unwrap_or_else(|p| p.into_inner()) = sizes;
+    }
+
+    /// The nodes this client knows.
+    pub fn nodes(&self) -> &[NodeEntry] {
+        &self.nodes
+    }
+
+    fn slots(&self) -> std::sync::MutexGuard<'_, HashMap<NodeId, PeerSlot>> {
+        self.peers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A connection to `node`, made once; a node that failed is not retried
+    /// for a while, so a dead node costs one timeout, not one per shard.
+    async fn peer(&self, node: NodeId) -> Result<Arc<Peer>, NetError> {
+        {
+            let slots = self.slots();
+            if let Some(slot) = slots.get(&node) {
+                if let Some(peer) = &slot.peer {
+                    return Ok(Arc::clone(peer));
+                }
+                if slot
+                    .down_since
+                    .is_some_and(|since| since.elapsed() < Duration::from_secs(60))
+                {
+                    return Err(NetError::Refused("the node did not answer recently".into()));
+                }
+            }
+        }
+        let entry =
+            self.nodes.iter().find(|n| n.id == node).ok_or_else(|| {
+                NetError::Refused(format!("node {} is not known", node.to_human()))
+            })?;
+        let addr: SocketAddr = tokio::net::lookup_host(&entry.addr)
+            .await
+            .ok()
+            .and_then(|mut addrs| addrs.next())
+            .ok_or_else(|| NetError::Connect {
+                addr: "0.0.0.0:0".parse().unwrap_or_else(|_| unreachable!()),
+                reason: format!("cannot resolve {}", entry.addr),
+            })?;
+        let connect_timeout = self.timeout.min(Duration::from_secs(5));
+        let result = Peer::connect(&self.endpoint, addr, node, &self.identity, connect_timeout)
+            .await
+            .map(|peer| Arc::new(peer.with_timeout(self.timeout)));
+        let mut slots = self.slots();
+        let slot = slots.entry(node).or_insert(PeerSlot {
+            peer: None,
+            down_since: None,
+            latency: Duration::from_millis(50),
+        });
+        match &result {
+            Ok(peer) => {
+                slot.peer = Some(Arc::clone(peer));
+                slot.down_since = None;
+            }
+            Err(_) => slot.down_since = Some(Instant::now()),
+        }
+        result
+    }
+
+    fn mark_down(&self, node: NodeId) {
+        if let Some(slot) = self.slots().get_mut(&node) {
+            slot.peer = None;
+            slot.down_since = Some(Instant::now());
+        }
+    }
+
+    fn note_latency(&self, node: NodeId, took: Duration) {
+        if let Some(slot) = self.slots().get_mut(&node) {
+            slot.latency = (slot.latency * 3 + took) / 4;
+        }
+    }
+
+    fn latency(&self, node: NodeId) -> (bool, Duration) {
+        match self.slots().get(&node) {
+            Some(slot) => (slot.down_since.is_some(), slot.latency),
+            None => (false, Duration::from_millis(50)),
+        }
+    }
+
+    /// Nodes that answer, with their free space, for placement.
+    pub async fn candidates(self: &Arc<Self>) -> Vec<Candidate> {
+        let mut asks = JoinSet::new();
+        for entry in self.nodes.clone() {
+            let this = Arc::clone(self);
+            asks.spawn(async move {
+                let peer = this.peer(entry.id).await.ok()?;
+                let stat = peer.stat().await.ok()?;
+                let free = stat.disks.iter().map(|d| d.free).sum();
+                Some(Candidate {
+                    node: entry.id,
+                    site: entry.site.clone(),
+                    free,
+                })
+            });
+        }
+        let mut out = Vec::new();
+        while let Some(done) = asks.join_next().await {
+            if let Ok(Some(candidate)) = done {
+                out.push(candidate);
+            }
+        }
+        out.sort_by_key(|c| c.node);
+        out
+    }
+
+    /// Stores everything `reader` yields. Segments whose key is in `known`
+    /// are already stored and are reused without upload.
+    pub async fn put_blob<R: Read + Send + 'static>(
+        self: &Arc<Self>,
+        reader: R,
+        known: &HashMap<[u8; 32], SegmentRef>,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<(BlobRef, TransferStats), SwarmError> {
+        self.coding.validate()?;
+        let candidates = self.candidates().await;
+        let known_keys: HashSet<[u8; 32]> = known.keys().copied().collect();
+        let (tx, mut rx) = mpsc::channel::<Result<Sealed, SwarmError>>(2);
+        let convergence = self.keys.convergence;
+        let sizes = *self.sizes.lock().unwrap_or_else(|p| p.into_inner());
+        let (seed, coding) = (self.keys.chunk_seed, self.coding);
+        // Chunking and sealing are CPU work on a thread of their own; the
+        // channel's bound is what keeps memory bounded.
+        let producer = tokio::task::spawn_blocking(move || {
+            for chunk in chunks(reader, seed, sizes) {
+                let sealed = chunk
+                    .map_err(|source| SwarmError::Io {
+                        what: "reading the input".into(),
+                        source,
+                    })
+                    .and_then(|plain| {
+                        let key = segment::chunk_key(&convergence, &plain);
+                        if known_keys.contains(&key) {
+                            return Ok(Sealed::Known(key, plain.len() as u64));
+                        }
+                        Ok(Sealed::New(segment::seal(&convergence, coding, &plain)?))
+                    });
+                let failed = sealed.is_err();
+                if tx.blocking_send(sealed).is_err() || failed {
+                    break;
+                }
+            }
+        });
+        let mut stats = TransferStats::default();
+        let mut uploads = JoinSet::new();
+        let mut done: BTreeMap<usize, SegmentRef> = BTreeMap::new();
+        let mut next = 0usize;
+        let candidates = Arc::new(candidates);
+        let result: Result<(), SwarmError> = async {
+            loop {
+                while uploads.len() >= SEGMENTS_IN_FLIGHT {
+                    let (index, outcome) = join_one(&mut uploads).await?;
+                    done.insert(index, outcome);
+                }
+                let Some(sealed) = rx.recv().await else { break };
+                let index = next;
+                next += 1;
+                match sealed? {
+                    Sealed::Known(key, plain_len) => {
+                        stats.reused += 1;
+                        stats.bytes += plain_len;
+                        progress(plain_len);
+                        let reused = known
+                            .get(&key)
+                            .cloned()
+                            .ok_or_else(|| SwarmError::Decode("a known segment vanished".into()))?;
+                        done.insert(index, reused);
+                    }
+                    Sealed::New(sealed) => {
+                        stats.bytes += sealed.plain_len;
+                        stats.shard_bytes += sealed
+                            .shards
+                            .iter()
+                            .map(|(_, b)| b.len() as u64)
+                            .sum::<u64>();
+                        progress(sealed.plain_len);
+                        let (this, candidates) = (Arc::clone(self), Arc::clone(&candidates));
+                        uploads.spawn(async move {
+                            (index, this.upload_segment(sealed, candidates).await)
+                        });
+                    }
+                }
+            }
+            while !uploads.is_empty() {
+                let (index, outcome) = join_one(&mut uploads).await?;
+                done.insert(index, outcome);
+            }
+            Ok(())
+        }
+        .await;
+        drop(rx);
+        let _ = producer.await;
+        result?;
+        stats.segments = done.len();
+        Ok((
+            BlobRef {
+                coding: Some(self.coding),
+                segments: done.into_values().collect(),
+            },
+            stats,
+        ))
+    }
+
+    /// Places and stores one segment's shards, all in parallel; a shard
+    /// whose node fails goes to another node that holds none of this
+    /// segment. Checks the fewer-than-k rule before anything is sent.
+    async fn upload_segment(
+        self: Arc<Self>,
+        sealed: segment::SealedSegment,
+        candidates: Arc<Vec<Candidate>>,
+    ) -> Result<SegmentRef, SwarmError> {
+        {
+            let shard_len = sealed.shards.first().map_or(0, |(_, b)| b.len() as u64);
+            let mut holders =
+                placement::place(&candidates, self.coding, shard_len, sealed.key, &[])?;
+            placement::check(&holders, self.coding)?;
+            let lease = unix_now() + LEASE.as_secs();
+            let owner = self.keys.owner_id();
+            let sealed = Arc::new(sealed);
+            let mut pending: Vec<usize> = (0..holders.len()).collect();
+            let mut failed: Vec<NodeId> = Vec::new();
+            for attempt in 0..PLACE_ATTEMPTS {
+                let mut puts = JoinSet::new();
+                for &i in &pending {
+                    let node = holders[i];
+                    let sealed = Arc::clone(&sealed);
+                    let peer = self.peer(node).await;
+                    puts.spawn(async move {
+                        let outcome = match peer {
+                            Ok(peer) => {
+                                let (id, bytes) = &sealed.shards[i];
+                                peer.put(*id, bytes, owner, lease).await.map(|_| ())
+                            }
+                            Err(e) => Err(e),
+                        };
+                        (i, node, outcome)
+                    });
+                }
+                let mut retry = Vec::new();
+                while let Some(joined) = puts.join_next().await {
+                    let (i, node, outcome) =
+                        joined.map_err(|e| SwarmError::Upload(e.to_string()))?;
+                    if let Err(e) = outcome {
+                        tracing::debug!("shard {i} to {}: {e}", node.to_human());
+                        if !matches!(e, NetError::Remote { .. }) {
+                            self.mark_down(node);
+                        }
+                        failed.push(node);
+                        retry.push(i);
+                    }
+                }
+                if retry.is_empty() {
+                    return Ok(SegmentRef {
+                        key: sealed.key,
+                        plain_len: sealed.plain_len,
+                        shards: sealed
+                            .shards
+                            .iter()
+                            .zip(&holders)
+                            .map(|((id, _), holder)| ShardRef {
+                                id: *id,
+                                holder: *holder,
+                            })
+                            .collect(),
+                    });
+                }
+                if attempt + 1 == PLACE_ATTEMPTS {
+                    break;
+                }
+                // New homes for the failed shards: not a node that failed, not
+                // one that already holds a shard of this segment.
+                let mut exclude: Vec<NodeId> = failed.clone();
+                exclude.extend(
+                    holders
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, _)| !retry.contains(i))
+                        .map(|(_, n)| *n),
+                );
+                let mut seed = sealed.key;
+                seed[0] ^= attempt as u8 + 1;
+                let fresh = placement::place_n(
+                    &candidates,
+                    self.coding,
+                    retry.len(),
+                    shard_len,
+                    seed,
+                    &exclude,
+                )?;
+                for (i, node) in retry.iter().zip(fresh) {
+                    holders[*i] = node;
+                }
+                placement::check(&holders, self.coding)?;
+                pending = retry;
+            }
+            Err(SwarmError::Upload(format!(
+                "{} shards of a segment found no node after {PLACE_ATTEMPTS} attempts",
+                pending.len()
+            )))
+        }
+    }
+
+    /// Writes the bytes of `blob` to `out`, fetching k shards per segment
+    /// from the fastest holders, verifying each, decoding when needed.
+    pub async fn get_blob(
+        self: &Arc<Self>,
+        blob: &BlobRef,
+        out: &mut (dyn Write + Send),
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<TransferStats, SwarmError> {
+        let coding = blob.coding.unwrap_or(self.coding);
+        coding.validate()?;
+        let mut stats = TransferStats::default();
+        let mut fetches = JoinSet::new();
+        let mut ready: BTreeMap<usize, (Vec<u8>, FetchReport)> = BTreeMap::new();
+        let mut next_to_start = 0usize;
+        let mut next_to_write = 0usize;
+        let total = blob.segments.len();
+        while next_to_write < total {
+            while next_to_start < total && fetches.len() < SEGMENTS_IN_FLIGHT {
+                let index = next_to_start;
+                next_to_start += 1;
+                let segment = blob.segments[index].clone();
+                let this = Arc::clone(self);
+                fetches.spawn(
+                    async move { (index, this.fetch_segment(index, segment, coding).await) },
+                );
+            }
+            if !ready.contains_key(&next_to_write) {
+                let (index, outcome) = join_one(&mut fetches).await?;
+                ready.insert(index, outcome);
+                continue;
+            }
+            let (plain, report) = ready.remove(&next_to_write).unwrap_or_default();
+            tokio::task::block_in_place(|| out.write_all(&plain)).map_err(|source| {
+                SwarmError::Io {
+                    what: "writing the output".into(),
+                    source,
+                }
+            })?;
+            progress(plain.len() as u64);
+            stats.bytes += plain.len() as u64;
+            stats.segments += 1;
+            stats.shard_bytes += report.shard_bytes;
+            stats.decoded += usize::from(report.decoded);
+            stats.bad_shards.extend(report.bad);
+            for node in report.unreachable {
+                if !stats.unreachable.contains(&node) {
+                    stats.unreachable.push(node);
+                }
+            }
+            next_to_write += 1;
+        }
+        Ok(stats)
+    }
+
+    async fn fetch_segment(
+        self: Arc<Self>,
+        index: usize,
+        segment: SegmentRef,
+        coding: Coding,
+    ) -> Result<(Vec<u8>, FetchReport), SwarmError> {
+        {
+            let k = usize::from(coding.k);
+            // Data shards first (no decoding), then parity; within each, up
+            // nodes before down ones, faster before slower.
+            let mut order: Vec<usize> = (0..segment.shards.len()).collect();
+            order.sort_by_key(|&i| {
+                let (down, latency) = self.latency(segment.shards[i].holder);
+                (down, i >= k, latency)
+            });
+            let mut order = order.into_iter();
+            let mut report = FetchReport::default();
+            let mut good: Vec<(usize, Vec<u8>)> = Vec::new();
+            let mut errors = Vec::new();
+            let mut running = JoinSet::new();
+            loop {
+                while good.len() + running.len() < k {
+                    let Some(i) = order.next() else { break };
+                    let shard = segment.shards[i];
+                    let peer = self.peer(shard.holder).await;
+                    running.spawn(async move {
+                        let started = Instant::now();
+                        let result = match peer {
+                            Ok(peer) => peer.get(shard.id).await,
+                            Err(e) => Err(e),
+                        };
+                        (i, shard, started.elapsed(), result)
+                    });
+                }
+                let Some(joined) = running.join_next().await else {
+                    break;
+                };
+                let (i, shard, took, result) =
+                    joined.map_err(|e| SwarmError::Upload(e.to_string()))?;
+                match result {
+                    Ok(bytes) => {
+                        self.note_latency(shard.holder, took);
+                        report.shard_bytes += bytes.len() as u64;
+                        good.push((i, bytes));
+                        if good.len() == k {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        match &e {
+                            NetError::Corrupt(_) => report.bad.push((shard.id, shard.holder)),
+                            NetError::Remote { .. } => {}
+                            _ => {
+                                self.mark_down(shard.holder);
+                                report.unreachable.push(shard.holder);
+                            }
+                        }
+                        errors.push(format!("shard {i} on {}: {e}", shard.holder.to_human()));
+                    }
+                }
+            }
+            running.abort_all();
+            if good.len() < k {
+                return Err(SwarmError::Unreadable {
+                    index,
+                    good: good.len(),
+                    need: k,
+                    detail: errors.join("; "),
+                });
+            }
+            report.decoded = good.iter().any(|(i, _)| *i >= k);
+            let shards: Vec<(usize, &[u8])> = good.iter().map(|(i, b)| (*i, &b[..])).collect();
+            let convergence = self.keys.convergence;
+            let plain = segment::open(
+                &convergence,
+                coding,
+                &segment.key,
+                segment.plain_len,
+                &shards,
+            )?;
+            Ok((plain, report))
+        }
+    }
+
+    /// Signs and offers a root record pointing at `catalog` to every node;
+    /// succeeds if at least one node keeps it. Returns how many did.
+    pub async fn put_root(&self, seq: u64, catalog: &BlobRef) -> Result<usize, SwarmError> {
+        let mut nonce = [0u8; 12];
+        getrandom::fill(&mut nonce).map_err(|e| SwarmError::Upload(e.to_string()))?;
+        let pointer = RootPointer {
+            catalog: catalog.clone(),
+            time: unix_now(),
+        };
+        let payload = super::catalog::seal_root(&self.keys.manifest, &pointer, nonce);
+        let record = RootRecord::sign(&self.keys.signing, seq, payload);
+        let mut puts = JoinSet::new();
+        for node in self.nodes.iter().map(|n| n.id) {
+            let peer = self.peer(node).await;
+            let record = record.clone();
+            puts.spawn(async move { peer?.put_root(record).await });
+        }
+        let mut kept = 0;
+        let mut errors = Vec::new();
+        while let Some(joined) = puts.join_next().await {
+            match joined {
+                Ok(Ok(())) => kept += 1,
+                Ok(Err(e)) => errors.push(e.to_string()),
+                Err(e) => errors.push(e.to_string()),
+            }
+        }
+        if kept == 0 {
+            return Err(SwarmError::NoRoot(errors.join("; ")));
+        }
+        Ok(kept)
+    }
+
+    /// The newest root record any node holds, opened: `(seq, pointer)`.
+    pub async fn latest_root(&self) -> Result<Option<(u64, RootPointer)>, SwarmError> {
+        let owner = self.keys.owner_id();
+        let mut asks = JoinSet::new();
+        for node in self.nodes.iter().map(|n| n.id) {
+            let peer = self.peer(node).await;
+            asks.spawn(async move { peer?.get_root(owner).await });
+        }
+        let mut best: Option<RootRecord> = None;
+        let mut answered = 0;
+        let mut errors = Vec::new();
+        while let Some(joined) = asks.join_next().await {
+            match joined {
+                Ok(Ok(record)) => {
+                    answered += 1;
+                    if let Some(record) = record
+                        && best.as_ref().is_none_or(|b| record.seq > b.seq)
+                    {
+                        best = Some(record);
+                    }
+                }
+                Ok(Err(e)) => errors.push(e.to_string()),
+                Err(e) => errors.push(e.to_string()),
+            }
+        }
+        if answered == 0 {
+            return Err(SwarmError::NoRoot(errors.join("; ")));
+        }
+        match best {
+            None => Ok(None),
+            Some(record) => {
+                let pointer = super::catalog::open_root(&self.keys.manifest, &record.payload)
+                    .map_err(|e| SwarmError::Decode(e.to_string()))?;
+                Ok(Some((record.seq, pointer)))
+            }
+        }
+    }
+
+    /// Whether `holder` proves it holds `shard` (random ranges, checked
+    /// against the id alone).
+    pub async fn audit(
+        &self,
+        holder: NodeId,
+        shard: ShardId,
+        shard_len: u64,
+        seed: [u8; 32],
+    ) -> bool {
+        match self.peer(holder).await {
+            Ok(peer) => peer.audit(shard, shard_len, seed).await.is_ok(),
+            Err(_) => false,
+        }
+    }
+
+    /// Closes every connection.
+    pub async fn close(&self) {
+        let peers: Vec<Arc<Peer>> = self
+            .slots()
+            .values()
+            .filter_map(|slot| slot.peer.clone())
+            .collect();
+        for peer in peers {
+            peer.close();
+        }
+        self.endpoint.wait_idle().await;
+    }
+}
+
+enum Sealed {
+    Known([u8; 32], u64),
+    New(segment::SealedSegment),
+}
+
+#[derive(Default)]
+struct FetchReport {
+    shard_bytes: u64,
+    decoded: bool,
+    bad: Vec<(ShardId, NodeId)>,
+    unreachable: Vec<NodeId>,
+}
+
+/// Waits for one task of `set` and unpacks its `(index, result)`.
+async fn join_one<T: 'static>(
+    set: &mut JoinSet<(usize, Result<T, SwarmError>)>,
+) -> Result<(usize, T), SwarmError> {
+    match set.join_next().await {
+        Some(Ok((index, Ok(value)))) => Ok((index, value)),
+        Some(Ok((_, Err(e)))) => Err(e),
+        Some(Err(e)) => Err(SwarmError::Upload(format!("a transfer task failed: {e}"))),
+        None => Err(SwarmError::Upload("no transfer running".into())),
+    }
+}
