@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use cairn_node::proto::frame::{check_decoder, encode_frame};
+use cairn_node::proto::root::RootRecord;
 use cairn_node::proto::{ErrorCode, Hello, Request, Response};
 
 fn corpus_dir() -> PathBuf {
@@ -14,6 +15,12 @@ fn corpus_dir() -> PathBuf {
 /// One valid frame of every message kind: the corpus seeds.
 fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     let id = [7u8; 32];
+    let root = RootRecord {
+        owner: [9; 32],
+        seq: 3,
+        payload: vec![2; 8],
+        signature: vec![1; 64],
+    };
     let requests = [
         ("request-stat", Request::Stat),
         (
@@ -54,6 +61,8 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
                 signature: vec![1; 64],
             },
         ),
+        ("request-put-root", Request::PutRoot(root.clone())),
+        ("request-get-root", Request::GetRoot { owner: [9; 32] }),
     ];
     let responses = [
         (
@@ -72,6 +81,8 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
             },
         ),
         ("response-deleted", Response::Deleted { found: true }),
+        ("response-root-stored", Response::RootStored),
+        ("response-root", Response::Root(Some(root))),
     ];
     let hello = Hello {
         versions: vec![1],
