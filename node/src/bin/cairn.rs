@@ -245,10 +245,6 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-fn client_key(secret: &OwnerSecret) -> [u8; 32] {
-    blake3::derive_key("cairn/1 2026-11 client transport key", &secret.to_bytes())
-}
-
 fn node_entries(config: &ClientConfig) -> anyhow::Result<Vec<NodeEntry>> {
     config
         .nodes
@@ -288,7 +284,7 @@ impl Session {
         coding.validate()?;
         let swarm = Swarm::new(
             secret.keys(),
-            client_key(&secret),
+            secret.client_key(),
             nodes,
             coding,
             Duration::from_secs(config.timeout_s),
@@ -658,7 +654,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             let keys = secret.keys();
             let client = NodeId(
-                cairn_node::identity::Identity::from_private(client_key(&secret))
+                cairn_node::identity::Identity::from_private(secret.client_key())
                     .id
                     .0,
             );
@@ -702,7 +698,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let session = Session::open(home, json).await?;
             // The catalog names every node the owner used: learn them all.
             let mut config = session.home.config()?;
-            for known in &session.catalog.nodes {
+            for known in &session.swarm.nodes() {
                 let id = known.id.to_human();
                 if !config.nodes.iter().any(|n| n.id == id) {
                     config.nodes.push(NodeConfig {
@@ -729,7 +725,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Id => {
             let secret = home.secret()?;
-            let client = cairn_node::identity::Identity::from_private(client_key(&secret)).id;
+            let client = cairn_node::identity::Identity::from_private(secret.client_key()).id;
             if json {
                 println!(
                     "{}",

@@ -226,6 +226,9 @@ pub struct RootPointer {
     pub catalog: BlobRef,
     /// When the root was written, Unix seconds.
     pub time: u64,
+    /// How to reach the owner's nodes, so that a client that found this
+    /// record through one node can fetch the catalog from all of them.
+    pub nodes: Vec<NodeEntry>,
 }
 
 const ROOT_AAD: &[u8] = b"cairn/1 root payload";
@@ -300,6 +303,7 @@ mod tests {
         let pointer = RootPointer {
             catalog: BlobRef::default(),
             time: 7,
+            nodes: Vec::new(),
         };
         let sealed = seal_root(&[1; 32], &pointer, [9; 12]);
         assert_eq!(open_root(&[1; 32], &sealed).unwrap(), pointer);

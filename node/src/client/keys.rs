@@ -70,6 +70,13 @@ impl OwnerSecret {
         Ok(Self(bytes))
     }
 
+    /// The X25519 key the owner's client authenticates with to nodes (its
+    /// public half is what nodes put on their allow lists). Derived, so a
+    /// recovered client is the same client.
+    pub fn client_key(&self) -> [u8; 32] {
+        blake3::derive_key("cairn/1 2026-11 client transport key", &self.0)
+    }
+
     /// Every key the owner's client uses.
     pub fn keys(&self) -> OwnerKeys {
         let derive = |context: &str| blake3::derive_key(context, &self.0);

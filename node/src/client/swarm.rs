@@ -26,6 +26,14 @@ use crate::proto::root::RootRecord;
 pub const LEASE: Duration = Duration::from_secs(90 * 24 * 3600);
 /// Segments being sealed, uploaded or fetched at once.
 const SEGMENTS_IN_FLIGHT: usize = 4;
+/// A QUIC handshake on a LAN takes milliseconds; a node that has not
+/// answered in this long is treated as down (quinn does not act on ICMP
+/// unreachable, so a stopped node costs this once per client run).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// A node that failed is not dialled again for this long.
+const DOWN_FOR: Duration = Duration::from_secs(60);
+/// How long the root lookup waits for more nodes after the first answer.
+const ROOT_GRACE: Duration = Duration::from_millis(1000);
 /// Attempts to place one shard before the upload gives up.
 const PLACE_ATTEMPTS: usize = 4;
 
@@ -105,8 +113,9 @@ pub struct Swarm {
     endpoint: quinn::Endpoint,
     identity: Identity,
     keys: OwnerKeys,
-    nodes: Vec<NodeEntry>,
+    nodes: Mutex<Vec<NodeEntry>>,
     peers: Mutex<HashMap<NodeId, PeerSlot>>,
+    connecting: Mutex<HashMap<NodeId, Arc<tokio::sync::Mutex<()>>>>,
     /// Erasure coding of new data.
     pub coding: Coding,
     timeout: Duration,
@@ -140,8 +149,9 @@ impl Swarm {
             endpoint,
             identity: Identity::from_private(client_key),
             keys,
-            nodes,
+            nodes: Mutex::new(nodes),
             peers: Mutex::new(HashMap::new()),
+            connecting: Mutex::new(HashMap::new()),
             coding,
             timeout,
             sizes: Mutex::new(ChunkSizes::default()),
@@ -154,8 +164,18 @@ impl Swarm {
     }
 
     /// The nodes this client knows.
-    pub fn nodes(&self) -> &[NodeEntry] {
-        &self.nodes
+    pub fn nodes(&self) -> Vec<NodeEntry> {
+        self.nodes.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Adds nodes this client did not know (from a root record, say).
+    pub fn learn_nodes(&self, more: &[NodeEntry]) {
+        let mut nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
+        for node in more {
+            if !nodes.iter().any(|n| n.id == node.id) {
+                nodes.push(node.clone());
+            }
+        }
     }
 
     fn slots(&self) -> std::sync::MutexGuard<'_, HashMap<NodeId, PeerSlot>> {
@@ -165,24 +185,26 @@ impl Swarm {
     /// A connection to `node`, made once; a node that failed is not retried
     /// for a while, so a dead node costs one timeout, not one per shard.
     async fn peer(&self, node: NodeId) -> Result<Arc<Peer>, NetError> {
-        {
-            let slots = self.slots();
-            if let Some(slot) = slots.get(&node) {
-                if let Some(peer) = &slot.peer {
-                    return Ok(Arc::clone(peer));
-                }
-                if slot
-                    .down_since
-                    .is_some_and(|since| since.elapsed() < Duration::from_secs(60))
-                {
-                    return Err(NetError::Refused("the node did not answer recently".into()));
-                }
-            }
+        if let Some(known) = self.known_peer(node) {
+            return known;
         }
-        let entry =
-            self.nodes.iter().find(|n| n.id == node).ok_or_else(|| {
-                NetError::Refused(format!("node {} is not known", node.to_human()))
-            })?;
+        // One connection attempt per node at a time: the others wait for it.
+        let gate = Arc::clone(
+            self.connecting
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(node)
+                .or_default(),
+        );
+        let _gate = gate.lock().await;
+        if let Some(known) = self.known_peer(node) {
+            return known;
+        }
+        let entry = self
+            .nodes()
+            .into_iter()
+            .find(|n| n.id == node)
+            .ok_or_else(|| NetError::Refused(format!("node {} is not known", node.to_human())))?;
         let addr: SocketAddr = tokio::net::lookup_host(&entry.addr)
             .await
             .ok()
@@ -191,7 +213,7 @@ impl Swarm {
                 addr: "0.0.0.0:0".parse().unwrap_or_else(|_| unreachable!()),
                 reason: format!("cannot resolve {}", entry.addr),
             })?;
-        let connect_timeout = self.timeout.min(Duration::from_secs(5));
+        let connect_timeout = self.timeout.min(CONNECT_TIMEOUT);
         let result = Peer::connect(&self.endpoint, addr, node, &self.identity, connect_timeout)
             .await
             .map(|peer| Arc::new(peer.with_timeout(self.timeout)));
@@ -209,6 +231,19 @@ impl Swarm {
             Err(_) => slot.down_since = Some(Instant::now()),
         }
         result
+    }
+
+    /// A live connection, or the error of a recent failure; `None` if a
+    /// connection attempt is due.
+    fn known_peer(&self, node: NodeId) -> Option<Result<Arc<Peer>, NetError>> {
+        let slots = self.slots();
+        let slot = slots.get(&node)?;
+        if let Some(peer) = &slot.peer {
+            return Some(Ok(Arc::clone(peer)));
+        }
+        slot.down_since
+            .is_some_and(|since| since.elapsed() < DOWN_FOR)
+            .then(|| Err(NetError::Refused("the node did not answer recently".into())))
     }
 
     fn mark_down(&self, node: NodeId) {
@@ -234,7 +269,7 @@ impl Swarm {
     /// Nodes that answer, with their free space, for placement.
     pub async fn candidates(self: &Arc<Self>) -> Vec<Candidate> {
         let mut asks = JoinSet::new();
-        for entry in self.nodes.clone() {
+        for entry in self.nodes() {
             let this = Arc::clone(self);
             asks.spawn(async move {
                 let peer = this.peer(entry.id).await.ok()?;
@@ -377,9 +412,9 @@ impl Swarm {
                 for &i in &pending {
                     let node = holders[i];
                     let sealed = Arc::clone(&sealed);
-                    let peer = self.peer(node).await;
+                    let this = Arc::clone(&self);
                     puts.spawn(async move {
-                        let outcome = match peer {
+                        let outcome = match this.peer(node).await {
                             Ok(peer) => {
                                 let (id, bytes) = &sealed.shards[i];
                                 peer.put(*id, bytes, owner, lease).await.map(|_| ())
@@ -531,10 +566,10 @@ impl Swarm {
                 while good.len() + running.len() < k {
                     let Some(i) = order.next() else { break };
                     let shard = segment.shards[i];
-                    let peer = self.peer(shard.holder).await;
+                    let this = Arc::clone(&self);
                     running.spawn(async move {
                         let started = Instant::now();
-                        let result = match peer {
+                        let result = match this.peer(shard.holder).await {
                             Ok(peer) => peer.get(shard.id).await,
                             Err(e) => Err(e),
                         };
@@ -593,20 +628,24 @@ impl Swarm {
 
     /// Signs and offers a root record pointing at `catalog` to every node;
     /// succeeds if at least one node keeps it. Returns how many did.
-    pub async fn put_root(&self, seq: u64, catalog: &BlobRef) -> Result<usize, SwarmError> {
+    pub async fn put_root(
+        self: &Arc<Self>,
+        seq: u64,
+        catalog: &BlobRef,
+    ) -> Result<usize, SwarmError> {
         let mut nonce = [0u8; 12];
         getrandom::fill(&mut nonce).map_err(|e| SwarmError::Upload(e.to_string()))?;
         let pointer = RootPointer {
             catalog: catalog.clone(),
             time: unix_now(),
+            nodes: self.nodes(),
         };
         let payload = super::catalog::seal_root(&self.keys.manifest, &pointer, nonce);
         let record = RootRecord::sign(&self.keys.signing, seq, payload);
         let mut puts = JoinSet::new();
-        for node in self.nodes.iter().map(|n| n.id) {
-            let peer = self.peer(node).await;
-            let record = record.clone();
-            puts.spawn(async move { peer?.put_root(record).await });
+        for node in self.nodes().iter().map(|n| n.id) {
+            let (this, record) = (Arc::clone(self), record.clone());
+            puts.spawn(async move { this.peer(node).await?.put_root(record).await });
         }
         let mut kept = 0;
         let mut errors = Vec::new();
@@ -624,27 +663,48 @@ impl Swarm {
     }
 
     /// The newest root record any node holds, opened: `(seq, pointer)`.
-    pub async fn latest_root(&self) -> Result<Option<(u64, RootPointer)>, SwarmError> {
+    pub async fn latest_root(self: &Arc<Self>) -> Result<Option<(u64, RootPointer)>, SwarmError> {
         let owner = self.keys.owner_id();
-        let mut asks = JoinSet::new();
-        for node in self.nodes.iter().map(|n| n.id) {
-            let peer = self.peer(node).await;
-            asks.spawn(async move { peer?.get_root(owner).await });
+        // Detached asks: one still connecting to a down node when the lookup
+        // is done goes on and records that node as down for the rest of the run.
+        let nodes = self.nodes();
+        let (tx, mut rx) = mpsc::channel(nodes.len().max(1));
+        for node in nodes.iter().map(|n| n.id) {
+            let (this, tx) = (Arc::clone(self), tx.clone());
+            tokio::spawn(async move {
+                let answer = match this.peer(node).await {
+                    Ok(peer) => peer.get_root(owner).await,
+                    Err(e) => Err(e),
+                };
+                let _ = tx.send(answer).await;
+            });
         }
+        drop(tx);
         let mut best: Option<RootRecord> = None;
         let mut answered = 0;
         let mut errors = Vec::new();
-        while let Some(joined) = asks.join_next().await {
-            match joined {
-                Ok(Ok(record)) => {
+        // Every commit offers the root to every node, so once some node has
+        // answered, a node that is down (its connect times out) is not worth
+        // waiting for: the others are given a short grace.
+        let mut grace: Option<tokio::time::Instant> = None;
+        loop {
+            let answer = match grace {
+                None => rx.recv().await,
+                Some(deadline) => tokio::time::timeout_at(deadline, rx.recv())
+                    .await
+                    .unwrap_or_default(),
+            };
+            let Some(answer) = answer else { break };
+            match answer {
+                Ok(record) => {
                     answered += 1;
+                    grace.get_or_insert_with(|| tokio::time::Instant::now() + ROOT_GRACE);
                     if let Some(record) = record
                         && best.as_ref().is_none_or(|b| record.seq > b.seq)
                     {
                         best = Some(record);
                     }
                 }
-                Ok(Err(e)) => errors.push(e.to_string()),
                 Err(e) => errors.push(e.to_string()),
             }
         }
@@ -656,6 +716,8 @@ impl Swarm {
             Some(record) => {
                 let pointer = super::catalog::open_root(&self.keys.manifest, &record.payload)
                     .map_err(|e| SwarmError::Decode(e.to_string()))?;
+                // The catalog's holders may be nodes this client has not met.
+                self.learn_nodes(&pointer.nodes);
                 Ok(Some((record.seq, pointer)))
             }
         }
@@ -686,7 +748,11 @@ impl Swarm {
         for peer in peers {
             peer.close();
         }
-        self.endpoint.wait_idle().await;
+        // Also abandons attempts still dialling nodes that are down. The close
+        // frames go out at once; waiting for the full drain (three probe
+        // timeouts, seconds for a peer that never answered) helps nobody.
+        self.endpoint.close(0u32.into(), b"done");
+        let _ = tokio::time::timeout(Duration::from_millis(200), self.endpoint.wait_idle()).await;
     }
 }
 

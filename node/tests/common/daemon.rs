@@ -1,0 +1,158 @@
+//! Real `cairnd` processes for the tests that need them.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cairn_node::ids::NodeId;
+
+/// The daemon binary.
+pub const CAIRND: &str = env!("CARGO_BIN_EXE_cairnd");
+
+/// A running `cairnd` with its own directory (removed when dropped).
+pub struct Daemon {
+    child: Child,
+    /// Its node id.
+    pub id: NodeId,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    notify: UnixDatagram,
+    watchdog: bool,
+    dir: tempfile::TempDir,
+}
+
+impl Daemon {
+    /// Starts a daemon that allows `allow`, and waits for its READY=1.
+    pub fn start(allow: &[NodeId]) -> Self {
+        Self::start_with(allow, &[])
+    }
+
+    /// Like [`Self::start`], with extra environment (systemd's variables).
+    pub fn start_with(allow: &[NodeId], env: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = dir.path().join("disk1");
+        std::fs::create_dir(&disk).unwrap();
+        // A free port: bind, note, release. Loopback only.
+        let port = UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let allow: Vec<String> = allow
+            .iter()
+            .map(|id| format!("'{}'", id.to_human()))
+            .collect();
+        let config = dir.path().join("cairnd.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "state_dir = '{}'\nlisten = '{addr}'\ndisks = ['{}']\n[store]\nreserve_mib = 0\nmax_shard_mib = 2\n[network]\nmax_buffered_mib = 2\nallow = [{}]\n",
+                dir.path().join("state").display(),
+                disk.display(),
+                allow.join(", ")
+            ),
+        )
+        .unwrap();
+        let id = print_id(&config);
+        let socket_path = dir.path().join("notify.sock");
+        let notify = UnixDatagram::bind(&socket_path).unwrap();
+        notify
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let child = Command::new(CAIRND)
+            .arg("--config")
+            .arg(&config)
+            .env("NOTIFY_SOCKET", &socket_path)
+            .env("CAIRN_LOG", "debug")
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let daemon = Self {
+            child,
+            id,
+            addr,
+            notify,
+            watchdog: env.iter().any(|(key, _)| *key == "WATCHDOG_USEC"),
+            dir,
+        };
+        let first = daemon.next_notification();
+        assert!(first.contains("READY=1"), "first notification: {first}");
+        assert!(
+            first.contains("STATUS=0 shards"),
+            "first notification: {first}"
+        );
+        daemon
+    }
+
+    /// The next message the daemon sent to its NOTIFY_SOCKET.
+    pub fn next_notification(&self) -> String {
+        let mut buf = [0u8; 4096];
+        let len = self
+            .notify
+            .recv(&mut buf)
+            .expect("cairnd sent nothing to NOTIFY_SOCKET within 30 s");
+        String::from_utf8_lossy(&buf[..len]).into_owned()
+    }
+
+    /// SIGTERM, then STOPPING=1 and a clean exit.
+    pub fn stop(mut self) {
+        rustix::process::kill_process(
+            rustix::process::Pid::from_child(&self.child),
+            rustix::process::Signal::TERM,
+        )
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut stopping = false;
+        while !stopping && Instant::now() < deadline {
+            let notification = self.next_notification();
+            assert!(
+                self.watchdog || !notification.contains("WATCHDOG=1"),
+                "watchdog ping without WATCHDOG_USEC: {notification}"
+            );
+            stopping = notification.contains("STOPPING=1");
+        }
+        assert!(stopping, "no STOPPING=1 after SIGTERM");
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "cairnd exited with {status}");
+    }
+}
+
+impl Daemon {
+    /// Its directory (state and data disk).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Its data disk.
+    pub fn disk(&self) -> PathBuf {
+        self.dir.path().join("disk1")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The id `cairnd --print-id` gives for a config.
+pub fn print_id(config: &Path) -> NodeId {
+    let out = Command::new(CAIRND)
+        .arg("--config")
+        .arg(config)
+        .arg("--print-id")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    NodeId::from_human(String::from_utf8_lossy(&out.stdout).trim()).unwrap()
+}
