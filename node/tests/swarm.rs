@@ -375,9 +375,7 @@ async fn nodes_see_no_plaintext_no_names_and_fewer_than_k_shards_and_the_phrase_
 }
 
 async fn read_blob(client: &Arc<Swarm>, blob: &BlobRef) -> Vec<u8> {
-    let mut out = Vec::new();
-    client.get_blob(blob, &mut out, &|_| {}).await.unwrap();
-    out
+    client.get_blob(blob, Vec::new(), &|_| {}).await.unwrap().1
 }
 
 fn walk(dir: &Path) -> Vec<PathBuf> {

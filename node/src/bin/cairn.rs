@@ -294,9 +294,8 @@ impl Session {
             Some((seq, pointer)) => match home.cache() {
                 Some(cache) if cache.seq == seq => (seq, cache.catalog),
                 _ => {
-                    let mut bytes = Vec::new();
-                    swarm
-                        .get_blob(&pointer.catalog, &mut bytes, &|_| {})
+                    let (_, bytes) = swarm
+                        .get_blob(&pointer.catalog, Vec::new(), &|_| {})
                         .await
                         .context("reading the catalog from the swarm")?;
                     let catalog: Catalog = postcard::from_bytes(&bytes)
@@ -336,9 +335,9 @@ impl Session {
     }
 
     async fn manifest(&self, entry: &VersionEntry) -> anyhow::Result<Manifest> {
-        let mut bytes = Vec::new();
-        self.swarm
-            .get_blob(&entry.manifest, &mut bytes, &|_| {})
+        let (_, bytes) = self
+            .swarm
+            .get_blob(&entry.manifest, Vec::new(), &|_| {})
             .await
             .context("reading the file's manifest")?;
         postcard::from_bytes(&bytes).context("the manifest does not decode")
@@ -494,15 +493,18 @@ async fn get(
                 out.file_name()
                     .map_or("out".into(), |n| n.to_string_lossy())
             ));
-            let mut file = std::fs::File::create(&tmp)
+            let file = std::fs::File::create(&tmp)
                 .with_context(|| format!("cannot write {}", tmp.display()))?;
             let result = session
                 .swarm
-                .get_blob(&manifest.content, &mut file, &|n| bar.inc(n))
-                .await;
-            let stats = match result {
-                Ok(stats) if stats.bytes == entry.size => stats,
-                Ok(stats) => {
+                .get_blob(&manifest.content, EarlyWriteback::new(file)?, &|n| {
+                    bar.inc(n)
+                })
+                .await
+                .map(|(stats, out)| (stats, out.finish()));
+            let (stats, file) = match result {
+                Ok((stats, file)) if stats.bytes == entry.size => (stats, file?),
+                Ok((stats, _)) => {
                     let _ = std::fs::remove_file(&tmp);
                     bail!(
                         "{path}: read {} bytes, the manifest says {}",
@@ -515,19 +517,17 @@ async fn get(
                     return Err(e).with_context(|| format!("reading {path}"));
                 }
             };
-            file.sync_all()?;
+            drop(file);
             std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(manifest.mode))?;
             std::fs::rename(&tmp, out)?;
             stats
         }
         None => {
-            let mut stdout = std::io::stdout();
-            let stats = session
+            let (stats, _) = session
                 .swarm
-                .get_blob(&manifest.content, &mut stdout, &|n| bar.inc(n))
+                .get_blob(&manifest.content, std::io::stdout(), &|n| bar.inc(n))
                 .await
                 .with_context(|| format!("reading {path}"))?;
-            stdout.flush()?;
             stats
         }
     };
@@ -565,6 +565,64 @@ async fn get(
         eprintln!("{report}");
     }
     Ok(())
+}
+
+/// A file writer that starts writing back to disk while the download goes
+/// on (a sync on a second thread every few MiB), so the final fsync has
+/// little left to do.
+struct EarlyWriteback {
+    file: std::fs::File,
+    since_sync: usize,
+    syncs: std::sync::mpsc::SyncSender<()>,
+    syncer: std::thread::JoinHandle<std::io::Result<()>>,
+}
+
+impl EarlyWriteback {
+    const EVERY: usize = 16 << 20;
+
+    fn new(file: std::fs::File) -> std::io::Result<Self> {
+        let clone = file.try_clone()?;
+        // One request may wait; more are dropped while a sync runs.
+        let (syncs, requests) = std::sync::mpsc::sync_channel::<()>(1);
+        let syncer = std::thread::spawn(move || {
+            while requests.recv().is_ok() {
+                clone.sync_data()?;
+            }
+            Ok(())
+        });
+        Ok(Self {
+            file,
+            since_sync: 0,
+            syncs,
+            syncer,
+        })
+    }
+
+    /// Stops the syncer and makes the whole file durable.
+    fn finish(self) -> std::io::Result<std::fs::File> {
+        drop(self.syncs);
+        self.syncer
+            .join()
+            .map_err(|_| std::io::Error::other("the writeback thread failed"))??;
+        self.file.sync_all()?;
+        Ok(self.file)
+    }
+}
+
+impl Write for EarlyWriteback {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let written = self.file.write(buf)?;
+        self.since_sync += written;
+        if self.since_sync >= Self::EVERY {
+            self.since_sync = 0;
+            let _ = self.syncs.try_send(());
+        }
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
 }
 
 async fn status(session: &Session, prefix: &str) -> anyhow::Result<()> {

@@ -7,8 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
-use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
+use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey};
 use serde::{Deserialize, Serialize};
 
 use super::segment::Coding;
@@ -233,39 +232,44 @@ pub struct RootPointer {
 
 const ROOT_AAD: &[u8] = b"cairn/1 root payload";
 
+fn root_key(manifest_key: &[u8; 32]) -> LessSafeKey {
+    LessSafeKey::new(
+        UnboundKey::new(&CHACHA20_POLY1305, manifest_key)
+            .unwrap_or_else(|_| unreachable!("a 32-byte key is valid for ChaCha20-Poly1305")),
+    )
+}
+
 /// Encrypts a root pointer under the owner's manifest key. The nonce is
 /// random and sent along: the same key seals every root.
 pub fn seal_root(manifest_key: &[u8; 32], pointer: &RootPointer, nonce: [u8; 12]) -> Vec<u8> {
-    let plain = postcard::to_stdvec(pointer).unwrap_or_default();
-    let mut out = nonce.to_vec();
-    let sealed = ChaCha20Poly1305::new(Key::from_slice(manifest_key))
-        .encrypt(
-            Nonce::from_slice(&nonce),
-            Payload {
-                msg: &plain,
-                aad: ROOT_AAD,
-            },
+    let mut sealed = postcard::to_stdvec(pointer).unwrap_or_default();
+    let tag = root_key(manifest_key)
+        .seal_in_place_separate_tag(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(ROOT_AAD),
+            &mut sealed,
         )
-        .unwrap_or_default();
+        .unwrap_or_else(|_| unreachable!("a root payload is far below the AEAD's length limit"));
+    let mut out = nonce.to_vec();
     out.extend_from_slice(&sealed);
+    out.extend_from_slice(tag.as_ref());
     out
 }
 
 /// Opens a root payload.
 pub fn open_root(manifest_key: &[u8; 32], payload: &[u8]) -> Result<RootPointer, CatalogError> {
     let (nonce, sealed) = payload
-        .split_at_checked(12)
+        .split_first_chunk::<12>()
         .ok_or_else(|| CatalogError::BadRoot("too short".into()))?;
-    let plain = ChaCha20Poly1305::new(Key::from_slice(manifest_key))
-        .decrypt(
-            Nonce::from_slice(nonce),
-            Payload {
-                msg: sealed,
-                aad: ROOT_AAD,
-            },
+    let mut sealed = sealed.to_vec();
+    let plain = root_key(manifest_key)
+        .open_in_place(
+            Nonce::assume_unique_for_key(*nonce),
+            Aad::from(ROOT_AAD),
+            &mut sealed,
         )
         .map_err(|_| CatalogError::BadRoot("it does not decrypt".into()))?;
-    postcard::from_bytes(&plain).map_err(|e| CatalogError::BadRoot(e.to_string()))
+    postcard::from_bytes(plain).map_err(|e| CatalogError::BadRoot(e.to_string()))
 }
 
 #[cfg(test)]

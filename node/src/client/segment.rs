@@ -10,8 +10,7 @@
 //! the owner stores a given chunk. Each key encrypts exactly one plaintext,
 //! so a fixed nonce is safe.
 
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
-use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
+use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey};
 
 use crate::ids::ShardId;
 
@@ -105,6 +104,15 @@ pub struct SealedSegment {
     pub shards: Vec<(ShardId, Vec<u8>)>,
 }
 
+/// ChaCha20-Poly1305 (ring's, the fastest on both x86 and the Pi's NEON)
+/// under a chunk key.
+fn aead_key(key: &[u8; 32]) -> LessSafeKey {
+    LessSafeKey::new(
+        UnboundKey::new(&CHACHA20_POLY1305, key)
+            .unwrap_or_else(|_| unreachable!("a 32-byte key is valid for ChaCha20-Poly1305")),
+    )
+}
+
 /// The key of a chunk for an owner.
 pub fn chunk_key(convergence: &[u8; 32], plaintext: &[u8]) -> [u8; 32] {
     *blake3::keyed_hash(convergence, plaintext).as_bytes()
@@ -118,17 +126,18 @@ pub fn seal(
 ) -> Result<SealedSegment, SegmentError> {
     coding.validate()?;
     let key = chunk_key(convergence, plaintext);
-    let cipher = ChaCha20Poly1305::new(Key::from_slice(&key))
-        .encrypt(
-            Nonce::from_slice(&[0u8; 12]),
-            Payload {
-                msg: plaintext,
-                aad: AAD,
-            },
+    let shard_len = coding.shard_len(plaintext.len() + TAG_LEN);
+    // Encrypted in place inside the buffer the data shards are cut from.
+    let mut padded = Vec::with_capacity(shard_len * usize::from(coding.k));
+    padded.extend_from_slice(plaintext);
+    let tag = aead_key(&key)
+        .seal_in_place_separate_tag(
+            Nonce::assume_unique_for_key([0; 12]),
+            Aad::from(AAD),
+            &mut padded,
         )
         .map_err(|_| SegmentError::Coding("encryption failed".into()))?;
-    let shard_len = coding.shard_len(cipher.len());
-    let mut padded = cipher;
+    padded.extend_from_slice(tag.as_ref());
     padded.resize(shard_len * usize::from(coding.k), 0);
     let data: Vec<&[u8]> = padded.chunks(shard_len).collect();
     let parity = reed_solomon_simd::encode(coding.k.into(), coding.m.into(), &data)
@@ -203,15 +212,16 @@ pub fn open(
         }
     }
     padded.truncate(cipher_len);
-    let plaintext = ChaCha20Poly1305::new(Key::from_slice(key))
-        .decrypt(
-            Nonce::from_slice(&[0u8; 12]),
-            Payload {
-                msg: &padded,
-                aad: AAD,
-            },
+    let plaintext_len = aead_key(key)
+        .open_in_place(
+            Nonce::assume_unique_for_key([0; 12]),
+            Aad::from(AAD),
+            &mut padded,
         )
-        .map_err(|_| SegmentError::Corrupt)?;
+        .map_err(|_| SegmentError::Corrupt)?
+        .len();
+    padded.truncate(plaintext_len);
+    let plaintext = padded;
     // The AEAD proves the ciphertext was made with this key; this proves the
     // key is the one the owner's convergence key gives for this plaintext.
     if chunk_key(convergence, &plaintext) != *key {

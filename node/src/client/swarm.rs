@@ -24,8 +24,11 @@ use crate::proto::root::RootRecord;
 
 /// How long shards are kept before the steward must renew them.
 pub const LEASE: Duration = Duration::from_secs(90 * 24 * 3600);
-/// Segments being sealed, uploaded or fetched at once.
-const SEGMENTS_IN_FLIGHT: usize = 4;
+/// Segments being uploaded at once (each is k+m parallel shard puts).
+const PUT_SEGMENTS_IN_FLIGHT: usize = 8;
+/// Segments being fetched at once (each is k parallel shard gets). Reads
+/// wait on round trips more than on the CPU, so more are in flight.
+const GET_SEGMENTS_IN_FLIGHT: usize = 32;
 /// A QUIC handshake on a LAN takes milliseconds; a node that has not
 /// answered in this long is treated as down (quinn does not act on ICMP
 /// unreachable, so a stopped node costs this once per client run).
@@ -336,7 +339,7 @@ impl Swarm {
         let candidates = Arc::new(candidates);
         let result: Result<(), SwarmError> = async {
             loop {
-                while uploads.len() >= SEGMENTS_IN_FLIGHT {
+                while uploads.len() >= PUT_SEGMENTS_IN_FLIGHT {
                     let (index, outcome) = join_one(&mut uploads).await?;
                     done.insert(index, outcome);
                 }
@@ -490,14 +493,47 @@ impl Swarm {
 
     /// Writes the bytes of `blob` to `out`, fetching k shards per segment
     /// from the fastest holders, verifying each, decoding when needed.
-    pub async fn get_blob(
+    pub async fn get_blob<W: Write + Send + 'static>(
         self: &Arc<Self>,
         blob: &BlobRef,
-        out: &mut (dyn Write + Send),
+        out: W,
         progress: &(dyn Fn(u64) + Sync),
-    ) -> Result<TransferStats, SwarmError> {
+    ) -> Result<(TransferStats, W), SwarmError> {
         let coding = blob.coding.unwrap_or(self.coding);
         coding.validate()?;
+        // The output is written on a thread of its own, so that a slow disk
+        // never stops new fetches from starting; the channel bounds memory.
+        let (tx, mut rx) = mpsc::channel::<Vec<u8>>(8);
+        let writer = tokio::task::spawn_blocking(move || {
+            let mut out = out;
+            while let Some(plain) = rx.blocking_recv() {
+                out.write_all(&plain)?;
+            }
+            out.flush()?;
+            Ok::<W, std::io::Error>(out)
+        });
+        let fetched = self.fetch_in_order(blob, coding, &tx, progress).await;
+        drop(tx);
+        let written = writer
+            .await
+            .map_err(|e| SwarmError::Upload(format!("the writer failed: {e}")))?;
+        let stats = fetched?;
+        let out = written.map_err(|source| SwarmError::Io {
+            what: "writing the output".into(),
+            source,
+        })?;
+        Ok((stats, out))
+    }
+
+    /// Fetches a blob's segments, several at once, and passes their
+    /// plaintext to `out` in order.
+    async fn fetch_in_order(
+        self: &Arc<Self>,
+        blob: &BlobRef,
+        coding: Coding,
+        out: &mpsc::Sender<Vec<u8>>,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<TransferStats, SwarmError> {
         let mut stats = TransferStats::default();
         let mut fetches = JoinSet::new();
         let mut ready: BTreeMap<usize, (Vec<u8>, FetchReport)> = BTreeMap::new();
@@ -505,7 +541,7 @@ impl Swarm {
         let mut next_to_write = 0usize;
         let total = blob.segments.len();
         while next_to_write < total {
-            while next_to_start < total && fetches.len() < SEGMENTS_IN_FLIGHT {
+            while next_to_start < total && fetches.len() + ready.len() < GET_SEGMENTS_IN_FLIGHT {
                 let index = next_to_start;
                 next_to_start += 1;
                 let segment = blob.segments[index].clone();
@@ -520,14 +556,13 @@ impl Swarm {
                 continue;
             }
             let (plain, report) = ready.remove(&next_to_write).unwrap_or_default();
-            tokio::task::block_in_place(|| out.write_all(&plain)).map_err(|source| {
-                SwarmError::Io {
-                    what: "writing the output".into(),
-                    source,
-                }
-            })?;
-            progress(plain.len() as u64);
-            stats.bytes += plain.len() as u64;
+            let len = plain.len() as u64;
+            if out.send(plain).await.is_err() {
+                // The writer stopped: its error is reported by the caller.
+                break;
+            }
+            progress(len);
+            stats.bytes += len;
             stats.segments += 1;
             stats.shard_bytes += report.shard_bytes;
             stats.decoded += usize::from(report.decoded);
