@@ -174,6 +174,34 @@ fn files_round_trip_with_m_nodes_down_and_every_version_stays_readable() {
         assert_eq!(&back, bytes, "{}", path.display());
         assert_eq!(report["transfer"]["decoded_segments"], 0);
     }
+    let big = path_str(&files[3].0);
+    let status = owner.json(&["status", &big]).remove(0);
+    assert_eq!(status["healthy_shards_min"], 6, "{status}");
+    assert_eq!(status["survives_node_losses"], 2, "{status}");
+
+    // A rotten shard on node 1 (stopped for good later, so at most m shards
+    // of a segment are ever missing): every file still reads back right.
+    let rotten = walk(&swarm.nodes[1].as_ref().unwrap().disk())
+        .into_iter()
+        .find(|f| {
+            f.parent()
+                .and_then(|p| p.parent())
+                .and_then(|p| p.file_name())
+                == Some("shards".as_ref())
+        })
+        .unwrap();
+    let mut shard = std::fs::read(&rotten).unwrap();
+    let middle = shard.len() / 2;
+    shard[middle] ^= 0x40;
+    std::fs::write(&rotten, &shard).unwrap();
+    for (path, bytes) in &files {
+        assert_eq!(
+            &get(&owner, &path_str(path), &[]).0,
+            bytes,
+            "{}",
+            path.display()
+        );
+    }
 
     // A second version of one file; the first stays readable by number and time.
     let (tiny_path, tiny_v1) = &files[1];
