@@ -400,95 +400,91 @@ impl Swarm {
         sealed: segment::SealedSegment,
         candidates: Arc<Vec<Candidate>>,
     ) -> Result<SegmentRef, SwarmError> {
-        {
-            let shard_len = sealed.shards.first().map_or(0, |(_, b)| b.len() as u64);
-            let mut holders =
-                placement::place(&candidates, self.coding, shard_len, sealed.key, &[])?;
-            placement::check(&holders, self.coding)?;
-            let lease = unix_now() + LEASE.as_secs();
-            let owner = self.keys.owner_id();
-            let sealed = Arc::new(sealed);
-            let mut pending: Vec<usize> = (0..holders.len()).collect();
-            let mut failed: Vec<NodeId> = Vec::new();
-            for attempt in 0..PLACE_ATTEMPTS {
-                let mut puts = JoinSet::new();
-                for &i in &pending {
-                    let node = holders[i];
-                    let sealed = Arc::clone(&sealed);
-                    let this = Arc::clone(&self);
-                    puts.spawn(async move {
-                        let outcome = match this.peer(node).await {
-                            Ok(peer) => {
-                                let (id, bytes) = &sealed.shards[i];
-                                peer.put(*id, bytes, owner, lease).await.map(|_| ())
-                            }
-                            Err(e) => Err(e),
-                        };
-                        (i, node, outcome)
-                    });
-                }
-                let mut retry = Vec::new();
-                while let Some(joined) = puts.join_next().await {
-                    let (i, node, outcome) =
-                        joined.map_err(|e| SwarmError::Upload(e.to_string()))?;
-                    if let Err(e) = outcome {
-                        tracing::debug!("shard {i} to {}: {e}", node.to_human());
-                        if !matches!(e, NetError::Remote { .. }) {
-                            self.mark_down(node);
+        let shard_len = sealed.shards.first().map_or(0, |(_, b)| b.len() as u64);
+        let mut holders = placement::place(&candidates, self.coding, shard_len, sealed.key, &[])?;
+        placement::check(&holders, self.coding)?;
+        let lease = unix_now() + LEASE.as_secs();
+        let owner = self.keys.owner_id();
+        let sealed = Arc::new(sealed);
+        let mut pending: Vec<usize> = (0..holders.len()).collect();
+        let mut failed: Vec<NodeId> = Vec::new();
+        for attempt in 0..PLACE_ATTEMPTS {
+            let mut puts = JoinSet::new();
+            for &i in &pending {
+                let node = holders[i];
+                let sealed = Arc::clone(&sealed);
+                let this = Arc::clone(&self);
+                puts.spawn(async move {
+                    let outcome = match this.peer(node).await {
+                        Ok(peer) => {
+                            let (id, bytes) = &sealed.shards[i];
+                            peer.put(*id, bytes, owner, lease).await.map(|_| ())
                         }
-                        failed.push(node);
-                        retry.push(i);
-                    }
-                }
-                if retry.is_empty() {
-                    return Ok(SegmentRef {
-                        key: sealed.key,
-                        plain_len: sealed.plain_len,
-                        shards: sealed
-                            .shards
-                            .iter()
-                            .zip(&holders)
-                            .map(|((id, _), holder)| ShardRef {
-                                id: *id,
-                                holder: *holder,
-                            })
-                            .collect(),
-                    });
-                }
-                if attempt + 1 == PLACE_ATTEMPTS {
-                    break;
-                }
-                // New homes for the failed shards: not a node that failed, not
-                // one that already holds a shard of this segment.
-                let mut exclude: Vec<NodeId> = failed.clone();
-                exclude.extend(
-                    holders
-                        .iter()
-                        .enumerate()
-                        .filter(|(i, _)| !retry.contains(i))
-                        .map(|(_, n)| *n),
-                );
-                let mut seed = sealed.key;
-                seed[0] ^= attempt as u8 + 1;
-                let fresh = placement::place_n(
-                    &candidates,
-                    self.coding,
-                    retry.len(),
-                    shard_len,
-                    seed,
-                    &exclude,
-                )?;
-                for (i, node) in retry.iter().zip(fresh) {
-                    holders[*i] = node;
-                }
-                placement::check(&holders, self.coding)?;
-                pending = retry;
+                        Err(e) => Err(e),
+                    };
+                    (i, node, outcome)
+                });
             }
-            Err(SwarmError::Upload(format!(
-                "{} shards of a segment found no node after {PLACE_ATTEMPTS} attempts",
-                pending.len()
-            )))
+            let mut retry = Vec::new();
+            while let Some(joined) = puts.join_next().await {
+                let (i, node, outcome) = joined.map_err(|e| SwarmError::Upload(e.to_string()))?;
+                if let Err(e) = outcome {
+                    tracing::debug!("shard {i} to {}: {e}", node.to_human());
+                    if !matches!(e, NetError::Remote { .. }) {
+                        self.mark_down(node);
+                    }
+                    failed.push(node);
+                    retry.push(i);
+                }
+            }
+            if retry.is_empty() {
+                return Ok(SegmentRef {
+                    key: sealed.key,
+                    plain_len: sealed.plain_len,
+                    shards: sealed
+                        .shards
+                        .iter()
+                        .zip(&holders)
+                        .map(|((id, _), holder)| ShardRef {
+                            id: *id,
+                            holder: *holder,
+                        })
+                        .collect(),
+                });
+            }
+            if attempt + 1 == PLACE_ATTEMPTS {
+                break;
+            }
+            // New homes for the failed shards: not a node that failed, not
+            // one that already holds a shard of this segment.
+            let mut exclude: Vec<NodeId> = failed.clone();
+            exclude.extend(
+                holders
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| !retry.contains(i))
+                    .map(|(_, n)| *n),
+            );
+            let mut seed = sealed.key;
+            seed[0] ^= attempt as u8 + 1;
+            let fresh = placement::place_n(
+                &candidates,
+                self.coding,
+                retry.len(),
+                shard_len,
+                seed,
+                &exclude,
+            )?;
+            for (i, node) in retry.iter().zip(fresh) {
+                holders[*i] = node;
+            }
+            placement::check(&holders, self.coding)?;
+            pending = retry;
         }
+        Err(SwarmError::Upload(format!(
+            "{} shards of a segment found no node after {PLACE_ATTEMPTS} attempts",
+            pending.len()
+        )))
     }
 
     /// Writes the bytes of `blob` to `out`, fetching k shards per segment
@@ -583,82 +579,79 @@ impl Swarm {
         segment: SegmentRef,
         coding: Coding,
     ) -> Result<(Vec<u8>, FetchReport), SwarmError> {
-        {
-            let k = usize::from(coding.k);
-            // Data shards first (no decoding), then parity; within each, up
-            // nodes before down ones, faster before slower.
-            let mut order: Vec<usize> = (0..segment.shards.len()).collect();
-            order.sort_by_key(|&i| {
-                let (down, latency) = self.latency(segment.shards[i].holder);
-                (down, i >= k, latency)
-            });
-            let mut order = order.into_iter();
-            let mut report = FetchReport::default();
-            let mut good: Vec<(usize, Vec<u8>)> = Vec::new();
-            let mut errors = Vec::new();
-            let mut running = JoinSet::new();
-            loop {
-                while good.len() + running.len() < k {
-                    let Some(i) = order.next() else { break };
-                    let shard = segment.shards[i];
-                    let this = Arc::clone(&self);
-                    running.spawn(async move {
-                        let started = Instant::now();
-                        let result = match this.peer(shard.holder).await {
-                            Ok(peer) => peer.get(shard.id).await,
-                            Err(e) => Err(e),
-                        };
-                        (i, shard, started.elapsed(), result)
-                    });
-                }
-                let Some(joined) = running.join_next().await else {
-                    break;
-                };
-                let (i, shard, took, result) =
-                    joined.map_err(|e| SwarmError::Upload(e.to_string()))?;
-                match result {
-                    Ok(bytes) => {
-                        self.note_latency(shard.holder, took);
-                        report.shard_bytes += bytes.len() as u64;
-                        good.push((i, bytes));
-                        if good.len() == k {
-                            break;
-                        }
-                    }
-                    Err(e) => {
-                        match &e {
-                            NetError::Corrupt(_) => report.bad.push((shard.id, shard.holder)),
-                            NetError::Remote { .. } => {}
-                            _ => {
-                                self.mark_down(shard.holder);
-                                report.unreachable.push(shard.holder);
-                            }
-                        }
-                        errors.push(format!("shard {i} on {}: {e}", shard.holder.to_human()));
-                    }
-                }
-            }
-            running.abort_all();
-            if good.len() < k {
-                return Err(SwarmError::Unreadable {
-                    index,
-                    good: good.len(),
-                    need: k,
-                    detail: errors.join("; "),
+        let k = usize::from(coding.k);
+        // Data shards first (no decoding), then parity; within each, up
+        // nodes before down ones, faster before slower.
+        let mut order: Vec<usize> = (0..segment.shards.len()).collect();
+        order.sort_by_key(|&i| {
+            let (down, latency) = self.latency(segment.shards[i].holder);
+            (down, i >= k, latency)
+        });
+        let mut order = order.into_iter();
+        let mut report = FetchReport::default();
+        let mut good: Vec<(usize, Vec<u8>)> = Vec::new();
+        let mut errors = Vec::new();
+        let mut running = JoinSet::new();
+        loop {
+            while good.len() + running.len() < k {
+                let Some(i) = order.next() else { break };
+                let shard = segment.shards[i];
+                let this = Arc::clone(&self);
+                running.spawn(async move {
+                    let started = Instant::now();
+                    let result = match this.peer(shard.holder).await {
+                        Ok(peer) => peer.get(shard.id).await,
+                        Err(e) => Err(e),
+                    };
+                    (i, shard, started.elapsed(), result)
                 });
             }
-            report.decoded = good.iter().any(|(i, _)| *i >= k);
-            let shards: Vec<(usize, &[u8])> = good.iter().map(|(i, b)| (*i, &b[..])).collect();
-            let convergence = self.keys.convergence;
-            let plain = segment::open(
-                &convergence,
-                coding,
-                &segment.key,
-                segment.plain_len,
-                &shards,
-            )?;
-            Ok((plain, report))
+            let Some(joined) = running.join_next().await else {
+                break;
+            };
+            let (i, shard, took, result) = joined.map_err(|e| SwarmError::Upload(e.to_string()))?;
+            match result {
+                Ok(bytes) => {
+                    self.note_latency(shard.holder, took);
+                    report.shard_bytes += bytes.len() as u64;
+                    good.push((i, bytes));
+                    if good.len() == k {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    match &e {
+                        NetError::Corrupt(_) => report.bad.push((shard.id, shard.holder)),
+                        NetError::Remote { .. } => {}
+                        _ => {
+                            self.mark_down(shard.holder);
+                            report.unreachable.push(shard.holder);
+                        }
+                    }
+                    errors.push(format!("shard {i} on {}: {e}", shard.holder.to_human()));
+                }
+            }
         }
+        running.abort_all();
+        if good.len() < k {
+            return Err(SwarmError::Unreadable {
+                index,
+                good: good.len(),
+                need: k,
+                detail: errors.join("; "),
+            });
+        }
+        report.decoded = good.iter().any(|(i, _)| *i >= k);
+        let shards: Vec<(usize, &[u8])> = good.iter().map(|(i, b)| (*i, &b[..])).collect();
+        let convergence = self.keys.convergence;
+        let plain = segment::open(
+            &convergence,
+            coding,
+            &segment.key,
+            segment.plain_len,
+            &shards,
+        )?;
+        Ok((plain, report))
     }
 
     /// Signs and offers a root record pointing at `catalog` to every node;
