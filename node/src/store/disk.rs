@@ -398,14 +398,10 @@ impl OpenDisk {
             } else {
                 (Ok(()), self.index.apply(&forget, &ops))
             };
-            if synced.is_ok() {
-                self.drop_tmp_names(&linked);
-            }
             queue = lock(&self.commits);
             // On a failed sync they stay intents: the next start checks those shards.
-            if synced.is_ok() {
-                queue.synced.extend(linked.into_iter().map(|(id, _)| id));
-            }
+            let durable_links = if synced.is_ok() { linked } else { Vec::new() };
+            queue.synced.extend(durable_links.iter().map(|(id, _)| *id));
             if committed.is_err() {
                 queue.synced.extend(forget);
             }
@@ -430,6 +426,13 @@ impl OpenDisk {
             }
             queue.leader_active = false;
             self.committed.notify_all();
+            // Off the acknowledgement's path: a tmp name left by a crash here
+            // is removed at the next start (its link is durable already).
+            if !durable_links.is_empty() {
+                drop(queue);
+                self.drop_tmp_names(&durable_links);
+                queue = lock(&self.commits);
+            }
         }
     }
 
