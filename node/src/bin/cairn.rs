@@ -149,10 +149,13 @@ struct Home {
     dir: PathBuf,
 }
 
-/// The cached catalog: the root's sequence number and the catalog it names.
+/// The cached catalog, with the reference it was stored under: it is used
+/// only when the newest root names exactly that reference (so neither
+/// another identity's cache nor a rival write with the same number is
+/// mistaken for it).
 #[derive(Serialize, Deserialize)]
 struct CachedCatalog {
-    seq: u64,
+    stored_as: BlobRef,
     catalog: Catalog,
 }
 
@@ -292,7 +295,7 @@ impl Session {
         let (seq, catalog) = match swarm.latest_root().await? {
             None => (0, Catalog::default()),
             Some((seq, pointer)) => match home.cache() {
-                Some(cache) if cache.seq == seq => (seq, cache.catalog),
+                Some(cache) if cache.stored_as == pointer.catalog => (seq, cache.catalog),
                 _ => {
                     let (_, bytes) = swarm
                         .get_blob(&pointer.catalog, Vec::new(), &|_| {})
@@ -328,7 +331,7 @@ impl Session {
         )?;
         self.seq = seq;
         self.home.save_cache(&CachedCatalog {
-            seq,
+            stored_as: blob,
             catalog: self.catalog.clone(),
         })?;
         Ok(())
