@@ -67,7 +67,7 @@ impl Coding {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SegmentError {
     /// k or m is zero or beyond what the erasure code supports.
-    #[error("erasure coding {}+{} is not supported; use k and m between 1 and 32", .0.k, .0.m)]
+    #[error("erasure coding {}+{} is not supported; k and m must each be at least 1", .0.k, .0.m)]
     BadCoding(Coding),
     /// Fewer than k usable shards.
     #[error(
