@@ -21,6 +21,10 @@
 //! per-round ratios. Every round puts fresh shards (a repeated put would be
 //! answered without writing).
 
+mod common;
+
+use common::{env_or, median, paired_ratio, settle};
+
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, UdpSocket};
 use std::os::unix::net::UnixDatagram;
@@ -413,28 +417,4 @@ fn prime_memory(bytes: usize) {
         bytes >> 20,
         started.elapsed().as_secs_f64()
     );
-}
-
-/// Lets the file system finish earlier writeback so no round pays for another.
-fn settle(root: &Path) {
-    let dir = std::fs::File::open(root).expect("open the bench directory");
-    rustix::fs::syncfs(&dir).expect("syncfs");
-}
-
-fn paired_ratio(ours: &[f64], baseline: &[f64]) -> f64 {
-    let logs: f64 = ours.iter().zip(baseline).map(|(a, b)| (a / b).ln()).sum();
-    (logs / ours.len() as f64).exp()
-}
-
-fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    sorted[sorted.len() / 2]
-}
-
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }

@@ -4,6 +4,8 @@
 //! `scripts/bench-swarm` beside the swarm's figures, as the ceiling the CPU
 //! sets for them on this machine.
 
+mod common;
+
 use std::time::Instant;
 
 use cairn_node::client::chunk::{ChunkSizes, chunks};
@@ -11,10 +13,7 @@ use cairn_node::client::segment::{self, Coding};
 use cairn_node::ids::ShardId;
 
 fn main() {
-    let mib: usize = std::env::var("CAIRN_BENCH_MIB")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(256);
+    let mib = common::env_or("CAIRN_BENCH_MIB", 256);
     let mut data = vec![0u8; mib << 20];
     blake3::Hasher::new()
         .update(b"bench-pipeline")

@@ -13,6 +13,10 @@
 //! throughputs printed are medians; each ratio is the geometric mean of the
 //! six per-round ratios (both sides measured back to back).
 
+mod common;
+
+use common::{env_or, median, paired_ratio, settle};
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -242,30 +246,4 @@ fn parallel<T: Sync>(items: &[T], work: impl Fn(usize, &T) + Sync) {
             });
         }
     });
-}
-
-/// Lets the file system finish what earlier work left it (writeback, and the
-/// discards of the previous round's deleted files on a `discard` mount), so
-/// that neither side pays for the other.
-fn settle(root: &Path) {
-    let dir = std::fs::File::open(root).expect("open the bench directory");
-    rustix::fs::syncfs(&dir).expect("syncfs");
-}
-
-fn paired_ratio(ours: &[f64], baseline: &[f64]) -> f64 {
-    let logs: f64 = ours.iter().zip(baseline).map(|(a, b)| (a / b).ln()).sum();
-    (logs / ours.len() as f64).exp()
-}
-
-fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    sorted[sorted.len() / 2]
-}
-
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }

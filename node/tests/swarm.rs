@@ -109,7 +109,7 @@ impl Swarmlet {
                 let init = owner.json(&["init"]);
                 NodeId::from_human(init[0]["client_key"].as_str().unwrap()).unwrap()
             }
-            Some(secret) => cairn_node::identity::Identity::from_private(secret.client_key()).id,
+            Some(secret) => secret.client_id(),
         };
         let nodes: Vec<Option<Daemon>> =
             (0..NODES).map(|_| Some(Daemon::start(&[client]))).collect();

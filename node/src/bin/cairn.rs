@@ -16,7 +16,7 @@ use cairn_node::client::catalog::{
     BlobRef, Catalog, Manifest, NodeEntry, SegmentRef, Selector, VersionEntry,
 };
 use cairn_node::client::keys::OwnerSecret;
-use cairn_node::client::segment::Coding;
+use cairn_node::client::segment::{Coding, TAG_LEN};
 use cairn_node::client::swarm::{Swarm, TransferStats};
 use cairn_node::ids::NodeId;
 
@@ -318,7 +318,6 @@ impl Session {
 
     /// Stores the catalog and points a new root record at it.
     async fn commit(&mut self) -> anyhow::Result<()> {
-        self.catalog.nodes = self.swarm.nodes().to_vec();
         let bytes = postcard::to_stdvec(&self.catalog)?;
         let (blob, _) = self
             .swarm
@@ -666,7 +665,7 @@ async fn audit_blob(swarm: &Arc<Swarm>, blob: &BlobRef) -> (usize, usize) {
     let coding = blob.coding.unwrap_or(swarm.coding);
     let mut worst = coding.total();
     for segment in &blob.segments {
-        let shard_len = coding.shard_len(segment.plain_len as usize + 16) as u64;
+        let shard_len = coding.shard_len(segment.plain_len as usize + TAG_LEN) as u64;
         let mut healthy = 0;
         for shard in &segment.shards {
             let mut seed = [0u8; 32];
@@ -714,11 +713,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 home.save_config(&ClientConfig::default())?;
             }
             let keys = secret.keys();
-            let client = NodeId(
-                cairn_node::identity::Identity::from_private(secret.client_key())
-                    .id
-                    .0,
-            );
+            let client = secret.client_id();
             if json {
                 println!(
                     "{}",
@@ -757,7 +752,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             home.write_private(&home.secret_path(), &secret.to_bytes())?;
             home.save_config(&config)?;
             let session = Session::open(home, json).await?;
-            // The catalog names every node the owner used: learn them all.
+            // The root record named every node the owner used: keep them all.
             let mut config = session.home.config()?;
             for known in &session.swarm.nodes() {
                 let id = known.id.to_human();
@@ -786,7 +781,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Id => {
             let secret = home.secret()?;
-            let client = cairn_node::identity::Identity::from_private(secret.client_key()).id;
+            let client = secret.client_id();
             if json {
                 println!(
                     "{}",

@@ -91,14 +91,12 @@ pub struct NodeEntry {
     pub site: Option<String>,
 }
 
-/// Every path the owner stored, with all its versions, and the owner's
-/// nodes (so that a recovered client can reach every holder).
+/// Every path the owner stored, with all its versions. (How to reach the
+/// nodes travels in the root pointer, which a recovering client reads first.)
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct Catalog {
     /// Path → versions, oldest first.
     pub files: BTreeMap<String, Vec<VersionEntry>>,
-    /// The owner's nodes.
-    pub nodes: Vec<NodeEntry>,
 }
 
 /// Which version of a path to read.
@@ -206,15 +204,6 @@ impl Catalog {
             let latest = versions.last()?;
             (!latest.deleted && path.starts_with(prefix)).then_some((path.as_str(), latest))
         })
-    }
-
-    /// Every segment reference in the catalog's manifests' references, by
-    /// key (for reusing segments that are already stored).
-    pub fn manifest_segments(&self) -> impl Iterator<Item = &SegmentRef> {
-        self.files
-            .values()
-            .flatten()
-            .flat_map(|v| v.manifest.segments.iter())
     }
 }
 

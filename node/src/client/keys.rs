@@ -77,6 +77,11 @@ impl OwnerSecret {
         blake3::derive_key("cairn/1 2026-11 client transport key", &self.0)
     }
 
+    /// The client's node-style id: what nodes put on their allow lists.
+    pub fn client_id(&self) -> crate::ids::NodeId {
+        crate::identity::Identity::from_private(self.client_key()).id
+    }
+
     /// Every key the owner's client uses.
     pub fn keys(&self) -> OwnerKeys {
         let derive = |context: &str| blake3::derive_key(context, &self.0);

@@ -74,6 +74,9 @@ pub enum SwarmError {
     /// A shard could not be stored anywhere.
     #[error("a shard could not be stored: {0}")]
     Upload(String),
+    /// A task of the client itself failed (a bug, or the system refused).
+    #[error("cairn failed internally ({0}); please report this with the command you ran")]
+    Task(String),
     /// The client's own key could not be used on the network.
     #[error("cannot open a network endpoint: {0}")]
     Endpoint(NetError),
@@ -81,7 +84,9 @@ pub enum SwarmError {
     #[error("no node could be asked for the root record ({0}); check that your nodes are running")]
     NoRoot(String),
     /// A record or catalog failed to decode.
-    #[error("stored data does not decode: {0}")]
+    #[error(
+        "stored data does not decode ({0}); it was written by an incompatible cairn, or is damaged"
+    )]
     Decode(String),
 }
 
@@ -122,7 +127,6 @@ pub struct Swarm {
     /// Erasure coding of new data.
     pub coding: Coding,
     timeout: Duration,
-    sizes: Mutex<ChunkSizes>,
 }
 
 fn unix_now() -> u64 {
@@ -142,12 +146,8 @@ impl Swarm {
         coding: Coding,
         timeout: Duration,
     ) -> Result<Arc<Self>, SwarmError> {
-        let endpoint = Peer::client_endpoint(
-            "0.0.0.0:0"
-                .parse()
-                .unwrap_or_else(|_| unreachable!("a literal address parses")),
-        )
-        .map_err(SwarmError::Endpoint)?;
+        let endpoint = Peer::client_endpoint(SocketAddr::from(([0, 0, 0, 0], 0)))
+            .map_err(SwarmError::Endpoint)?;
         Ok(Arc::new(Self {
             endpoint,
             identity: Identity::from_private(client_key),
@@ -157,13 +157,7 @@ impl Swarm {
             connecting: Mutex::new(HashMap::new()),
             coding,
             timeout,
-            sizes: Mutex::new(ChunkSizes::default()),
         }))
-    }
-
-    /// Uses other chunk sizes (tests use small ones).
-    pub fn set_chunk_sizes(&self, sizes: ChunkSizes) {
-        *self.sizes.lock().unwrap_or_else(|p| p.into_inner()) = sizes;
     }
 
     /// The nodes this client knows.
@@ -212,10 +206,7 @@ impl Swarm {
             .await
             .ok()
             .and_then(|mut addrs| addrs.next())
-            .ok_or_else(|| NetError::Connect {
-                addr: "0.0.0.0:0".parse().unwrap_or_else(|_| unreachable!()),
-                reason: format!("cannot resolve {}", entry.addr),
-            })?;
+            .ok_or_else(|| NetError::Resolve(entry.addr.clone()))?;
         let connect_timeout = self.timeout.min(CONNECT_TIMEOUT);
         let result = Peer::connect(&self.endpoint, addr, node, &self.identity, connect_timeout)
             .await
@@ -308,12 +299,11 @@ impl Swarm {
         let known_keys: HashSet<[u8; 32]> = known.keys().copied().collect();
         let (tx, mut rx) = mpsc::channel::<Result<Sealed, SwarmError>>(2);
         let convergence = self.keys.convergence;
-        let sizes = *self.sizes.lock().unwrap_or_else(|p| p.into_inner());
         let (seed, coding) = (self.keys.chunk_seed, self.coding);
         // Chunking and sealing are CPU work on a thread of their own; the
         // channel's bound is what keeps memory bounded.
         let producer = tokio::task::spawn_blocking(move || {
-            for chunk in chunks(reader, seed, sizes) {
+            for chunk in chunks(reader, seed, ChunkSizes::default()) {
                 let sealed = chunk
                     .map_err(|source| SwarmError::Io {
                         what: "reading the input".into(),
@@ -427,7 +417,7 @@ impl Swarm {
             }
             let mut retry = Vec::new();
             while let Some(joined) = puts.join_next().await {
-                let (i, node, outcome) = joined.map_err(|e| SwarmError::Upload(e.to_string()))?;
+                let (i, node, outcome) = joined.map_err(|e| SwarmError::Task(e.to_string()))?;
                 if let Err(e) = outcome {
                     tracing::debug!("shard {i} to {}: {e}", node.to_human());
                     if !matches!(e, NetError::Remote { .. }) {
@@ -512,7 +502,7 @@ impl Swarm {
         drop(tx);
         let written = writer
             .await
-            .map_err(|e| SwarmError::Upload(format!("the writer failed: {e}")))?;
+            .map_err(|e| SwarmError::Task(format!("the writer: {e}")))?;
         let stats = fetched?;
         let out = written.map_err(|source| SwarmError::Io {
             what: "writing the output".into(),
@@ -609,7 +599,7 @@ impl Swarm {
             let Some(joined) = running.join_next().await else {
                 break;
             };
-            let (i, shard, took, result) = joined.map_err(|e| SwarmError::Upload(e.to_string()))?;
+            let (i, shard, took, result) = joined.map_err(|e| SwarmError::Task(e.to_string()))?;
             match result {
                 Ok(bytes) => {
                     self.note_latency(shard.holder, took);
@@ -662,7 +652,8 @@ impl Swarm {
         catalog: &BlobRef,
     ) -> Result<usize, SwarmError> {
         let mut nonce = [0u8; 12];
-        getrandom::fill(&mut nonce).map_err(|e| SwarmError::Upload(e.to_string()))?;
+        getrandom::fill(&mut nonce)
+            .map_err(|e| SwarmError::Task(format!("the system's random source: {e}")))?;
         let pointer = RootPointer {
             catalog: catalog.clone(),
             time: unix_now(),
@@ -804,7 +795,7 @@ async fn join_one<T: 'static>(
     match set.join_next().await {
         Some(Ok((index, Ok(value)))) => Ok((index, value)),
         Some(Ok((_, Err(e)))) => Err(e),
-        Some(Err(e)) => Err(SwarmError::Upload(format!("a transfer task failed: {e}"))),
-        None => Err(SwarmError::Upload("no transfer running".into())),
+        Some(Err(e)) => Err(SwarmError::Task(e.to_string())),
+        None => Err(SwarmError::Task("no transfer was running".into())),
     }
 }

@@ -30,6 +30,9 @@ pub enum NetError {
         /// Why not.
         reason: String,
     },
+    /// A node's address does not resolve.
+    #[error("cannot resolve the address {0}; check the node's address in your settings")]
+    Resolve(String),
     /// The connection broke.
     #[error("connection lost: {0}")]
     Connection(#[from] quinn::ConnectionError),
