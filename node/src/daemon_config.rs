@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use cairn_board::board::{BoardConfig, ButtonWiring, Chip, LedWiring, Profile, SensorWiring};
+use cairn_board::sensors::SensorKind;
 use serde::Deserialize;
 
 use crate::ids::NodeId;
@@ -30,6 +32,144 @@ pub struct DaemonConfig {
     /// Who may connect and how much they may ask.
     #[serde(default)]
     pub network: NetworkSection,
+    /// The LED, the button and the sensors.
+    #[serde(default)]
+    pub board: BoardSection,
+}
+
+/// `[board]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BoardSection {
+    /// `auto`, `rpi4`, `rpi5`, `generic`, `simulated` or `none`.
+    pub profile: String,
+    /// For `simulated`: the directory of value files.
+    pub simulated_dir: Option<PathBuf>,
+    /// An LED class device for the status LED.
+    pub led_class: Option<PathBuf>,
+    /// The status LED's GPIO chip (a `/dev` path or a label).
+    pub led_chip: Option<String>,
+    /// The status LED's line.
+    pub led_line: Option<u32>,
+    /// The LED lights when its line is low.
+    pub led_active_low: bool,
+    /// The button's GPIO chip (a `/dev` path or a label).
+    pub button_chip: Option<String>,
+    /// The button's line.
+    pub button_line: Option<u32>,
+    /// The button reads low when pressed.
+    pub button_active_low: bool,
+    /// An I2C temperature sensor: `lm75`, `lm75b` or `tmp102`.
+    pub sensor: Option<String>,
+    /// Its bus.
+    pub sensor_bus: PathBuf,
+    /// Its 7-bit address.
+    pub sensor_address: u8,
+    /// The SoC's thermal zone `temp` file.
+    pub thermal_zone: Option<PathBuf>,
+    /// Minutes the pairing window stays open.
+    pub pairing_minutes: u64,
+}
+
+impl Default for BoardSection {
+    fn default() -> Self {
+        Self {
+            profile: "auto".into(),
+            simulated_dir: None,
+            led_class: None,
+            led_chip: None,
+            led_line: None,
+            led_active_low: false,
+            button_chip: None,
+            button_line: None,
+            button_active_low: true,
+            sensor: None,
+            sensor_bus: "/dev/i2c-1".into(),
+            sensor_address: 0x48,
+            thermal_zone: None,
+            pairing_minutes: 5,
+        }
+    }
+}
+
+impl BoardSection {
+    /// The board support's view of this section.
+    pub fn to_board_config(&self) -> Result<BoardConfig, String> {
+        let profile = match self.profile.as_str() {
+            "auto" => Profile::Auto,
+            "rpi4" => Profile::RaspberryPi4,
+            "rpi5" => Profile::RaspberryPi5,
+            "generic" => Profile::Generic,
+            "none" => Profile::None,
+            "simulated" => Profile::Simulated(self.simulated_dir.clone().ok_or(
+                "profile \"simulated\" needs simulated_dir, the directory of value files",
+            )?),
+            other => {
+                return Err(format!(
+                    "unknown board profile {other:?}; use auto, rpi4, rpi5, generic, simulated or none"
+                ));
+            }
+        };
+        let chip = |name: &str| {
+            if name.starts_with('/') {
+                Chip::Path(name.into())
+            } else {
+                Chip::Label(name.into())
+            }
+        };
+        let line_pair =
+            |what: &str, chip_name: &Option<String>, line: Option<u32>| match (chip_name, line) {
+                (Some(c), Some(l)) => Ok(Some((chip(c), l))),
+                (None, None) => Ok(None),
+                _ => Err(format!(
+                    "{what}_chip and {what}_line go together; give both or neither"
+                )),
+            };
+        let led = match (
+            &self.led_class,
+            line_pair("led", &self.led_chip, self.led_line)?,
+        ) {
+            (Some(_), Some(_)) => {
+                return Err("give led_class or led_chip/led_line, not both".into());
+            }
+            (Some(class), None) => Some(LedWiring::Class(vec![class.clone()])),
+            (None, Some((chip, line))) => Some(LedWiring::Gpio {
+                chip,
+                line,
+                active_low: self.led_active_low,
+            }),
+            (None, None) => None,
+        };
+        let button =
+            line_pair("button", &self.button_chip, self.button_line)?.map(|(chip, line)| {
+                ButtonWiring::Gpio {
+                    chip,
+                    line,
+                    active_low: self.button_active_low,
+                }
+            });
+        let sensor = match &self.sensor {
+            None => None,
+            Some(name) => Some(SensorWiring {
+                bus: self.sensor_bus.clone(),
+                address: self.sensor_address,
+                kind: SensorKind::parse(name)
+                    .ok_or_else(|| format!("unknown sensor {name:?}; use lm75, lm75b or tmp102"))?,
+            }),
+        };
+        Ok(BoardConfig {
+            profile,
+            led,
+            button,
+            sensor,
+            thermal_zone: self.thermal_zone.clone(),
+        })
+    }
+
+    /// How long the pairing window stays open.
+    pub fn pairing_window(&self) -> Duration {
+        Duration::from_secs(self.pairing_minutes * 60)
+    }
 }
 
 /// `[store]`.
@@ -182,6 +322,16 @@ impl DaemonConfig {
                 ),
             ));
         }
+        config
+            .board
+            .to_board_config()
+            .map_err(|e| value_error("board", e))?;
+        if config.board.pairing_minutes == 0 || config.board.pairing_minutes > 60 {
+            return Err(value_error(
+                "board.pairing_minutes",
+                "must be between 1 and 60".into(),
+            ));
+        }
         if config.network.request_timeout_s == 0 || config.network.idle_timeout_s == 0 {
             return Err(value_error(
                 "network",
@@ -239,6 +389,14 @@ mod tests {
         assert!(err.contains("line 2") && err.contains("listen"), "{err}");
         let err = parse("disks = []\n").unwrap_err().to_string();
         assert!(err.contains("`disks`"), "{err}");
+        let err = parse("disks = ['/d']\n[board]\nprofile = 'pi9'\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("pi9") && err.contains("rpi4"), "{err}");
+        let err = parse("disks = ['/d']\n[board]\nled_line = 17\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("led_chip"), "{err}");
         let err = parse("disks = ['/d']\n[network]\nallow = ['cnzz']\n")
             .unwrap_err()
             .to_string();

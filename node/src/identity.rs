@@ -97,48 +97,100 @@ impl Identity {
 
     /// Loads the key from `state_dir`, creating it (mode 0600, durably) on first start.
     pub fn load_or_create(state_dir: &Path) -> Result<Self, IdentityError> {
+        match Self::load(&state_dir.join(KEY_FILE))? {
+            Some(identity) => Ok(identity),
+            None => {
+                let identity = Self::generate()?;
+                write_key(state_dir, KEY_FILE, &identity.private)?;
+                Ok(identity)
+            }
+        }
+    }
+
+    /// Starts a factory reset: a new key is kept beside the current one
+    /// until [`Identity::finish_reset`] puts it in place, so a crash in
+    /// between resumes the same reset ([`Identity::pending_reset`]).
+    pub fn begin_reset(state_dir: &Path) -> Result<Self, IdentityError> {
+        if let Some(pending) = Self::pending_reset(state_dir)? {
+            return Ok(pending);
+        }
+        let identity = Self::generate()?;
+        write_key(state_dir, PENDING_KEY_FILE, &identity.private)?;
+        Ok(identity)
+    }
+
+    /// The new key of a reset that has begun and not finished.
+    pub fn pending_reset(state_dir: &Path) -> Result<Option<Self>, IdentityError> {
+        Self::load(&state_dir.join(PENDING_KEY_FILE))
+    }
+
+    /// Makes the pending key the node's key.
+    pub fn finish_reset(state_dir: &Path) -> Result<(), IdentityError> {
         let path = state_dir.join(KEY_FILE);
         let io = |source| IdentityError::Io {
             path: path.clone(),
             source,
         };
-        match std::fs::read(&path) {
-            Ok(bytes) => {
-                let mode = std::fs::metadata(&path).map_err(io)?.permissions().mode() & 0o777;
-                if mode & 0o077 != 0 {
-                    return Err(IdentityError::Exposed { path, mode });
-                }
-                let private: [u8; 32] =
-                    bytes
-                        .as_slice()
-                        .try_into()
-                        .map_err(|_| IdentityError::Damaged {
-                            path: path.clone(),
-                            len: bytes.len(),
-                        })?;
-                Ok(Self::from_private(private))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let identity = Self::generate()?;
-                let tmp = state_dir.join(format!("{KEY_FILE}.tmp"));
-                let _ = std::fs::remove_file(&tmp);
-                let mut file = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(&tmp)
-                    .map_err(io)?;
-                file.write_all(&identity.private).map_err(io)?;
-                file.sync_all().map_err(io)?;
-                std::fs::rename(&tmp, &path).map_err(io)?;
-                std::fs::File::open(state_dir)
-                    .and_then(|dir| dir.sync_all())
-                    .map_err(io)?;
-                Ok(identity)
-            }
-            Err(e) => Err(io(e)),
-        }
+        std::fs::rename(state_dir.join(PENDING_KEY_FILE), &path).map_err(io)?;
+        std::fs::File::open(state_dir)
+            .and_then(|dir| dir.sync_all())
+            .map_err(io)
     }
+
+    fn load(path: &Path) -> Result<Option<Self>, IdentityError> {
+        let io = |source| IdentityError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let bytes = match std::fs::read(path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io(e)),
+        };
+        let mode = std::fs::metadata(path).map_err(io)?.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(IdentityError::Exposed {
+                path: path.to_owned(),
+                mode,
+            });
+        }
+        let private: [u8; 32] =
+            bytes
+                .as_slice()
+                .try_into()
+                .map_err(|_| IdentityError::Damaged {
+                    path: path.to_owned(),
+                    len: bytes.len(),
+                })?;
+        Ok(Some(Self::from_private(private)))
+    }
+}
+
+/// The new key of a factory reset in progress.
+const PENDING_KEY_FILE: &str = "node.key.new";
+
+/// Writes a key file durably with mode 0600 (temporary name, fsync, rename,
+/// fsync the directory).
+fn write_key(state_dir: &Path, name: &str, private: &[u8; 32]) -> Result<(), IdentityError> {
+    let path = state_dir.join(name);
+    let io = |source| IdentityError::Io {
+        path: path.clone(),
+        source,
+    };
+    let tmp = state_dir.join(format!("{name}.tmp"));
+    let _ = std::fs::remove_file(&tmp);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io)?;
+    file.write_all(private).map_err(io)?;
+    file.sync_all().map_err(io)?;
+    std::fs::rename(&tmp, &path).map_err(io)?;
+    std::fs::File::open(state_dir)
+        .and_then(|dir| dir.sync_all())
+        .map_err(io)
 }
 
 #[cfg(test)]
@@ -176,5 +228,21 @@ mod tests {
             Identity::load_or_create(dir.path()),
             Err(IdentityError::Damaged { len: 5, .. })
         ));
+    }
+
+    #[test]
+    fn a_reset_gets_a_new_key_and_survives_a_crash_midway() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = Identity::load_or_create(dir.path()).unwrap();
+        assert!(Identity::pending_reset(dir.path()).unwrap().is_none());
+        let new = Identity::begin_reset(dir.path()).unwrap();
+        assert_ne!(new.id, old.id);
+        // Crash here: the old key is still the node's, the reset resumes with the same new key.
+        assert_eq!(Identity::load_or_create(dir.path()).unwrap().id, old.id);
+        let resumed = Identity::begin_reset(dir.path()).unwrap();
+        assert_eq!(resumed.id, new.id);
+        Identity::finish_reset(dir.path()).unwrap();
+        assert_eq!(Identity::load_or_create(dir.path()).unwrap().id, new.id);
+        assert!(Identity::pending_reset(dir.path()).unwrap().is_none());
     }
 }

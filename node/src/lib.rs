@@ -8,6 +8,7 @@ pub mod daemon_config;
 pub mod identity;
 pub mod ids;
 pub mod net;
+pub mod ownership;
 pub mod proto;
 pub mod roots;
 pub mod store;

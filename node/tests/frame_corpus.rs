@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use cairn_node::proto::frame::{check_decoder, encode_frame};
 use cairn_node::proto::root::RootRecord;
-use cairn_node::proto::{ErrorCode, Hello, Request, Response};
+use cairn_node::proto::{DiskInfo, ErrorCode, Hello, OwnershipInfo, Request, Response, StatInfo};
 
 fn corpus_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/frame_decode")
@@ -63,6 +63,30 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         ),
         ("request-put-root", Request::PutRoot(root.clone())),
         ("request-get-root", Request::GetRoot { owner: [9; 32] }),
+        (
+            "request-claim",
+            Request::Claim {
+                owner: [9; 32],
+                signature: vec![1; 64],
+            },
+        ),
+        (
+            "request-transfer",
+            Request::Transfer {
+                to_owner: [9; 32],
+                to_client: [7; 32],
+                not_after: 1_800_000_000,
+                signature: vec![1; 64],
+            },
+        ),
+        (
+            "request-drain",
+            Request::Drain {
+                draining: true,
+                not_after: 1_800_000_000,
+                signature: vec![1; 64],
+            },
+        ),
     ];
     let responses = [
         (
@@ -83,6 +107,34 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         ("response-deleted", Response::Deleted { found: true }),
         ("response-root-stored", Response::RootStored),
         ("response-root", Response::Root(Some(root))),
+        (
+            "response-stat",
+            Response::Stat(StatInfo {
+                software: "cairnd 0.1.0".into(),
+                max_shard: 1 << 20,
+                disks: vec![DiskInfo {
+                    state: "online".into(),
+                    capacity: 1 << 20,
+                    used: 0,
+                    free: 1 << 20,
+                    shards: 0,
+                }],
+                state: "healthy".into(),
+                reasons: vec![],
+                temperature_mc: Some(45_000),
+                ownership: OwnershipInfo {
+                    owner: None,
+                    draining: false,
+                },
+            }),
+        ),
+        (
+            "response-ownership",
+            Response::Ownership(OwnershipInfo {
+                owner: Some([9; 32]),
+                draining: true,
+            }),
+        ),
     ];
     let hello = Hello {
         versions: vec![1],

@@ -9,7 +9,6 @@ mod common;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,76 +18,9 @@ use cairn_node::client::segment::Coding;
 use cairn_node::client::swarm::Swarm;
 use cairn_node::ids::{NodeId, ShardId};
 use common::daemon::Daemon;
+use common::owner::Owner;
 
-const CAIRN: &str = env!("CARGO_BIN_EXE_cairn");
 const NODES: usize = 8;
-
-struct Owner {
-    home: tempfile::TempDir,
-}
-
-impl Owner {
-    fn new() -> Self {
-        Self {
-            home: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn run(&self, args: &[&str], stdin: Option<&str>) -> Output {
-        let started = std::time::Instant::now();
-        let out = self.run_inner(args, stdin);
-        eprintln!("cairn {args:?} took {:?}", started.elapsed());
-        out
-    }
-
-    fn run_inner(&self, args: &[&str], stdin: Option<&str>) -> Output {
-        let mut child = Command::new(CAIRN)
-            .args(args)
-            .env("CAIRN_HOME", self.home.path())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        if let Some(text) = stdin {
-            use std::io::Write;
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(text.as_bytes())
-                .unwrap();
-        }
-        drop(child.stdin.take());
-        child.wait_with_output().unwrap()
-    }
-
-    /// Runs `cairn --json ARGS`, expects success, returns one value per line.
-    fn json(&self, args: &[&str]) -> Vec<serde_json::Value> {
-        self.json_in(args, None)
-    }
-
-    fn json_in(&self, args: &[&str], stdin: Option<&str>) -> Vec<serde_json::Value> {
-        let mut all = vec!["--json"];
-        all.extend_from_slice(args);
-        let out = self.run(&all, stdin);
-        assert!(
-            out.status.success(),
-            "cairn {args:?} failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout)
-            .unwrap()
-            .lines()
-            .map(|line| serde_json::from_str(line).unwrap())
-            .collect()
-    }
-
-    fn secret(&self) -> OwnerSecret {
-        let bytes = std::fs::read(self.home.path().join("secret")).unwrap();
-        OwnerSecret::from_bytes(bytes.try_into().unwrap())
-    }
-}
 
 struct Swarmlet {
     nodes: Vec<Option<Daemon>>,

@@ -18,7 +18,7 @@ use cairn_node::client::catalog::{
 use cairn_node::client::keys::OwnerSecret;
 use cairn_node::client::segment::{Coding, TAG_LEN};
 use cairn_node::client::swarm::{Swarm, TransferStats};
-use cairn_node::ids::NodeId;
+use cairn_node::ids::{NodeId, OwnerId};
 
 /// The owner's tool: store files in your Cairn swarm and get them back.
 #[derive(Parser)]
@@ -60,8 +60,38 @@ enum Command {
         #[arg(long)]
         site: Option<String>,
     },
-    /// List your nodes and whether they answer.
+    /// List your nodes, whether they answer, and their state.
     Nodes,
+    /// Claim a box whose pairing window is open (hold its button about 5 s
+    /// until the LED blips once a second): it becomes yours and is added to
+    /// your nodes.
+    Claim {
+        /// The box's node id (cn…), as its log shows when the window opens.
+        id: String,
+        /// HOST:PORT.
+        addr: String,
+        /// Its site (household, region).
+        #[arg(long)]
+        site: Option<String>,
+    },
+    /// Hand one of your boxes to another owner (lending it to a neighbour,
+    /// say). They give you the transfer card that their `cairn id` shows.
+    Transfer {
+        /// The node id (cn…), one of your nodes.
+        node: String,
+        /// The new owner's transfer card (OWNER:CLIENT_KEY).
+        #[arg(long)]
+        to: String,
+    },
+    /// Stop one of your boxes taking new shards, so that it can be emptied
+    /// before it leaves; `--undo` makes it take shards again.
+    Drain {
+        /// The node id (cn…), one of your nodes.
+        node: String,
+        /// Take shards again.
+        #[arg(long)]
+        undo: bool,
+    },
     /// Store files and directories (each put is a new version).
     Put {
         /// Files or directories.
@@ -261,6 +291,30 @@ fn node_entries(config: &ClientConfig) -> anyhow::Result<Vec<NodeEntry>> {
             })
         })
         .collect()
+}
+
+/// A swarm handle without the catalog, for talking to nodes one by one;
+/// `extra` is a node not (yet) in the list.
+fn bare_swarm(home: &Home, extra: Option<NodeEntry>) -> anyhow::Result<(Arc<Swarm>, OwnerSecret)> {
+    let secret = home.secret()?;
+    let config = home.config()?;
+    let mut nodes = node_entries(&config)?;
+    if let Some(extra) = extra {
+        nodes.retain(|n| n.id != extra.id);
+        nodes.push(extra);
+    }
+    let coding = Coding {
+        k: config.k,
+        m: config.m,
+    };
+    let swarm = Swarm::new(
+        secret.keys(),
+        secret.client_key(),
+        nodes,
+        coding,
+        Duration::from_secs(config.timeout_s),
+    )?;
+    Ok((swarm, secret))
 }
 
 /// An open session: keys, nodes, and the catalog as the swarm has it.
@@ -788,8 +842,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     serde_json::json!({"owner": secret.keys().owner_id().to_hex(), "client_key": client.to_human()})
                 );
             } else {
-                println!("owner id:   {}", secret.keys().owner_id());
-                println!("client key: {}", client.to_human());
+                println!("owner id:      {}", secret.keys().owner_id());
+                println!("client key:    {}", client.to_human());
+                println!(
+                    "transfer card: {}:{}  (give this to someone handing you a box)",
+                    secret.keys().owner_id().to_hex(),
+                    client.to_human()
+                );
             }
         }
         Command::AddNode { id, addr, site } => {
@@ -800,30 +859,166 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             home.save_config(&config)?;
         }
         Command::Nodes => {
-            let session = Session::open(home, json).await?;
-            let up = session.swarm.candidates().await;
-            for node in session.swarm.nodes() {
-                let free = up.iter().find(|c| c.node == node.id).map(|c| c.free);
+            let (swarm, _) = bare_swarm(&home, None)?;
+            let mut asks = tokio::task::JoinSet::new();
+            for node in swarm.nodes() {
+                let swarm = Arc::clone(&swarm);
+                asks.spawn(async move {
+                    let stat = match swarm.peer(node.id).await {
+                        Ok(peer) => peer.stat().await,
+                        Err(e) => Err(e),
+                    };
+                    (node, stat)
+                });
+            }
+            let mut answers = asks.join_all().await;
+            let order: Vec<NodeId> = swarm.nodes().iter().map(|n| n.id).collect();
+            answers.sort_by_key(|(node, _)| order.iter().position(|id| *id == node.id));
+            let me = home.secret()?.keys().owner_id();
+            for (node, stat) in answers {
+                let free = stat
+                    .as_ref()
+                    .ok()
+                    .map(|s| s.disks.iter().map(|d| d.free).sum::<u64>());
+                let state = stat.as_ref().ok().map(|s| {
+                    let mut words = vec![s.state.clone()];
+                    if s.ownership.draining {
+                        words.push("draining".into());
+                    }
+                    match s.ownership.owner {
+                        None => words.push("unclaimed".into()),
+                        Some(owner) if owner == me.0 => words.push("yours".into()),
+                        Some(_) => {}
+                    }
+                    words.join(", ")
+                });
                 if json {
                     println!(
                         "{}",
-                        serde_json::json!({"id": node.id.to_human(), "addr": node.addr, "site": node.site, "up": free.is_some(), "free": free})
+                        serde_json::json!({
+                            "id": node.id.to_human(), "addr": node.addr, "site": node.site,
+                            "up": stat.is_ok(), "free": free,
+                            "state": stat.as_ref().ok().map(|s| s.state.clone()),
+                            "reasons": stat.as_ref().ok().map(|s| s.reasons.clone()),
+                            "draining": stat.as_ref().ok().map(|s| s.ownership.draining),
+                            "owner": stat.as_ref().ok().and_then(|s| s.ownership.owner).map(|o| OwnerId(o).to_hex()),
+                        })
                     );
                 } else {
                     println!(
                         "{} {} {}{}",
                         node.id.to_human(),
                         node.addr,
-                        match free {
-                            Some(free) => format!("up, {} free", size(free)),
-                            None => "DOWN".into(),
+                        match (&state, free) {
+                            (Some(state), Some(free)) =>
+                                format!("up ({state}), {} free", size(free)),
+                            _ => "DOWN".into(),
                         },
                         node.site
                             .as_ref()
                             .map(|s| format!(", site {s}"))
                             .unwrap_or_default()
                     );
+                    if let Ok(stat) = &stat {
+                        for reason in &stat.reasons {
+                            println!("    {reason}");
+                        }
+                    }
                 }
+            }
+            swarm.close().await;
+        }
+        Command::Claim { id, addr, site } => {
+            let node = NodeId::from_human(&id).with_context(|| format!("node id {id}"))?;
+            let entry = NodeEntry {
+                id: node,
+                addr: addr.clone(),
+                site: site.clone(),
+            };
+            let (swarm, secret) = bare_swarm(&home, Some(entry))?;
+            let peer = swarm.peer(node).await.map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot reach the box {id} at {addr}: {e}\n(open its pairing window first: hold its button about 5 seconds, until the LED blips once a second)"
+                )
+            })?;
+            let info = peer.claim(&secret.keys().signing).await?;
+            swarm.close().await;
+            let mut config = home.config()?;
+            config.nodes.retain(|n| n.id != id);
+            config.nodes.push(NodeConfig {
+                id: id.clone(),
+                addr,
+                site,
+            });
+            home.save_config(&config)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"claimed": id, "draining": info.draining})
+                );
+            } else {
+                println!("claimed {id}: the box is yours and is in your node list");
+            }
+        }
+        Command::Transfer { node, to } => {
+            let (to_owner, to_client) = to
+                .split_once(':')
+                .context("a transfer card is OWNER:CLIENT_KEY, as `cairn id` shows it")?;
+            let to_owner = OwnerId::from_hex(to_owner)
+                .context("the transfer card's owner part is not an owner id")?;
+            let to_client = NodeId::from_human(to_client)
+                .context("the transfer card's client key part is not a key")?;
+            let id = NodeId::from_human(&node).with_context(|| format!("node id {node}"))?;
+            let (swarm, secret) = bare_swarm(&home, None)?;
+            let peer = swarm
+                .peer(id)
+                .await
+                .with_context(|| format!("reaching {node}"))?;
+            peer.transfer(
+                &secret.keys().signing,
+                to_owner,
+                to_client,
+                unix_now() + 600,
+            )
+            .await?;
+            swarm.close().await;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"transferred": node, "to": to_owner.to_hex()})
+                );
+            } else {
+                println!(
+                    "{node} now belongs to owner {}; it no longer admits your client key. Shards of yours it holds stay until their leases end.",
+                    to_owner.to_hex()
+                );
+            }
+        }
+        Command::Drain { node, undo } => {
+            let id = NodeId::from_human(&node).with_context(|| format!("node id {node}"))?;
+            let (swarm, secret) = bare_swarm(&home, None)?;
+            let peer = swarm
+                .peer(id)
+                .await
+                .with_context(|| format!("reaching {node}"))?;
+            peer.drain(&secret.keys().signing, !undo, unix_now() + 600)
+                .await?;
+            let stat = peer.stat().await?;
+            swarm.close().await;
+            let shards: u64 = stat.disks.iter().map(|d| d.shards).sum();
+            let used: u64 = stat.disks.iter().map(|d| d.used).sum();
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"node": node, "draining": stat.ownership.draining, "shards": shards, "bytes": used})
+                );
+            } else if undo {
+                println!("{node} takes new shards again");
+            } else {
+                println!(
+                    "{node} is draining: it takes no new shards, and clients place new ones elsewhere.\nIt still holds {shards} shards ({}) for their owners; they leave as those owners repair them elsewhere or their leases end. When it holds none, it can leave.",
+                    size(used)
+                );
             }
         }
         Command::Put { paths } => {

@@ -1,41 +1,76 @@
 //! `cairnd`: the Cairn node daemon. Opens the data disks, serves the wire
-//! protocol over QUIC, and talks to systemd (readiness, status, watchdog).
+//! protocol over QUIC, runs the board (LED, button, sensors) and talks to
+//! systemd (readiness, status, watchdog).
 
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use sd_notify::NotifyState;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info, warn};
 
+use cairn_board::board::Board;
+use cairn_board::health::{HealthInputs, HealthMonitor, HealthPolicy};
+use cairn_board::panel::{FrontPanel, PanelAction, PanelTiming};
 use cairn_node::daemon_config::{DEFAULT_PATH, DaemonConfig};
 use cairn_node::identity::Identity;
 use cairn_node::net::tls::TransportLimits;
 use cairn_node::net::{AllowList, Server, ServerConfig};
+use cairn_node::ownership::{HealthSnapshot, NodeControl};
 use cairn_node::proto::limits::Limits;
 use cairn_node::roots::RootStore;
-use cairn_node::store::{DiskState, ShardStore, StoreConfig};
+use cairn_node::store::fs::RealMount;
+use cairn_node::store::{DiskState, ScrubHandle, ShardStore, StoreConfig, StoreError};
 
 /// The Cairn storage node daemon.
 #[derive(Parser, Debug)]
 #[command(version, about, long_about = None)]
 struct Args {
     /// Configuration file.
-    #[arg(long, short, default_value = DEFAULT_PATH)]
+    #[arg(long, short, global = true, default_value = DEFAULT_PATH)]
     config: PathBuf,
     /// Print this node's id (creating its key on first use) and exit.
     #[arg(long)]
     print_id: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Make a Cairn disk from another box this node's (its shards stay for
+    /// their owners), then exit. Run it with cairnd stopped.
+    AdoptDisk {
+        /// The disk's mountpoint.
+        path: PathBuf,
+    },
+}
+
+/// Why `serve` returned.
+enum Outcome {
+    /// SIGTERM or SIGINT: exit.
+    Stopped,
+    /// The button confirmed a factory reset: reset, then start afresh.
+    FactoryReset,
 }
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
     init_logging();
-    match run(args) {
+    let result = (|| {
+        if let Some(Command::AdoptDisk { path }) = &args.command {
+            return adopt_disk(&args, path);
+        }
+        // A factory reset restarts the node in this process, with its new key.
+        while let Outcome::FactoryReset = run(&args)? {}
+        Ok(())
+    })();
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             // To the journal under systemd, to stderr by hand (see init_logging).
@@ -43,6 +78,26 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+fn adopt_disk(args: &Args, path: &std::path::Path) -> anyhow::Result<()> {
+    let config = DaemonConfig::load(&args.config)?;
+    let identity = Identity::load_or_create(&config.state_dir)?;
+    let store_config = StoreConfig::new(identity.id, &config.state_dir, config.disks.clone());
+    let disk = ShardStore::adopt_disk(&store_config, &RealMount::new(path))?;
+    if !config.disks.iter().any(|d| d == path) {
+        warn!(
+            "{} is not in `disks` of {}; add it there, or cairnd will not use it",
+            path.display(),
+            args.config.display()
+        );
+    }
+    println!(
+        "adopted disk {disk} at {} for node {}",
+        path.display(),
+        identity.id.to_human()
+    );
+    Ok(())
 }
 
 /// The error and its causes, each cause once: the library's errors already
@@ -81,7 +136,7 @@ fn init_logging() {
         .init();
 }
 
-fn run(args: Args) -> anyhow::Result<()> {
+fn run(args: &Args) -> anyhow::Result<Outcome> {
     let config = DaemonConfig::load(&args.config)?;
     std::fs::create_dir_all(&config.state_dir).with_context(|| {
         format!(
@@ -89,12 +144,18 @@ fn run(args: Args) -> anyhow::Result<()> {
             config.state_dir.display()
         )
     })?;
+    let control = Arc::new(NodeControl::open(&config.state_dir)?);
+    if Identity::pending_reset(&config.state_dir)?.is_some() {
+        warn!("a factory reset was interrupted; finishing it");
+        factory_reset(&config, &control)?;
+    }
     let identity = Identity::load_or_create(&config.state_dir)?;
     if args.print_id {
         println!("{}", identity.id.to_human());
-        return Ok(());
+        return Ok(Outcome::Stopped);
     }
     info!(node = %identity.id.to_human(), "starting {}", cairn_node::net::server::software());
+    let node_name = identity.id.to_human();
 
     let mut store_config = StoreConfig::new(identity.id, &config.state_dir, config.disks.clone());
     store_config.reserve_bytes = config.store.reserve_mib << 20;
@@ -146,31 +207,104 @@ fn run(args: Args) -> anyhow::Result<()> {
         .thread_name("cairnd")
         .build()
         .context("cannot start the async runtime")?;
-    let result = runtime.block_on(serve(config, server_config, Arc::clone(&store)));
-    scrubber.stop();
+    let (reset_tx, reset_rx) = tokio::sync::mpsc::channel(1);
+    let serving = Arc::new(AtomicBool::new(false));
+    let board = BoardLoop {
+        board: Board::open(&config.board.to_board_config().map_err(anyhow::Error::msg)?),
+        last_temperature: None,
+        timing: PanelTiming {
+            pairing: config.board.pairing_window(),
+            ..PanelTiming::default()
+        },
+        node_name,
+        control: Arc::clone(&control),
+        store: Arc::clone(&store),
+        scrubber,
+        serving: Arc::clone(&serving),
+        reset: reset_tx,
+    }
+    .spawn();
+    let result = runtime.block_on(serve(
+        config.clone(),
+        server_config,
+        Arc::clone(&store),
+        control.clone(),
+        serving,
+        reset_rx,
+    ));
+    board.stop();
     store.flush().context("flushing the store at exit")?;
-    info!("stopped");
-    result
+    drop(store);
+    drop(runtime);
+    let outcome = result?;
+    if let Outcome::FactoryReset = outcome {
+        factory_reset(&config, &control)?;
+    } else {
+        info!("stopped");
+    }
+    Ok(outcome)
+}
+
+/// Resets identity and ownership: a new node key, the data disks re-marked
+/// for it (their shards stay for their owners, until drained or expired),
+/// and no owner. Crash-safe: the new key waits beside the old one until
+/// every disk carries it, and an interrupted reset is finished at start.
+fn factory_reset(config: &DaemonConfig, control: &NodeControl) -> anyhow::Result<()> {
+    let old = Identity::load_or_create(&config.state_dir)?;
+    let new = Identity::begin_reset(&config.state_dir)?;
+    control.clear()?;
+    let store_config = StoreConfig::new(new.id, &config.state_dir, config.disks.clone());
+    let mut kept = 0;
+    for path in &config.disks {
+        match ShardStore::adopt_disk(&store_config, &RealMount::new(path)) {
+            Ok(_) => kept += 1,
+            // An empty or missing disk has nothing to keep; it is initialised
+            // (or stays offline) at start as usual.
+            Err(StoreError::Adopt { reason, .. }) => {
+                info!("factory reset: {} left as it is: {reason}", path.display())
+            }
+            Err(e) => return Err(e).context("factory reset: re-marking a data disk"),
+        }
+    }
+    Identity::finish_reset(&config.state_dir)?;
+    warn!(
+        old = %old.id.to_human(),
+        new = %new.id.to_human(),
+        "factory reset done: node {} is now {}; ownership cleared; the shards on {kept} disk(s) are kept for their owners until drained or expired",
+        old.id.to_human(),
+        new.id.to_human()
+    );
+    Ok(())
 }
 
 async fn serve(
     config: DaemonConfig,
     server_config: ServerConfig,
     store: Arc<ShardStore>,
-) -> anyhow::Result<()> {
+    control: Arc<NodeControl>,
+    serving: Arc<AtomicBool>,
+    mut reset: tokio::sync::mpsc::Receiver<()>,
+) -> anyhow::Result<Outcome> {
     let roots = Arc::new(RootStore::open(&config.state_dir)?);
-    let server = Server::bind(config.listen, server_config, Arc::clone(&store), roots)?;
+    let server = Server::bind(
+        config.listen,
+        server_config,
+        Arc::clone(&store),
+        roots,
+        Arc::clone(&control),
+    )?;
     let addr = server.local_addr()?;
+    serving.store(true, Ordering::Relaxed);
     info!(%addr, "listening");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let server = Arc::new(server);
-    let serving = tokio::spawn({
+    let serving_task = tokio::spawn({
         let server = Arc::clone(&server);
         async move { server.run(stop_rx).await }
     });
     notify(&[
         NotifyState::Ready,
-        NotifyState::Status(&status_line(&store, &server)),
+        NotifyState::Status(&status_line(&store, &server, &control)),
     ]);
 
     let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
@@ -184,10 +318,11 @@ async fn serve(
     let status_every =
         (Duration::from_secs(10).as_millis() / tick.as_millis().max(1)).max(1) as u64;
     let mut ticks = 0u64;
-    loop {
+    let outcome = loop {
         tokio::select! {
-            _ = terminate.recv() => break,
-            _ = interrupt.recv() => break,
+            _ = terminate.recv() => break Outcome::Stopped,
+            _ = interrupt.recv() => break Outcome::Stopped,
+            Some(()) = reset.recv() => break Outcome::FactoryReset,
             _ = ticker.tick() => {
                 ticks += 1;
                 if watchdog.is_some() {
@@ -198,19 +333,19 @@ async fn serve(
                     if let Ok(Err(e)) = tokio::task::spawn_blocking(move || store_for_flush.flush()).await {
                         warn!("flushing the store: {e}");
                     }
-                    notify(&[NotifyState::Status(&status_line(&store, &server))]);
+                    notify(&[NotifyState::Status(&status_line(&store, &server, &control))]);
                 }
             }
         }
-    }
+    };
     info!("stopping: letting requests in flight finish");
     notify(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
     let _ = stop_tx.send(true);
-    let _ = serving.await;
-    Ok(())
+    let _ = serving_task.await;
+    Ok(outcome)
 }
 
-fn status_line(store: &ShardStore, server: &Server) -> String {
+fn status_line(store: &ShardStore, server: &Server, control: &NodeControl) -> String {
     let disks = store.disk_stats();
     let online = disks
         .iter()
@@ -218,8 +353,17 @@ fn status_line(store: &ShardStore, server: &Server) -> String {
         .count();
     let shards: u64 = disks.iter().map(|d| d.shards).sum();
     let free: u64 = disks.iter().map(|d| d.free).sum();
+    let ownership = control.ownership();
     format!(
-        "{shards} shards, {} free, {online}/{} disks online, {} peers",
+        "{}{}, {shards} shards, {} free, {online}/{} disks online, {} peers",
+        control.health().state,
+        if ownership.draining {
+            ", draining"
+        } else if ownership.owner.is_none() {
+            ", unclaimed"
+        } else {
+            ""
+        },
         human_bytes(free),
         disks.len(),
         server.peers()
@@ -244,5 +388,184 @@ fn human_bytes(bytes: u64) -> String {
 fn notify(states: &[NotifyState]) {
     if let Err(e) = sd_notify::notify(states) {
         warn!("cannot notify systemd: {e}");
+    }
+}
+
+/// The board's I/O shell: samples the button, shows the LED, reads the
+/// sensors, and turns the front panel's decisions into actions. The
+/// decisions themselves are `cairn_board`'s plain state machines.
+struct BoardLoop {
+    board: Board,
+    last_temperature: Option<i32>,
+    timing: PanelTiming,
+    node_name: String,
+    control: Arc<NodeControl>,
+    store: Arc<ShardStore>,
+    scrubber: ScrubHandle,
+    serving: Arc<AtomicBool>,
+    reset: tokio::sync::mpsc::Sender<()>,
+}
+
+/// A running board loop.
+struct BoardThread {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl BoardThread {
+    /// Stops the loop (the LED goes dark) and the scrub it paces.
+    fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.thread.join();
+    }
+}
+
+/// How often the button is sampled while there is one (a press lasts at
+/// least the 30 ms debounce, so this sees every press).
+const BUTTON_POLL: Duration = Duration::from_millis(10);
+/// How often health is assessed.
+const HEALTH_EVERY: Duration = Duration::from_secs(2);
+
+impl BoardLoop {
+    fn spawn(self) -> BoardThread {
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread_stop = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name("cairn-board".into())
+            .spawn(move || self.run(&thread_stop))
+            .expect("spawning the board thread");
+        BoardThread { stop, thread }
+    }
+
+    fn run(mut self, stop: &AtomicBool) {
+        let start = Instant::now();
+        let mut panel = FrontPanel::new(self.timing, Duration::ZERO);
+        let mut monitor = HealthMonitor::new(HealthPolicy::default());
+        let mut health = monitor.assess(&HealthInputs {
+            starting: true,
+            ..HealthInputs::default()
+        });
+        let mut last_assessed: Option<Duration> = None;
+        while !stop.load(Ordering::Relaxed) {
+            let now = start.elapsed();
+            if last_assessed.is_none_or(|at| now >= at + HEALTH_EVERY) {
+                last_assessed = Some(now);
+                let next = monitor.assess(&self.inputs());
+                if next.state != health.state || next.reasons != health.reasons {
+                    if next.reasons.is_empty() {
+                        info!("node state: {}", next.state.as_str());
+                    } else {
+                        warn!(
+                            "node state: {}: {}",
+                            next.state.as_str(),
+                            next.reasons.join("; ")
+                        );
+                    }
+                }
+                if next.background != health.background {
+                    info!(
+                        "background work (scrub) at {}% of its configured rate",
+                        next.background.percent()
+                    );
+                }
+                self.scrubber.set_share(next.background.percent());
+                health = next;
+                self.control.set_health(HealthSnapshot {
+                    state: health.state.as_str(),
+                    reasons: health.reasons.clone(),
+                    temperature_mc: self.last_temperature,
+                    background_percent: health.background.percent(),
+                });
+            }
+            // A claim closes the window from the network side.
+            if panel.pairing_open(now) && !self.control.pairing_open(Instant::now()) {
+                panel.close_pairing();
+            }
+            let pressed = self.board.button_pressed();
+            if let Some(action) = panel.step(now, pressed, health.state) {
+                self.act(action, &health);
+            }
+            self.board.set_led(panel.led_level(now));
+            let wait = if pressed.is_some() {
+                BUTTON_POLL
+            } else {
+                panel
+                    .next_deadline(now)
+                    .map_or(HEALTH_EVERY, |at| at.saturating_sub(now))
+                    .clamp(BUTTON_POLL, HEALTH_EVERY)
+            };
+            std::thread::sleep(wait);
+        }
+        self.board.set_led(0);
+    }
+
+    fn inputs(&mut self) -> HealthInputs {
+        let readings = self.board.read();
+        self.last_temperature = readings.temperature_mc;
+        let disks = self.store.disk_stats();
+        let online = disks.iter().filter(|d| d.state == DiskState::Online);
+        HealthInputs {
+            starting: !self.serving.load(Ordering::Relaxed),
+            fatal: None,
+            disks: disks.len(),
+            disks_online: online.clone().count(),
+            disks_failed: disks
+                .iter()
+                .filter(|d| matches!(d.state, DiskState::Failed(_)))
+                .count(),
+            free_bytes: online.clone().map(|d| d.free).sum(),
+            capacity_bytes: online.map(|d| d.capacity).sum(),
+            temperature_mc: readings.temperature_mc,
+            undervoltage: readings.power.is_some_and(|p| p.undervoltage),
+            repairing: false,
+        }
+    }
+
+    fn act(&mut self, action: PanelAction, health: &cairn_board::health::Health) {
+        match action {
+            PanelAction::Identify => {
+                let owner = self
+                    .control
+                    .ownership()
+                    .owner_keys()
+                    .map_or("unclaimed".to_owned(), |(owner, _)| {
+                        format!("owner {}", owner.to_hex())
+                    });
+                info!(
+                    "identify: node {}, {}, {}{}",
+                    self.node_name,
+                    health.state.as_str(),
+                    owner,
+                    if health.reasons.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {}", health.reasons.join("; "))
+                    }
+                );
+            }
+            PanelAction::PairingOpened(open_for) => {
+                self.control.open_pairing(Instant::now() + open_for);
+                info!(
+                    "pairing window open for {} s: from the owner's computer run `cairn claim {} <this box's address>`",
+                    open_for.as_secs(),
+                    self.node_name
+                );
+            }
+            PanelAction::PairingExpired => {
+                self.control.close_pairing();
+                info!("pairing window closed; nobody claimed the box");
+            }
+            PanelAction::ResetArmed => warn!(
+                "factory reset armed: press the button once within 10 s to reset this box's identity and ownership; do nothing to cancel"
+            ),
+            PanelAction::ResetCancelled => info!("factory reset cancelled"),
+            PanelAction::FactoryReset => {
+                warn!("factory reset confirmed with the button: stopping to reset");
+                let _ = self.reset.try_send(());
+            }
+            PanelAction::Unrecognised => {
+                info!("button: a short press identifies the box; hold 5 s to pair, 15 s to reset")
+            }
+        }
     }
 }

@@ -181,7 +181,8 @@ impl Swarm {
 
     /// A connection to `node`, made once; a node that failed is not retried
     /// for a while, so a dead node costs one timeout, not one per shard.
-    async fn peer(&self, node: NodeId) -> Result<Arc<Peer>, NetError> {
+    /// A connection to one of the known nodes (dialled once, then shared).
+    pub async fn peer(&self, node: NodeId) -> Result<Arc<Peer>, NetError> {
         if let Some(known) = self.known_peer(node) {
             return known;
         }
@@ -268,6 +269,10 @@ impl Swarm {
             asks.spawn(async move {
                 let peer = this.peer(entry.id).await.ok()?;
                 let stat = peer.stat().await.ok()?;
+                // A draining node refuses new shards: never plan on it.
+                if stat.ownership.draining {
+                    return None;
+                }
                 let free = stat.disks.iter().map(|d| d.free).sum();
                 Some(Candidate {
                     node: entry.id,

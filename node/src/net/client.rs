@@ -9,7 +9,10 @@ use super::{NetError, handshake, read_exact, read_frame, write_frame};
 use crate::identity::Identity;
 use crate::ids::{NodeId, OwnerId, ShardId};
 use crate::proto::root::RootRecord;
-use crate::proto::{Hello, PROTOCOL_VERSION, Request, Response, StatInfo, audit};
+use crate::proto::{
+    Hello, OwnershipInfo, PROTOCOL_VERSION, Request, Response, StatInfo, audit, owner, ownership,
+};
+use ed25519_dalek::SigningKey;
 
 /// An authenticated connection to a node.
 pub struct Peer {
@@ -18,6 +21,8 @@ pub struct Peer {
     pub node: NodeId,
     /// What it told us about itself.
     pub hello: Hello,
+    /// Our own key, as the node sees us.
+    local: NodeId,
     timeout: Duration,
 }
 
@@ -52,6 +57,7 @@ impl Peer {
             connection,
             node,
             hello,
+            local: identity.id,
             timeout,
         })
     }
@@ -273,6 +279,68 @@ impl Peer {
                     .map_err(|e| NetError::Corrupt(format!("root record: {e}")))?;
                 Ok(Some(record))
             }
+            (other, _) => Err(NetError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Claims the node for `owner` (the node must have its pairing window
+    /// open); this peer's key becomes the owner's admitted client key.
+    pub async fn claim(&self, owner: &SigningKey) -> Result<OwnershipInfo, NetError> {
+        let owner_id = owner::owner_id(owner);
+        let signature = ownership::sign(
+            owner,
+            &ownership::claim_message(&self.node, &self.local, &owner_id),
+        );
+        let request = Request::Claim {
+            owner: owner_id.0,
+            signature,
+        };
+        self.ownership_call(&request).await
+    }
+
+    /// Hands the node to another owner; `owner` must be its current owner.
+    pub async fn transfer(
+        &self,
+        owner: &SigningKey,
+        to_owner: OwnerId,
+        to_client: NodeId,
+        not_after: u64,
+    ) -> Result<OwnershipInfo, NetError> {
+        let signature = ownership::sign(
+            owner,
+            &ownership::transfer_message(&self.node, &to_owner, &to_client, not_after),
+        );
+        let request = Request::Transfer {
+            to_owner: to_owner.0,
+            to_client: to_client.0,
+            not_after,
+            signature,
+        };
+        self.ownership_call(&request).await
+    }
+
+    /// Starts or stops draining the node; `owner` must be its owner.
+    pub async fn drain(
+        &self,
+        owner: &SigningKey,
+        draining: bool,
+        not_after: u64,
+    ) -> Result<OwnershipInfo, NetError> {
+        let signature = ownership::sign(
+            owner,
+            &ownership::drain_message(&self.node, draining, not_after),
+        );
+        let request = Request::Drain {
+            draining,
+            not_after,
+            signature,
+        };
+        self.ownership_call(&request).await
+    }
+
+    async fn ownership_call(&self, request: &Request) -> Result<OwnershipInfo, NetError> {
+        match self.call(request, &[]).await? {
+            (Response::Ownership(info), _) => Ok(info),
             (other, _) => Err(NetError::Unexpected(format!("{other:?}"))),
         }
     }

@@ -17,6 +17,7 @@ use super::tls::{self, TransportLimits};
 use super::{NetError, handshake, read_exact, read_frame, write_frame};
 use crate::identity::Identity;
 use crate::ids::{NodeId, OwnerId, ShardId};
+use crate::ownership::{NodeControl, OwnershipError};
 use crate::proto::limits::{self, Limits, RateLimiter, Refusal};
 use crate::proto::{
     DiskInfo, ErrorCode, Hello, PROTOCOL_VERSION, Request, Response, StatInfo, audit, owner,
@@ -73,10 +74,18 @@ struct Shared {
     config: ServerConfig,
     store: Arc<ShardStore>,
     roots: Arc<RootStore>,
+    control: Arc<NodeControl>,
     peers: AtomicUsize,
     hello: Hello,
     /// Permits are KiB of body memory; a put holds its share until stored.
     body_budget: Semaphore,
+}
+
+impl Shared {
+    /// Whether `peer` may use the node: configured, or the owner's client.
+    fn admits(&self, peer: &NodeId) -> bool {
+        self.config.allow.admits(peer) || self.control.is_owner_client(peer)
+    }
 }
 
 /// The software version sent in hellos.
@@ -92,6 +101,7 @@ impl Server {
         config: ServerConfig,
         store: Arc<ShardStore>,
         roots: Arc<RootStore>,
+        control: Arc<NodeControl>,
     ) -> Result<Self, BindError> {
         let server_config = tls::server_config(&config.transport)?;
         let mut endpoint = quinn::Endpoint::server(server_config, addr)
@@ -119,6 +129,7 @@ impl Server {
                 config,
                 store,
                 roots,
+                control,
                 peers: AtomicUsize::new(0),
                 body_budget,
                 hello,
@@ -212,9 +223,9 @@ async fn serve_connection(
                 Some(format!(
                     "no common protocol version (this node speaks {PROTOCOL_VERSION})"
                 ))
-            } else if !config.allow.admits(peer) {
+            } else if !shared.admits(peer) && !shared.control.pairing_open(Instant::now()) {
                 Some(format!(
-                    "key {} is not allowed on this node; ask its owner to add it",
+                    "key {} is not allowed on this node; ask its owner to add it, or, to claim an unclaimed box, open its pairing window first (hold its button about 5 seconds)",
                     peer.to_human()
                 ))
             } else {
@@ -339,10 +350,24 @@ async fn serve_request(
         }
         Err(e) => return Err(e),
     };
-    let answer = match limits::validate(&request, &shared.config.limits) {
-        Err(refusal) => Err(refusal),
-        Ok(()) => handle(shared, peer, request, &mut recv).await,
-    };
+    // A key admitted only by the open pairing window may look and claim,
+    // nothing else; membership is checked per request, so a claim takes
+    // effect at once and a transfer revokes the old owner's client at once.
+    let answer =
+        if !shared.admits(&peer) && !matches!(request, Request::Stat | Request::Claim { .. }) {
+            Err(Refusal {
+                code: ErrorCode::Forbidden,
+                message: format!(
+                    "key {} may only claim this box (its pairing window is open); claim it first",
+                    peer.to_human()
+                ),
+            })
+        } else {
+            match limits::validate(&request, &shared.config.limits) {
+                Err(refusal) => Err(refusal),
+                Ok(()) => handle(shared, peer, request, &mut recv).await,
+            }
+        };
     match answer {
         Ok((response, body)) => {
             write_frame(&mut send, &response).await?;
@@ -381,11 +406,16 @@ async fn handle(
                     shards: disk.shards,
                 })
                 .collect();
+            let health = shared.control.health();
             Ok((
                 Response::Stat(StatInfo {
                     software: software(),
                     max_shard: shared.config.limits.max_shard,
                     disks,
+                    state: health.state.into(),
+                    reasons: health.reasons,
+                    temperature_mc: health.temperature_mc,
+                    ownership: shared.control.ownership().info(),
                 }),
                 Vec::new(),
             ))
@@ -396,6 +426,12 @@ async fn handle(
             owner,
             lease_expires,
         } => {
+            if shared.control.ownership().draining {
+                return Err(Refusal {
+                    code: ErrorCode::Draining,
+                    message: "this node is draining (its owner is taking it out of the swarm); store the shard on another node".into(),
+                });
+            }
             // `validate` bounded `len` by the shard limit; the budget bounds all
             // bodies together, so many peers cannot exhaust memory. Waiting here
             // is bounded by the request timeout.
@@ -509,6 +545,99 @@ async fn handle(
             };
             Ok((Response::Root(record), Vec::new()))
         }
+        Request::Claim { owner, signature } => {
+            let node = shared.config.identity.id;
+            let pairing_open = shared.control.pairing_open(Instant::now());
+            let control = Arc::clone(&shared.control);
+            let ownership = blocking(move || {
+                control.update(|current| {
+                    current.claim(
+                        &node,
+                        &peer,
+                        &OwnerId(owner),
+                        &signature,
+                        pairing_open,
+                        unix_now(),
+                    )
+                })
+            })
+            .await?
+            .map_err(ownership_refusal)?;
+            shared.control.close_pairing();
+            info!(
+                owner = %OwnerId(owner).to_hex(),
+                client = %peer.to_human(),
+                "claimed: this box now belongs to owner {}",
+                OwnerId(owner).to_hex()
+            );
+            Ok((Response::Ownership(ownership.info()), Vec::new()))
+        }
+        Request::Transfer {
+            to_owner,
+            to_client,
+            not_after,
+            signature,
+        } => {
+            let node = shared.config.identity.id;
+            let control = Arc::clone(&shared.control);
+            let ownership = blocking(move || {
+                control.update(|current| {
+                    current.transfer(
+                        &node,
+                        &OwnerId(to_owner),
+                        &NodeId(to_client),
+                        not_after,
+                        &signature,
+                        unix_now(),
+                    )
+                })
+            })
+            .await?
+            .map_err(ownership_refusal)?;
+            info!(
+                "transferred: this box now belongs to owner {}",
+                OwnerId(to_owner).to_hex()
+            );
+            Ok((Response::Ownership(ownership.info()), Vec::new()))
+        }
+        Request::Drain {
+            draining,
+            not_after,
+            signature,
+        } => {
+            let node = shared.config.identity.id;
+            let control = Arc::clone(&shared.control);
+            let ownership = blocking(move || {
+                control.update(|current| {
+                    current.drain(&node, draining, not_after, &signature, unix_now())
+                })
+            })
+            .await?
+            .map_err(ownership_refusal)?;
+            if draining {
+                info!(
+                    "draining: no new shards are taken; the ones held leave as their owners move them or their leases end"
+                );
+            } else {
+                info!("no longer draining: taking new shards again");
+            }
+            Ok((Response::Ownership(ownership.info()), Vec::new()))
+        }
+    }
+}
+
+fn ownership_refusal(error: OwnershipError) -> Refusal {
+    let code = match &error {
+        OwnershipError::PairingClosed => ErrorCode::PairingClosed,
+        OwnershipError::Auth(owner::OwnerAuthError::Expired { .. }) => ErrorCode::Expired,
+        OwnershipError::AlreadyClaimed(_) | OwnershipError::Unclaimed | OwnershipError::Auth(_) => {
+            ErrorCode::Forbidden
+        }
+        OwnershipError::Save { .. } | OwnershipError::Load { .. } => ErrorCode::Internal,
+    };
+    Refusal {
+        code,
+        message: error.to_string(),
     }
 }
 

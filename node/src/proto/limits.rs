@@ -76,6 +76,16 @@ pub fn validate(request: &Request, limits: &Limits) -> Result<(), Refusal> {
             ErrorCode::BadRequest,
             "a delete signature is 64 bytes (Ed25519)",
         )),
+        Request::Claim { signature, .. }
+        | Request::Transfer { signature, .. }
+        | Request::Drain { signature, .. }
+            if signature.len() != 64 =>
+        {
+            Err(Refusal::new(
+                ErrorCode::BadRequest,
+                "an owner signature is 64 bytes (Ed25519)",
+            ))
+        }
         Request::PutRoot(record) => record.verify().map_err(|e| match e {
             super::root::RootError::TooLarge(_) => Refusal::new(ErrorCode::TooLarge, e.to_string()),
             _ => Refusal::new(ErrorCode::Forbidden, e.to_string()),

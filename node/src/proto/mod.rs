@@ -7,6 +7,7 @@ pub mod audit;
 pub mod frame;
 pub mod limits;
 pub mod owner;
+pub mod ownership;
 pub mod root;
 
 use serde::{Deserialize, Serialize};
@@ -78,6 +79,35 @@ pub enum Request {
         /// The owner's public key.
         owner: [u8; 32],
     },
+    /// Become the box's owner; only while its pairing window is open. The
+    /// connecting client key becomes the owner's admitted key.
+    Claim {
+        /// The owner's public key (Ed25519).
+        owner: [u8; 32],
+        /// The owner's signature over [`ownership::claim_message`].
+        signature: Vec<u8>,
+    },
+    /// Hand the box to another owner; signed by the current owner.
+    Transfer {
+        /// The new owner's public key.
+        to_owner: [u8; 32],
+        /// The new owner's client key, admitted from now on.
+        to_client: [u8; 32],
+        /// Unix time after which the signature is void.
+        not_after: u64,
+        /// The current owner's signature over [`ownership::transfer_message`].
+        signature: Vec<u8>,
+    },
+    /// Start (or stop) draining: the box takes no new shards, so that it can
+    /// be emptied and leave; signed by the owner.
+    Drain {
+        /// Drain (`true`) or take shards again (`false`).
+        draining: bool,
+        /// Unix time after which the signature is void.
+        not_after: u64,
+        /// The owner's signature over [`ownership::drain_message`].
+        signature: Vec<u8>,
+    },
 }
 
 /// A node's answer: the first frame on the response side of the request's
@@ -123,6 +153,8 @@ pub enum Response {
     RootStored,
     /// Answer to `GetRoot`.
     Root(Option<root::RootRecord>),
+    /// Answer to `Claim`, `Transfer` and `Drain`: who owns the box now.
+    Ownership(OwnershipInfo),
 }
 
 /// Why a request failed, as a number another implementation can match on.
@@ -150,6 +182,19 @@ pub enum ErrorCode {
     Internal,
     /// The node holds a newer record than the one offered.
     Stale,
+    /// A claim came while the box's pairing window was closed.
+    PairingClosed,
+    /// The node is draining and takes no new shards; store them elsewhere.
+    Draining,
+}
+
+/// Who owns a box.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OwnershipInfo {
+    /// The owner's public key, or `None` for an unclaimed box.
+    pub owner: Option<[u8; 32]>,
+    /// Whether the box is draining.
+    pub draining: bool,
 }
 
 /// A node's capacity and health.
@@ -161,6 +206,14 @@ pub struct StatInfo {
     pub max_shard: u64,
     /// Per disk.
     pub disks: Vec<DiskInfo>,
+    /// `booting`, `healthy`, `degraded`, `repairing` or `error`.
+    pub state: String,
+    /// Why it is not healthy, in words.
+    pub reasons: Vec<String>,
+    /// The hottest temperature the board measures, millidegrees Celsius.
+    pub temperature_mc: Option<i32>,
+    /// Who owns the box.
+    pub ownership: OwnershipInfo,
 }
 
 /// One data disk as a peer sees it.

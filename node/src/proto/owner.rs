@@ -13,13 +13,15 @@ pub const MAX_DELETE_VALIDITY_S: u64 = 24 * 3600;
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum OwnerAuthError {
     /// The signature is not 64 bytes or does not verify with the owner's key.
-    #[error("the delete is not signed by the shard's owner")]
+    #[error("the request is not signed by the owner (of the shard, or of the box)")]
     BadSignature,
     /// The owner id is not a valid Ed25519 public key.
-    #[error("the shard's owner key is not a valid Ed25519 key")]
+    #[error("the owner key is not a valid Ed25519 key")]
     BadOwnerKey,
     /// The signature's validity has ended.
-    #[error("the signed delete expired at {not_after} (now {now}); sign a fresh one")]
+    #[error(
+        "the signed request expired at {not_after} (now {now}); sign a fresh one (is this machine's clock right?)"
+    )]
     Expired {
         /// When it ended.
         not_after: u64,
@@ -28,7 +30,7 @@ pub enum OwnerAuthError {
     },
     /// The signature claims a validity longer than the node accepts.
     #[error(
-        "the signed delete is valid until {not_after}, more than {MAX_DELETE_VALIDITY_S} s ahead"
+        "the signed request is valid until {not_after}, more than {MAX_DELETE_VALIDITY_S} s ahead"
     )]
     TooLong {
         /// The claimed end.

@@ -7,6 +7,7 @@
 //! rate stays under a limit; it is plain arithmetic on a given time.
 //! [`ShardStore::spawn_scrubber`] runs both on a thread.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -122,8 +123,10 @@ impl ShardStore {
     /// dropped or [`ScrubHandle::stop`] is called.
     pub fn spawn_scrubber(self: &Arc<Self>, bytes_per_second: u64, step_bytes: u64) -> ScrubHandle {
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let share = Arc::new(AtomicU32::new(100));
         let store = Arc::clone(self);
         let thread_stop = Arc::clone(&stop);
+        let thread_share = Arc::clone(&share);
         let thread = std::thread::Builder::new()
             .name("cairn-scrub".into())
             .spawn(move || {
@@ -132,7 +135,14 @@ impl ShardStore {
                 let (stopped, wake) = &*thread_stop;
                 let mut stopped = lock(stopped);
                 loop {
-                    let wait = pacer.wait(start.elapsed());
+                    // A hot box pauses or slows scrub before anything else.
+                    let percent = u64::from(thread_share.load(Ordering::Relaxed).min(100));
+                    pacer.set_rate(bytes_per_second * percent / 100);
+                    let wait = if percent == 0 {
+                        PAUSED_RECHECK
+                    } else {
+                        pacer.wait(start.elapsed())
+                    };
                     if !wait.is_zero() {
                         stopped = wake
                             .wait_timeout(stopped, wait)
@@ -142,7 +152,7 @@ impl ShardStore {
                     if *stopped {
                         return;
                     }
-                    if !pacer.wait(start.elapsed()).is_zero() {
+                    if percent == 0 || !pacer.wait(start.elapsed()).is_zero() {
                         continue;
                     }
                     drop(stopped);
@@ -154,6 +164,7 @@ impl ShardStore {
             .expect("spawning the scrub thread");
         ScrubHandle {
             stop,
+            share,
             thread: Some(thread),
         }
     }
@@ -181,6 +192,11 @@ impl ScrubPacer {
         self.next_start.saturating_sub(now)
     }
 
+    /// Changes the rate from the next step on (at least 1 byte per second).
+    pub fn set_rate(&mut self, bytes_per_second: u64) {
+        self.bytes_per_second = bytes_per_second.max(1);
+    }
+
     /// Records that a step ending at `now` read `bytes`.
     pub fn spent(&mut self, now: Duration, bytes: u64) {
         let cost = Duration::from_secs_f64(bytes as f64 / self.bytes_per_second as f64);
@@ -191,10 +207,19 @@ impl ScrubPacer {
 /// A running background scrub.
 pub struct ScrubHandle {
     stop: Arc<(Mutex<bool>, Condvar)>,
+    share: Arc<AtomicU32>,
     thread: Option<JoinHandle<()>>,
 }
 
+/// How often a paused scrub looks whether it may run again.
+const PAUSED_RECHECK: Duration = Duration::from_secs(1);
+
 impl ScrubHandle {
+    /// Runs at `percent` of the configured rate from now on (0 pauses it).
+    pub fn set_share(&self, percent: u32) {
+        self.share.store(percent.min(100), Ordering::Relaxed);
+    }
+
     /// Stops the scrub and waits for the current step to finish.
     pub fn stop(mut self) {
         self.shutdown();
@@ -218,6 +243,19 @@ impl Drop for ScrubHandle {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_slowed_pacer_spaces_steps_further_apart() {
+        let mut pacer = ScrubPacer::new(8 << 20);
+        pacer.spent(Duration::ZERO, 4 << 20);
+        assert_eq!(pacer.wait(Duration::ZERO), Duration::from_millis(500));
+        pacer.set_rate(4 << 20);
+        pacer.spent(Duration::from_millis(500), 4 << 20);
+        assert_eq!(
+            pacer.wait(Duration::from_millis(500)),
+            Duration::from_secs(1)
+        );
+    }
 
     #[test]
     fn pacer_keeps_the_average_rate_under_the_limit() {
