@@ -293,8 +293,8 @@ fn node_entries(config: &ClientConfig) -> anyhow::Result<Vec<NodeEntry>> {
         .collect()
 }
 
-/// A swarm handle without the catalog, for talking to nodes one by one;
-/// `extra` is a node not (yet) in the list.
+/// A swarm handle from the client's settings, without the catalog (the
+/// commands about nodes need no more); `extra` is a node not (yet) listed.
 fn bare_swarm(home: &Home, extra: Option<NodeEntry>) -> anyhow::Result<(Arc<Swarm>, OwnerSecret)> {
     let secret = home.secret()?;
     let config = home.config()?;
@@ -303,10 +303,14 @@ fn bare_swarm(home: &Home, extra: Option<NodeEntry>) -> anyhow::Result<(Arc<Swar
         nodes.retain(|n| n.id != extra.id);
         nodes.push(extra);
     }
+    if nodes.is_empty() {
+        bail!("no nodes known; add one with `cairn add-node ID HOST:PORT`");
+    }
     let coding = Coding {
         k: config.k,
         m: config.m,
     };
+    coding.validate()?;
     let swarm = Swarm::new(
         secret.keys(),
         secret.client_key(),
@@ -328,24 +332,7 @@ struct Session {
 
 impl Session {
     async fn open(home: Home, json: bool) -> anyhow::Result<Self> {
-        let secret = home.secret()?;
-        let config = home.config()?;
-        let nodes = node_entries(&config)?;
-        if nodes.is_empty() {
-            bail!("no nodes known; add one with `cairn add-node ID HOST:PORT`");
-        }
-        let coding = Coding {
-            k: config.k,
-            m: config.m,
-        };
-        coding.validate()?;
-        let swarm = Swarm::new(
-            secret.keys(),
-            secret.client_key(),
-            nodes,
-            coding,
-            Duration::from_secs(config.timeout_s),
-        )?;
+        let (swarm, _) = bare_swarm(&home, None)?;
         let (seq, catalog) = match swarm.latest_root().await? {
             None => (0, Catalog::default()),
             Some((seq, pointer)) => match home.cache() {

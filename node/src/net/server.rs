@@ -17,7 +17,7 @@ use super::tls::{self, TransportLimits};
 use super::{NetError, handshake, read_exact, read_frame, write_frame};
 use crate::identity::Identity;
 use crate::ids::{NodeId, OwnerId, ShardId};
-use crate::ownership::{NodeControl, OwnershipError};
+use crate::ownership::{NodeControl, Ownership, OwnershipError};
 use crate::proto::limits::{self, Limits, RateLimiter, Refusal};
 use crate::proto::{
     DiskInfo, ErrorCode, Hello, PROTOCOL_VERSION, Request, Response, StatInfo, audit, owner,
@@ -546,23 +546,11 @@ async fn handle(
             Ok((Response::Root(record), Vec::new()))
         }
         Request::Claim { owner, signature } => {
-            let node = shared.config.identity.id;
             let pairing_open = shared.control.pairing_open(Instant::now());
-            let control = Arc::clone(&shared.control);
-            let ownership = blocking(move || {
-                control.update(|current| {
-                    current.claim(
-                        &node,
-                        &peer,
-                        &OwnerId(owner),
-                        &signature,
-                        pairing_open,
-                        unix_now(),
-                    )
-                })
+            let ownership = update_ownership(shared, move |current, node, now| {
+                current.claim(&node, &peer, &OwnerId(owner), &signature, pairing_open, now)
             })
-            .await?
-            .map_err(ownership_refusal)?;
+            .await?;
             shared.control.close_pairing();
             info!(
                 owner = %OwnerId(owner).to_hex(),
@@ -578,22 +566,17 @@ async fn handle(
             not_after,
             signature,
         } => {
-            let node = shared.config.identity.id;
-            let control = Arc::clone(&shared.control);
-            let ownership = blocking(move || {
-                control.update(|current| {
-                    current.transfer(
-                        &node,
-                        &OwnerId(to_owner),
-                        &NodeId(to_client),
-                        not_after,
-                        &signature,
-                        unix_now(),
-                    )
-                })
+            let ownership = update_ownership(shared, move |current, node, now| {
+                current.transfer(
+                    &node,
+                    &OwnerId(to_owner),
+                    &NodeId(to_client),
+                    not_after,
+                    &signature,
+                    now,
+                )
             })
-            .await?
-            .map_err(ownership_refusal)?;
+            .await?;
             info!(
                 "transferred: this box now belongs to owner {}",
                 OwnerId(to_owner).to_hex()
@@ -605,15 +588,10 @@ async fn handle(
             not_after,
             signature,
         } => {
-            let node = shared.config.identity.id;
-            let control = Arc::clone(&shared.control);
-            let ownership = blocking(move || {
-                control.update(|current| {
-                    current.drain(&node, draining, not_after, &signature, unix_now())
-                })
+            let ownership = update_ownership(shared, move |current, node, now| {
+                current.drain(&node, draining, not_after, &signature, now)
             })
-            .await?
-            .map_err(ownership_refusal)?;
+            .await?;
             if draining {
                 info!(
                     "draining: no new shards are taken; the ones held leave as their owners move them or their leases end"
@@ -624,6 +602,18 @@ async fn handle(
             Ok((Response::Ownership(ownership.info()), Vec::new()))
         }
     }
+}
+
+/// Decides an ownership change on a blocking thread (it fsyncs) and stores it.
+async fn update_ownership(
+    shared: &Arc<Shared>,
+    change: impl FnOnce(&Ownership, NodeId, u64) -> Result<Ownership, OwnershipError> + Send + 'static,
+) -> Result<Ownership, Refusal> {
+    let node = shared.config.identity.id;
+    let control = Arc::clone(&shared.control);
+    blocking(move || control.update(|current| change(current, node, unix_now())))
+        .await?
+        .map_err(ownership_refusal)
 }
 
 fn ownership_refusal(error: OwnershipError) -> Refusal {

@@ -2,7 +2,7 @@
 //! carry an Ed25519 signature by the owner's key, bound to the node, the
 //! shard and an expiry so it cannot be replayed elsewhere or forever.
 
-use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use ed25519_dalek::{Signer, SigningKey};
 
 use crate::ids::{NodeId, OwnerId, ShardId};
 
@@ -64,16 +64,13 @@ pub fn verify_delete(
     signature: &[u8],
     now: u64,
 ) -> Result<(), OwnerAuthError> {
-    if not_after < now {
-        return Err(OwnerAuthError::Expired { not_after, now });
-    }
-    if not_after > now.saturating_add(MAX_DELETE_VALIDITY_S) {
-        return Err(OwnerAuthError::TooLong { not_after });
-    }
-    let key = VerifyingKey::from_bytes(&owner.0).map_err(|_| OwnerAuthError::BadOwnerKey)?;
-    let signature = Signature::from_slice(signature).map_err(|_| OwnerAuthError::BadSignature)?;
-    key.verify(&delete_message(node, shard, not_after), &signature)
-        .map_err(|_| OwnerAuthError::BadSignature)
+    super::ownership::verify_expiring(
+        owner,
+        &delete_message(node, shard, not_after),
+        signature,
+        not_after,
+        now,
+    )
 }
 
 /// The owner id of a signing key.
