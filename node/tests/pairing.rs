@@ -77,6 +77,25 @@ async fn pairing_claim_transfer_drain_and_factory_reset() {
     let bob = Owner::new();
     bob.json(&["init"]);
 
+    // The LED: steady on once the node is healthy (booting blinks before).
+    let led = || std::fs::read_to_string(daemon.board().join("led")).unwrap_or_default();
+    // Steady means on for 2 s without a break: longer than any on-step of
+    // a blinking pattern (the longest, repairing's, is 1.6 s).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut lit_since: Option<Instant> = None;
+    while lit_since.is_none_or(|since| since.elapsed() < Duration::from_millis(2_000)) {
+        assert!(
+            Instant::now() < deadline,
+            "the LED was not steady on within 10 s"
+        );
+        lit_since = if led() == "100" {
+            lit_since.or(Some(Instant::now()))
+        } else {
+            None
+        };
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
     // No window: the box does not even admit the key, and says what to do.
     let refused = alice.run(
         &["claim", &daemon.id.to_human(), &daemon.addr.to_string()],

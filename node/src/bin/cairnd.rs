@@ -446,10 +446,14 @@ impl BoardLoop {
             ..HealthInputs::default()
         });
         let mut last_assessed: Option<Duration> = None;
+        let mut was_serving = false;
         while !stop.load(Ordering::Relaxed) {
             let now = start.elapsed();
-            if last_assessed.is_none_or(|at| now >= at + HEALTH_EVERY) {
+            // Assess at once when serving starts, so READY and the LED agree.
+            let serving = self.serving.load(Ordering::Relaxed);
+            if last_assessed.is_none_or(|at| now >= at + HEALTH_EVERY) || serving != was_serving {
                 last_assessed = Some(now);
+                was_serving = serving;
                 let next = monitor.assess(&self.inputs());
                 if next.state != health.state || next.reasons != health.reasons {
                     if next.reasons.is_empty() {
