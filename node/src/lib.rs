@@ -11,4 +11,5 @@ pub mod net;
 pub mod ownership;
 pub mod proto;
 pub mod roots;
+pub mod steward;
 pub mod store;
