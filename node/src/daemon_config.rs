@@ -35,6 +35,38 @@ pub struct DaemonConfig {
     /// The LED, the button and the sensors.
     #[serde(default)]
     pub board: BoardSection,
+    /// Stewarding owners' data: audits, repair, leases.
+    #[serde(default)]
+    pub steward: StewardSection,
+}
+
+/// `[steward]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StewardSection {
+    /// Keep owners' steward tables (owners' clients name their steward).
+    pub enabled: bool,
+    /// Seconds a holder may be unreachable before its shards are rebuilt
+    /// elsewhere (a reboot must fit in it).
+    pub grace_s: u64,
+    /// Each shard is audited about this often, seconds.
+    pub audit_every_s: u64,
+    /// Seconds between the steward's rounds.
+    pub tick_s: u64,
+    /// Audits per round, at most.
+    pub audits_per_tick: usize,
+}
+
+impl Default for StewardSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            grace_s: 30 * 60,
+            audit_every_s: 24 * 3600,
+            tick_s: 30,
+            audits_per_tick: 32,
+        }
+    }
 }
 
 /// `[board]`.
@@ -330,6 +362,12 @@ impl DaemonConfig {
             return Err(value_error(
                 "board.pairing_minutes",
                 "must be between 1 and 60".into(),
+            ));
+        }
+        if config.steward.tick_s == 0 || config.steward.audit_every_s == 0 {
+            return Err(value_error(
+                "steward",
+                "tick_s and audit_every_s must be at least 1".into(),
             ));
         }
         if config.network.request_timeout_s == 0 || config.network.idle_timeout_s == 0 {

@@ -136,7 +136,7 @@ pub struct RepairTask {
     /// Holders of the segment's healthy shards: new holders must differ,
     /// and together they must pass the placement check.
     pub keep: Vec<(usize, NodeId)>,
-    /// Nodes not to place on: those marked bad.
+    /// Nodes not to place on: those marked bad or down now.
     pub avoid: Vec<NodeId>,
     /// The lease to give rebuilt shards.
     pub lease_until: u64,
@@ -216,6 +216,16 @@ impl Steward {
     /// The policy.
     pub fn policy(&self) -> &StewardPolicy {
         &self.policy
+    }
+
+    /// Changes the policy (a table loaded from disk takes the configured one).
+    pub fn set_policy(&mut self, policy: StewardPolicy) {
+        self.policy = policy;
+    }
+
+    /// Segments tracked for `owner`.
+    pub fn count(&self, owner: &OwnerId) -> usize {
+        self.segments.values().filter(|s| s.owner == *owner).count()
     }
 
     /// Starts (or keeps) tracking a segment the owner stored at `now`. A
@@ -553,7 +563,7 @@ impl Steward {
             avoid: self
                 .holders
                 .iter()
-                .filter(|(_, h)| h.bad)
+                .filter(|(_, h)| h.bad || h.down_since.is_some())
                 .map(|(node, _)| *node)
                 .collect(),
             lease_until: segment.lease_until.max(now + self.policy.lease_s),

@@ -59,6 +59,10 @@ enum Command {
         /// Its site (household, region): shards of one segment spread over sites.
         #[arg(long)]
         site: Option<String>,
+        /// Make it your steward: it audits your shards, rebuilds lost ones
+        /// elsewhere and renews their leases (your own box, ideally).
+        #[arg(long)]
+        steward: bool,
     },
     /// List your nodes, whether they answer, and their state.
     Nodes,
@@ -145,6 +149,9 @@ struct ClientConfig {
     /// Seconds one request may take.
     #[serde(default = "default_timeout")]
     timeout_s: u64,
+    /// The node that stewards this owner's data (audits, repairs, renews).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    steward: Option<String>,
     /// The nodes.
     #[serde(default, rename = "node")]
     nodes: Vec<NodeConfig>,
@@ -170,6 +177,7 @@ impl Default for ClientConfig {
             k: coding.k,
             m: coding.m,
             timeout_s: default_timeout(),
+            steward: None,
             nodes: Vec::new(),
         }
     }
@@ -325,6 +333,7 @@ fn bare_swarm(home: &Home, extra: Option<NodeEntry>) -> anyhow::Result<(Arc<Swar
 struct Session {
     home: Home,
     swarm: Arc<Swarm>,
+    steward: Option<NodeId>,
     seq: u64,
     catalog: Catalog,
     json: bool,
@@ -333,13 +342,19 @@ struct Session {
 impl Session {
     async fn open(home: Home, json: bool) -> anyhow::Result<Self> {
         let (swarm, _) = bare_swarm(&home, None)?;
+        let steward = home
+            .config()?
+            .steward
+            .map(|id| NodeId::from_human(&id).with_context(|| format!("client.toml: steward {id}")))
+            .transpose()?;
         let (seq, catalog) = match swarm.latest_root().await? {
             None => (0, Catalog::default()),
             Some((seq, pointer)) => match home.cache() {
                 Some(cache) if cache.stored_as == pointer.catalog => (seq, cache.catalog),
                 _ => {
+                    let catalog_ref = located(&swarm, steward, &pointer.catalog).await;
                     let (_, bytes) = swarm
-                        .get_blob(&pointer.catalog, Vec::new(), &|_| {})
+                        .get_blob(&catalog_ref, Vec::new(), &|_| {})
                         .await
                         .context("reading the catalog from the swarm")?;
                     let catalog: Catalog = postcard::from_bytes(&bytes)
@@ -351,14 +366,34 @@ impl Session {
         Ok(Self {
             home,
             swarm,
+            steward,
             seq,
             catalog,
             json,
         })
     }
 
-    /// Stores the catalog and points a new root record at it.
-    async fn commit(&mut self) -> anyhow::Result<()> {
+    /// `blob` with its holders as the steward knows them now.
+    async fn located(&self, blob: &BlobRef) -> BlobRef {
+        located(&self.swarm, self.steward, blob).await
+    }
+
+    /// Hands what was just stored to the steward. The data is stored
+    /// either way; without a steward nothing repairs or renews it.
+    async fn track(&self, blobs: &[&BlobRef]) {
+        let Some(steward) = self.steward else {
+            return;
+        };
+        if let Err(e) = self.swarm.track(steward, blobs).await {
+            eprintln!(
+                "cairn: warning: stored, but {e}; it will be told on your next put (until then nothing repairs this data)"
+            );
+        }
+    }
+
+    /// Stores the catalog and points a new root record at it; returns the
+    /// catalog's reference.
+    async fn commit(&mut self) -> anyhow::Result<BlobRef> {
         let bytes = postcard::to_stdvec(&self.catalog)?;
         let (blob, _) = self
             .swarm
@@ -371,20 +406,38 @@ impl Session {
         )?;
         self.seq = seq;
         self.home.save_cache(&CachedCatalog {
-            stored_as: blob,
+            stored_as: blob.clone(),
             catalog: self.catalog.clone(),
         })?;
-        Ok(())
+        Ok(blob)
     }
 
+    /// A version's manifest, its content's holders as the steward knows them.
     async fn manifest(&self, entry: &VersionEntry) -> anyhow::Result<Manifest> {
+        let manifest_ref = self.located(&entry.manifest).await;
         let (_, bytes) = self
             .swarm
-            .get_blob(&entry.manifest, Vec::new(), &|_| {})
+            .get_blob(&manifest_ref, Vec::new(), &|_| {})
             .await
             .context("reading the file's manifest")?;
-        postcard::from_bytes(&bytes).context("the manifest does not decode")
+        let mut manifest: Manifest =
+            postcard::from_bytes(&bytes).context("the manifest does not decode")?;
+        manifest.content = self.located(&manifest.content).await;
+        Ok(manifest)
     }
+}
+
+/// `blob` with holders from the steward where it knows better (shards it
+/// repaired onto other nodes); as stored when there is no steward or it
+/// cannot be asked.
+async fn located(swarm: &Swarm, steward: Option<NodeId>, blob: &BlobRef) -> BlobRef {
+    let mut blob = blob.clone();
+    if let Some(steward) = steward
+        && let Err(e) = swarm.relocate(steward, &mut blob).await
+    {
+        eprintln!("cairn: note: {e}; reading from the holders as stored");
+    }
+    blob
 }
 
 fn progress_bar(total: u64, what: &str) -> indicatif::ProgressBar {
@@ -457,6 +510,7 @@ async fn put(session: &mut Session, paths: &[PathBuf]) -> anyhow::Result<()> {
         files_under(path, &mut files)?;
     }
     let mut results = Vec::new();
+    let mut stored: Vec<BlobRef> = Vec::new();
     for file in files {
         let absolute = std::path::absolute(&file)?;
         let key = absolute.to_string_lossy().into_owned();
@@ -496,10 +550,14 @@ async fn put(session: &mut Session, paths: &[PathBuf]) -> anyhow::Result<()> {
             .context("storing the manifest")?;
         let version = session
             .catalog
-            .add_version(&key, unix_now(), size, manifest_ref);
+            .add_version(&key, unix_now(), size, manifest_ref.clone());
+        stored.push(manifest.content);
+        stored.push(manifest_ref);
         results.push((key, version, size, stats));
     }
-    session.commit().await?;
+    let catalog_ref = session.commit().await?;
+    stored.push(catalog_ref);
+    session.track(&stored.iter().collect::<Vec<_>>()).await;
     for (key, version, bytes, stats) in &results {
         if session.json {
             println!(
@@ -838,9 +896,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 );
             }
         }
-        Command::AddNode { id, addr, site } => {
+        Command::AddNode {
+            id,
+            addr,
+            site,
+            steward,
+        } => {
             NodeId::from_human(&id).with_context(|| format!("node id {id}"))?;
             let mut config = home.config()?;
+            if steward {
+                config.steward = Some(id.clone());
+            }
             config.nodes.retain(|n| n.id != id);
             config.nodes.push(NodeConfig { id, addr, site });
             home.save_config(&config)?;
@@ -1069,7 +1135,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Rm { path } => {
             let mut session = Session::open(home, json).await?;
             let version = session.catalog.remove(&path, unix_now())?;
-            session.commit().await?;
+            let catalog_ref = session.commit().await?;
+            session.track(&[&catalog_ref]).await;
             if json {
                 println!(
                     "{}",

@@ -19,11 +19,13 @@ use cairn_board::health::{HealthInputs, HealthMonitor, HealthPolicy};
 use cairn_board::panel::{FrontPanel, PanelAction, PanelTiming};
 use cairn_node::daemon_config::{DEFAULT_PATH, DaemonConfig};
 use cairn_node::identity::Identity;
+use cairn_node::net::steward::{StewardConfig, StewardService};
 use cairn_node::net::tls::TransportLimits;
 use cairn_node::net::{AllowList, Server, ServerConfig};
 use cairn_node::ownership::{HealthSnapshot, NodeControl};
 use cairn_node::proto::limits::Limits;
 use cairn_node::roots::RootStore;
+use cairn_node::steward::StewardPolicy;
 use cairn_node::store::fs::RealMount;
 use cairn_node::store::{DiskState, ScrubHandle, ShardStore, StoreConfig, StoreError};
 
@@ -286,18 +288,40 @@ async fn serve(
     mut reset: tokio::sync::mpsc::Receiver<()>,
 ) -> anyhow::Result<Outcome> {
     let roots = Arc::new(RootStore::open(&config.state_dir)?);
+    let steward = if config.steward.enabled {
+        Some(Arc::new(StewardService::open(
+            &config.state_dir,
+            StewardConfig {
+                policy: StewardPolicy {
+                    grace_s: config.steward.grace_s,
+                    audit_every_s: config.steward.audit_every_s,
+                    ..StewardPolicy::default()
+                },
+                tick: Duration::from_secs(config.steward.tick_s),
+                audits_per_tick: config.steward.audits_per_tick,
+                request_timeout: config.request_timeout(),
+            },
+        )?))
+    } else {
+        None
+    };
+    let identity = server_config.identity.clone();
     let server = Server::bind(
         config.listen,
         server_config,
         Arc::clone(&store),
         roots,
         Arc::clone(&control),
+        steward.clone(),
     )?;
     let addr = server.local_addr()?;
     serving.store(true, Ordering::Relaxed);
     info!(%addr, "listening");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let server = Arc::new(server);
+    let steward_task = steward.map(|steward| {
+        tokio::spawn(steward.run(server.endpoint().clone(), identity, stop_rx.clone()))
+    });
     let serving_task = tokio::spawn({
         let server = Arc::clone(&server);
         async move { server.run(stop_rx).await }
@@ -342,6 +366,9 @@ async fn serve(
     notify(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
     let _ = stop_tx.send(true);
     let _ = serving_task.await;
+    if let Some(task) = steward_task {
+        let _ = task.await;
+    }
     Ok(outcome)
 }
 

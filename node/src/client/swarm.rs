@@ -16,11 +16,12 @@ use super::catalog::{BlobRef, NodeEntry, RootPointer, SegmentRef, ShardRef};
 use super::chunk::{ChunkSizes, chunks};
 use super::keys::OwnerKeys;
 use super::placement::{self, Candidate};
-use super::segment::{self, Coding};
+use super::segment::{self, Coding, TAG_LEN};
 use crate::identity::Identity;
 use crate::ids::{NodeId, ShardId};
 use crate::net::{NetError, Peer};
 use crate::proto::root::RootRecord;
+use crate::proto::{MAX_LOCATE, MAX_TRACK, NodeAddr, TrackSegment};
 
 /// How long shards are kept before the steward must renew them.
 pub const LEASE: Duration = Duration::from_secs(90 * 24 * 3600);
@@ -77,6 +78,9 @@ pub enum SwarmError {
     /// A task of the client itself failed (a bug, or the system refused).
     #[error("cairn failed internally ({0}); please report this with the command you ran")]
     Task(String),
+    /// The steward could not be reached or refused.
+    #[error("the steward: {0}")]
+    Steward(String),
     /// The client's own key could not be used on the network.
     #[error("cannot open a network endpoint: {0}")]
     Endpoint(NetError),
@@ -760,6 +764,91 @@ impl Swarm {
             Ok(peer) => peer.audit(shard, shard_len, seed).await.is_ok(),
             Err(_) => false,
         }
+    }
+
+    /// Tells the steward `steward` about every segment of `blobs`, so it
+    /// audits, repairs and renews them; returns how many segments it tracks
+    /// for this owner.
+    pub async fn track(&self, steward: NodeId, blobs: &[&BlobRef]) -> Result<u64, SwarmError> {
+        let nodes: Vec<NodeAddr> = self
+            .nodes()
+            .into_iter()
+            .map(|n| NodeAddr {
+                node: n.id.0,
+                addr: n.addr,
+                site: n.site,
+            })
+            .collect();
+        let lease_until = unix_now() + LEASE.as_secs();
+        let mut segments = Vec::new();
+        for blob in blobs {
+            let coding = blob.coding.unwrap_or(self.coding);
+            for segment in &blob.segments {
+                let cipher_len = usize::try_from(segment.plain_len).unwrap_or(usize::MAX) + TAG_LEN;
+                segments.push(TrackSegment {
+                    k: coding.k,
+                    m: coding.m,
+                    shard_len: coding.shard_len(cipher_len) as u64,
+                    shards: segment
+                        .shards
+                        .iter()
+                        .map(|s| (s.id.0, s.holder.0))
+                        .collect(),
+                    lease_until,
+                });
+            }
+        }
+        let peer = self
+            .peer(steward)
+            .await
+            .map_err(|e| SwarmError::Steward(e.to_string()))?;
+        let owner = self.keys.owner_id();
+        let mut tracked = 0;
+        let node_batches = nodes.chunks(MAX_TRACK).map(<[NodeAddr]>::to_vec);
+        let mut node_batches = node_batches.chain(std::iter::repeat(Vec::new()));
+        for batch in segments.chunks(MAX_TRACK) {
+            tracked = peer
+                .track(
+                    owner,
+                    node_batches.next().unwrap_or_default(),
+                    batch.to_vec(),
+                )
+                .await
+                .map_err(|e| SwarmError::Steward(e.to_string()))?;
+        }
+        Ok(tracked)
+    }
+
+    /// Rewrites `blob`'s holders with where the steward says its shards are
+    /// now (after repairs); shards it does not know keep their holders.
+    pub async fn relocate(&self, steward: NodeId, blob: &mut BlobRef) -> Result<usize, SwarmError> {
+        let peer = self
+            .peer(steward)
+            .await
+            .map_err(|e| SwarmError::Steward(e.to_string()))?;
+        let owner = self.keys.owner_id();
+        let mut refs: Vec<&mut ShardRef> = blob
+            .segments
+            .iter_mut()
+            .flat_map(|s| s.shards.iter_mut())
+            .collect();
+        let mut moved = 0;
+        for batch in refs.chunks_mut(MAX_LOCATE) {
+            let ids: Vec<ShardId> = batch.iter().map(|r| r.id).collect();
+            let found = peer
+                .locate(owner, &ids)
+                .await
+                .map_err(|e| SwarmError::Steward(e.to_string()))?;
+            for (shard, holder) in batch.iter_mut().zip(found) {
+                if let Some(holder) = holder
+                    && holder != shard.holder
+                {
+                    shard.holder = holder;
+                    moved += 1;
+                }
+            }
+        }
+        Ok(moved)
     }
 
     /// Closes every connection.

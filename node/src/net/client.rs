@@ -10,7 +10,8 @@ use crate::identity::Identity;
 use crate::ids::{NodeId, OwnerId, ShardId};
 use crate::proto::root::RootRecord;
 use crate::proto::{
-    Hello, OwnershipInfo, PROTOCOL_VERSION, Request, Response, StatInfo, audit, owner, ownership,
+    Hello, NodeAddr, OwnershipInfo, PROTOCOL_VERSION, Request, Response, StatInfo, TrackSegment,
+    audit, owner, ownership,
 };
 use ed25519_dalek::SigningKey;
 
@@ -336,6 +337,43 @@ impl Peer {
             signature,
         };
         self.ownership_call(&request).await
+    }
+
+    /// Asks the node (a steward) to track segments; returns how many it
+    /// tracks for the owner.
+    pub async fn track(
+        &self,
+        owner: OwnerId,
+        nodes: Vec<NodeAddr>,
+        segments: Vec<TrackSegment>,
+    ) -> Result<u64, NetError> {
+        let request = Request::Track {
+            owner: owner.0,
+            nodes,
+            segments,
+        };
+        match self.call(&request, &[]).await? {
+            (Response::Tracked { segments }, _) => Ok(segments),
+            (other, _) => Err(NetError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Asks the node (a steward) where the owner's shards are now.
+    pub async fn locate(
+        &self,
+        owner: OwnerId,
+        shards: &[ShardId],
+    ) -> Result<Vec<Option<NodeId>>, NetError> {
+        let request = Request::Locate {
+            owner: owner.0,
+            shards: shards.iter().map(|s| s.0).collect(),
+        };
+        match self.call(&request, &[]).await? {
+            (Response::Locations(found), _) if found.len() == shards.len() => {
+                Ok(found.into_iter().map(|n| n.map(NodeId)).collect())
+            }
+            (other, _) => Err(NetError::Unexpected(format!("{other:?}"))),
+        }
     }
 
     async fn ownership_call(&self, request: &Request) -> Result<OwnershipInfo, NetError> {

@@ -10,6 +10,7 @@
 pub mod client;
 pub mod handshake;
 pub mod server;
+pub mod steward;
 pub mod tls;
 
 use std::time::Duration;

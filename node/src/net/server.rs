@@ -13,6 +13,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
+use super::steward::StewardService;
 use super::tls::{self, TransportLimits};
 use super::{NetError, handshake, read_exact, read_frame, write_frame};
 use crate::identity::Identity;
@@ -75,6 +76,7 @@ struct Shared {
     store: Arc<ShardStore>,
     roots: Arc<RootStore>,
     control: Arc<NodeControl>,
+    steward: Option<Arc<StewardService>>,
     peers: AtomicUsize,
     hello: Hello,
     /// Permits are KiB of body memory; a put holds its share until stored.
@@ -102,6 +104,7 @@ impl Server {
         store: Arc<ShardStore>,
         roots: Arc<RootStore>,
         control: Arc<NodeControl>,
+        steward: Option<Arc<StewardService>>,
     ) -> Result<Self, BindError> {
         let server_config = tls::server_config(&config.transport)?;
         let mut endpoint = quinn::Endpoint::server(server_config, addr)
@@ -130,6 +133,7 @@ impl Server {
                 store,
                 roots,
                 control,
+                steward,
                 peers: AtomicUsize::new(0),
                 body_budget,
                 hello,
@@ -601,7 +605,38 @@ async fn handle(
             }
             Ok((Response::Ownership(ownership.info()), Vec::new()))
         }
+        Request::Track {
+            owner,
+            nodes,
+            segments,
+        } => {
+            let steward = steward_of(shared)?;
+            let count = blocking(move || steward.track(OwnerId(owner), &nodes, &segments))
+                .await?
+                .map_err(|e| Refusal {
+                    code: ErrorCode::Internal,
+                    message: e.to_string(),
+                })?;
+            Ok((Response::Tracked { segments: count }, Vec::new()))
+        }
+        Request::Locate { owner, shards } => {
+            let steward = steward_of(shared)?;
+            let shards: Vec<ShardId> = shards.into_iter().map(ShardId).collect();
+            let found = steward
+                .locate(&OwnerId(owner), &shards)
+                .into_iter()
+                .map(|node| node.map(|n| n.0))
+                .collect();
+            Ok((Response::Locations(found), Vec::new()))
+        }
     }
+}
+
+fn steward_of(shared: &Shared) -> Result<Arc<StewardService>, Refusal> {
+    shared.steward.clone().ok_or_else(|| Refusal {
+        code: ErrorCode::NoSteward,
+        message: "this node is not a steward ([steward] enabled = false in its cairnd.toml); name another with `cairn add-node --steward`".into(),
+    })
 }
 
 /// Decides an ownership change on a blocking thread (it fsyncs) and stores it.

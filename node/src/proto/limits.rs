@@ -86,6 +86,39 @@ pub fn validate(request: &Request, limits: &Limits) -> Result<(), Refusal> {
                 "an owner signature is 64 bytes (Ed25519)",
             ))
         }
+        Request::Track {
+            segments, nodes, ..
+        } => {
+            if segments.len() > super::MAX_TRACK || nodes.len() > super::MAX_TRACK {
+                return Err(Refusal::new(
+                    ErrorCode::TooLarge,
+                    format!("at most {} segments and nodes per Track", super::MAX_TRACK),
+                ));
+            }
+            for segment in segments {
+                let total = usize::from(segment.k) + usize::from(segment.m);
+                if segment.k == 0 || segment.m == 0 || segment.shards.len() != total {
+                    return Err(Refusal::new(
+                        ErrorCode::BadRequest,
+                        "a tracked segment needs k, m of at least 1 and k + m shards",
+                    ));
+                }
+                if segment.shard_len == 0 || segment.shard_len > limits.max_shard {
+                    return Err(Refusal::new(
+                        ErrorCode::TooLarge,
+                        format!(
+                            "a tracked shard of {} bytes is outside 1..={}",
+                            segment.shard_len, limits.max_shard
+                        ),
+                    ));
+                }
+            }
+            Ok(())
+        }
+        Request::Locate { shards, .. } if shards.len() > super::MAX_LOCATE => Err(Refusal::new(
+            ErrorCode::TooLarge,
+            format!("at most {} shards per Locate", super::MAX_LOCATE),
+        )),
         Request::PutRoot(record) => record.verify().map_err(|e| match e {
             super::root::RootError::TooLarge(_) => Refusal::new(ErrorCode::TooLarge, e.to_string()),
             _ => Refusal::new(ErrorCode::Forbidden, e.to_string()),

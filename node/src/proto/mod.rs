@@ -108,6 +108,54 @@ pub enum Request {
         /// The owner's signature over [`ownership::drain_message`].
         signature: Vec<u8>,
     },
+    /// Asks this node to steward segments the owner stored: audit their
+    /// holders, repair them, renew their leases.
+    Track {
+        /// The owner.
+        owner: [u8; 32],
+        /// Where the holders are (addresses the steward may dial).
+        nodes: Vec<NodeAddr>,
+        /// The segments.
+        segments: Vec<TrackSegment>,
+    },
+    /// Where are these shards of the owner's now (after repairs)?
+    Locate {
+        /// The owner.
+        owner: [u8; 32],
+        /// The shards, at most [`MAX_LOCATE`].
+        shards: Vec<[u8; 32]>,
+    },
+}
+
+/// Most segments in one `Track`.
+pub const MAX_TRACK: usize = 64;
+/// Most shards in one `Locate`.
+pub const MAX_LOCATE: usize = 1024;
+
+/// A node and how to reach it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeAddr {
+    /// Its id.
+    pub node: [u8; 32],
+    /// HOST:PORT.
+    pub addr: String,
+    /// Its site, if any.
+    pub site: Option<String>,
+}
+
+/// A segment for the steward: coding, shard size, shards and holders.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrackSegment {
+    /// Data shards.
+    pub k: u8,
+    /// Parity shards.
+    pub m: u8,
+    /// Bytes per shard.
+    pub shard_len: u64,
+    /// `(shard id, holder)` in index order, k + m of them.
+    pub shards: Vec<([u8; 32], [u8; 32])>,
+    /// Unix time the leases run to.
+    pub lease_until: u64,
 }
 
 /// A node's answer: the first frame on the response side of the request's
@@ -155,6 +203,13 @@ pub enum Response {
     Root(Option<root::RootRecord>),
     /// Answer to `Claim`, `Transfer` and `Drain`: who owns the box now.
     Ownership(OwnershipInfo),
+    /// Answer to `Track`: how many segments the steward now keeps for the owner.
+    Tracked {
+        /// Segments tracked for this owner.
+        segments: u64,
+    },
+    /// Answer to `Locate`: each shard's holder, or `None` if unknown.
+    Locations(Vec<Option<[u8; 32]>>),
 }
 
 /// Why a request failed, as a number another implementation can match on.
@@ -186,6 +241,8 @@ pub enum ErrorCode {
     PairingClosed,
     /// The node is draining and takes no new shards; store them elsewhere.
     Draining,
+    /// This node is not a steward (its `[steward]` is off).
+    NoSteward,
 }
 
 /// Who owns a box.

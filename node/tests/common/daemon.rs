@@ -88,7 +88,7 @@ impl Daemon {
             .env("CAIRN_LOG", "debug")
             .envs(env.iter().copied())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("cairnd.log")).unwrap())
             .spawn()
             .unwrap();
         let daemon = Self {
@@ -152,6 +152,11 @@ impl Daemon {
     /// Its simulated board's value files (`button`, `led`).
     pub fn board(&self) -> PathBuf {
         self.dir.path().join("board")
+    }
+
+    /// What it logged so far (at debug level).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("cairnd.log")).unwrap_or_default()
     }
 
     /// Its configuration file.

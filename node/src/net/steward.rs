@@ -1,0 +1,585 @@
+//! The steward's I/O: keeps the [`Steward`] table on disk, and on every tick
+//! asks holders whether they are up, audits shards, repairs segments and
+//! renews leases, as the table decides. It dials other nodes with this
+//! node's own key; it never sees a decryption key (repair is Reed–Solomon
+//! over shards, each checked against its id before and after).
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tracing::{debug, info, warn};
+
+use super::NetError;
+use super::client::Peer;
+use crate::client::placement::{self, Candidate};
+use crate::client::segment::{self, Coding};
+use crate::identity::Identity;
+use crate::ids::{NodeId, OwnerId, ShardId};
+use crate::proto::{ErrorCode, NodeAddr, TrackSegment};
+use crate::steward::{AuditOutcome, AuditTask, RepairTask, Steward, StewardPolicy, TrackedSegment};
+
+const FILE: &str = "steward.bin";
+/// How long a holder may take to connect and answer a liveness question;
+/// a dead node must not hold up the round (QUIC to a closed port on some
+/// paths only times out).
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How the steward works.
+#[derive(Debug, Clone, Copy)]
+pub struct StewardConfig {
+    /// The table's rules.
+    pub policy: StewardPolicy,
+    /// How often it looks at holders and the table.
+    pub tick: Duration,
+    /// Audits per tick, at most.
+    pub audits_per_tick: usize,
+    /// Deadline of one request to a holder.
+    pub request_timeout: Duration,
+}
+
+/// Why the steward's table cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum StewardError {
+    /// The table file could not be read or written.
+    #[error("the steward table {path}: {source}; check the state directory's disk")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The table file is not one this program wrote.
+    #[error(
+        "the steward table {path} is damaged ({reason}); move it aside to start an empty table (owners' clients track their data again on their next put)"
+    )]
+    Damaged {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// What the steward has done since start, for logs and the bench.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StewardCounters {
+    /// Segments repaired.
+    pub repaired: u64,
+    /// Shard bytes read for repairs.
+    pub repair_read: u64,
+    /// Shard bytes written by repairs.
+    pub repair_written: u64,
+    /// Audits passed.
+    pub audits_passed: u64,
+    /// Audits failed.
+    pub audits_failed: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct State {
+    steward: Steward,
+    /// Where each node is: address and site.
+    directory: BTreeMap<NodeId, (String, Option<String>)>,
+}
+
+/// The steward of this node, shared by the server (which takes `Track` and
+/// answers `Locate`) and its own loop.
+pub struct StewardService {
+    path: PathBuf,
+    config: StewardConfig,
+    state: Mutex<State>,
+    /// Serialises saves of the table.
+    saving: Mutex<()>,
+    repaired: AtomicU64,
+    repair_read: AtomicU64,
+    repair_written: AtomicU64,
+    audits_passed: AtomicU64,
+    audits_failed: AtomicU64,
+}
+
+impl StewardService {
+    /// Opens (or starts) the table in `state_dir`.
+    pub fn open(state_dir: &Path, config: StewardConfig) -> Result<Self, StewardError> {
+        let path = state_dir.join(FILE);
+        let state = match std::fs::read(&path) {
+            Ok(bytes) => {
+                let mut state: State =
+                    postcard::from_bytes(&bytes).map_err(|e| StewardError::Damaged {
+                        path: path.clone(),
+                        reason: e.to_string(),
+                    })?;
+                state.steward.set_policy(config.policy);
+                state
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => State {
+                steward: Steward::new(config.policy),
+                directory: BTreeMap::new(),
+            },
+            Err(source) => return Err(StewardError::Io { path, source }),
+        };
+        Ok(Self {
+            path,
+            config,
+            state: Mutex::new(state),
+            saving: Mutex::new(()),
+            repaired: AtomicU64::new(0),
+            repair_read: AtomicU64::new(0),
+            repair_written: AtomicU64::new(0),
+            audits_passed: AtomicU64::new(0),
+            audits_failed: AtomicU64::new(0),
+        })
+    }
+
+    /// Takes segments an owner stored, durably; returns how many segments
+    /// the table holds for that owner.
+    pub fn track(
+        &self,
+        owner: OwnerId,
+        nodes: &[NodeAddr],
+        segments: &[TrackSegment],
+    ) -> Result<u64, StewardError> {
+        let now = unix_now();
+        let count = {
+            let mut state = lock(&self.state);
+            for node in nodes {
+                state
+                    .directory
+                    .insert(NodeId(node.node), (node.addr.clone(), node.site.clone()));
+            }
+            for segment in segments {
+                state.steward.track(
+                    TrackedSegment {
+                        owner,
+                        coding: Coding {
+                            k: segment.k,
+                            m: segment.m,
+                        },
+                        shard_len: segment.shard_len,
+                        shards: segment
+                            .shards
+                            .iter()
+                            .map(|(shard, holder)| (ShardId(*shard), NodeId(*holder)))
+                            .collect(),
+                        lease_until: segment.lease_until,
+                    },
+                    now,
+                );
+            }
+            state.steward.count(&owner) as u64
+        };
+        self.save()?;
+        Ok(count)
+    }
+
+    /// Where the owner's shards are now (`None`: not in the table).
+    pub fn locate(&self, owner: &OwnerId, shards: &[ShardId]) -> Vec<Option<NodeId>> {
+        let state = lock(&self.state);
+        let known: HashMap<ShardId, NodeId> = state.steward.locations(owner).into_iter().collect();
+        shards.iter().map(|s| known.get(s).copied()).collect()
+    }
+
+    /// What it has done since start.
+    pub fn counters(&self) -> StewardCounters {
+        StewardCounters {
+            repaired: self.repaired.load(Ordering::Relaxed),
+            repair_read: self.repair_read.load(Ordering::Relaxed),
+            repair_written: self.repair_written.load(Ordering::Relaxed),
+            audits_passed: self.audits_passed.load(Ordering::Relaxed),
+            audits_failed: self.audits_failed.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Works the table until `stop` turns true: liveness, audits, repairs,
+    /// renewals, each tick. Dials from `endpoint` as `identity`.
+    pub async fn run(
+        self: Arc<Self>,
+        endpoint: quinn::Endpoint,
+        identity: Identity,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let pool = Arc::new(Pool {
+            endpoint,
+            identity,
+            timeout: self.config.request_timeout,
+            peers: tokio::sync::Mutex::new(HashMap::new()),
+        });
+        let mut ticker = tokio::time::interval(self.config.tick);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = stop.wait_for(|s| *s) => break,
+            }
+            if lock(&self.state).steward.is_empty() {
+                continue;
+            }
+            self.tick(&pool).await;
+            if let Err(e) = self.save() {
+                warn!("steward: {e}");
+            }
+        }
+    }
+
+    async fn tick(self: &Arc<Self>, pool: &Arc<Pool>) {
+        self.check_liveness(pool).await;
+        self.run_audits(pool).await;
+        self.run_repairs(pool).await;
+        self.run_renewals(pool).await;
+    }
+
+    fn directory(&self) -> BTreeMap<NodeId, (String, Option<String>)> {
+        lock(&self.state).directory.clone()
+    }
+
+    async fn check_liveness(&self, pool: &Arc<Pool>) {
+        let directory = self.directory();
+        // Every node it may read from or place on, so repairs skip dead ones.
+        let mut holders = lock(&self.state).steward.holders();
+        holders.extend(directory.keys().copied());
+        holders.sort();
+        holders.dedup();
+        let mut asks = JoinSet::new();
+        for node in holders {
+            let Some((addr, _)) = directory.get(&node).cloned() else {
+                continue;
+            };
+            let pool = Arc::clone(pool);
+            asks.spawn(async move { (node, pool.probe(node, &addr).await.is_some()) });
+        }
+        let now = unix_now();
+        for (node, up) in asks.join_all().await {
+            let mut state = lock(&self.state);
+            if up {
+                state.steward.node_up(node);
+            } else {
+                state.steward.node_down(node, now);
+            }
+        }
+    }
+
+    async fn run_audits(&self, pool: &Arc<Pool>) {
+        let tasks = lock(&self.state)
+            .steward
+            .audits(unix_now(), self.config.audits_per_tick);
+        let directory = self.directory();
+        let mut audits = JoinSet::new();
+        for task in tasks {
+            let addr = directory.get(&task.holder).map(|(a, _)| a.clone());
+            let pool = Arc::clone(pool);
+            audits.spawn(async move { (task, audit(&pool, &task, addr).await) });
+        }
+        let now = unix_now();
+        for (task, outcome) in audits.join_all().await {
+            match outcome {
+                AuditOutcome::Passed => self.audits_passed.fetch_add(1, Ordering::Relaxed),
+                AuditOutcome::Failed => {
+                    warn!(holder = %task.holder.to_human(), shard = %task.shard, "steward: audit failed: the holder does not have the shard it was given");
+                    self.audits_failed.fetch_add(1, Ordering::Relaxed)
+                }
+                AuditOutcome::Unreachable => 0,
+            };
+            lock(&self.state).steward.audited(&task, outcome, now);
+        }
+    }
+
+    async fn run_repairs(&self, pool: &Arc<Pool>) {
+        let tasks = lock(&self.state).steward.repairs(unix_now());
+        let directory = self.directory();
+        for task in tasks {
+            match repair(pool, &task, &directory).await {
+                Ok(done) => {
+                    self.repaired.fetch_add(1, Ordering::Relaxed);
+                    self.repair_read.fetch_add(done.read, Ordering::Relaxed);
+                    self.repair_written
+                        .fetch_add(done.written, Ordering::Relaxed);
+                    info!(
+                        "steward: repaired a segment: rebuilt {} shard(s) from {} read ({} bytes read, {} written)",
+                        done.moved.len(),
+                        task.sources.len(),
+                        done.read,
+                        done.written
+                    );
+                    lock(&self.state)
+                        .steward
+                        .repaired(task.segment, &done.moved, unix_now());
+                }
+                Err(e) => {
+                    warn!("steward: a repair failed and will be tried again: {e}");
+                    lock(&self.state).steward.repair_failed(task.segment);
+                }
+            }
+        }
+    }
+
+    async fn run_renewals(&self, pool: &Arc<Pool>) {
+        let tasks = lock(&self.state).steward.renewals(unix_now());
+        let directory = self.directory();
+        for task in tasks {
+            let mut all = true;
+            for (shard, holder) in &task.shards {
+                let Some((addr, _)) = directory.get(holder) else {
+                    all = false;
+                    continue;
+                };
+                let renewed = match pool.peer(*holder, addr).await {
+                    Ok(peer) => peer.renew(*shard, task.until).await.unwrap_or(false),
+                    Err(_) => false,
+                };
+                all &= renewed;
+            }
+            // A holder that missed it is asked again next tick; one that
+            // lost the shard fails its next audit and the shard is repaired.
+            if all {
+                lock(&self.state).steward.renewed(task.segment, task.until);
+            }
+        }
+    }
+
+    /// Writes the table: temporary file, fsync, rename, directory fsync.
+    fn save(&self) -> Result<(), StewardError> {
+        let _saving = lock(&self.saving);
+        let bytes = postcard::to_stdvec(&*lock(&self.state)).map_err(|e| StewardError::Io {
+            path: self.path.clone(),
+            source: std::io::Error::other(e),
+        })?;
+        let io = |source| StewardError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        let tmp = self.path.with_extension("bin.tmp");
+        let mut file = std::fs::File::create(&tmp).map_err(io)?;
+        file.write_all(&bytes).map_err(io)?;
+        file.sync_all().map_err(io)?;
+        std::fs::rename(&tmp, &self.path).map_err(io)?;
+        if let Some(dir) = self.path.parent() {
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io)?;
+        }
+        Ok(())
+    }
+}
+
+/// Connections to holders, made on demand and kept.
+struct Pool {
+    endpoint: quinn::Endpoint,
+    identity: Identity,
+    timeout: Duration,
+    peers: tokio::sync::Mutex<HashMap<NodeId, Arc<Peer>>>,
+}
+
+impl Pool {
+    async fn peer(&self, node: NodeId, addr: &str) -> Result<Arc<Peer>, NetError> {
+        if let Some(peer) = self.peers.lock().await.get(&node) {
+            return Ok(Arc::clone(peer));
+        }
+        let socket: SocketAddr = tokio::net::lookup_host(addr)
+            .await
+            .ok()
+            .and_then(|mut addrs| addrs.next())
+            .ok_or_else(|| NetError::Resolve(addr.to_owned()))?;
+        let peer = Arc::new(
+            Peer::connect(
+                &self.endpoint,
+                socket,
+                node,
+                &self.identity,
+                self.timeout.min(PROBE_TIMEOUT),
+            )
+            .await?
+            .with_timeout(self.timeout),
+        );
+        self.peers.lock().await.insert(node, Arc::clone(&peer));
+        Ok(peer)
+    }
+
+    /// Connects (if needed) and asks for `Stat`, within [`PROBE_TIMEOUT`];
+    /// a node that fails is forgotten so the next ask dials afresh.
+    async fn probe(&self, node: NodeId, addr: &str) -> Option<(Arc<Peer>, crate::proto::StatInfo)> {
+        let ask = async {
+            let peer = self.peer(node, addr).await.ok()?;
+            let stat = peer.stat().await.ok()?;
+            Some((peer, stat))
+        };
+        let answer = tokio::time::timeout(PROBE_TIMEOUT, ask)
+            .await
+            .ok()
+            .flatten();
+        if answer.is_none() {
+            self.forget(node).await;
+        }
+        answer
+    }
+
+    async fn forget(&self, node: NodeId) {
+        self.peers.lock().await.remove(&node);
+    }
+}
+
+async fn audit(pool: &Pool, task: &AuditTask, addr: Option<String>) -> AuditOutcome {
+    let Some(addr) = addr else {
+        return AuditOutcome::Unreachable;
+    };
+    let peer = match pool.peer(task.holder, &addr).await {
+        Ok(peer) => peer,
+        Err(_) => return AuditOutcome::Unreachable,
+    };
+    let mut seed = [0u8; 32];
+    if getrandom::fill(&mut seed).is_err() {
+        return AuditOutcome::Unreachable;
+    }
+    match peer.audit(task.shard, task.shard_len, seed).await {
+        Ok(_) => AuditOutcome::Passed,
+        // A wrong proof, or "not found" for a shard it was given: lost there.
+        Err(NetError::Corrupt(_))
+        | Err(NetError::Remote {
+            code: ErrorCode::NotFound | ErrorCode::BadRequest,
+            ..
+        }) => AuditOutcome::Failed,
+        Err(e) => {
+            debug!(holder = %task.holder.to_human(), "steward: audit unanswered: {e}");
+            pool.forget(task.holder).await;
+            AuditOutcome::Unreachable
+        }
+    }
+}
+
+struct RepairDone {
+    moved: Vec<(usize, NodeId)>,
+    read: u64,
+    written: u64,
+}
+
+/// Reads k shards, rebuilds the lost ones, checks each against its id,
+/// places them on new nodes (spread over sites, never k on one node) and
+/// stores them under the owner with the segment's lease.
+async fn repair(
+    pool: &Arc<Pool>,
+    task: &RepairTask,
+    directory: &BTreeMap<NodeId, (String, Option<String>)>,
+) -> Result<RepairDone, String> {
+    let addr_of = |node: &NodeId| {
+        directory
+            .get(node)
+            .map(|(addr, _)| addr.clone())
+            .ok_or_else(|| format!("no address known for node {}", node.to_human()))
+    };
+    let mut have = Vec::with_capacity(task.sources.len());
+    let mut read = 0u64;
+    for (index, shard, holder) in &task.sources {
+        let peer = pool
+            .peer(*holder, &addr_of(holder)?)
+            .await
+            .map_err(|e| format!("source {}: {e}", holder.to_human()))?;
+        // `get` checks the bytes against the shard id.
+        let bytes = peer
+            .get(*shard)
+            .await
+            .map_err(|e| format!("reading shard {shard} from {}: {e}", holder.to_human()))?;
+        read += bytes.len() as u64;
+        have.push((*index, bytes));
+    }
+    let have_refs: Vec<(usize, &[u8])> = have.iter().map(|(i, b)| (*i, b.as_slice())).collect();
+    let want: Vec<usize> = task.lost.iter().map(|(i, _)| *i).collect();
+    let rebuilt = segment::rebuild(task.coding, &have_refs, &want).map_err(|e| e.to_string())?;
+    for ((index, bytes), (_, expected)) in rebuilt.iter().zip(&task.lost) {
+        if ShardId::of(bytes) != *expected {
+            return Err(format!(
+                "rebuilt shard {index} does not hash to {expected}: a source lied; not stored"
+            ));
+        }
+    }
+
+    // Where to put them: nodes that answer, have room, are not draining,
+    // hold nothing of this segment, and are not marked bad.
+    let keep: Vec<NodeId> = task.keep.iter().map(|(_, n)| *n).collect();
+    let mut probes = JoinSet::new();
+    for (node, (addr, site)) in directory {
+        if keep.contains(node) || task.avoid.contains(node) {
+            continue;
+        }
+        let (pool, node, addr, site) = (Arc::clone(pool), *node, addr.clone(), site.clone());
+        probes.spawn(async move {
+            let (_, stat) = pool.probe(node, &addr).await?;
+            (!stat.ownership.draining).then(|| Candidate {
+                node,
+                site,
+                free: stat.disks.iter().map(|d| d.free).sum(),
+            })
+        });
+    }
+    let mut candidates: Vec<Candidate> = probes.join_all().await.into_iter().flatten().collect();
+    // Join order is completion order: sort so placement depends only on the seed.
+    candidates.sort_by_key(|c| c.node);
+    let used_sites: Vec<Option<String>> = keep
+        .iter()
+        .map(|n| directory.get(n).and_then(|(_, site)| site.clone()))
+        .collect();
+    let fresh: Vec<Candidate> = candidates
+        .iter()
+        .filter(|c| c.site.is_none() || !used_sites.contains(&c.site))
+        .cloned()
+        .collect();
+    let mut seed = [0u8; 32];
+    seed[..].copy_from_slice(&task.segment.0);
+    let new = placement::place_n(&fresh, task.coding, want.len(), task.shard_len, seed, &keep)
+        .or_else(|_| {
+            placement::place_n(
+                &candidates,
+                task.coding,
+                want.len(),
+                task.shard_len,
+                seed,
+                &keep,
+            )
+        })
+        .map_err(|e| e.to_string())?;
+    let mut holders = vec![NodeId([0; 32]); task.coding.total()];
+    for (index, node) in &task.keep {
+        holders[*index] = *node;
+    }
+    for (index, node) in want.iter().zip(&new) {
+        holders[*index] = *node;
+    }
+    placement::check(&holders, task.coding).map_err(|e| e.to_string())?;
+
+    let mut written = 0;
+    let mut moved = Vec::new();
+    for ((index, bytes), node) in rebuilt.iter().zip(&new) {
+        let peer = pool
+            .peer(*node, &addr_of(node)?)
+            .await
+            .map_err(|e| format!("new holder {}: {e}", node.to_human()))?;
+        peer.put(ShardId::of(bytes), bytes, task.owner, task.lease_until)
+            .await
+            .map_err(|e| format!("storing on {}: {e}", node.to_human()))?;
+        written += bytes.len() as u64;
+        moved.push((*index, *node));
+    }
+    Ok(RepairDone {
+        moved,
+        read,
+        written,
+    })
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
