@@ -6,7 +6,9 @@ use std::path::PathBuf;
 
 use cairn_node::proto::frame::{check_decoder, encode_frame};
 use cairn_node::proto::root::RootRecord;
-use cairn_node::proto::{DiskInfo, ErrorCode, Hello, OwnershipInfo, Request, Response, StatInfo};
+use cairn_node::proto::{
+    DiskInfo, ErrorCode, Hello, NodeAddr, OwnershipInfo, Request, Response, StatInfo, TrackSegment,
+};
 
 fn corpus_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/frame_decode")
@@ -80,6 +82,31 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
             },
         ),
         (
+            "request-track",
+            Request::Track {
+                owner: [9; 32],
+                nodes: vec![NodeAddr {
+                    node: [7; 32],
+                    addr: "10.0.0.2:7447".into(),
+                    site: Some("home".into()),
+                }],
+                segments: vec![TrackSegment {
+                    k: 1,
+                    m: 1,
+                    shard_len: 1 << 20,
+                    shards: vec![([7; 32], [9; 32]), ([9; 32], [7; 32])],
+                    lease_until: 1_800_000_000,
+                }],
+            },
+        ),
+        (
+            "request-locate",
+            Request::Locate {
+                owner: [9; 32],
+                shards: vec![[7; 32]],
+            },
+        ),
+        (
             "request-drain",
             Request::Drain {
                 draining: true,
@@ -127,6 +154,11 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
                     draining: false,
                 },
             }),
+        ),
+        ("response-tracked", Response::Tracked { segments: 3 }),
+        (
+            "response-locations",
+            Response::Locations(vec![Some([9; 32]), None]),
         ),
         (
             "response-ownership",

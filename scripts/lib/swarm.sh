@@ -26,16 +26,27 @@ swarm_build() {
   cargo build --release --locked --quiet --bin cairnd --bin cairn
 }
 
-# swarm_start N: an owner identity, then N nodes that allow its client,
-# added to the owner's node list, each its own site. Waits until all listen.
+# swarm_start N: an owner identity, then N nodes that admit its client and
+# each other (node 1, the owner's steward, dials the others to audit and
+# repair), added to the owner's node list, each its own site. Node 1 is the
+# steward. Waits until all listen. CAIRN_GRACE_S (default 10) is how long
+# a node may be gone before its shards are rebuilt elsewhere.
 swarm_start() {
-  local nodes="$1" i dir port id base client_key
+  local nodes="$1" i dir port base client_key allow
   cairn init >"$work/init.txt"
   client_key="$(awk '/^Client key:/ {print $3}' "$work/init.txt")"
   base=$((20000 + RANDOM % 30000))
+  allow="\"$client_key\""
   for i in $(seq 1 "$nodes"); do
     dir="$work/node$i"
     mkdir -p "$dir/disk"
+    # The key first: every node's allow list names every node.
+    printf 'state_dir = "%s"\ndisks = ["%s"]\n' "$dir/state" "$dir/disk" >"$dir/id.toml"
+    "$bin/cairnd" --config "$dir/id.toml" --print-id >"$dir/id"
+    allow="$allow, \"$(cat "$dir/id")\""
+  done
+  for i in $(seq 1 "$nodes"); do
+    dir="$work/node$i"
     port=$((base + i))
     cat >"$dir/cairnd.toml" <<CONF
 state_dir = "$dir/state"
@@ -44,14 +55,19 @@ disks = ["$dir/disk"]
 [store]
 reserve_mib = 0
 [network]
-allow = ["$client_key"]
+allow = [$allow]
+[steward]
+grace_s = ${CAIRN_GRACE_S:-10}
+tick_s = 1
 CONF
-    id="$("$bin/cairnd" --config "$dir/cairnd.toml" --print-id)"
-    echo "$id" >"$dir/id"
     "$bin/cairnd" --config "$dir/cairnd.toml" 2>"$dir/log" &
     swarm_pids+=($!)
     echo "$!" >"$dir/pid"
-    cairn add-node "$id" "127.0.0.1:$port" --site "house-$i"
+    if [ "$i" = 1 ]; then
+      cairn add-node "$(cat "$dir/id")" "127.0.0.1:$port" --site "house-$i" --steward
+    else
+      cairn add-node "$(cat "$dir/id")" "127.0.0.1:$port" --site "house-$i"
+    fi
   done
   for i in $(seq 1 "$nodes"); do
     for _ in $(seq 1 100); do
@@ -63,6 +79,26 @@ CONF
       cat "$work/node$i/log" >&2
       exit 1
     fi
+  done
+}
+
+# swarm_weakest: the fewest healthy shards of any segment of any file.
+swarm_weakest() {
+  cairn --json status | python3 -c 'import json,sys; print(min(json.loads(l)["healthy_shards_min"] for l in sys.stdin))'
+}
+
+# swarm_wait_full TOTAL SECONDS: waits until every segment has TOTAL healthy
+# shards again; fails after SECONDS.
+swarm_wait_full() {
+  local total="$1" limit="$2" start
+  start=$(date +%s)
+  while [ "$(swarm_weakest)" -lt "$total" ]; do
+    if [ $(($(date +%s) - start)) -ge "$limit" ]; then
+      echo "no full redundancy after $limit s; the steward (node 1) said:" >&2
+      grep -i steward "$work/node1/log" | tail -20 >&2
+      exit 1
+    fi
+    sleep 1
   done
 }
 
