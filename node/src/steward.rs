@@ -136,9 +136,33 @@ pub struct RepairTask {
     /// Holders of the segment's healthy shards: new holders must differ,
     /// and together they must pass the placement check.
     pub keep: Vec<(usize, NodeId)>,
-    /// Nodes not to place on: those marked bad or down now.
+    /// Nodes not to place on: bad, down or draining.
     pub avoid: Vec<NodeId>,
     /// The lease to give rebuilt shards.
+    pub lease_until: u64,
+}
+
+/// Move one shard off a draining holder: read it there (one shard, not
+/// k: the holder still has it), store it on a new node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MoveTask {
+    /// The segment.
+    pub segment: SegmentId,
+    /// Whose.
+    pub owner: OwnerId,
+    /// Its coding.
+    pub coding: Coding,
+    /// Bytes per shard.
+    pub shard_len: u64,
+    /// The shard's index and id.
+    pub shard: (usize, ShardId),
+    /// The draining holder.
+    pub from: NodeId,
+    /// Holders of the segment's other shards: the new holder must differ.
+    pub keep: Vec<(usize, NodeId)>,
+    /// Nodes not to place on: bad, down or draining.
+    pub avoid: Vec<NodeId>,
+    /// The lease to give the moved shard.
     pub lease_until: u64,
 }
 
@@ -189,6 +213,9 @@ struct Holder {
     down_since: Option<u64>,
     failures_in_a_row: u32,
     bad: bool,
+    /// Its owner is taking it out: move its shards elsewhere.
+    #[serde(default)]
+    draining: bool,
 }
 
 /// The steward table and its decisions.
@@ -295,6 +322,20 @@ impl Steward {
     pub fn node_down(&mut self, node: NodeId, now: u64) {
         let holder = self.holders.entry(node).or_default();
         holder.down_since.get_or_insert(now);
+    }
+
+    /// A holder's owner started (or stopped) draining it.
+    pub fn node_draining(&mut self, node: NodeId, draining: bool) {
+        self.holders.entry(node).or_default().draining = draining;
+    }
+
+    /// Shards still held by a draining node.
+    pub fn held_by(&self, node: &NodeId) -> usize {
+        self.segments
+            .values()
+            .flat_map(|s| &s.slots)
+            .filter(|slot| slot.holder == *node)
+            .count()
     }
 
     /// Whether a holder is marked bad (it failed audits repeatedly).
@@ -409,6 +450,45 @@ impl Steward {
         tasks
     }
 
+    /// Shards to move off draining holders, at most one task per segment at
+    /// a time (a segment being repaired waits). Each is handed out once
+    /// until reported back ([`Steward::repaired`] or [`Steward::repair_failed`]).
+    pub fn moves(&mut self, now: u64) -> Vec<MoveTask> {
+        let mut tasks = Vec::new();
+        for (id, segment) in &self.segments {
+            if self.repairing.contains(id) {
+                continue;
+            }
+            let draining = segment.slots.iter().enumerate().find(|(_, slot)| {
+                self.healthy(slot) && self.holders.get(&slot.holder).is_some_and(|h| h.draining)
+            });
+            let Some((index, slot)) = draining else {
+                continue;
+            };
+            tasks.push(MoveTask {
+                segment: *id,
+                owner: segment.owner,
+                coding: segment.coding,
+                shard_len: segment.shard_len,
+                shard: (index, slot.shard),
+                from: slot.holder,
+                keep: segment
+                    .slots
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, s)| *i != index && self.healthy(s))
+                    .map(|(i, s)| (i, s.holder))
+                    .collect(),
+                avoid: self.unplaceable(),
+                lease_until: segment.lease_until.max(now + self.policy.lease_s),
+            });
+        }
+        for task in &tasks {
+            self.repairing.insert(task.segment);
+        }
+        tasks
+    }
+
     /// Segments whose healthy shards are fewer than k: unreadable until a
     /// holder comes back.
     pub fn unreadable(&self, now: u64) -> Vec<SegmentId> {
@@ -510,6 +590,18 @@ impl Steward {
         }
     }
 
+    /// Nodes no shard should go to now: bad, down or draining.
+    fn unplaceable(&self) -> Vec<NodeId> {
+        let mut nodes: Vec<NodeId> = self
+            .holders
+            .iter()
+            .filter(|(_, h)| h.bad || h.down_since.is_some() || h.draining)
+            .map(|(node, _)| *node)
+            .collect();
+        nodes.sort();
+        nodes
+    }
+
     fn plan_repair(&self, id: SegmentId, segment: &Segment, now: u64) -> Option<RepairTask> {
         let k = usize::from(segment.coding.k);
         let margin = usize::from(self.policy.repair_margin.unwrap_or(segment.coding.m));
@@ -560,12 +652,7 @@ impl Steward {
             sources,
             lost,
             keep: healthy.iter().map(|(i, s)| (*i, s.holder)).collect(),
-            avoid: self
-                .holders
-                .iter()
-                .filter(|(_, h)| h.bad || h.down_since.is_some())
-                .map(|(node, _)| *node)
-                .collect(),
+            avoid: self.unplaceable(),
             lease_until: segment.lease_until.max(now + self.policy.lease_s),
         })
     }
@@ -671,6 +758,34 @@ mod tests {
             "a bad holder's other shards are lost too"
         );
         assert!(steward.audits(now, 100).iter().all(|t| t.holder != node(5)));
+    }
+
+    #[test]
+    fn a_draining_holder_is_emptied_one_shard_per_segment_at_a_time() {
+        let mut steward = Steward::new(policy());
+        let ids: Vec<SegmentId> = (1..=3)
+            .map(|seed| steward.track(segment(seed), 0))
+            .collect();
+        assert!(steward.moves(10).is_empty());
+        steward.node_draining(node(2), true);
+        assert_eq!(steward.held_by(&node(2)), 3);
+        let moves = steward.moves(10);
+        assert_eq!(moves.len(), 3, "one per segment");
+        for task in &moves {
+            assert_eq!(task.from, node(2));
+            assert!(task.avoid.contains(&node(2)), "never back onto it");
+            assert_eq!(task.keep.len(), 5);
+        }
+        assert!(steward.moves(11).is_empty(), "handed out once");
+        assert!(steward.repairs(11).is_empty(), "draining is not a loss");
+        for task in &moves {
+            steward.repaired(task.segment, &[(task.shard.0, node(9))], 12);
+        }
+        assert_eq!(steward.held_by(&node(2)), 0);
+        assert!(steward.moves(13).is_empty());
+        for id in ids {
+            assert_eq!(steward.redundancy(id, 13).unwrap().healthy, 6);
+        }
     }
 
     #[test]

@@ -1,7 +1,9 @@
-//! Repair with real processes: 8 `cairnd` on loopback, node 1 the owner's
-//! steward (a 3-second grace, a 1-second round). Store files, stop 2 nodes
-//! for good, wait until `cairn status` reports full redundancy again,
-//! stop 2 more, and read every file back bit-exact.
+//! Repair with real processes: 9 `cairnd` on loopback, node 1 the owner's
+//! steward (a 3-second grace, a 1-second round). Store files; drain the
+//! owner's node 9 and wait until the steward has moved every shard off it,
+//! then stop it (nothing is lost); stop 2 nodes for good, wait until
+//! `cairn status` reports full redundancy again, stop 2 more, and read
+//! every file back bit-exact.
 
 mod common;
 
@@ -11,7 +13,7 @@ use cairn_node::ids::NodeId;
 use common::daemon::Daemon;
 use common::owner::Owner;
 
-const NODES: usize = 8;
+const NODES: usize = 9;
 
 /// The fewest healthy shards of any segment of any file, per `cairn status`.
 fn weakest(owner: &Owner) -> u64 {
@@ -31,8 +33,26 @@ fn lost_nodes_are_repaired_and_files_survive_more_losses() {
     // Nodes must admit each other (the steward dials holders with its own
     // key); membership by invite is not there yet, so they admit any key.
     let steward_config = "allow_any = true\n[steward]\ngrace_s = 3\ntick_s = 1\n";
+    // The last node is the owner's (claimed), so the owner may drain it.
+    let owner_hex = init[0]["owner"].as_str().unwrap().to_owned();
+    let owned = format!(
+        "[owner]\nowner = '{owner_hex}'\nclient = '{}'\nsince = 0\n",
+        client.to_hex()
+    );
     let mut nodes: Vec<Option<Daemon>> = (0..NODES)
-        .map(|_| Some(Daemon::start_configured(&[client], &[], steward_config)))
+        .map(|i| {
+            let files = if i == NODES - 1 {
+                vec![("state/ownership.toml", owned.clone())]
+            } else {
+                Vec::new()
+            };
+            Some(Daemon::start_with_files(
+                &[client],
+                &[],
+                steward_config,
+                &files,
+            ))
+        })
         .collect();
     for (i, node) in nodes.iter().enumerate() {
         let node = node.as_ref().unwrap();
@@ -64,6 +84,27 @@ fn lost_nodes_are_repaired_and_files_survive_more_losses() {
         files.push((path, bytes));
     }
     assert_eq!(weakest(&owner), 6, "full redundancy after the put");
+
+    // Drain the last node: the steward moves its shards away; then it can go.
+    let last = nodes[NODES - 1].as_ref().unwrap();
+    let drained = owner.json(&["drain", &last.id.to_human()]);
+    assert_eq!(drained[0]["draining"], true);
+    let held = drained[0]["shards"].as_u64().unwrap();
+    assert!(held > 0, "the last node held some shards");
+    let started = Instant::now();
+    while !nodes[0].as_ref().unwrap().log().contains(&format!(
+        "node {} holds none of the shards",
+        last.id.to_human()
+    )) {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the steward did not empty the draining node within 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    eprintln!("drained {held} shards in {:?}", started.elapsed());
+    nodes[NODES - 1].take().unwrap().stop();
+    assert_eq!(weakest(&owner), 6, "nothing was left on the drained node");
 
     // Two nodes gone for good (not the steward).
     for i in [2, 3] {

@@ -24,7 +24,9 @@ use crate::client::segment::{self, Coding};
 use crate::identity::Identity;
 use crate::ids::{NodeId, OwnerId, ShardId};
 use crate::proto::{ErrorCode, NodeAddr, TrackSegment};
-use crate::steward::{AuditOutcome, AuditTask, RepairTask, Steward, StewardPolicy, TrackedSegment};
+use crate::steward::{
+    AuditOutcome, AuditTask, MoveTask, RepairTask, Steward, StewardPolicy, TrackedSegment,
+};
 
 const FILE: &str = "steward.bin";
 /// How long a holder may take to connect and answer a liveness question;
@@ -232,6 +234,7 @@ impl StewardService {
         self.check_liveness(pool).await;
         self.run_audits(pool).await;
         self.run_repairs(pool).await;
+        self.run_moves(pool).await;
         self.run_renewals(pool).await;
     }
 
@@ -252,15 +255,20 @@ impl StewardService {
                 continue;
             };
             let pool = Arc::clone(pool);
-            asks.spawn(async move { (node, pool.probe(node, &addr).await.is_some()) });
+            asks.spawn(async move {
+                let answer = pool.probe(node, &addr).await;
+                (node, answer.map(|(_, stat)| stat.ownership.draining))
+            });
         }
         let now = unix_now();
-        for (node, up) in asks.join_all().await {
+        for (node, answer) in asks.join_all().await {
             let mut state = lock(&self.state);
-            if up {
-                state.steward.node_up(node);
-            } else {
-                state.steward.node_down(node, now);
+            match answer {
+                Some(draining) => {
+                    state.steward.node_up(node);
+                    state.steward.node_draining(node, draining);
+                }
+                None => state.steward.node_down(node, now),
             }
         }
     }
@@ -313,6 +321,41 @@ impl StewardService {
                 }
                 Err(e) => {
                     warn!("steward: a repair failed and will be tried again: {e}");
+                    lock(&self.state).steward.repair_failed(task.segment);
+                }
+            }
+        }
+    }
+
+    async fn run_moves(&self, pool: &Arc<Pool>) {
+        let tasks = lock(&self.state).steward.moves(unix_now());
+        let directory = self.directory();
+        for task in tasks {
+            match move_shard(pool, &task, &directory).await {
+                Ok((to, bytes)) => {
+                    self.repair_read.fetch_add(bytes, Ordering::Relaxed);
+                    self.repair_written.fetch_add(bytes, Ordering::Relaxed);
+                    info!(
+                        "steward: moved shard {} off draining node {} to {}",
+                        task.shard.1,
+                        task.from.to_human(),
+                        to.to_human()
+                    );
+                    let mut state = lock(&self.state);
+                    state
+                        .steward
+                        .repaired(task.segment, &[(task.shard.0, to)], unix_now());
+                    if state.steward.held_by(&task.from) == 0 {
+                        info!(
+                            "steward: node {} holds none of the shards this steward keeps any more",
+                            task.from.to_human()
+                        );
+                    }
+                }
+                Err(e) => {
+                    warn!(
+                        "steward: moving a shard off a draining node failed and will be tried again: {e}"
+                    );
                     lock(&self.state).steward.repair_failed(task.segment);
                 }
             }
@@ -498,58 +541,19 @@ async fn repair(
         }
     }
 
-    // Where to put them: nodes that answer, have room, are not draining,
-    // hold nothing of this segment, and are not marked bad.
-    let keep: Vec<NodeId> = task.keep.iter().map(|(_, n)| *n).collect();
-    let mut probes = JoinSet::new();
-    for (node, (addr, site)) in directory {
-        if keep.contains(node) || task.avoid.contains(node) {
-            continue;
-        }
-        let (pool, node, addr, site) = (Arc::clone(pool), *node, addr.clone(), site.clone());
-        probes.spawn(async move {
-            let (_, stat) = pool.probe(node, &addr).await?;
-            (!stat.ownership.draining).then(|| Candidate {
-                node,
-                site,
-                free: stat.disks.iter().map(|d| d.free).sum(),
-            })
-        });
-    }
-    let mut candidates: Vec<Candidate> = probes.join_all().await.into_iter().flatten().collect();
-    // Join order is completion order: sort so placement depends only on the seed.
-    candidates.sort_by_key(|c| c.node);
-    let used_sites: Vec<Option<String>> = keep
-        .iter()
-        .map(|n| directory.get(n).and_then(|(_, site)| site.clone()))
-        .collect();
-    let fresh: Vec<Candidate> = candidates
-        .iter()
-        .filter(|c| c.site.is_none() || !used_sites.contains(&c.site))
-        .cloned()
-        .collect();
-    let mut seed = [0u8; 32];
-    seed[..].copy_from_slice(&task.segment.0);
-    let new = placement::place_n(&fresh, task.coding, want.len(), task.shard_len, seed, &keep)
-        .or_else(|_| {
-            placement::place_n(
-                &candidates,
-                task.coding,
-                want.len(),
-                task.shard_len,
-                seed,
-                &keep,
-            )
-        })
-        .map_err(|e| e.to_string())?;
-    let mut holders = vec![NodeId([0; 32]); task.coding.total()];
-    for (index, node) in &task.keep {
-        holders[*index] = *node;
-    }
-    for (index, node) in want.iter().zip(&new) {
-        holders[*index] = *node;
-    }
-    placement::check(&holders, task.coding).map_err(|e| e.to_string())?;
+    let new = place_new(
+        pool,
+        directory,
+        Placing {
+            coding: task.coding,
+            keep: &task.keep,
+            indices: &want,
+            shard_len: task.shard_len,
+            avoid: &task.avoid,
+            seed: task.segment.0,
+        },
+    )
+    .await?;
 
     let mut written = 0;
     let mut moved = Vec::new();
@@ -569,6 +573,125 @@ async fn repair(
         read,
         written,
     })
+}
+
+/// Moves one shard off a draining holder: read there (verified), stored on
+/// a new node. Returns the new holder and the bytes moved.
+async fn move_shard(
+    pool: &Arc<Pool>,
+    task: &MoveTask,
+    directory: &BTreeMap<NodeId, (String, Option<String>)>,
+) -> Result<(NodeId, u64), String> {
+    let (index, shard) = task.shard;
+    let (addr, _) = directory
+        .get(&task.from)
+        .ok_or_else(|| format!("no address known for node {}", task.from.to_human()))?;
+    let bytes = pool
+        .peer(task.from, addr)
+        .await
+        .map_err(|e| e.to_string())?
+        .get(shard)
+        .await
+        .map_err(|e| format!("reading shard {shard} from {}: {e}", task.from.to_human()))?;
+    let mut avoid = task.avoid.clone();
+    avoid.push(task.from);
+    let new = place_new(
+        pool,
+        directory,
+        Placing {
+            coding: task.coding,
+            keep: &task.keep,
+            indices: &[index],
+            shard_len: task.shard_len,
+            avoid: &avoid,
+            seed: task.segment.0,
+        },
+    )
+    .await?;
+    let to = new[0];
+    let (to_addr, _) = directory
+        .get(&to)
+        .ok_or_else(|| format!("no address known for node {}", to.to_human()))?;
+    pool.peer(to, to_addr)
+        .await
+        .map_err(|e| e.to_string())?
+        .put(shard, &bytes, task.owner, task.lease_until)
+        .await
+        .map_err(|e| format!("storing on {}: {e}", to.to_human()))?;
+    Ok((to, bytes.len() as u64))
+}
+
+/// What a placement of rebuilt or moved shards must respect.
+struct Placing<'a> {
+    coding: Coding,
+    /// The segment's other holders, by index: they stay.
+    keep: &'a [(usize, NodeId)],
+    /// The indices to place.
+    indices: &'a [usize],
+    shard_len: u64,
+    /// Nodes never to use.
+    avoid: &'a [NodeId],
+    /// Seeds the weighted draw (the segment id: the same plan on a retry).
+    seed: [u8; 32],
+}
+
+/// New holders for the shards at `indices`: nodes that answer, have room,
+/// are not draining, hold nothing of the segment and are not in `avoid`;
+/// on sites the segment does not use where possible. The whole segment's
+/// holders then pass the placement check (never k on one node).
+async fn place_new(
+    pool: &Arc<Pool>,
+    directory: &BTreeMap<NodeId, (String, Option<String>)>,
+    placing: Placing<'_>,
+) -> Result<Vec<NodeId>, String> {
+    let Placing {
+        coding,
+        keep,
+        indices,
+        shard_len,
+        avoid,
+        seed,
+    } = placing;
+    let kept: Vec<NodeId> = keep.iter().map(|(_, n)| *n).collect();
+    let mut probes = JoinSet::new();
+    for (node, (addr, site)) in directory {
+        if kept.contains(node) || avoid.contains(node) {
+            continue;
+        }
+        let (pool, node, addr, site) = (Arc::clone(pool), *node, addr.clone(), site.clone());
+        probes.spawn(async move {
+            let (_, stat) = pool.probe(node, &addr).await?;
+            (!stat.ownership.draining).then(|| Candidate {
+                node,
+                site,
+                free: stat.disks.iter().map(|d| d.free).sum(),
+            })
+        });
+    }
+    let mut candidates: Vec<Candidate> = probes.join_all().await.into_iter().flatten().collect();
+    // Join order is completion order: sort so placement depends only on the seed.
+    candidates.sort_by_key(|c| c.node);
+    let used_sites: Vec<Option<String>> = kept
+        .iter()
+        .map(|n| directory.get(n).and_then(|(_, site)| site.clone()))
+        .collect();
+    let fresh: Vec<Candidate> = candidates
+        .iter()
+        .filter(|c| c.site.is_none() || !used_sites.contains(&c.site))
+        .cloned()
+        .collect();
+    let new = placement::place_n(&fresh, coding, indices.len(), shard_len, seed, &kept)
+        .or_else(|_| placement::place_n(&candidates, coding, indices.len(), shard_len, seed, &kept))
+        .map_err(|e| e.to_string())?;
+    let mut holders = vec![NodeId([0; 32]); coding.total()];
+    for (index, node) in keep {
+        holders[*index] = *node;
+    }
+    for (index, node) in indices.iter().zip(&new) {
+        holders[*index] = *node;
+    }
+    placement::check(&holders, coding).map_err(|e| e.to_string())?;
+    Ok(new)
 }
 
 fn unix_now() -> u64 {

@@ -47,7 +47,23 @@ impl Daemon {
     /// Starts a daemon with `extra` appended to its configuration (`{dir}`
     /// is its directory).
     pub fn start_configured(allow: &[NodeId], env: &[(&str, &str)], extra: &str) -> Self {
+        Self::start_with_files(allow, env, extra, &[])
+    }
+
+    /// Like [`Self::start_configured`], with files written (relative to its
+    /// directory) before it starts: say, `state/ownership.toml`.
+    pub fn start_with_files(
+        allow: &[NodeId],
+        env: &[(&str, &str)],
+        extra: &str,
+        files: &[(&str, String)],
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
+        for (name, text) in files {
+            let path = dir.path().join(name);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        }
         std::fs::create_dir(dir.path().join("board")).unwrap();
         std::fs::write(dir.path().join("board/button"), "0").unwrap();
         let disk = dir.path().join("disk1");
