@@ -7,6 +7,7 @@ pub mod client;
 pub mod daemon_config;
 pub mod identity;
 pub mod ids;
+pub mod membership;
 pub mod net;
 pub mod ownership;
 pub mod proto;

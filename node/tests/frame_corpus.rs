@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use cairn_node::proto::frame::{check_decoder, encode_frame};
+use cairn_node::proto::membership::{MemberCert, Removal, Role};
 use cairn_node::proto::root::RootRecord;
 use cairn_node::proto::{
     DiskInfo, ErrorCode, Hello, NodeAddr, OwnershipInfo, Request, Response, StatInfo, TrackSegment,
@@ -21,6 +22,13 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         owner: [9; 32],
         seq: 3,
         payload: vec![2; 8],
+        signature: vec![1; 64],
+    };
+    let cert = MemberCert {
+        swarm: [9; 32],
+        member: [7; 32],
+        role: Role::Node,
+        not_after: 1_800_000_000,
         signature: vec![1; 64],
     };
     let requests = [
@@ -99,6 +107,17 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
                 }],
             },
         ),
+        ("request-join", Request::Join { cert: cert.clone() }),
+        (
+            "request-remove",
+            Request::Remove {
+                removal: Removal {
+                    swarm: [9; 32],
+                    member: [7; 32],
+                    signature: vec![1; 64],
+                },
+            },
+        ),
         (
             "request-locate",
             Request::Locate {
@@ -156,6 +175,8 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
             }),
         ),
         ("response-tracked", Response::Tracked { segments: 3 }),
+        ("response-joined", Response::Joined { swarm: [9; 32] }),
+        ("response-removed", Response::Removed),
         (
             "response-locations",
             Response::Locations(vec![Some([9; 32]), None]),
@@ -173,6 +194,7 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         software: "cairnd 0.1.0".into(),
         max_shard: 16 << 20,
         refused: Some("key cn… is not allowed on this node".into()),
+        member: None,
     };
     let mut out: Vec<_> = requests
         .into_iter()

@@ -30,9 +30,10 @@ fn lost_nodes_are_repaired_and_files_survive_more_losses() {
     let owner = Owner::new();
     let init = owner.json(&["init"]);
     let client = NodeId::from_human(init[0]["client_key"].as_str().unwrap()).unwrap();
-    // Nodes must admit each other (the steward dials holders with its own
-    // key); membership by invite is not there yet, so they admit any key.
-    let steward_config = "allow_any = true\n[steward]\ngrace_s = 3\ntick_s = 1\n";
+    // The owner founds a swarm and invites every node: members admit each
+    // other (the steward dials holders with its own key).
+    owner.json(&["swarm", "create"]);
+    let steward_config = "[steward]\ngrace_s = 3\ntick_s = 1\n";
     // The last node is the owner's (claimed), so the owner may drain it.
     let owner_hex = init[0]["owner"].as_str().unwrap().to_owned();
     let owned = format!(
@@ -69,6 +70,10 @@ fn lost_nodes_are_repaired_and_files_survive_more_losses() {
         }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         assert!(owner.run(&args, None).status.success());
+        let id = node.id.to_human();
+        let invite = owner.run(&["swarm", "invite", &id], None);
+        let ticket = String::from_utf8(invite.stdout).unwrap();
+        owner.json(&["join", &id, "--invite", ticket.trim()]);
     }
 
     let dir = tempfile::tempdir().unwrap();

@@ -301,6 +301,7 @@ async fn nodes_see_no_plaintext_no_names_and_fewer_than_k_shards_and_the_phrase_
         nodes,
         Coding::default(),
         Duration::from_secs(20),
+        None,
     )
     .unwrap();
     let (_, pointer) = client.latest_root().await.unwrap().unwrap();

@@ -26,27 +26,21 @@ swarm_build() {
   cargo build --release --locked --quiet --bin cairnd --bin cairn
 }
 
-# swarm_start N: an owner identity, then N nodes that admit its client and
-# each other (node 1, the owner's steward, dials the others to audit and
-# repair), added to the owner's node list, each its own site. Node 1 is the
-# steward. Waits until all listen. CAIRN_GRACE_S (default 10) is how long
-# a node may be gone before its shards are rebuilt elsewhere.
+# swarm_start N: an owner identity and a swarm it founds, then N nodes
+# that admit its client as their administrator, each invited into the
+# swarm (so members admit each other: node 1, the owner's steward, dials
+# the others to audit and repair), added to the owner's node list, each
+# its own site. Waits until all listen. CAIRN_GRACE_S (default 10) is how
+# long a node may be gone before its shards are rebuilt elsewhere.
 swarm_start() {
-  local nodes="$1" i dir port base client_key allow
+  local nodes="$1" i dir port id base client_key
   cairn init >"$work/init.txt"
   client_key="$(awk '/^Client key:/ {print $3}' "$work/init.txt")"
+  cairn swarm create >/dev/null
   base=$((20000 + RANDOM % 30000))
-  allow="\"$client_key\""
   for i in $(seq 1 "$nodes"); do
     dir="$work/node$i"
     mkdir -p "$dir/disk"
-    # The key first: every node's allow list names every node.
-    printf 'state_dir = "%s"\ndisks = ["%s"]\n' "$dir/state" "$dir/disk" >"$dir/id.toml"
-    "$bin/cairnd" --config "$dir/id.toml" --print-id >"$dir/id"
-    allow="$allow, \"$(cat "$dir/id")\""
-  done
-  for i in $(seq 1 "$nodes"); do
-    dir="$work/node$i"
     port=$((base + i))
     cat >"$dir/cairnd.toml" <<CONF
 state_dir = "$dir/state"
@@ -55,18 +49,20 @@ disks = ["$dir/disk"]
 [store]
 reserve_mib = 0
 [network]
-allow = [$allow]
+allow = ["$client_key"]
 [steward]
 grace_s = ${CAIRN_GRACE_S:-10}
 tick_s = 1
 CONF
+    id="$("$bin/cairnd" --config "$dir/cairnd.toml" --print-id)"
+    echo "$id" >"$dir/id"
     "$bin/cairnd" --config "$dir/cairnd.toml" 2>"$dir/log" &
     swarm_pids+=($!)
     echo "$!" >"$dir/pid"
     if [ "$i" = 1 ]; then
-      cairn add-node "$(cat "$dir/id")" "127.0.0.1:$port" --site "house-$i" --steward
+      cairn add-node "$id" "127.0.0.1:$port" --site "house-$i" --steward
     else
-      cairn add-node "$(cat "$dir/id")" "127.0.0.1:$port" --site "house-$i"
+      cairn add-node "$id" "127.0.0.1:$port" --site "house-$i"
     fi
   done
   for i in $(seq 1 "$nodes"); do
@@ -79,6 +75,8 @@ CONF
       cat "$work/node$i/log" >&2
       exit 1
     fi
+    id="$(cat "$work/node$i/id")"
+    cairn join "$id" --invite "$(cairn swarm invite "$id")" >/dev/null
   done
 }
 

@@ -19,6 +19,7 @@ use cairn_node::client::keys::OwnerSecret;
 use cairn_node::client::segment::{Coding, TAG_LEN};
 use cairn_node::client::swarm::{Swarm, TransferStats};
 use cairn_node::ids::{NodeId, OwnerId};
+use cairn_node::proto::membership::{MemberCert, Removal, Role};
 
 /// The owner's tool: store files in your Cairn swarm and get them back.
 #[derive(Parser)]
@@ -136,6 +137,47 @@ enum Command {
         /// Only paths starting with this.
         prefix: Option<String>,
     },
+    /// Found a swarm, invite to it, accept an invite, remove a member.
+    #[command(subcommand)]
+    Swarm(SwarmCommand),
+    /// Make one of your nodes join your swarm with its invite ticket.
+    Join {
+        /// The node id (cn…), one of your nodes.
+        node: String,
+        /// The node's invite ticket (cairn-invite:…), from the swarm's founder.
+        #[arg(long)]
+        invite: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum SwarmCommand {
+    /// Found a swarm: your owner key becomes its authority, its public key
+    /// the swarm id; your client becomes its first member.
+    Create,
+    /// Invite a node (its node id) or another owner (their client key,
+    /// with --client) into your swarm: prints the ticket to hand over.
+    Invite {
+        /// The node id or client key (cn…).
+        key: String,
+        /// Invite an owner's client, not a node.
+        #[arg(long)]
+        client: bool,
+        /// Days the membership lasts (renew by inviting again).
+        #[arg(long, default_value_t = 365)]
+        days: u64,
+    },
+    /// Accept an invite for your client (from a swarm's founder).
+    Accept {
+        /// The ticket (cairn-invite:…).
+        ticket: String,
+    },
+    /// Remove a member (node id or client key) from your swarm: every node
+    /// you know is told, and refuses it from then on.
+    Remove {
+        /// The member's key (cn…).
+        key: String,
+    },
 }
 
 /// The client's settings file, `client.toml`.
@@ -149,6 +191,9 @@ struct ClientConfig {
     /// Seconds one request may take.
     #[serde(default = "default_timeout")]
     timeout_s: u64,
+    /// This client's swarm membership certificate (a ticket).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    member: Option<String>,
     /// The node that stewards this owner's data (audits, repairs, renews).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     steward: Option<String>,
@@ -178,6 +223,7 @@ impl Default for ClientConfig {
             m: coding.m,
             timeout_s: default_timeout(),
             steward: None,
+            member: None,
             nodes: Vec::new(),
         }
     }
@@ -319,12 +365,19 @@ fn bare_swarm(home: &Home, extra: Option<NodeEntry>) -> anyhow::Result<(Arc<Swar
         m: config.m,
     };
     coding.validate()?;
+    let member = config
+        .member
+        .as_deref()
+        .map(MemberCert::from_ticket)
+        .transpose()
+        .context("client.toml: member")?;
     let swarm = Swarm::new(
         secret.keys(),
         secret.client_key(),
         nodes,
         coding,
         Duration::from_secs(config.timeout_s),
+        member,
     )?;
     Ok((swarm, secret))
 }
@@ -778,6 +831,116 @@ async fn audit_blob(swarm: &Arc<Swarm>, blob: &BlobRef) -> (usize, usize) {
     (worst, coding.total())
 }
 
+const DAY_S: u64 = 24 * 3600;
+
+async fn swarm_command(home: &Home, command: SwarmCommand, json: bool) -> anyhow::Result<()> {
+    let secret = home.secret()?;
+    let keys = secret.keys();
+    let me = keys.owner_id();
+    let mut config = home.config()?;
+    let current = config
+        .member
+        .as_deref()
+        .map(MemberCert::from_ticket)
+        .transpose()
+        .context("client.toml: member")?;
+    let founded = current.as_ref().is_some_and(|c| c.swarm == me.0);
+    let must_found = || -> anyhow::Result<()> {
+        match &current {
+            Some(c) if c.swarm != me.0 => bail!(
+                "only the founder of swarm {} can do this; ask them",
+                OwnerId(c.swarm).to_hex()
+            ),
+            None => bail!("you are in no swarm; found one with `cairn swarm create`"),
+            _ => Ok(()),
+        }
+    };
+    match command {
+        SwarmCommand::Create => {
+            if let Some(c) = &current {
+                bail!(
+                    "you are in swarm {} already{}",
+                    OwnerId(c.swarm).to_hex(),
+                    if founded { " (you founded it)" } else { "" }
+                );
+            }
+            let cert = MemberCert::issue(
+                &keys.signing,
+                &secret.client_id(),
+                Role::Client,
+                unix_now() + 365 * DAY_S,
+            );
+            config.member = Some(cert.to_ticket());
+            home.save_config(&config)?;
+            if json {
+                println!("{}", serde_json::json!({"swarm": me.to_hex()}));
+            } else {
+                println!(
+                    "founded swarm {}; invite nodes with `cairn swarm invite <node id>`",
+                    me.to_hex()
+                );
+            }
+        }
+        SwarmCommand::Invite { key, client, days } => {
+            must_found()?;
+            let member = NodeId::from_human(&key).with_context(|| format!("key {key}"))?;
+            let role = if client { Role::Client } else { Role::Node };
+            let cert = MemberCert::issue(&keys.signing, &member, role, unix_now() + days * DAY_S);
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"ticket": cert.to_ticket(), "not_after": cert.not_after})
+                );
+            } else {
+                println!("{}", cert.to_ticket());
+            }
+        }
+        SwarmCommand::Accept { ticket } => {
+            let cert = MemberCert::from_ticket(&ticket)?;
+            if cert.role != Role::Client {
+                bail!("that ticket admits a node; give it to the node with `cairn join`");
+            }
+            cert.verify(&OwnerId(cert.swarm), &secret.client_id(), unix_now())
+                .context("the ticket does not admit this client")?;
+            config.member = Some(cert.to_ticket());
+            home.save_config(&config)?;
+            println!(
+                "your client is a member of swarm {}",
+                OwnerId(cert.swarm).to_hex()
+            );
+        }
+        SwarmCommand::Remove { key } => {
+            must_found()?;
+            let member = NodeId::from_human(&key).with_context(|| format!("key {key}"))?;
+            let removal = Removal::issue(&keys.signing, &member);
+            let (swarm, _) = bare_swarm(home, None)?;
+            let mut told = 0;
+            for node in swarm.nodes() {
+                if node.id == member {
+                    continue;
+                }
+                match swarm.peer(node.id).await {
+                    Ok(peer) => match peer.remove(removal.clone()).await {
+                        Ok(()) => told += 1,
+                        Err(e) => eprintln!("cairn: {} did not take it: {e}", node.id.to_human()),
+                    },
+                    Err(e) => eprintln!("cairn: {} unreachable: {e}", node.id.to_human()),
+                }
+            }
+            swarm.close().await;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"removed": key, "nodes_told": told})
+                );
+            } else {
+                println!("removed {key}: {told} nodes told; they refuse it from now on");
+            }
+        }
+    }
+    Ok(())
+}
+
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
@@ -1144,6 +1307,26 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 );
             } else {
                 println!("removed {path} (earlier versions stay readable with --version or --at)");
+            }
+        }
+        Command::Swarm(command) => swarm_command(&home, command, json).await?,
+        Command::Join { node, invite } => {
+            let id = NodeId::from_human(&node).with_context(|| format!("node id {node}"))?;
+            let cert = MemberCert::from_ticket(&invite)?;
+            let (swarm, _) = bare_swarm(&home, None)?;
+            let peer = swarm
+                .peer(id)
+                .await
+                .with_context(|| format!("reaching {node}"))?;
+            let joined = peer.join(cert).await?;
+            swarm.close().await;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"node": node, "swarm": joined.to_hex()})
+                );
+            } else {
+                println!("{node} joined swarm {}", joined.to_hex());
             }
         }
         Command::Status { prefix } => {

@@ -19,6 +19,8 @@ use cairn_board::health::{HealthInputs, HealthMonitor, HealthPolicy};
 use cairn_board::panel::{FrontPanel, PanelAction, PanelTiming};
 use cairn_node::daemon_config::{DEFAULT_PATH, DaemonConfig};
 use cairn_node::identity::Identity;
+use cairn_node::membership::Membership;
+use cairn_node::net::server::Services;
 use cairn_node::net::steward::{StewardConfig, StewardService};
 use cairn_node::net::tls::TransportLimits;
 use cairn_node::net::{AllowList, Server, ServerConfig};
@@ -306,13 +308,20 @@ async fn serve(
         None
     };
     let identity = server_config.identity.clone();
+    let membership = Arc::new(Membership::open(&config.state_dir, identity.id)?);
+    if let Some(swarm) = membership.swarm() {
+        info!("member of swarm {}", swarm.to_hex());
+    }
     let server = Server::bind(
         config.listen,
         server_config,
-        Arc::clone(&store),
-        roots,
-        Arc::clone(&control),
-        steward.clone(),
+        Services {
+            store: Arc::clone(&store),
+            roots,
+            control: Arc::clone(&control),
+            steward: steward.clone(),
+            membership: Arc::clone(&membership),
+        },
     )?;
     let addr = server.local_addr()?;
     serving.store(true, Ordering::Relaxed);
@@ -320,7 +329,12 @@ async fn serve(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let server = Arc::new(server);
     let steward_task = steward.map(|steward| {
-        tokio::spawn(steward.run(server.endpoint().clone(), identity, stop_rx.clone()))
+        tokio::spawn(steward.run(
+            server.endpoint().clone(),
+            identity,
+            membership,
+            stop_rx.clone(),
+        ))
     });
     let serving_task = tokio::spawn({
         let server = Arc::clone(&server);

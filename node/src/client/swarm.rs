@@ -20,6 +20,7 @@ use super::segment::{self, Coding, TAG_LEN};
 use crate::identity::Identity;
 use crate::ids::{NodeId, ShardId};
 use crate::net::{NetError, Peer};
+use crate::proto::membership::MemberCert;
 use crate::proto::root::RootRecord;
 use crate::proto::{MAX_LOCATE, MAX_TRACK, NodeAddr, TrackSegment};
 
@@ -131,6 +132,8 @@ pub struct Swarm {
     /// Erasure coding of new data.
     pub coding: Coding,
     timeout: Duration,
+    /// The client's swarm membership, shown to nodes.
+    member: Option<MemberCert>,
 }
 
 fn unix_now() -> u64 {
@@ -149,6 +152,7 @@ impl Swarm {
         nodes: Vec<NodeEntry>,
         coding: Coding,
         timeout: Duration,
+        member: Option<MemberCert>,
     ) -> Result<Arc<Self>, SwarmError> {
         let endpoint = Peer::client_endpoint(SocketAddr::from(([0, 0, 0, 0], 0)))
             .map_err(SwarmError::Endpoint)?;
@@ -161,6 +165,7 @@ impl Swarm {
             connecting: Mutex::new(HashMap::new()),
             coding,
             timeout,
+            member,
         }))
     }
 
@@ -213,9 +218,16 @@ impl Swarm {
             .and_then(|mut addrs| addrs.next())
             .ok_or_else(|| NetError::Resolve(entry.addr.clone()))?;
         let connect_timeout = self.timeout.min(CONNECT_TIMEOUT);
-        let result = Peer::connect(&self.endpoint, addr, node, &self.identity, connect_timeout)
-            .await
-            .map(|peer| Arc::new(peer.with_timeout(self.timeout)));
+        let result = Peer::connect_as(
+            &self.endpoint,
+            addr,
+            node,
+            &self.identity,
+            self.member.clone(),
+            connect_timeout,
+        )
+        .await
+        .map(|peer| Arc::new(peer.with_timeout(self.timeout)));
         let mut slots = self.slots();
         let slot = slots.entry(node).or_insert(PeerSlot {
             peer: None,

@@ -8,6 +8,7 @@ use std::time::Duration;
 use super::{NetError, handshake, read_exact, read_frame, write_frame};
 use crate::identity::Identity;
 use crate::ids::{NodeId, OwnerId, ShardId};
+use crate::proto::membership::{MemberCert, Removal};
 use crate::proto::root::RootRecord;
 use crate::proto::{
     Hello, NodeAddr, OwnershipInfo, PROTOCOL_VERSION, Request, Response, StatInfo, TrackSegment,
@@ -39,6 +40,19 @@ impl Peer {
         identity: &Identity,
         timeout: Duration,
     ) -> Result<Self, NetError> {
+        Self::connect_as(endpoint, addr, node, identity, None, timeout).await
+    }
+
+    /// Like [`Peer::connect`], showing a swarm membership certificate, so
+    /// that nodes of the swarm admit this key.
+    pub async fn connect_as(
+        endpoint: &quinn::Endpoint,
+        addr: SocketAddr,
+        node: NodeId,
+        identity: &Identity,
+        member: Option<MemberCert>,
+        timeout: Duration,
+    ) -> Result<Self, NetError> {
         let connect_error = |reason: String| NetError::Connect { addr, reason };
         let connecting = endpoint
             .connect(addr, "cairn")
@@ -52,6 +66,7 @@ impl Peer {
             software: super::server::software(),
             max_shard: 0,
             refused: None,
+            member,
         };
         let hello = handshake::initiate(&connection, identity, &node, &mine, timeout).await?;
         Ok(Self {
@@ -354,6 +369,23 @@ impl Peer {
         };
         match self.call(&request, &[]).await? {
             (Response::Tracked { segments }, _) => Ok(segments),
+            (other, _) => Err(NetError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Gives the node its swarm membership certificate (the node's owner
+    /// or an administrator only).
+    pub async fn join(&self, cert: MemberCert) -> Result<OwnerId, NetError> {
+        match self.call(&Request::Join { cert }, &[]).await? {
+            (Response::Joined { swarm }, _) => Ok(OwnerId(swarm)),
+            (other, _) => Err(NetError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Tells the node a member was removed from its swarm.
+    pub async fn remove(&self, removal: Removal) -> Result<(), NetError> {
+        match self.call(&Request::Remove { removal }, &[]).await? {
+            (Response::Removed, _) => Ok(()),
             (other, _) => Err(NetError::Unexpected(format!("{other:?}"))),
         }
     }

@@ -18,8 +18,10 @@ use super::tls::{self, TransportLimits};
 use super::{NetError, handshake, read_exact, read_frame, write_frame};
 use crate::identity::Identity;
 use crate::ids::{NodeId, OwnerId, ShardId};
+use crate::membership::{JoinError, Membership};
 use crate::ownership::{NodeControl, Ownership, OwnershipError};
 use crate::proto::limits::{self, Limits, RateLimiter, Refusal};
+use crate::proto::membership::MemberCert;
 use crate::proto::{
     DiskInfo, ErrorCode, Hello, PROTOCOL_VERSION, Request, Response, StatInfo, audit, owner,
 };
@@ -65,6 +67,20 @@ pub struct ServerConfig {
     pub body_budget: u64,
 }
 
+/// What the server serves and consults, shared with the rest of the daemon.
+pub struct Services {
+    /// The shard store.
+    pub store: Arc<ShardStore>,
+    /// Owners' root records.
+    pub roots: Arc<RootStore>,
+    /// Ownership, pairing window, health.
+    pub control: Arc<NodeControl>,
+    /// The steward, if this node stewards.
+    pub steward: Option<Arc<StewardService>>,
+    /// This node's swarm membership.
+    pub membership: Arc<Membership>,
+}
+
 /// A bound endpoint serving the store.
 pub struct Server {
     endpoint: quinn::Endpoint,
@@ -77,6 +93,7 @@ struct Shared {
     roots: Arc<RootStore>,
     control: Arc<NodeControl>,
     steward: Option<Arc<StewardService>>,
+    membership: Arc<Membership>,
     peers: AtomicUsize,
     hello: Hello,
     /// Permits are KiB of body memory; a put holds its share until stored.
@@ -84,9 +101,24 @@ struct Shared {
 }
 
 impl Shared {
-    /// Whether `peer` may use the node: configured, or the owner's client.
-    fn admits(&self, peer: &NodeId) -> bool {
+    /// Whether `peer` may administer the node: configured, or the owner's client.
+    fn administers(&self, peer: &NodeId) -> bool {
         self.config.allow.admits(peer) || self.control.is_owner_client(peer)
+    }
+
+    /// Whether `peer`, showing `cert` in its handshake, may use the node:
+    /// an administrator, or a member of this node's swarm (checked on
+    /// every request, so a removal takes effect at once).
+    fn admits(&self, peer: &NodeId, cert: Option<&MemberCert>) -> bool {
+        self.administers(peer) || self.membership.admits(peer, cert, unix_now())
+    }
+
+    /// This node's hello, with its current membership certificate.
+    fn hello(&self) -> Hello {
+        Hello {
+            member: self.membership.own_cert(),
+            ..self.hello.clone()
+        }
     }
 }
 
@@ -101,11 +133,15 @@ impl Server {
     pub fn bind(
         addr: SocketAddr,
         config: ServerConfig,
-        store: Arc<ShardStore>,
-        roots: Arc<RootStore>,
-        control: Arc<NodeControl>,
-        steward: Option<Arc<StewardService>>,
+        services: Services,
     ) -> Result<Self, BindError> {
+        let Services {
+            store,
+            roots,
+            control,
+            steward,
+            membership,
+        } = services;
         let server_config = tls::server_config(&config.transport)?;
         let mut endpoint = quinn::Endpoint::server(server_config, addr)
             .map_err(|source| BindError::Socket { addr, source })?;
@@ -115,6 +151,7 @@ impl Server {
             software: software(),
             max_shard: config.limits.max_shard,
             refused: None,
+            member: None,
         };
         // Never below one largest shard, or such a put would wait forever.
         let budget_kib = config
@@ -134,6 +171,7 @@ impl Server {
                 roots,
                 control,
                 steward,
+                membership,
                 peers: AtomicUsize::new(0),
                 body_budget,
                 hello,
@@ -217,17 +255,24 @@ async fn serve_connection(
 ) -> Result<(), NetError> {
     let connection = incoming.await?;
     let config = &shared.config;
-    let (peer, _) = match handshake::respond(
+    let (peer, their_hello) = match handshake::respond(
         &connection,
         &config.identity,
-        &shared.hello,
+        &shared.hello(),
         config.handshake_timeout,
         |peer, hello| {
             if !hello.versions.contains(&PROTOCOL_VERSION) {
                 Some(format!(
                     "no common protocol version (this node speaks {PROTOCOL_VERSION})"
                 ))
-            } else if !shared.admits(peer) && !shared.control.pairing_open(Instant::now()) {
+            } else if shared.membership.is_removed(peer) {
+                Some(format!(
+                    "key {} was removed from this node's swarm",
+                    peer.to_human()
+                ))
+            } else if !shared.admits(peer, hello.member.as_ref())
+                && !shared.control.pairing_open(Instant::now())
+            {
                 Some(format!(
                     "key {} is not allowed on this node; ask its owner to add it, or, to claim an unclaimed box, open its pairing window first (hold its button about 5 seconds)",
                     peer.to_human()
@@ -248,6 +293,7 @@ async fn serve_connection(
     };
     shared.peers.fetch_add(1, Ordering::Relaxed);
     debug!(peer = %peer.to_human(), "peer authenticated");
+    let cert = their_hello.member.map(Arc::new);
     let started = Instant::now();
     let mut limiter = RateLimiter::new(&config.limits, Duration::ZERO);
     let mut requests = JoinSet::new();
@@ -271,10 +317,14 @@ async fn serve_connection(
             continue;
         }
         let shared = Arc::clone(&shared);
+        let cert = cert.clone();
         requests.spawn(async move {
             let timeout = shared.config.request_timeout;
-            let outcome =
-                tokio::time::timeout(timeout, serve_request(&shared, peer, send, recv)).await;
+            let outcome = tokio::time::timeout(
+                timeout,
+                serve_request(&shared, peer, cert.as_deref(), send, recv),
+            )
+            .await;
             match outcome {
                 Ok(Err(e)) => debug!(peer = %peer.to_human(), "request failed: {e}"),
                 Err(_) => debug!(peer = %peer.to_human(), "request timed out after {timeout:?}"),
@@ -339,6 +389,7 @@ type Answer = (Response, Vec<u8>);
 async fn serve_request(
     shared: &Arc<Shared>,
     peer: NodeId,
+    cert: Option<&MemberCert>,
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
 ) -> Result<(), NetError> {
@@ -357,21 +408,22 @@ async fn serve_request(
     // A key admitted only by the open pairing window may look and claim,
     // nothing else; membership is checked per request, so a claim takes
     // effect at once and a transfer revokes the old owner's client at once.
-    let answer =
-        if !shared.admits(&peer) && !matches!(request, Request::Stat | Request::Claim { .. }) {
-            Err(Refusal {
-                code: ErrorCode::Forbidden,
-                message: format!(
-                    "key {} may only claim this box (its pairing window is open); claim it first",
-                    peer.to_human()
-                ),
-            })
-        } else {
-            match limits::validate(&request, &shared.config.limits) {
-                Err(refusal) => Err(refusal),
-                Ok(()) => handle(shared, peer, request, &mut recv).await,
-            }
-        };
+    let answer = if !shared.admits(&peer, cert)
+        && !matches!(request, Request::Stat | Request::Claim { .. })
+    {
+        Err(Refusal {
+            code: ErrorCode::Forbidden,
+            message: format!(
+                "key {} may only claim this box (its pairing window is open); claim it first",
+                peer.to_human()
+            ),
+        })
+    } else {
+        match limits::validate(&request, &shared.config.limits) {
+            Err(refusal) => Err(refusal),
+            Ok(()) => handle(shared, peer, request, &mut recv).await,
+        }
+    };
     match answer {
         Ok((response, body)) => {
             write_frame(&mut send, &response).await?;
@@ -618,6 +670,42 @@ async fn handle(
                     message: e.to_string(),
                 })?;
             Ok((Response::Tracked { segments: count }, Vec::new()))
+        }
+        Request::Join { cert } => {
+            if !shared.administers(&peer) {
+                return Err(Refusal {
+                    code: ErrorCode::Forbidden,
+                    message: "only the box's owner may make it join a swarm (claim it first)"
+                        .into(),
+                });
+            }
+            let membership = Arc::clone(&shared.membership);
+            let swarm = blocking(move || membership.join(cert, unix_now()))
+                .await?
+                .map_err(|e| Refusal {
+                    code: match e {
+                        JoinError::Save { .. } | JoinError::Load { .. } => ErrorCode::Internal,
+                        _ => ErrorCode::Forbidden,
+                    },
+                    message: e.to_string(),
+                })?;
+            info!("joined swarm {}", swarm.to_hex());
+            Ok((Response::Joined { swarm: swarm.0 }, Vec::new()))
+        }
+        Request::Remove { removal } => {
+            let membership = Arc::clone(&shared.membership);
+            let member = NodeId(removal.member);
+            blocking(move || membership.remove(&removal))
+                .await?
+                .map_err(|e| Refusal {
+                    code: ErrorCode::Forbidden,
+                    message: e.to_string(),
+                })?;
+            info!(
+                "{} was removed from the swarm; refused from now on",
+                member.to_human()
+            );
+            Ok((Response::Removed, Vec::new()))
         }
         Request::Locate { owner, shards } => {
             let steward = steward_of(shared)?;

@@ -23,6 +23,7 @@ use crate::client::placement::{self, Candidate};
 use crate::client::segment::{self, Coding};
 use crate::identity::Identity;
 use crate::ids::{NodeId, OwnerId, ShardId};
+use crate::membership::Membership;
 use crate::proto::{ErrorCode, NodeAddr, TrackSegment};
 use crate::steward::{
     AuditOutcome, AuditTask, MoveTask, RepairTask, Steward, StewardPolicy, TrackedSegment,
@@ -200,16 +201,19 @@ impl StewardService {
     }
 
     /// Works the table until `stop` turns true: liveness, audits, repairs,
-    /// renewals, each tick. Dials from `endpoint` as `identity`.
+    /// renewals, each tick. Dials from `endpoint` as `identity`, showing
+    /// the node's swarm membership.
     pub async fn run(
         self: Arc<Self>,
         endpoint: quinn::Endpoint,
         identity: Identity,
+        membership: Arc<Membership>,
         mut stop: watch::Receiver<bool>,
     ) {
         let pool = Arc::new(Pool {
             endpoint,
             identity,
+            membership,
             timeout: self.config.request_timeout,
             peers: tokio::sync::Mutex::new(HashMap::new()),
         });
@@ -415,6 +419,8 @@ impl StewardService {
 struct Pool {
     endpoint: quinn::Endpoint,
     identity: Identity,
+    /// Shown to holders, so that members of the swarm admit the steward.
+    membership: Arc<Membership>,
     timeout: Duration,
     peers: tokio::sync::Mutex<HashMap<NodeId, Arc<Peer>>>,
 }
@@ -430,11 +436,12 @@ impl Pool {
             .and_then(|mut addrs| addrs.next())
             .ok_or_else(|| NetError::Resolve(addr.to_owned()))?;
         let peer = Arc::new(
-            Peer::connect(
+            Peer::connect_as(
                 &self.endpoint,
                 socket,
                 node,
                 &self.identity,
+                self.membership.own_cert(),
                 self.timeout.min(PROBE_TIMEOUT),
             )
             .await?

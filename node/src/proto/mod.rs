@@ -6,6 +6,7 @@
 pub mod audit;
 pub mod frame;
 pub mod limits;
+pub mod membership;
 pub mod owner;
 pub mod ownership;
 pub mod root;
@@ -118,6 +119,18 @@ pub enum Request {
         /// The segments.
         segments: Vec<TrackSegment>,
     },
+    /// Join a swarm: the node keeps this certificate (issued to it by the
+    /// swarm's founder) and shows it to other members from now on. Only
+    /// the box's owner (or a configured key) may ask.
+    Join {
+        /// The node's membership certificate.
+        cert: membership::MemberCert,
+    },
+    /// A member is removed from the swarm: refuse it from now on.
+    Remove {
+        /// The removal, signed by the swarm's founder.
+        removal: membership::Removal,
+    },
     /// Where are these shards of the owner's now (after repairs)?
     Locate {
         /// The owner.
@@ -210,6 +223,13 @@ pub enum Response {
     },
     /// Answer to `Locate`: each shard's holder, or `None` if unknown.
     Locations(Vec<Option<[u8; 32]>>),
+    /// Answer to `Join`: the node is a member of this swarm now.
+    Joined {
+        /// The swarm id.
+        swarm: [u8; 32],
+    },
+    /// Answer to `Remove`: the removal is kept.
+    Removed,
 }
 
 /// Why a request failed, as a number another implementation can match on.
@@ -300,4 +320,6 @@ pub struct Hello {
     pub max_shard: u64,
     /// Set by a responder that refuses the initiator: why.
     pub refused: Option<String>,
+    /// The sender's swarm membership certificate, if it is in a swarm.
+    pub member: Option<membership::MemberCert>,
 }
