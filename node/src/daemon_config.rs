@@ -38,6 +38,30 @@ pub struct DaemonConfig {
     /// Stewarding owners' data: audits, repair, leases.
     #[serde(default)]
     pub steward: StewardSection,
+    /// How this node shows itself to its swarm.
+    #[serde(default)]
+    pub swarm: SwarmSection,
+}
+
+/// `[swarm]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SwarmSection {
+    /// HOST:PORT other members reach this node at (default: `listen`, when
+    /// that names an address).
+    pub advertise: Option<String>,
+    /// This node's site (household, region), advertised to the swarm.
+    pub site: Option<String>,
+}
+
+impl DaemonConfig {
+    /// Where other members reach this node, if known.
+    pub fn advertised_address(&self) -> Option<String> {
+        self.swarm
+            .advertise
+            .clone()
+            .or_else(|| (!self.listen.ip().is_unspecified()).then(|| self.listen.to_string()))
+    }
 }
 
 /// `[steward]`.

@@ -10,6 +10,7 @@ use std::sync::{Mutex, MutexGuard};
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{NodeId, OwnerId};
+use crate::proto::NodeAddr;
 use crate::proto::membership::{MemberCert, MembershipError, Removal, Role};
 
 const FILE: &str = "swarm.toml";
@@ -57,6 +58,17 @@ struct State {
     /// Removed members' keys, hex.
     #[serde(default)]
     removed: BTreeSet<String>,
+    /// Members to gossip with first, as given at the join.
+    #[serde(default)]
+    seeds: Vec<Seed>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Seed {
+    node: String,
+    addr: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    site: Option<String>,
 }
 
 /// The node's membership, shared by the server and the steward.
@@ -110,8 +122,30 @@ impl Membership {
         self.lock().0.clone()
     }
 
-    /// Joins (or renews membership in) the certificate's swarm.
-    pub fn join(&self, cert: MemberCert, now: u64) -> Result<OwnerId, JoinError> {
+    /// Members to gossip with first.
+    pub fn seeds(&self) -> Vec<NodeAddr> {
+        self.lock()
+            .1
+            .seeds
+            .iter()
+            .filter_map(|s| {
+                Some(NodeAddr {
+                    node: NodeId::from_hex(&s.node).ok()?.0,
+                    addr: s.addr.clone(),
+                    site: s.site.clone(),
+                })
+            })
+            .collect()
+    }
+
+    /// Joins (or renews membership in) the certificate's swarm; `seeds` are
+    /// members to gossip with first.
+    pub fn join(
+        &self,
+        cert: MemberCert,
+        seeds: &[NodeAddr],
+        now: u64,
+    ) -> Result<OwnerId, JoinError> {
         let swarm = OwnerId(cert.swarm);
         if cert.role != Role::Node {
             return Err(JoinError::NotANode);
@@ -125,6 +159,16 @@ impl Membership {
         }
         let mut next = guard.1.clone();
         next.cert = Some(cert.to_ticket());
+        if !seeds.is_empty() {
+            next.seeds = seeds
+                .iter()
+                .map(|s| Seed {
+                    node: NodeId(s.node).to_hex(),
+                    addr: s.addr.clone(),
+                    site: s.site.clone(),
+                })
+                .collect();
+        }
         self.save(&next)?;
         *guard = (Some(cert), next);
         Ok(swarm)
@@ -211,14 +255,18 @@ mod tests {
             "in no swarm yet"
         );
         // A ticket for another node, or for a client, does not make this node a member.
-        assert!(membership.join(peer_cert.clone(), 10).is_err());
+        assert!(membership.join(peer_cert.clone(), &[], 10).is_err());
         let client_cert = MemberCert::issue(&founder, &NODE, Role::Client, 1_000);
         assert!(matches!(
-            membership.join(client_cert, 10),
+            membership.join(client_cert, &[], 10),
             Err(JoinError::NotANode)
         ));
         membership
-            .join(MemberCert::issue(&founder, &NODE, Role::Node, 1_000), 10)
+            .join(
+                MemberCert::issue(&founder, &NODE, Role::Node, 1_000),
+                &[],
+                10,
+            )
             .unwrap();
         assert!(membership.admits(&PEER, Some(&peer_cert), 10));
         assert!(!membership.admits(&PEER, None, 10));
@@ -233,7 +281,11 @@ mod tests {
             "another swarm"
         );
         assert!(matches!(
-            membership.join(MemberCert::issue(&stranger, &NODE, Role::Node, 1_000), 10),
+            membership.join(
+                MemberCert::issue(&stranger, &NODE, Role::Node, 1_000),
+                &[],
+                10
+            ),
             Err(JoinError::OtherSwarm(_))
         ));
         // A forged removal changes nothing; the founder's does, and persists.

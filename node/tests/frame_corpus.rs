@@ -107,7 +107,15 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
                 }],
             },
         ),
-        ("request-join", Request::Join { cert: cert.clone() }),
+        (
+            "request-join",
+            Request::Join {
+                cert: cert.clone(),
+                seeds: vec![],
+            },
+        ),
+        ("request-members", Request::Members),
+        ("request-gossip", Request::Gossip { packet: vec![2; 8] }),
         (
             "request-remove",
             Request::Remove {
@@ -177,6 +185,7 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         ("response-tracked", Response::Tracked { segments: 3 }),
         ("response-joined", Response::Joined { swarm: [9; 32] }),
         ("response-removed", Response::Removed),
+        ("response-gossip-taken", Response::GossipTaken),
         (
             "response-locations",
             Response::Locations(vec![Some([9; 32]), None]),

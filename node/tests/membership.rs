@@ -83,6 +83,19 @@ async fn members_admit_members_and_nobody_else() {
         let joined = alice.json(&["join", &node.id.to_human(), "--invite", ticket.trim()]);
         assert_eq!(joined[0]["swarm"], init[0]["owner"]);
     }
+    // Gossip: each node learns of the others (its join named them as seeds).
+    let started = std::time::Instant::now();
+    loop {
+        let members = alice.json(&["members"]);
+        if members.len() == 3 && members.iter().all(|m| m["up"] == true) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "gossip did not find all 3 members within 30 s: {members:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let (a, b) = (&nodes[0], &nodes[1]);
     let a_identity = Identity::load_or_create(&a.dir().join("state")).unwrap();
 
@@ -154,6 +167,39 @@ async fn members_admit_members_and_nobody_else() {
     stat_as(&c_identity, Some(cert_of(&nodes[2])), b)
         .await
         .unwrap();
+
+    // Failure detection spreads by gossip: node C stops, B's view has it down.
+    let mut nodes = nodes;
+    let c = nodes.pop().unwrap();
+    let c_id = c.id;
+    c.stop();
+    let alice_identity = Identity::from_private(alice.secret().client_key());
+    let endpoint = Peer::client_endpoint("127.0.0.1:0".parse().unwrap()).unwrap();
+    let b_peer = Peer::connect(
+        &endpoint,
+        nodes[1].addr,
+        nodes[1].id,
+        &alice_identity,
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    let started = std::time::Instant::now();
+    loop {
+        let members = b_peer.members().await.unwrap();
+        if members.iter().any(|m| m.member.node == c_id.0 && !m.up) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "gossip did not declare the stopped node down within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    eprintln!(
+        "stopped node declared down by gossip after {:?}",
+        started.elapsed()
+    );
     for node in nodes {
         node.stop();
     }

@@ -19,6 +19,7 @@ use cairn_node::client::keys::OwnerSecret;
 use cairn_node::client::segment::{Coding, TAG_LEN};
 use cairn_node::client::swarm::{Swarm, TransferStats};
 use cairn_node::ids::{NodeId, OwnerId};
+use cairn_node::proto::NodeAddr;
 use cairn_node::proto::membership::{MemberCert, Removal, Role};
 
 /// The owner's tool: store files in your Cairn swarm and get them back.
@@ -140,6 +141,9 @@ enum Command {
     /// Found a swarm, invite to it, accept an invite, remove a member.
     #[command(subcommand)]
     Swarm(SwarmCommand),
+    /// The swarm's members as gossip knows them (asked of your first node
+    /// that answers): up or down, site, space, software.
+    Members,
     /// Make one of your nodes join your swarm with its invite ticket.
     Join {
         /// The node id (cn…), one of your nodes.
@@ -1310,6 +1314,48 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Swarm(command) => swarm_command(&home, command, json).await?,
+        Command::Members => {
+            let (swarm, _) = bare_swarm(&home, None)?;
+            let mut answer = None;
+            for node in swarm.nodes() {
+                if let Ok(peer) = swarm.peer(node.id).await
+                    && let Ok(members) = peer.members().await
+                {
+                    answer = Some((node.id, members));
+                    break;
+                }
+            }
+            swarm.close().await;
+            let (asked, members) =
+                answer.context("none of your nodes answered; are they running?")?;
+            for state in members {
+                let m = &state.member;
+                let id = NodeId(m.node).to_human();
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::json!({"id": id, "addr": m.addr, "up": state.up, "site": m.advert.site, "capacity": m.advert.capacity, "free": m.advert.free, "software": m.advert.software})
+                    );
+                } else {
+                    println!(
+                        "{id} {} {}, {} free of {}{} ({})",
+                        m.addr,
+                        if state.up { "up" } else { "DOWN" },
+                        size(m.advert.free),
+                        size(m.advert.capacity),
+                        m.advert
+                            .site
+                            .as_ref()
+                            .map(|s| format!(", site {s}"))
+                            .unwrap_or_default(),
+                        m.advert.software
+                    );
+                }
+            }
+            if !json {
+                println!("(as node {} sees the swarm)", asked.to_human());
+            }
+        }
         Command::Join { node, invite } => {
             let id = NodeId::from_human(&node).with_context(|| format!("node id {node}"))?;
             let cert = MemberCert::from_ticket(&invite)?;
@@ -1318,7 +1364,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .peer(id)
                 .await
                 .with_context(|| format!("reaching {node}"))?;
-            let joined = peer.join(cert).await?;
+            // The other nodes it knows of, to gossip with first.
+            let seeds = swarm
+                .nodes()
+                .into_iter()
+                .filter(|n| n.id != id)
+                .map(|n| NodeAddr {
+                    node: n.id.0,
+                    addr: n.addr,
+                    site: n.site,
+                })
+                .collect();
+            let joined = peer.join(cert, seeds).await?;
             swarm.close().await;
             if json {
                 println!(

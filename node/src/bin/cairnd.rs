@@ -20,11 +20,14 @@ use cairn_board::panel::{FrontPanel, PanelAction, PanelTiming};
 use cairn_node::daemon_config::{DEFAULT_PATH, DaemonConfig};
 use cairn_node::identity::Identity;
 use cairn_node::membership::Membership;
+use cairn_node::net::gossip::GossipService;
+use cairn_node::net::pool::Pool;
 use cairn_node::net::server::Services;
 use cairn_node::net::steward::{StewardConfig, StewardService};
 use cairn_node::net::tls::TransportLimits;
 use cairn_node::net::{AllowList, Server, ServerConfig};
 use cairn_node::ownership::{HealthSnapshot, NodeControl};
+use cairn_node::proto::gossip::{Advert, GossipMember};
 use cairn_node::proto::limits::Limits;
 use cairn_node::roots::RootStore;
 use cairn_node::steward::StewardPolicy;
@@ -308,10 +311,26 @@ async fn serve(
         None
     };
     let identity = server_config.identity.clone();
+    let gossip_identity = identity.clone();
     let membership = Arc::new(Membership::open(&config.state_dir, identity.id)?);
+    let gossip_membership = Arc::clone(&membership);
     if let Some(swarm) = membership.swarm() {
         info!("member of swarm {}", swarm.to_hex());
     }
+    let disks = store.disk_stats();
+    let gossip = GossipService::new(GossipMember {
+        node: identity.id.0,
+        addr: config.advertised_address().unwrap_or_default(),
+        // Seconds since the epoch: a restarted node's identity wins.
+        bump: u32::try_from(unix_now() % u64::from(u32::MAX)).unwrap_or(0),
+        advert: Advert {
+            site: config.swarm.site.clone(),
+            capacity: disks.iter().map(|d| d.capacity).sum(),
+            free: disks.iter().map(|d| d.free).sum(),
+            software: cairn_node::net::server::software(),
+        },
+    });
+    let request_timeout = server_config.request_timeout;
     let server = Server::bind(
         config.listen,
         server_config,
@@ -321,6 +340,7 @@ async fn serve(
             control: Arc::clone(&control),
             steward: steward.clone(),
             membership: Arc::clone(&membership),
+            gossip: Arc::clone(&gossip),
         },
     )?;
     let addr = server.local_addr()?;
@@ -336,6 +356,26 @@ async fn serve(
             stop_rx.clone(),
         ))
     });
+    let gossip_task = match config.advertised_address() {
+        Some(_) => {
+            if gossip_membership.swarm().is_some() {
+                gossip.announce_to(gossip_membership.seeds());
+            }
+            let pool = Arc::new(Pool::new(
+                server.endpoint().clone(),
+                gossip_identity,
+                Arc::clone(&gossip_membership),
+                request_timeout,
+            ));
+            Some(tokio::spawn(gossip.run(pool, stop_rx.clone())))
+        }
+        None => {
+            warn!(
+                "no gossip: `listen` is a wildcard address and [swarm] advertise is not set, so other members could not reach this node"
+            );
+            None
+        }
+    };
     let serving_task = tokio::spawn({
         let server = Arc::clone(&server);
         async move { server.run(stop_rx).await }
@@ -383,6 +423,9 @@ async fn serve(
     if let Some(task) = steward_task {
         let _ = task.await;
     }
+    if let Some(task) = gossip_task {
+        let _ = task.await;
+    }
     Ok(outcome)
 }
 
@@ -409,6 +452,13 @@ fn status_line(store: &ShardStore, server: &Server, control: &NodeControl) -> St
         disks.len(),
         server.peers()
     )
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 fn human_bytes(bytes: u64) -> String {

@@ -8,6 +8,7 @@ use std::time::Duration;
 use super::{NetError, handshake, read_exact, read_frame, write_frame};
 use crate::identity::Identity;
 use crate::ids::{NodeId, OwnerId, ShardId};
+use crate::proto::gossip::MemberState;
 use crate::proto::membership::{MemberCert, Removal};
 use crate::proto::root::RootRecord;
 use crate::proto::{
@@ -375,9 +376,25 @@ impl Peer {
 
     /// Gives the node its swarm membership certificate (the node's owner
     /// or an administrator only).
-    pub async fn join(&self, cert: MemberCert) -> Result<OwnerId, NetError> {
-        match self.call(&Request::Join { cert }, &[]).await? {
+    pub async fn join(&self, cert: MemberCert, seeds: Vec<NodeAddr>) -> Result<OwnerId, NetError> {
+        match self.call(&Request::Join { cert, seeds }, &[]).await? {
             (Response::Joined { swarm }, _) => Ok(OwnerId(swarm)),
+            (other, _) => Err(NetError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Hands the node a SWIM packet.
+    pub async fn gossip(&self, packet: Vec<u8>) -> Result<(), NetError> {
+        match self.call(&Request::Gossip { packet }, &[]).await? {
+            (Response::GossipTaken, _) => Ok(()),
+            (other, _) => Err(NetError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// The swarm's members as the node's gossip knows them.
+    pub async fn members(&self) -> Result<Vec<MemberState>, NetError> {
+        match self.call(&Request::Members, &[]).await? {
+            (Response::Members(members), _) => Ok(members),
             (other, _) => Err(NetError::Unexpected(format!("{other:?}"))),
         }
     }

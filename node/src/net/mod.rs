@@ -8,7 +8,9 @@
 //! sees two different exporters, so the Noise handshake fails through it.
 
 pub mod client;
+pub mod gossip;
 pub mod handshake;
+pub mod pool;
 pub mod server;
 pub mod steward;
 pub mod tls;

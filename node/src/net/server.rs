@@ -13,6 +13,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
+use super::gossip::GossipService;
 use super::steward::StewardService;
 use super::tls::{self, TransportLimits};
 use super::{NetError, handshake, read_exact, read_frame, write_frame};
@@ -79,6 +80,8 @@ pub struct Services {
     pub steward: Option<Arc<StewardService>>,
     /// This node's swarm membership.
     pub membership: Arc<Membership>,
+    /// The swarm's gossip.
+    pub gossip: Arc<GossipService>,
 }
 
 /// A bound endpoint serving the store.
@@ -94,6 +97,7 @@ struct Shared {
     control: Arc<NodeControl>,
     steward: Option<Arc<StewardService>>,
     membership: Arc<Membership>,
+    gossip: Arc<GossipService>,
     peers: AtomicUsize,
     hello: Hello,
     /// Permits are KiB of body memory; a put holds its share until stored.
@@ -141,6 +145,7 @@ impl Server {
             control,
             steward,
             membership,
+            gossip,
         } = services;
         let server_config = tls::server_config(&config.transport)?;
         let mut endpoint = quinn::Endpoint::server(server_config, addr)
@@ -172,6 +177,7 @@ impl Server {
                 control,
                 steward,
                 membership,
+                gossip,
                 peers: AtomicUsize::new(0),
                 body_budget,
                 hello,
@@ -671,7 +677,7 @@ async fn handle(
                 })?;
             Ok((Response::Tracked { segments: count }, Vec::new()))
         }
-        Request::Join { cert } => {
+        Request::Join { cert, seeds } => {
             if !shared.administers(&peer) {
                 return Err(Refusal {
                     code: ErrorCode::Forbidden,
@@ -680,7 +686,8 @@ async fn handle(
                 });
             }
             let membership = Arc::clone(&shared.membership);
-            let swarm = blocking(move || membership.join(cert, unix_now()))
+            let gossip_seeds = seeds.clone();
+            let swarm = blocking(move || membership.join(cert, &seeds, unix_now()))
                 .await?
                 .map_err(|e| Refusal {
                     code: match e {
@@ -690,6 +697,7 @@ async fn handle(
                     message: e.to_string(),
                 })?;
             info!("joined swarm {}", swarm.to_hex());
+            shared.gossip.announce_to(gossip_seeds);
             Ok((Response::Joined { swarm: swarm.0 }, Vec::new()))
         }
         Request::Remove { removal } => {
@@ -707,6 +715,11 @@ async fn handle(
             );
             Ok((Response::Removed, Vec::new()))
         }
+        Request::Gossip { packet } => {
+            shared.gossip.take_packet(packet);
+            Ok((Response::GossipTaken, Vec::new()))
+        }
+        Request::Members => Ok((Response::Members(shared.gossip.members()), Vec::new())),
         Request::Locate { owner, shards } => {
             let steward = steward_of(shared)?;
             let shards: Vec<ShardId> = shards.into_iter().map(ShardId).collect();

@@ -6,7 +6,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -18,7 +17,7 @@ use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
 use super::NetError;
-use super::client::Peer;
+use super::pool::Pool;
 use crate::client::placement::{self, Candidate};
 use crate::client::segment::{self, Coding};
 use crate::identity::Identity;
@@ -30,10 +29,6 @@ use crate::steward::{
 };
 
 const FILE: &str = "steward.bin";
-/// How long a holder may take to connect and answer a liveness question;
-/// a dead node must not hold up the round (QUIC to a closed port on some
-/// paths only times out).
-const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// How the steward works.
 #[derive(Debug, Clone, Copy)]
@@ -210,13 +205,12 @@ impl StewardService {
         membership: Arc<Membership>,
         mut stop: watch::Receiver<bool>,
     ) {
-        let pool = Arc::new(Pool {
+        let pool = Arc::new(Pool::new(
             endpoint,
             identity,
             membership,
-            timeout: self.config.request_timeout,
-            peers: tokio::sync::Mutex::new(HashMap::new()),
-        });
+            self.config.request_timeout,
+        ));
         let mut ticker = tokio::time::interval(self.config.tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -412,65 +406,6 @@ impl StewardService {
                 .map_err(io)?;
         }
         Ok(())
-    }
-}
-
-/// Connections to holders, made on demand and kept.
-struct Pool {
-    endpoint: quinn::Endpoint,
-    identity: Identity,
-    /// Shown to holders, so that members of the swarm admit the steward.
-    membership: Arc<Membership>,
-    timeout: Duration,
-    peers: tokio::sync::Mutex<HashMap<NodeId, Arc<Peer>>>,
-}
-
-impl Pool {
-    async fn peer(&self, node: NodeId, addr: &str) -> Result<Arc<Peer>, NetError> {
-        if let Some(peer) = self.peers.lock().await.get(&node) {
-            return Ok(Arc::clone(peer));
-        }
-        let socket: SocketAddr = tokio::net::lookup_host(addr)
-            .await
-            .ok()
-            .and_then(|mut addrs| addrs.next())
-            .ok_or_else(|| NetError::Resolve(addr.to_owned()))?;
-        let peer = Arc::new(
-            Peer::connect_as(
-                &self.endpoint,
-                socket,
-                node,
-                &self.identity,
-                self.membership.own_cert(),
-                self.timeout.min(PROBE_TIMEOUT),
-            )
-            .await?
-            .with_timeout(self.timeout),
-        );
-        self.peers.lock().await.insert(node, Arc::clone(&peer));
-        Ok(peer)
-    }
-
-    /// Connects (if needed) and asks for `Stat`, within [`PROBE_TIMEOUT`];
-    /// a node that fails is forgotten so the next ask dials afresh.
-    async fn probe(&self, node: NodeId, addr: &str) -> Option<(Arc<Peer>, crate::proto::StatInfo)> {
-        let ask = async {
-            let peer = self.peer(node, addr).await.ok()?;
-            let stat = peer.stat().await.ok()?;
-            Some((peer, stat))
-        };
-        let answer = tokio::time::timeout(PROBE_TIMEOUT, ask)
-            .await
-            .ok()
-            .flatten();
-        if answer.is_none() {
-            self.forget(node).await;
-        }
-        answer
-    }
-
-    async fn forget(&self, node: NodeId) {
-        self.peers.lock().await.remove(&node);
     }
 }
 

@@ -5,6 +5,7 @@
 
 pub mod audit;
 pub mod frame;
+pub mod gossip;
 pub mod limits;
 pub mod membership;
 pub mod owner;
@@ -125,12 +126,22 @@ pub enum Request {
     Join {
         /// The node's membership certificate.
         cert: membership::MemberCert,
+        /// Members it may gossip with first.
+        seeds: Vec<NodeAddr>,
     },
     /// A member is removed from the swarm: refuse it from now on.
     Remove {
         /// The removal, signed by the swarm's founder.
         removal: membership::Removal,
     },
+    /// A SWIM packet from another member (see [`gossip`]); no answer but
+    /// `GossipTaken`.
+    Gossip {
+        /// The packet, as `foca` encodes it.
+        packet: Vec<u8>,
+    },
+    /// The swarm's members as this node's gossip knows them.
+    Members,
     /// Where are these shards of the owner's now (after repairs)?
     Locate {
         /// The owner.
@@ -230,6 +241,10 @@ pub enum Response {
     },
     /// Answer to `Remove`: the removal is kept.
     Removed,
+    /// Answer to `Gossip`.
+    GossipTaken,
+    /// Answer to `Members`.
+    Members(Vec<gossip::MemberState>),
 }
 
 /// Why a request failed, as a number another implementation can match on.

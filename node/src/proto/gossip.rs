@@ -1,0 +1,89 @@
+//! Gossip: the swarm's membership and failure detection run SWIM (the
+//! `foca` implementation) between members, its packets carried in
+//! `Gossip` requests over the authenticated transport, never in the clear.
+//! A member's SWIM identity is its node id, where to reach it, and what it
+//! advertises: site, capacity, free space, software.
+
+use serde::{Deserialize, Serialize};
+
+/// A member as SWIM knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GossipMember {
+    /// The node id.
+    pub node: [u8; 32],
+    /// HOST:PORT where it listens.
+    pub addr: String,
+    /// Bumped when the node rejoins after being declared down (or
+    /// restarts), so the newer identity wins.
+    pub bump: u32,
+    /// What it offers.
+    pub advert: Advert,
+}
+
+/// What a member advertises.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Advert {
+    /// Its site (failure domain), if configured.
+    pub site: Option<String>,
+    /// Bytes its disks may hold.
+    pub capacity: u64,
+    /// Bytes still free for shards.
+    pub free: u64,
+    /// Its software version.
+    pub software: String,
+}
+
+impl foca::Identity for GossipMember {
+    type Addr = [u8; 32];
+
+    fn renew(&self) -> Option<Self> {
+        Some(Self {
+            bump: self.bump.wrapping_add(1),
+            ..self.clone()
+        })
+    }
+
+    fn addr(&self) -> [u8; 32] {
+        self.node
+    }
+
+    fn win_addr_conflict(&self, adversary: &Self) -> bool {
+        // Serial-number arithmetic, so a wrapped counter still wins.
+        self.bump.wrapping_sub(adversary.bump) as i32 > 0
+    }
+}
+
+/// One member as a node reports it to `Members`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberState {
+    /// The member.
+    pub member: GossipMember,
+    /// Up (true) or declared down by the swarm.
+    pub up: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use foca::Identity;
+
+    #[test]
+    fn a_renewed_identity_wins_even_across_the_wrap() {
+        let member = GossipMember {
+            node: [1; 32],
+            addr: "127.0.0.1:1".into(),
+            bump: u32::MAX,
+            advert: Advert {
+                site: None,
+                capacity: 1,
+                free: 1,
+                software: "t".into(),
+            },
+        };
+        let renewed = member.renew().unwrap();
+        assert_eq!(renewed.bump, 0);
+        assert!(renewed.win_addr_conflict(&member));
+        assert!(!member.win_addr_conflict(&renewed));
+        assert_eq!(renewed.addr(), member.addr());
+    }
+}
