@@ -205,6 +205,9 @@ async fn pairing_claim_transfer_drain_and_factory_reset() {
     // Reads still work while draining: the shards wait to be moved.
     assert_eq!(bob_peer.get(ShardId::of(&bytes)).await.unwrap(), bytes);
 
+    // A swarm membership the reset must forget (its certificate names the old key).
+    std::fs::write(daemon.dir().join("state/swarm.toml"), "removed = []\n").unwrap();
+
     // Factory reset: hold 15.5 s, release, confirm with a short press.
     let old_id = daemon.id;
     press(&daemon.board(), Duration::from_millis(15_500)).await;
@@ -235,6 +238,10 @@ async fn pairing_claim_transfer_drain_and_factory_reset() {
     let reset_peer = reset_peer.expect("the reset node answers");
     assert!(reset_peer.is_err(), "Bob is still admitted after the reset");
     assert!(connect(old_id, &daemon, &bob).await.is_err());
+    assert!(
+        !daemon.dir().join("state/swarm.toml").exists(),
+        "the reset left the swarm"
+    );
     // The data disk carries the new node id and kept its shard.
     let marker = std::fs::read_to_string(daemon.disk().join("cairn/marker.toml")).unwrap();
     assert!(marker.contains(&new_id.to_hex()), "marker: {marker}");

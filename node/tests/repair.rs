@@ -1,5 +1,5 @@
 //! Repair with real processes: 9 `cairnd` on loopback, node 1 the owner's
-//! steward (a 3-second grace, a 1-second round). Store files; drain the
+//! steward (a 10-second grace, a 1-second round). Store files; drain the
 //! owner's node 9 and wait until the steward has moved every shard off it,
 //! then stop it (nothing is lost); stop 2 nodes for good, wait until
 //! `cairn status` reports full redundancy again, stop 2 more, and read
@@ -33,7 +33,9 @@ fn lost_nodes_are_repaired_and_files_survive_more_losses() {
     // The owner founds a swarm and invites every node: members admit each
     // other (the steward dials holders with its own key).
     owner.json(&["swarm", "create"]);
-    let steward_config = "[steward]\ngrace_s = 3\ntick_s = 1\n";
+    // The grace is longer than one `cairn status` with nodes down (about
+    // 3 s each), so status can see the loss before the repair.
+    let steward_config = "[steward]\ngrace_s = 10\ntick_s = 1\n";
     // The last node is the owner's (claimed), so the owner may drain it.
     let owner_hex = init[0]["owner"].as_str().unwrap().to_owned();
     let owned = format!(
@@ -130,6 +132,14 @@ fn lost_nodes_are_repaired_and_files_survive_more_losses() {
         std::thread::sleep(Duration::from_millis(500));
     }
     eprintln!("full redundancy again after {:?}", started.elapsed());
+    assert!(
+        nodes[0]
+            .as_ref()
+            .unwrap()
+            .log()
+            .contains("steward: repaired a segment"),
+        "the steward repaired"
+    );
 
     // Two more gone: every file still reads back.
     for i in [4, 5] {

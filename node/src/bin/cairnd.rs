@@ -260,6 +260,16 @@ fn factory_reset(config: &DaemonConfig, control: &NodeControl) -> anyhow::Result
     let old = Identity::load_or_create(&config.state_dir)?;
     let new = Identity::begin_reset(&config.state_dir)?;
     control.clear()?;
+    // The swarm certificate names the old key: with a new identity the box
+    // must be invited again, by whoever owns it next.
+    let swarm_file = config.state_dir.join("swarm.toml");
+    match std::fs::remove_file(&swarm_file) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(e)
+                .with_context(|| format!("factory reset: removing {}", swarm_file.display()));
+        }
+        _ => {}
+    }
     let store_config = StoreConfig::new(new.id, &config.state_dir, config.disks.clone());
     let mut kept = 0;
     for path in &config.disks {
@@ -277,7 +287,7 @@ fn factory_reset(config: &DaemonConfig, control: &NodeControl) -> anyhow::Result
     warn!(
         old = %old.id.to_human(),
         new = %new.id.to_human(),
-        "factory reset done: node {} is now {}; ownership cleared; the shards on {kept} disk(s) are kept for their owners until drained or expired",
+        "factory reset done: node {} is now {}; ownership and swarm membership cleared; the shards on {kept} disk(s) are kept for their owners until drained or expired",
         old.id.to_human(),
         new.id.to_human()
     );
