@@ -348,6 +348,23 @@ mod tests {
         }
     }
 
+    /// The README's LED table is what people read: it must say what plays.
+    #[test]
+    fn the_readme_describes_every_pattern_as_it_plays() {
+        let readme =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+        for pattern in LedPattern::ALL {
+            if pattern == LedPattern::Off {
+                continue;
+            }
+            assert!(
+                readme.contains(&format!("| {} |", pattern.describe())),
+                "README's LED table lacks {pattern:?}: {}",
+                pattern.describe()
+            );
+        }
+    }
+
     #[test]
     fn cycles_repeat_and_next_change_is_the_step_edge() {
         let player = LedPlayer::new(LedPattern::Degraded, ms(0));

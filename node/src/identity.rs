@@ -2,8 +2,7 @@
 //! static key of every Noise handshake the node makes. Created on first
 //! start, kept in the state directory with mode 0600.
 
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use snow::params::DHChoice;
@@ -169,28 +168,11 @@ impl Identity {
 /// The new key of a factory reset in progress.
 const PENDING_KEY_FILE: &str = "node.key.new";
 
-/// Writes a key file durably with mode 0600 (temporary name, fsync, rename,
-/// fsync the directory).
+/// Writes a key file durably, readable by its owner only.
 fn write_key(state_dir: &Path, name: &str, private: &[u8; 32]) -> Result<(), IdentityError> {
     let path = state_dir.join(name);
-    let io = |source| IdentityError::Io {
-        path: path.clone(),
-        source,
-    };
-    let tmp = state_dir.join(format!("{name}.tmp"));
-    let _ = std::fs::remove_file(&tmp);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io)?;
-    file.write_all(private).map_err(io)?;
-    file.sync_all().map_err(io)?;
-    std::fs::rename(&tmp, &path).map_err(io)?;
-    std::fs::File::open(state_dir)
-        .and_then(|dir| dir.sync_all())
-        .map_err(io)
+    crate::durable::replace_file(&path, private, 0o600)
+        .map_err(|source| IdentityError::Io { path, source })
 }
 
 #[cfg(test)]

@@ -3,7 +3,6 @@
 //! the admission rule for peers that show a certificate.
 
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
@@ -222,16 +221,7 @@ impl Membership {
             "# This node's swarm membership (its certificate) and the members removed\n# from the swarm. Written by cairnd; do not edit.\n{}",
             toml::to_string(state).map_err(|e| save(std::io::Error::other(e)))?
         );
-        let tmp = self.path.with_extension("toml.tmp");
-        let mut file = std::fs::File::create(&tmp).map_err(save)?;
-        file.write_all(text.as_bytes()).map_err(save)?;
-        file.sync_all().map_err(save)?;
-        std::fs::rename(&tmp, &self.path).map_err(save)?;
-        if let Some(dir) = self.path.parent() {
-            std::fs::File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(save)?;
-        }
+        crate::durable::replace_file(&self.path, text.as_bytes(), 0o644).map_err(save)?;
         Ok(())
     }
 }

@@ -7,8 +7,6 @@
 //! the stored ownership, the request and the time ([`Ownership::claim`] and
 //! friends); [`NodeControl`] adds the lock and the file.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
@@ -205,8 +203,6 @@ pub struct HealthSnapshot {
     pub reasons: Vec<String>,
     /// The hottest temperature measured, millidegrees Celsius.
     pub temperature_mc: Option<i32>,
-    /// Share of the configured background rate allowed now (percent).
-    pub background_percent: u32,
 }
 
 impl Default for HealthSnapshot {
@@ -215,7 +211,6 @@ impl Default for HealthSnapshot {
             state: "booting",
             reasons: Vec::new(),
             temperature_mc: None,
-            background_percent: 100,
         }
     }
 }
@@ -321,22 +316,7 @@ impl NodeControl {
              # factory reset; do not edit.\n{}",
             toml::to_string(ownership).map_err(|e| save(std::io::Error::other(e)))?
         );
-        let tmp = self.path.with_extension("toml.tmp");
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(save)?;
-        file.write_all(text.as_bytes()).map_err(save)?;
-        file.sync_all().map_err(save)?;
-        std::fs::rename(&tmp, &self.path).map_err(save)?;
-        if let Some(dir) = self.path.parent() {
-            std::fs::File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(save)?;
-        }
+        crate::durable::replace_file(&self.path, text.as_bytes(), 0o600).map_err(save)?;
         Ok(())
     }
 }

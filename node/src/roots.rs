@@ -2,7 +2,6 @@
 //! directory, replaced atomically (write, fsync, rename, fsync the
 //! directory) and only by a validly signed, newer record.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -87,22 +86,12 @@ impl RootStore {
             return Ok(());
         }
         let path = self.path(&owner);
-        let tmp = self.dir.join(format!("{}.tmp", owner.to_hex()));
-        let io = |path: &Path| {
-            let path = path.to_owned();
-            move |source| RootStoreError::Io { path, source }
-        };
         let bytes = postcard::to_stdvec(record).map_err(|e| RootStoreError::Io {
             path: path.clone(),
             source: std::io::Error::other(e),
         })?;
-        let mut file = std::fs::File::create(&tmp).map_err(io(&tmp))?;
-        file.write_all(&bytes).map_err(io(&tmp))?;
-        file.sync_all().map_err(io(&tmp))?;
-        std::fs::rename(&tmp, &path).map_err(io(&path))?;
-        std::fs::File::open(&self.dir)
-            .and_then(|dir| dir.sync_all())
-            .map_err(io(&self.dir))?;
+        crate::durable::replace_file(&path, &bytes, 0o644)
+            .map_err(|source| RootStoreError::Io { path, source })?;
         Ok(())
     }
 }

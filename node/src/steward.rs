@@ -489,16 +489,6 @@ impl Steward {
         tasks
     }
 
-    /// Segments whose healthy shards are fewer than k: unreadable until a
-    /// holder comes back.
-    pub fn unreadable(&self, now: u64) -> Vec<SegmentId> {
-        self.segments
-            .iter()
-            .filter(|(_, s)| self.redundancy_of(s, now).healthy < usize::from(s.coding.k))
-            .map(|(id, _)| *id)
-            .collect()
-    }
-
     /// Leases to renew at `now`.
     pub fn renewals(&self, now: u64) -> Vec<RenewTask> {
         let until = now + self.policy.lease_s;

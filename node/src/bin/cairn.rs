@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::io::{IsTerminal, Read, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -19,6 +19,7 @@ use cairn_node::client::keys::OwnerSecret;
 use cairn_node::client::segment::{Coding, TAG_LEN};
 use cairn_node::client::swarm::{Swarm, TransferStats};
 use cairn_node::ids::{NodeId, OwnerId};
+use cairn_node::net::Peer;
 use cairn_node::proto::NodeAddr;
 use cairn_node::proto::membership::{MemberCert, Removal, Role};
 
@@ -292,17 +293,8 @@ impl Home {
         std::fs::create_dir_all(&self.dir)
             .with_context(|| format!("cannot create {}", self.dir.display()))?;
         std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o700))?;
-        let tmp = path.with_extension("tmp");
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .with_context(|| format!("cannot write {}", tmp.display()))?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)?;
+        cairn_node::durable::replace_file(path, bytes, 0o600)
+            .with_context(|| format!("cannot write {}", path.display()))?;
         Ok(())
     }
 
@@ -384,6 +376,20 @@ fn bare_swarm(home: &Home, extra: Option<NodeEntry>) -> anyhow::Result<(Arc<Swar
         member,
     )?;
     Ok((swarm, secret))
+}
+
+/// A connection to one of your nodes, named by its id: the swarm handle
+/// (close it when done), your secret, the node's id, and the peer.
+async fn your_node(
+    home: &Home,
+    node: &str,
+) -> anyhow::Result<(Arc<Swarm>, OwnerSecret, NodeId, Arc<Peer>)> {
+    let id = NodeId::from_human(node).with_context(|| format!("node id {node}"))?;
+    let (swarm, secret) = bare_swarm(home, None)?;
+    let peer = swarm.peer(id).await.with_context(|| {
+        format!("reaching {node} (is it in your node list, `cairn nodes`, and running?)")
+    })?;
+    Ok((swarm, secret, id, peer))
 }
 
 /// An open session: keys, nodes, and the catalog as the swarm has it.
@@ -1188,12 +1194,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .context("the transfer card's owner part is not an owner id")?;
             let to_client = NodeId::from_human(to_client)
                 .context("the transfer card's client key part is not a key")?;
-            let id = NodeId::from_human(&node).with_context(|| format!("node id {node}"))?;
-            let (swarm, secret) = bare_swarm(&home, None)?;
-            let peer = swarm
-                .peer(id)
-                .await
-                .with_context(|| format!("reaching {node}"))?;
+            let (swarm, secret, _, peer) = your_node(&home, &node).await?;
             peer.transfer(
                 &secret.keys().signing,
                 to_owner,
@@ -1209,18 +1210,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 );
             } else {
                 println!(
-                    "{node} now belongs to owner {}; it no longer admits your client key. Shards of yours it holds stay until their leases end.",
+                    "{node} now belongs to owner {}. It admits your client key only as a member of its swarm, if you share one; without that, your shards on it stay until their leases end, and your steward repairs them elsewhere.",
                     to_owner.to_hex()
                 );
             }
         }
         Command::Drain { node, undo } => {
-            let id = NodeId::from_human(&node).with_context(|| format!("node id {node}"))?;
-            let (swarm, secret) = bare_swarm(&home, None)?;
-            let peer = swarm
-                .peer(id)
-                .await
-                .with_context(|| format!("reaching {node}"))?;
+            let (swarm, secret, _, peer) = your_node(&home, &node).await?;
             peer.drain(&secret.keys().signing, !undo, unix_now() + 600)
                 .await?;
             let stat = peer.stat().await?;
@@ -1236,7 +1232,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("{node} takes new shards again");
             } else {
                 println!(
-                    "{node} is draining: it takes no new shards, and clients place new ones elsewhere.\nIt still holds {shards} shards ({}) for their owners; they leave as those owners repair them elsewhere or their leases end. When it holds none, it can leave.",
+                    "{node} is draining: it takes no new shards, and clients place new ones elsewhere.\nIt still holds {shards} shards ({}) for their owners; each owner's steward moves them to other nodes (shards nobody stewards stay until their leases end). When it holds none, it can leave.",
                     size(used)
                 );
             }
@@ -1357,23 +1353,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Join { node, invite } => {
-            let id = NodeId::from_human(&node).with_context(|| format!("node id {node}"))?;
             let cert = MemberCert::from_ticket(&invite)?;
-            let (swarm, _) = bare_swarm(&home, None)?;
-            let peer = swarm
-                .peer(id)
-                .await
-                .with_context(|| format!("reaching {node}"))?;
+            let (swarm, _, id, peer) = your_node(&home, &node).await?;
             // The other nodes it knows of, to gossip with first.
             let seeds = swarm
                 .nodes()
                 .into_iter()
                 .filter(|n| n.id != id)
-                .map(|n| NodeAddr {
-                    node: n.id.0,
-                    addr: n.addr,
-                    site: n.site,
-                })
+                .map(NodeAddr::from)
                 .collect();
             let joined = peer.join(cert, seeds).await?;
             swarm.close().await;

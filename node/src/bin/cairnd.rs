@@ -218,7 +218,6 @@ fn run(args: &Args) -> anyhow::Result<Outcome> {
     let serving = Arc::new(AtomicBool::new(false));
     let board = BoardLoop {
         board: Board::open(&config.board.to_board_config().map_err(anyhow::Error::msg)?),
-        last_temperature: None,
         timing: PanelTiming {
             pairing: config.board.pairing_window(),
             ..PanelTiming::default()
@@ -497,7 +496,6 @@ fn notify(states: &[NotifyState]) {
 /// decisions themselves are `cairn_board`'s plain state machines.
 struct BoardLoop {
     board: Board,
-    last_temperature: Option<i32>,
     timing: PanelTiming,
     node_name: String,
     control: Arc<NodeControl>,
@@ -555,7 +553,8 @@ impl BoardLoop {
             if last_assessed.is_none_or(|at| now >= at + HEALTH_EVERY) || serving != was_serving {
                 last_assessed = Some(now);
                 was_serving = serving;
-                let next = monitor.assess(&self.inputs());
+                let inputs = self.inputs();
+                let next = monitor.assess(&inputs);
                 if next.state != health.state || next.reasons != health.reasons {
                     if next.reasons.is_empty() {
                         info!("node state: {}", next.state.as_str());
@@ -578,8 +577,7 @@ impl BoardLoop {
                 self.control.set_health(HealthSnapshot {
                     state: health.state.as_str(),
                     reasons: health.reasons.clone(),
-                    temperature_mc: self.last_temperature,
-                    background_percent: health.background.percent(),
+                    temperature_mc: inputs.temperature_mc,
                 });
             }
             // A claim closes the window from the network side.
@@ -606,7 +604,6 @@ impl BoardLoop {
 
     fn inputs(&mut self) -> HealthInputs {
         let readings = self.board.read();
-        self.last_temperature = readings.temperature_mc;
         let disks = self.store.disk_stats();
         let online = disks.iter().filter(|d| d.state == DiskState::Online);
         HealthInputs {

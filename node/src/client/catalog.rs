@@ -91,6 +91,16 @@ pub struct NodeEntry {
     pub site: Option<String>,
 }
 
+impl From<NodeEntry> for crate::proto::NodeAddr {
+    fn from(entry: NodeEntry) -> Self {
+        Self {
+            node: entry.id.0,
+            addr: entry.addr,
+            site: entry.site,
+        }
+    }
+}
+
 /// Every path the owner stored, with all its versions. (How to reach the
 /// nodes travels in the root pointer, which a recovering client reads first.)
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]

@@ -782,15 +782,7 @@ impl Swarm {
     /// audits, repairs and renews them; returns how many segments it tracks
     /// for this owner.
     pub async fn track(&self, steward: NodeId, blobs: &[&BlobRef]) -> Result<u64, SwarmError> {
-        let nodes: Vec<NodeAddr> = self
-            .nodes()
-            .into_iter()
-            .map(|n| NodeAddr {
-                node: n.id.0,
-                addr: n.addr,
-                site: n.site,
-            })
-            .collect();
+        let nodes: Vec<NodeAddr> = self.nodes().into_iter().map(NodeAddr::from).collect();
         let lease_until = unix_now() + LEASE.as_secs();
         let mut segments = Vec::new();
         for blob in blobs {

@@ -77,11 +77,6 @@ impl GossipService {
         all
     }
 
-    /// Whether gossip has declared `node` down.
-    pub fn is_down(&self, node: &NodeId) -> bool {
-        lock(&self.members).get(&node.0).is_some_and(|m| !m.up)
-    }
-
     /// Runs SWIM until `stop` turns true, then leaves the swarm's gossip.
     pub async fn run(self: Arc<Self>, pool: Arc<Pool>, mut stop: watch::Receiver<bool>) {
         let Some(mut receiver) = lock(&self.receiver).take() else {

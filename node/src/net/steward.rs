@@ -5,9 +5,7 @@
 //! over shards, each checked against its id before and after).
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -56,7 +54,7 @@ pub enum StewardError {
     },
     /// The table file is not one this program wrote.
     #[error(
-        "the steward table {path} is damaged ({reason}); move it aside to start an empty table (owners' clients track their data again on their next put)"
+        "the steward table {path} is damaged ({reason}); move it aside to start an empty table (an owner's client hands over a file's segments again when it next puts that file)"
     )]
     Damaged {
         /// The file.
@@ -66,26 +64,14 @@ pub enum StewardError {
     },
 }
 
-/// What the steward has done since start, for logs and the bench.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct StewardCounters {
-    /// Segments repaired.
-    pub repaired: u64,
-    /// Shard bytes read for repairs.
-    pub repair_read: u64,
-    /// Shard bytes written by repairs.
-    pub repair_written: u64,
-    /// Audits passed.
-    pub audits_passed: u64,
-    /// Audits failed.
-    pub audits_failed: u64,
-}
+/// Each node the owners named: its address and site.
+type Directory = BTreeMap<NodeId, (String, Option<String>)>;
 
 #[derive(Serialize, Deserialize)]
 struct State {
     steward: Steward,
     /// Where each node is: address and site.
-    directory: BTreeMap<NodeId, (String, Option<String>)>,
+    directory: Directory,
 }
 
 /// The steward of this node, shared by the server (which takes `Track` and
@@ -94,13 +80,9 @@ pub struct StewardService {
     path: PathBuf,
     config: StewardConfig,
     state: Mutex<State>,
-    /// Serialises saves of the table.
-    saving: Mutex<()>,
-    repaired: AtomicU64,
-    repair_read: AtomicU64,
-    repair_written: AtomicU64,
-    audits_passed: AtomicU64,
-    audits_failed: AtomicU64,
+    /// Serialises saves; holds the hash of the table as last saved, so an
+    /// unchanged table is not written again.
+    saved: Mutex<[u8; 32]>,
 }
 
 impl StewardService {
@@ -127,12 +109,7 @@ impl StewardService {
             path,
             config,
             state: Mutex::new(state),
-            saving: Mutex::new(()),
-            repaired: AtomicU64::new(0),
-            repair_read: AtomicU64::new(0),
-            repair_written: AtomicU64::new(0),
-            audits_passed: AtomicU64::new(0),
-            audits_failed: AtomicU64::new(0),
+            saved: Mutex::new([0; 32]),
         })
     }
 
@@ -184,17 +161,6 @@ impl StewardService {
         shards.iter().map(|s| known.get(s).copied()).collect()
     }
 
-    /// What it has done since start.
-    pub fn counters(&self) -> StewardCounters {
-        StewardCounters {
-            repaired: self.repaired.load(Ordering::Relaxed),
-            repair_read: self.repair_read.load(Ordering::Relaxed),
-            repair_written: self.repair_written.load(Ordering::Relaxed),
-            audits_passed: self.audits_passed.load(Ordering::Relaxed),
-            audits_failed: self.audits_failed.load(Ordering::Relaxed),
-        }
-    }
-
     /// Works the table until `stop` turns true: liveness, audits, repairs,
     /// renewals, each tick. Dials from `endpoint` as `identity`, showing
     /// the node's swarm membership.
@@ -236,7 +202,7 @@ impl StewardService {
         self.run_renewals(pool).await;
     }
 
-    fn directory(&self) -> BTreeMap<NodeId, (String, Option<String>)> {
+    fn directory(&self) -> Directory {
         lock(&self.state).directory.clone()
     }
 
@@ -284,14 +250,9 @@ impl StewardService {
         }
         let now = unix_now();
         for (task, outcome) in audits.join_all().await {
-            match outcome {
-                AuditOutcome::Passed => self.audits_passed.fetch_add(1, Ordering::Relaxed),
-                AuditOutcome::Failed => {
-                    warn!(holder = %task.holder.to_human(), shard = %task.shard, "steward: audit failed: the holder does not have the shard it was given");
-                    self.audits_failed.fetch_add(1, Ordering::Relaxed)
-                }
-                AuditOutcome::Unreachable => 0,
-            };
+            if outcome == AuditOutcome::Failed {
+                warn!(holder = %task.holder.to_human(), shard = %task.shard, "steward: audit failed: the holder does not have the shard it was given");
+            }
             lock(&self.state).steward.audited(&task, outcome, now);
         }
     }
@@ -302,10 +263,6 @@ impl StewardService {
         for task in tasks {
             match repair(pool, &task, &directory).await {
                 Ok(done) => {
-                    self.repaired.fetch_add(1, Ordering::Relaxed);
-                    self.repair_read.fetch_add(done.read, Ordering::Relaxed);
-                    self.repair_written
-                        .fetch_add(done.written, Ordering::Relaxed);
                     info!(
                         "steward: repaired a segment: rebuilt {} shard(s) from {} read ({} bytes read, {} written)",
                         done.moved.len(),
@@ -331,10 +288,8 @@ impl StewardService {
         for task in tasks {
             match move_shard(pool, &task, &directory).await {
                 Ok((to, bytes)) => {
-                    self.repair_read.fetch_add(bytes, Ordering::Relaxed);
-                    self.repair_written.fetch_add(bytes, Ordering::Relaxed);
                     info!(
-                        "steward: moved shard {} off draining node {} to {}",
+                        "steward: moved shard {} ({bytes} bytes) off draining node {} to {}",
                         task.shard.1,
                         task.from.to_human(),
                         to.to_human()
@@ -384,27 +339,25 @@ impl StewardService {
         }
     }
 
-    /// Writes the table: temporary file, fsync, rename, directory fsync.
+    /// Writes the table durably, unless it is as last saved (most rounds
+    /// change nothing, and a round may be a second).
     fn save(&self) -> Result<(), StewardError> {
-        let _saving = lock(&self.saving);
+        let mut saved = lock(&self.saved);
         let bytes = postcard::to_stdvec(&*lock(&self.state)).map_err(|e| StewardError::Io {
             path: self.path.clone(),
             source: std::io::Error::other(e),
         })?;
-        let io = |source| StewardError::Io {
-            path: self.path.clone(),
-            source,
-        };
-        let tmp = self.path.with_extension("bin.tmp");
-        let mut file = std::fs::File::create(&tmp).map_err(io)?;
-        file.write_all(&bytes).map_err(io)?;
-        file.sync_all().map_err(io)?;
-        std::fs::rename(&tmp, &self.path).map_err(io)?;
-        if let Some(dir) = self.path.parent() {
-            std::fs::File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(io)?;
+        let hash = *blake3::hash(&bytes).as_bytes();
+        if hash == *saved {
+            return Ok(());
         }
+        crate::durable::replace_file(&self.path, &bytes, 0o644).map_err(|source| {
+            StewardError::Io {
+                path: self.path.clone(),
+                source,
+            }
+        })?;
+        *saved = hash;
         Ok(())
     }
 }
@@ -449,19 +402,13 @@ struct RepairDone {
 async fn repair(
     pool: &Arc<Pool>,
     task: &RepairTask,
-    directory: &BTreeMap<NodeId, (String, Option<String>)>,
+    directory: &Directory,
 ) -> Result<RepairDone, String> {
-    let addr_of = |node: &NodeId| {
-        directory
-            .get(node)
-            .map(|(addr, _)| addr.clone())
-            .ok_or_else(|| format!("no address known for node {}", node.to_human()))
-    };
     let mut have = Vec::with_capacity(task.sources.len());
     let mut read = 0u64;
     for (index, shard, holder) in &task.sources {
         let peer = pool
-            .peer(*holder, &addr_of(holder)?)
+            .peer(*holder, address_of(directory, holder)?)
             .await
             .map_err(|e| format!("source {}: {e}", holder.to_human()))?;
         // `get` checks the bytes against the shard id.
@@ -500,13 +447,7 @@ async fn repair(
     let mut written = 0;
     let mut moved = Vec::new();
     for ((index, bytes), node) in rebuilt.iter().zip(&new) {
-        let peer = pool
-            .peer(*node, &addr_of(node)?)
-            .await
-            .map_err(|e| format!("new holder {}: {e}", node.to_human()))?;
-        peer.put(ShardId::of(bytes), bytes, task.owner, task.lease_until)
-            .await
-            .map_err(|e| format!("storing on {}: {e}", node.to_human()))?;
+        store_on(pool, directory, *node, bytes, task.owner, task.lease_until).await?;
         written += bytes.len() as u64;
         moved.push((*index, *node));
     }
@@ -522,21 +463,17 @@ async fn repair(
 async fn move_shard(
     pool: &Arc<Pool>,
     task: &MoveTask,
-    directory: &BTreeMap<NodeId, (String, Option<String>)>,
+    directory: &Directory,
 ) -> Result<(NodeId, u64), String> {
     let (index, shard) = task.shard;
-    let (addr, _) = directory
-        .get(&task.from)
-        .ok_or_else(|| format!("no address known for node {}", task.from.to_human()))?;
     let bytes = pool
-        .peer(task.from, addr)
+        .peer(task.from, address_of(directory, &task.from)?)
         .await
         .map_err(|e| e.to_string())?
         .get(shard)
         .await
         .map_err(|e| format!("reading shard {shard} from {}: {e}", task.from.to_human()))?;
-    let mut avoid = task.avoid.clone();
-    avoid.push(task.from);
+    // `avoid` names every draining node, this one too.
     let new = place_new(
         pool,
         directory,
@@ -545,22 +482,40 @@ async fn move_shard(
             keep: &task.keep,
             indices: &[index],
             shard_len: task.shard_len,
-            avoid: &avoid,
+            avoid: &task.avoid,
             seed: task.segment.0,
         },
     )
     .await?;
     let to = new[0];
-    let (to_addr, _) = directory
-        .get(&to)
-        .ok_or_else(|| format!("no address known for node {}", to.to_human()))?;
-    pool.peer(to, to_addr)
-        .await
-        .map_err(|e| e.to_string())?
-        .put(shard, &bytes, task.owner, task.lease_until)
-        .await
-        .map_err(|e| format!("storing on {}: {e}", to.to_human()))?;
+    store_on(pool, directory, to, &bytes, task.owner, task.lease_until).await?;
     Ok((to, bytes.len() as u64))
+}
+
+/// Stores `bytes` (a shard, named by its hash) on `node` under `owner`.
+async fn store_on(
+    pool: &Pool,
+    directory: &Directory,
+    node: NodeId,
+    bytes: &[u8],
+    owner: OwnerId,
+    lease_until: u64,
+) -> Result<(), String> {
+    pool.peer(node, address_of(directory, &node)?)
+        .await
+        .map_err(|e| format!("new holder {}: {e}", node.to_human()))?
+        .put(ShardId::of(bytes), bytes, owner, lease_until)
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("storing on {}: {e}", node.to_human()))
+}
+
+/// Where `node` listens, from the owners' node lists.
+fn address_of<'a>(directory: &'a Directory, node: &NodeId) -> Result<&'a str, String> {
+    directory
+        .get(node)
+        .map(|(addr, _)| addr.as_str())
+        .ok_or_else(|| format!("no address known for node {}", node.to_human()))
 }
 
 /// What a placement of rebuilt or moved shards must respect.
@@ -583,7 +538,7 @@ struct Placing<'a> {
 /// holders then pass the placement check (never k on one node).
 async fn place_new(
     pool: &Arc<Pool>,
-    directory: &BTreeMap<NodeId, (String, Option<String>)>,
+    directory: &Directory,
     placing: Placing<'_>,
 ) -> Result<Vec<NodeId>, String> {
     let Placing {
