@@ -52,9 +52,47 @@ pub struct SwarmSection {
     pub advertise: Option<String>,
     /// This node's site (household, region), advertised to the swarm.
     pub site: Option<String>,
+    /// Announce the box and find others on the LAN by mDNS.
+    pub mdns: MdnsMode,
+    /// The interfaces mDNS uses (empty: every one but loopback).
+    pub mdns_interfaces: Vec<String>,
+}
+
+/// When the box speaks mDNS.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MdnsMode {
+    /// On unless the node is reached at a loopback address (a local test
+    /// swarm has no LAN to speak to).
+    #[default]
+    Auto,
+    /// Always.
+    On,
+    /// Never.
+    Off,
 }
 
 impl DaemonConfig {
+    /// Whether to run mDNS: `auto` means unless the node's address is a
+    /// loopback one.
+    pub fn mdns_enabled(&self) -> bool {
+        match self.swarm.mdns {
+            MdnsMode::On => true,
+            MdnsMode::Off => false,
+            MdnsMode::Auto => {
+                let advertised = self.advertised_address().and_then(|a| {
+                    a.rsplit_once(':').and_then(|(host, _)| {
+                        host.trim_start_matches('[')
+                            .trim_end_matches(']')
+                            .parse::<std::net::IpAddr>()
+                            .ok()
+                    })
+                });
+                !advertised.unwrap_or(self.listen.ip()).is_loopback()
+            }
+        }
+    }
+
     /// Where other members reach this node, if known.
     pub fn advertised_address(&self) -> Option<String> {
         self.swarm
@@ -434,6 +472,27 @@ mod tests {
         assert!(!config.network.allow_any);
         let example = include_str!("../../systemd/cairnd.toml");
         parse(example).unwrap();
+    }
+
+    #[test]
+    fn mdns_stays_off_the_lan_for_a_loopback_swarm_unless_asked() {
+        let enabled = |extra: &str| {
+            parse(&format!("disks = ['/d']\n{extra}"))
+                .unwrap()
+                .mdns_enabled()
+        };
+        assert!(
+            enabled(""),
+            "the appliance default: listen on every address"
+        );
+        assert!(!enabled("listen = '127.0.0.1:7000'\n"));
+        assert!(!enabled("listen = '[::1]:7000'\n"));
+        assert!(enabled("listen = '192.168.1.5:7000'\n"));
+        assert!(!enabled("[swarm]\nadvertise = '127.0.0.2:7000'\n"));
+        assert!(enabled("[swarm]\nadvertise = 'box.example:7000'\n"));
+        assert!(enabled("listen = '127.0.0.1:7000'\n[swarm]\nmdns = 'on'\n"));
+        assert!(!enabled("[swarm]\nmdns = 'off'\n"));
+        assert!(parse("disks = ['/d']\n[swarm]\nmdns = 'maybe'\n").is_err());
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 pub mod client;
 pub mod daemon_config;
+pub mod discovery;
 pub mod durable;
 pub mod identity;
 pub mod ids;

@@ -57,6 +57,10 @@ struct State {
     /// Removed members' keys, hex.
     #[serde(default)]
     removed: BTreeSet<String>,
+    /// The founder's signed removals (postcard, hex), kept so that this
+    /// node can retell them to members that missed them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    removals: Vec<String>,
     /// Members to gossip with first, as given at the join.
     #[serde(default)]
     seeds: Vec<Seed>,
@@ -173,8 +177,8 @@ impl Membership {
         Ok(swarm)
     }
 
-    /// Keeps a removal of this node's swarm.
-    pub fn remove(&self, removal: &Removal) -> Result<(), JoinError> {
+    /// Keeps a removal of this node's swarm; true when it is news.
+    pub fn remove(&self, removal: &Removal) -> Result<bool, JoinError> {
         let mut guard = self.lock();
         let swarm = guard
             .0
@@ -184,11 +188,26 @@ impl Membership {
         removal.verify(&swarm)?;
         let mut next = guard.1.clone();
         if !next.removed.insert(OwnerId(removal.member).to_hex()) {
-            return Ok(());
+            return Ok(false);
+        }
+        if let Ok(bytes) = postcard::to_allocvec(removal) {
+            next.removals.push(data_encoding::HEXLOWER.encode(&bytes));
         }
         self.save(&next)?;
         guard.1 = next;
-        Ok(())
+        Ok(true)
+    }
+
+    /// The signed removals this node keeps (those it can retell).
+    pub fn removals(&self) -> Vec<Removal> {
+        self.lock()
+            .1
+            .removals
+            .iter()
+            .filter_map(|h| {
+                postcard::from_bytes(&data_encoding::HEXLOWER.decode(h.as_bytes()).ok()?).ok()
+            })
+            .collect()
     }
 
     /// Whether `peer`, showing `cert`, is a member of this node's swarm now.
@@ -285,10 +304,13 @@ mod tests {
         };
         assert!(membership.remove(&forged).is_err());
         assert!(membership.admits(&PEER, Some(&peer_cert), 10));
-        membership.remove(&Removal::issue(&founder, &PEER)).unwrap();
+        let removal = Removal::issue(&founder, &PEER);
+        assert!(membership.remove(&removal).unwrap(), "news");
+        assert!(!membership.remove(&removal).unwrap(), "heard before");
         assert!(!membership.admits(&PEER, Some(&peer_cert), 10));
         let reopened = Membership::open(dir.path(), NODE).unwrap();
         assert!(reopened.is_removed(&PEER));
+        assert_eq!(reopened.removals(), vec![removal]);
         assert_eq!(
             reopened.swarm(),
             Some(OwnerId(founder.verifying_key().to_bytes()))

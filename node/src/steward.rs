@@ -324,6 +324,13 @@ impl Steward {
         holder.down_since.get_or_insert(now);
     }
 
+    /// Whether a holder is known to be down now.
+    pub fn is_down(&self, node: &NodeId) -> bool {
+        self.holders
+            .get(node)
+            .is_some_and(|h| h.down_since.is_some())
+    }
+
     /// A holder's owner started (or stopped) draining it.
     pub fn node_draining(&mut self, node: NodeId, draining: bool) {
         self.holders.entry(node).or_default().draining = draining;

@@ -140,6 +140,15 @@ fn lost_nodes_are_repaired_and_files_survive_more_losses() {
             .contains("steward: repaired a segment"),
         "the steward repaired"
     );
+    // It knew the holders were down from the swarm's gossip.
+    assert!(
+        nodes[0]
+            .as_ref()
+            .unwrap()
+            .log()
+            .contains("steward: holder down, by the swarm's gossip"),
+        "the steward took gossip's verdict"
+    );
 
     // Two more gone: every file still reads back.
     for i in [4, 5] {

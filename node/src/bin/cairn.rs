@@ -20,6 +20,7 @@ use cairn_node::client::segment::{Coding, TAG_LEN};
 use cairn_node::client::swarm::{Swarm, TransferStats};
 use cairn_node::ids::{NodeId, OwnerId};
 use cairn_node::net::Peer;
+use cairn_node::net::discovery::LanDiscovery;
 use cairn_node::proto::NodeAddr;
 use cairn_node::proto::membership::{MemberCert, Removal, Role};
 
@@ -69,6 +70,18 @@ enum Command {
     },
     /// List your nodes, whether they answer, and their state.
     Nodes,
+    /// Find Cairn boxes on this LAN by mDNS.
+    Discover {
+        /// How long to listen.
+        #[arg(long, default_value_t = 3)]
+        seconds: u64,
+        /// Listen on this interface only (repeatable; default: all but loopback).
+        #[arg(long = "interface")]
+        interfaces: Vec<String>,
+        /// Add the boxes found to your nodes (as `add-node` does).
+        #[arg(long)]
+        add: bool,
+    },
     /// Claim a box whose pairing window is open (hold its button about 5 s
     /// until the LED blips once a second): it becomes yours and is added to
     /// your nodes.
@@ -797,7 +810,12 @@ async fn status(session: &Session, prefix: &str) -> anyhow::Result<()> {
         .collect();
     for (path, entry) in entries {
         let manifest = session.manifest(&entry).await?;
-        let (worst, total) = audit_blob(&session.swarm, &manifest.content).await;
+        let (content_worst, total) = audit_blob(&session.swarm, &manifest.content).await;
+        // The file is only as readable as its manifest, which has segments
+        // (and holders) of its own.
+        let manifest_ref = session.located(&entry.manifest).await;
+        let (manifest_worst, _) = audit_blob(&session.swarm, &manifest_ref).await;
+        let worst = content_worst.min(manifest_worst);
         let k = manifest.content.coding.map_or(0, |c| usize::from(c.k));
         let spare = worst.saturating_sub(k);
         if session.json {
@@ -1083,6 +1101,78 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             config.nodes.retain(|n| n.id != id);
             config.nodes.push(NodeConfig { id, addr, site });
             home.save_config(&config)?;
+        }
+        Command::Discover {
+            seconds,
+            interfaces,
+            add,
+        } => {
+            let discovery = LanDiscovery::start(&interfaces)?;
+            let found = discovery.browse_for(Duration::from_secs(seconds)).await;
+            discovery.shutdown();
+            let found = found?;
+            let mut config = home.config()?;
+            let yours = config
+                .member
+                .as_deref()
+                .and_then(|t| MemberCert::from_ticket(t).ok())
+                .map(|c| OwnerId(c.swarm))
+                .or_else(|| home.secret().ok().map(|s| s.keys().owner_id()));
+            let mut added = 0;
+            for box_ in &found {
+                let known = config
+                    .nodes
+                    .iter()
+                    .any(|n| NodeId::from_human(&n.id).is_ok_and(|id| id == box_.node));
+                let swarm = match box_.swarm {
+                    None => "in no swarm".to_owned(),
+                    Some(s) if Some(s) == yours => "in your swarm".to_owned(),
+                    Some(s) => format!("in swarm {}", &s.to_hex()[..16]),
+                };
+                if add && !known {
+                    config.nodes.push(NodeConfig {
+                        id: box_.node.to_human(),
+                        addr: box_.addr.clone(),
+                        site: box_.site.clone(),
+                    });
+                    added += 1;
+                }
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::json!({
+                            "id": box_.node.to_human(), "addr": box_.addr,
+                            "swarm": box_.swarm.map(|s| s.to_hex()), "site": box_.site,
+                            "software": box_.software, "known": known || add,
+                        })
+                    );
+                } else {
+                    println!(
+                        "{} {} {swarm}{}{}",
+                        box_.node.to_human(),
+                        box_.addr,
+                        box_.site
+                            .as_ref()
+                            .map(|s| format!(", site {s}"))
+                            .unwrap_or_default(),
+                        if known { ", one of your nodes" } else { "" }
+                    );
+                }
+            }
+            if added > 0 {
+                home.save_config(&config)?;
+            }
+            if !json {
+                match (found.len(), add) {
+                    (0, _) => println!(
+                        "no Cairn box answered in {seconds} s; is it plugged into this LAN and its LED steady or blinking?"
+                    ),
+                    (_, true) => println!("{added} added to your nodes"),
+                    (_, false) => println!(
+                        "(addresses come from the LAN and are checked when you connect; `cairn discover --add` adds them)"
+                    ),
+                }
+            }
         }
         Command::Nodes => {
             let (swarm, _) = bare_swarm(&home, None)?;

@@ -18,8 +18,10 @@ use cairn_board::board::Board;
 use cairn_board::health::{HealthInputs, HealthMonitor, HealthPolicy};
 use cairn_board::panel::{FrontPanel, PanelAction, PanelTiming};
 use cairn_node::daemon_config::{DEFAULT_PATH, DaemonConfig};
+use cairn_node::discovery::LanNode;
 use cairn_node::identity::Identity;
 use cairn_node::membership::Membership;
+use cairn_node::net::discovery::{self, LanDiscovery};
 use cairn_node::net::gossip::GossipService;
 use cairn_node::net::pool::Pool;
 use cairn_node::net::server::Services;
@@ -321,24 +323,22 @@ async fn serve(
     };
     let identity = server_config.identity.clone();
     let gossip_identity = identity.clone();
+    let gossip_identity_id = identity.id;
     let membership = Arc::new(Membership::open(&config.state_dir, identity.id)?);
     let gossip_membership = Arc::clone(&membership);
     if let Some(swarm) = membership.swarm() {
         info!("member of swarm {}", swarm.to_hex());
     }
-    let disks = store.disk_stats();
-    let gossip = GossipService::new(GossipMember {
-        node: identity.id.0,
-        addr: config.advertised_address().unwrap_or_default(),
-        // Seconds since the epoch: a restarted node's identity wins.
-        bump: u32::try_from(unix_now() % u64::from(u32::MAX)).unwrap_or(0),
-        advert: Advert {
-            site: config.swarm.site.clone(),
-            capacity: disks.iter().map(|d| d.capacity).sum(),
-            free: disks.iter().map(|d| d.free).sum(),
-            software: cairn_node::net::server::software(),
+    let gossip = GossipService::new(
+        GossipMember {
+            node: identity.id.0,
+            addr: config.advertised_address().unwrap_or_default(),
+            // Seconds since the epoch: a restarted node's identity wins.
+            bump: u32::try_from(unix_now() % u64::from(u32::MAX)).unwrap_or(0),
+            advert: advert(&config, &store, &control),
         },
-    });
+        Arc::clone(&membership),
+    );
     let request_timeout = server_config.request_timeout;
     let server = Server::bind(
         config.listen,
@@ -362,6 +362,7 @@ async fn serve(
             server.endpoint().clone(),
             identity,
             membership,
+            Arc::clone(&gossip),
             stop_rx.clone(),
         ))
     });
@@ -376,7 +377,7 @@ async fn serve(
                 Arc::clone(&gossip_membership),
                 request_timeout,
             ));
-            Some(tokio::spawn(gossip.run(pool, stop_rx.clone())))
+            Some(tokio::spawn(Arc::clone(&gossip).run(pool, stop_rx.clone())))
         }
         None => {
             warn!(
@@ -384,6 +385,34 @@ async fn serve(
             );
             None
         }
+    };
+    let discovery_task = if config.mdns_enabled() {
+        match LanDiscovery::start(&config.swarm.mdns_interfaces) {
+            Ok(discovery) => {
+                let me = LanNode {
+                    node: gossip_identity_id,
+                    addr: config
+                        .advertised_address()
+                        .unwrap_or_else(|| addr.to_string()),
+                    swarm: None,
+                    site: config.swarm.site.clone(),
+                    software: cairn_node::net::server::software(),
+                };
+                Some(tokio::spawn(discovery::serve(
+                    discovery,
+                    me,
+                    Arc::clone(&gossip_membership),
+                    Arc::clone(&gossip),
+                    stop_rx.clone(),
+                )))
+            }
+            Err(e) => {
+                warn!("{e}");
+                None
+            }
+        }
+    } else {
+        None
     };
     let serving_task = tokio::spawn({
         let server = Arc::clone(&server);
@@ -415,6 +444,7 @@ async fn serve(
                 if watchdog.is_some() {
                     notify(&[NotifyState::Watchdog]);
                 }
+                gossip.set_advert(advert(&config, &store, &control));
                 if ticks.is_multiple_of(status_every) {
                     let store_for_flush = Arc::clone(&store);
                     if let Ok(Err(e)) = tokio::task::spawn_blocking(move || store_for_flush.flush()).await {
@@ -435,7 +465,22 @@ async fn serve(
     if let Some(task) = gossip_task {
         let _ = task.await;
     }
+    if let Some(task) = discovery_task {
+        let _ = task.await;
+    }
     Ok(outcome)
+}
+
+/// What this node tells the swarm about itself.
+fn advert(config: &DaemonConfig, store: &ShardStore, control: &NodeControl) -> Advert {
+    let disks = store.disk_stats();
+    Advert {
+        site: config.swarm.site.clone(),
+        capacity: disks.iter().map(|d| d.capacity).sum(),
+        free: disks.iter().map(|d| d.free).sum(),
+        software: cairn_node::net::server::software(),
+        draining: control.ownership().draining,
+    }
 }
 
 fn status_line(store: &ShardStore, server: &Server, control: &NodeControl) -> String {

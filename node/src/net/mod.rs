@@ -8,6 +8,7 @@
 //! sees two different exporters, so the Noise handshake fails through it.
 
 pub mod client;
+pub mod discovery;
 pub mod gossip;
 pub mod handshake;
 pub mod pool;

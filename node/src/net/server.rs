@@ -703,7 +703,8 @@ async fn handle(
         Request::Remove { removal } => {
             let membership = Arc::clone(&shared.membership);
             let member = NodeId(removal.member);
-            blocking(move || membership.remove(&removal))
+            let kept = removal.clone();
+            blocking(move || membership.remove(&kept))
                 .await?
                 .map_err(|e| Refusal {
                     code: ErrorCode::Forbidden,
@@ -713,6 +714,7 @@ async fn handle(
                 "{} was removed from the swarm; refused from now on",
                 member.to_human()
             );
+            shared.gossip.spread_removal(removal);
             Ok((Response::Removed, Vec::new()))
         }
         Request::Gossip { packet } => {

@@ -15,6 +15,7 @@ use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
 use super::NetError;
+use super::gossip::GossipService;
 use super::pool::Pool;
 use crate::client::placement::{self, Candidate};
 use crate::client::segment::{self, Coding};
@@ -163,12 +164,13 @@ impl StewardService {
 
     /// Works the table until `stop` turns true: liveness, audits, repairs,
     /// renewals, each tick. Dials from `endpoint` as `identity`, showing
-    /// the node's swarm membership.
+    /// the node's swarm membership; takes liveness from `gossip`.
     pub async fn run(
         self: Arc<Self>,
         endpoint: quinn::Endpoint,
         identity: Identity,
         membership: Arc<Membership>,
+        gossip: Arc<GossipService>,
         mut stop: watch::Receiver<bool>,
     ) {
         let pool = Arc::new(Pool::new(
@@ -187,15 +189,15 @@ impl StewardService {
             if lock(&self.state).steward.is_empty() {
                 continue;
             }
-            self.tick(&pool).await;
+            self.tick(&pool, &gossip).await;
             if let Err(e) = self.save() {
                 warn!("steward: {e}");
             }
         }
     }
 
-    async fn tick(self: &Arc<Self>, pool: &Arc<Pool>) {
-        self.check_liveness(pool).await;
+    async fn tick(self: &Arc<Self>, pool: &Arc<Pool>, gossip: &GossipService) {
+        self.check_liveness(pool, gossip).await;
         self.run_audits(pool).await;
         self.run_repairs(pool).await;
         self.run_moves(pool).await;
@@ -206,7 +208,11 @@ impl StewardService {
         lock(&self.state).directory.clone()
     }
 
-    async fn check_liveness(&self, pool: &Arc<Pool>) {
+    /// Whether each holder is up (and draining): the swarm's gossip says
+    /// so for members it knows (SWIM's verdict, many members probing and
+    /// probing indirectly, beats one probe from here); the others are
+    /// asked directly.
+    async fn check_liveness(&self, pool: &Arc<Pool>, gossip: &GossipService) {
         let directory = self.directory();
         // Every node it may read from or place on, so repairs skip dead ones.
         let mut holders = lock(&self.state).steward.holders();
@@ -214,7 +220,23 @@ impl StewardService {
         holders.sort();
         holders.dedup();
         let mut asks = JoinSet::new();
+        let now = unix_now();
         for node in holders {
+            if let Some(view) = gossip.view(&node) {
+                let mut state = lock(&self.state);
+                if view.up {
+                    state.steward.node_up(node);
+                    state
+                        .steward
+                        .node_draining(node, view.member.advert.draining);
+                } else {
+                    if !state.steward.is_down(&node) {
+                        info!(node = %node.to_human(), "steward: holder down, by the swarm's gossip");
+                    }
+                    state.steward.node_down(node, now);
+                }
+                continue;
+            }
             let Some((addr, _)) = directory.get(&node).cloned() else {
                 continue;
             };
@@ -224,7 +246,6 @@ impl StewardService {
                 (node, answer.map(|(_, stat)| stat.ownership.draining))
             });
         }
-        let now = unix_now();
         for (node, answer) in asks.join_all().await {
             let mut state = lock(&self.state);
             match answer {

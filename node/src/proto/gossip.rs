@@ -31,6 +31,24 @@ pub struct Advert {
     pub free: u64,
     /// Its software version.
     pub software: String,
+    /// Its owner is taking it out of the swarm: place nothing new on it.
+    pub draining: bool,
+}
+
+impl Advert {
+    /// Whether `self` differs enough from what the swarm was last told
+    /// (`told`) to tell it again: any change but free space, or free space
+    /// moved by more than 1% of capacity. Telling costs every member a
+    /// gossip update, so a disk filling shard by shard must not cause one
+    /// per shard.
+    pub fn worth_telling(&self, told: &Advert) -> bool {
+        let threshold = (self.capacity / 100).max(1);
+        self.site != told.site
+            || self.capacity != told.capacity
+            || self.software != told.software
+            || self.draining != told.draining
+            || self.free.abs_diff(told.free) >= threshold
+    }
 }
 
 impl foca::Identity for GossipMember {
@@ -78,6 +96,7 @@ mod tests {
                 capacity: 1,
                 free: 1,
                 software: "t".into(),
+                draining: false,
             },
         };
         let renewed = member.renew().unwrap();
@@ -85,5 +104,32 @@ mod tests {
         assert!(renewed.win_addr_conflict(&member));
         assert!(!member.win_addr_conflict(&renewed));
         assert_eq!(renewed.addr(), member.addr());
+    }
+
+    #[test]
+    fn an_advert_is_retold_on_drain_or_a_percent_of_free_space_not_per_shard() {
+        let told = Advert {
+            site: Some("home".into()),
+            capacity: 1_000_000,
+            free: 500_000,
+            software: "1".into(),
+            draining: false,
+        };
+        let mut now = told.clone();
+        now.free -= 9_999;
+        assert!(!now.worth_telling(&told));
+        now.free -= 1;
+        assert!(now.worth_telling(&told));
+        let drained = Advert {
+            draining: true,
+            ..told.clone()
+        };
+        assert!(drained.worth_telling(&told));
+        let moved = Advert {
+            site: None,
+            ..told.clone()
+        };
+        assert!(moved.worth_telling(&told));
+        assert!(!told.worth_telling(&told));
     }
 }

@@ -1,6 +1,6 @@
 //! Real `cairnd` processes for the tests that need them.
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -58,6 +58,17 @@ impl Daemon {
         extra: &str,
         files: &[(&str, String)],
     ) -> Self {
+        Self::start_on(IpAddr::from([127, 0, 0, 1]), allow, env, extra, files)
+    }
+
+    /// Like [`Self::start_with_files`], listening on `ip` (a free port).
+    pub fn start_on(
+        ip: IpAddr,
+        allow: &[NodeId],
+        env: &[(&str, &str)],
+        extra: &str,
+        files: &[(&str, String)],
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         for (name, text) in files {
             let path = dir.path().join(name);
@@ -68,13 +79,13 @@ impl Daemon {
         std::fs::write(dir.path().join("board/button"), "0").unwrap();
         let disk = dir.path().join("disk1");
         std::fs::create_dir(&disk).unwrap();
-        // A free port: bind, note, release. Loopback only.
-        let port = UdpSocket::bind("127.0.0.1:0")
+        // A free port: bind, note, release.
+        let port = UdpSocket::bind(SocketAddr::new(ip, 0))
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let addr = SocketAddr::new(ip, port);
         let allow: Vec<String> = allow
             .iter()
             .map(|id| format!("'{}'", id.to_human()))
