@@ -26,7 +26,7 @@ use cairn_node::proto::membership::{MemberCert, Removal, Role};
 
 /// The owner's tool: store files in your Cairn swarm and get them back.
 #[derive(Parser)]
-#[command(version, about, long_about = None)]
+#[command(name = "cairn", version, about, long_about = None)]
 struct Cli {
     /// Where the owner's key and settings live (default: $CAIRN_HOME, else ~/.config/cairn).
     #[arg(long, global = true)]

@@ -38,7 +38,7 @@ use cairn_node::store::{DiskState, ScrubHandle, ShardStore, StoreConfig, StoreEr
 
 /// The Cairn storage node daemon.
 #[derive(Parser, Debug)]
-#[command(version, about, long_about = None)]
+#[command(name = "cairnd", version, about, long_about = None)]
 struct Args {
     /// Configuration file.
     #[arg(long, short, global = true, default_value = DEFAULT_PATH)]
