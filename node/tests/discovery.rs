@@ -24,8 +24,8 @@ use cairn_node::ids::{NodeId, ShardId};
 use cairn_node::net::{NetError, Peer};
 use cairn_node::proto::ErrorCode;
 use cairn_node::proto::membership::{MemberCert, Removal};
-use common::daemon::Daemon;
-use common::owner::Owner;
+use common::daemon::{Daemon, cert_of};
+use common::owner::{Owner, ok};
 
 /// A network namespace with a LAN interface `lan0`, deleted on drop.
 struct Lan {
@@ -92,15 +92,6 @@ impl Drop for Lan {
             .args(["netns", "delete", &self.name])
             .status();
     }
-}
-
-fn ok(out: std::process::Output) -> String {
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 /// Polls `check` every 250 ms until it holds, or fails after `limit`.
@@ -223,16 +214,7 @@ async fn on_the_lan(ips: &[&str]) {
     let removal = Removal::issue(&alice.secret().keys().signing, &a.id);
     peers[1].remove(removal).await.unwrap();
     let a_identity = Identity::load_or_create(&a.dir().join("state")).unwrap();
-    let a_cert = {
-        let text = std::fs::read_to_string(a.dir().join("state/swarm.toml")).unwrap();
-        let ticket = text
-            .lines()
-            .find_map(|l| l.strip_prefix("cert = "))
-            .unwrap()
-            .trim_matches('"')
-            .to_owned();
-        MemberCert::from_ticket(&ticket).unwrap()
-    };
+    let a_cert = cert_of(a);
     let a_endpoint = Peer::client_endpoint("10.77.0.1:0".parse().unwrap()).unwrap();
     eventually(
         Duration::from_secs(30),

@@ -11,19 +11,8 @@ use cairn_node::identity::Identity;
 use cairn_node::ids::NodeId;
 use cairn_node::net::{NetError, Peer};
 use cairn_node::proto::membership::MemberCert;
-use common::daemon::Daemon;
-use common::owner::Owner;
-
-/// A node's own certificate, as it keeps it.
-fn cert_of(daemon: &Daemon) -> MemberCert {
-    let text = std::fs::read_to_string(daemon.dir().join("state/swarm.toml")).unwrap();
-    let ticket = text
-        .lines()
-        .find_map(|l| l.strip_prefix("cert = "))
-        .unwrap()
-        .trim_matches('"');
-    MemberCert::from_ticket(ticket).unwrap()
-}
+use common::daemon::{Daemon, cert_of};
+use common::owner::{Owner, ok};
 
 /// Connects to `to` as `identity`, showing `cert`, and asks for `Stat`.
 async fn stat_as(
@@ -52,15 +41,6 @@ async fn stat_as(
             } => Ok(()),
             other => Err(other),
         })
-}
-
-fn ok(out: std::process::Output) -> String {
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

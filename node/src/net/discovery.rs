@@ -21,6 +21,9 @@ use crate::proto::NodeAddr;
 /// How often the daemon checks whether its record must change (it joined
 /// a swarm, say).
 const RECHECK: Duration = Duration::from_secs(10);
+/// Boxes remembered (to log each once); anyone on the LAN can announce
+/// records, so the memory is bounded.
+const MAX_HEARD: usize = 1024;
 
 /// A running mDNS responder.
 pub struct LanDiscovery {
@@ -156,6 +159,9 @@ pub async fn serve(
                 let Some(node) = read_event(event) else { continue };
                 if node.node == me.node {
                     continue;
+                }
+                if heard.len() >= MAX_HEARD {
+                    heard.clear();
                 }
                 if heard.insert(node.node, node.swarm) != Some(node.swarm) {
                     info!(node = %node.node.to_human(), addr = %node.addr, "mDNS: heard a box on the LAN");

@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -55,6 +56,8 @@ pub struct GossipService {
     receiver: Mutex<Option<mpsc::UnboundedReceiver<Event>>>,
     members: Mutex<BTreeMap<[u8; 32], MemberState>>,
     seeds: Mutex<Vec<NodeAddr>>,
+    /// SWIM runs (events are taken); until then adverts are only kept.
+    running: AtomicBool,
 }
 
 impl GossipService {
@@ -69,6 +72,7 @@ impl GossipService {
             receiver: Mutex::new(Some(receiver)),
             members: Mutex::new(BTreeMap::new()),
             seeds: Mutex::new(Vec::new()),
+            running: AtomicBool::new(false),
         })
     }
 
@@ -103,9 +107,13 @@ impl GossipService {
     }
 
     /// Tells the swarm this node's advert when it changed enough to matter
-    /// (see [`Advert::worth_telling`]).
+    /// (see [`Advert::worth_telling`]). Before gossip runs (or when it
+    /// never will) the advert is only kept, so nothing queues up.
     pub fn set_advert(&self, advert: Advert) {
-        if advert.worth_telling(&lock(&self.me).advert) {
+        let mut me = lock(&self.me);
+        if !self.running.load(Ordering::Acquire) {
+            me.advert = advert;
+        } else if advert.worth_telling(&me.advert) {
             let _ = self.events.send(Event::Advert(advert));
         }
     }
@@ -147,6 +155,7 @@ impl GossipService {
         let Some(mut receiver) = lock(&self.receiver).take() else {
             return;
         };
+        self.running.store(true, Ordering::Release);
         let mut seed = [0u8; 32];
         let _ = getrandom::fill(&mut seed);
         let mut foca: Swim = Foca::with_custom_broadcast(
@@ -211,6 +220,10 @@ impl GossipService {
         runtime: &mut AccumulatingRuntime<GossipMember>,
     ) -> Result<(), foca::Error> {
         let mut me = lock(&self.me);
+        if !advert.worth_telling(&me.advert) {
+            // Told already (the ticker may ask twice before this runs).
+            return Ok(());
+        }
         let next = GossipMember {
             advert,
             bump: me.bump.wrapping_add(1),

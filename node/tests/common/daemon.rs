@@ -214,3 +214,14 @@ pub fn print_id(config: &Path) -> NodeId {
     );
     NodeId::from_human(String::from_utf8_lossy(&out.stdout).trim()).unwrap()
 }
+
+/// A node's own swarm certificate, as it keeps it in `swarm.toml`.
+pub fn cert_of(daemon: &Daemon) -> cairn_node::proto::membership::MemberCert {
+    let text = std::fs::read_to_string(daemon.dir().join("state/swarm.toml")).unwrap();
+    let ticket = text
+        .lines()
+        .find_map(|l| l.strip_prefix("cert = "))
+        .unwrap()
+        .trim_matches('"');
+    cairn_node::proto::membership::MemberCert::from_ticket(ticket).unwrap()
+}

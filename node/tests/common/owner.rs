@@ -80,3 +80,14 @@ impl Owner {
         OwnerSecret::from_bytes(bytes.try_into().unwrap())
     }
 }
+
+/// The standard output of a command that must have succeeded (else its
+/// standard error is the failure).
+pub fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
