@@ -17,6 +17,8 @@ use cairn_node::client::placement::{self, Candidate};
 use cairn_node::client::segment::Coding;
 use cairn_node::ids::{NodeId, OwnerId, ShardId};
 use cairn_node::steward::{AuditOutcome, Steward, StewardPolicy, TrackedSegment};
+use rand::rngs::StdRng;
+use rand::{Rng, RngExt, SeedableRng};
 
 const CODING: Coding = Coding { k: 4, m: 2 };
 const SITES: usize = 12;
@@ -25,23 +27,6 @@ const SEGMENTS: usize = 150;
 const SHARD_LEN: u64 = 1 << 20;
 const STEP_S: u64 = 60;
 const HOUR: u64 = 3600;
-
-/// splitmix64: small, seedable, good enough to draw schedules.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Life {
@@ -60,7 +45,7 @@ struct Node {
 }
 
 struct World {
-    rng: Rng,
+    rng: StdRng,
     nodes: Vec<Node>,
     liar: usize,
     slow: usize,
@@ -75,7 +60,7 @@ struct World {
 
 impl World {
     fn new(seed: u64) -> (Self, Steward) {
-        let mut rng = Rng(seed);
+        let mut rng = StdRng::seed_from_u64(seed);
         let nodes: Vec<Node> = (0..SITES * NODES_PER_SITE)
             .map(|i| Node {
                 id: NodeId(
@@ -87,8 +72,8 @@ impl World {
                 shards: HashSet::new(),
             })
             .collect();
-        let liar = rng.below(nodes.len() as u64) as usize;
-        let slow = (liar + 1 + rng.below(nodes.len() as u64 - 1) as usize) % nodes.len();
+        let liar = rng.random_range(0..nodes.len() as u64) as usize;
+        let slow = (liar + 1 + rng.random_range(0..nodes.len() as u64 - 1) as usize) % nodes.len();
         let mut world = Self {
             rng,
             nodes,
@@ -119,7 +104,7 @@ impl World {
                 .collect();
             let candidates = world.candidates(&[]);
             let mut placement_seed = [0u8; 32];
-            placement_seed[..8].copy_from_slice(&world.rng.next().to_le_bytes());
+            placement_seed[..8].copy_from_slice(&world.rng.next_u64().to_le_bytes());
             let holders =
                 placement::place(&candidates, CODING, SHARD_LEN, placement_seed, &[]).unwrap();
             placement::check(&holders, CODING).unwrap();
@@ -196,7 +181,8 @@ impl World {
 
     fn run_audits(&mut self, steward: &mut Steward, now: u64) {
         for task in steward.audits(now, 400) {
-            let slow_miss = task.holder == self.nodes[self.slow].id && self.rng.below(10) < 3;
+            let slow_miss =
+                task.holder == self.nodes[self.slow].id && self.rng.random_range(0..10) < 3;
             let outcome = if slow_miss {
                 AuditOutcome::Unreachable
             } else {
@@ -233,7 +219,7 @@ impl World {
             let keep_sites: Vec<usize> = keep.iter().map(|n| self.node(*n).site).collect();
             // Prefer sites the segment does not use; fall back to any node.
             let mut seed = [0u8; 32];
-            seed[..8].copy_from_slice(&self.rng.next().to_le_bytes());
+            seed[..8].copy_from_slice(&self.rng.next_u64().to_le_bytes());
             let new = placement::place_n(
                 &self.candidates(&keep_sites),
                 CODING,
@@ -341,10 +327,11 @@ impl World {
             );
             *now += STEP_S;
             steps += 1;
-            if reboots && self.rng.below(30) == 0 {
-                let i = self.rng.below(self.nodes.len() as u64) as usize;
+            if reboots && self.rng.random_range(0..30) == 0 {
+                let i = self.rng.random_range(0..self.nodes.len() as u64) as usize;
                 if self.nodes[i].life == Life::Up {
-                    self.nodes[i].life = Life::Rebooting(*now + 60 * (1 + self.rng.below(10)));
+                    self.nodes[i].life =
+                        Life::Rebooting(*now + 60 * (1 + self.rng.random_range(0..10)));
                 }
             }
             self.step(steward, *now);
@@ -361,10 +348,10 @@ fn run(seed: u64) {
     let mut repairs = 0;
     while now < 12 * HOUR {
         now += STEP_S;
-        if world.rng.below(20) == 0 {
-            let i = world.rng.below(world.nodes.len() as u64) as usize;
+        if world.rng.random_range(0..20) == 0 {
+            let i = world.rng.random_range(0..world.nodes.len() as u64) as usize;
             if world.nodes[i].life == Life::Up {
-                let minutes = 1 + world.rng.below(20);
+                let minutes = 1 + world.rng.random_range(0..20);
                 world.nodes[i].life = Life::Rebooting(now + minutes * 60);
             }
         }
@@ -395,10 +382,10 @@ fn run(seed: u64) {
     // redundancy, repeat. Reboots go on meanwhile.
     let mut dead_sites: Vec<usize> = Vec::new();
     for _round in 0..3 {
-        let lose = 1 + world.rng.below(u64::from(CODING.m)) as usize;
+        let lose = 1 + world.rng.random_range(0..u64::from(CODING.m)) as usize;
         let mut sites = Vec::new();
         while sites.len() < lose {
-            let site = world.rng.below(SITES as u64) as usize;
+            let site = world.rng.random_range(0..SITES as u64) as usize;
             if !dead_sites.contains(&site)
                 && !sites.contains(&site)
                 && world.nodes[world.slow].site != site
