@@ -115,6 +115,15 @@ impl Membership {
         })
     }
 
+    /// Forgets the membership kept in `state_dir` (a factory reset: the
+    /// certificate names a key the node no longer has).
+    pub fn forget(state_dir: &Path) -> std::io::Result<()> {
+        match std::fs::remove_file(state_dir.join(FILE)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
     /// The swarm this node is in.
     pub fn swarm(&self) -> Option<OwnerId> {
         self.lock().0.as_ref().map(|c| OwnerId(c.swarm))
@@ -311,6 +320,12 @@ mod tests {
         let reopened = Membership::open(dir.path(), NODE).unwrap();
         assert!(reopened.is_removed(&PEER));
         assert_eq!(reopened.removals(), vec![removal]);
+        // A factory reset forgets it all (and forgetting twice is fine).
+        Membership::forget(dir.path()).unwrap();
+        Membership::forget(dir.path()).unwrap();
+        let forgotten = Membership::open(dir.path(), NODE).unwrap();
+        assert_eq!(forgotten.swarm(), None);
+        assert!(!forgotten.is_removed(&PEER));
         assert_eq!(
             reopened.swarm(),
             Some(OwnerId(founder.verifying_key().to_bytes()))

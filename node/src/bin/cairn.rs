@@ -462,7 +462,7 @@ impl Session {
         };
         if let Err(e) = self.swarm.track(steward, blobs).await {
             eprintln!(
-                "cairn: warning: stored, but {e}; it will be told on your next put (until then nothing repairs this data)"
+                "cairn: warning: stored, but {e}; until the steward is told, nothing audits, repairs or renews this data: once it answers, put the same files again (unchanged data is not uploaded twice, and the steward is told)"
             );
         }
     }

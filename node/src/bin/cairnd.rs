@@ -263,14 +263,12 @@ fn factory_reset(config: &DaemonConfig, control: &NodeControl) -> anyhow::Result
     control.clear()?;
     // The swarm certificate names the old key: with a new identity the box
     // must be invited again, by whoever owns it next.
-    let swarm_file = config.state_dir.join("swarm.toml");
-    match std::fs::remove_file(&swarm_file) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            return Err(e)
-                .with_context(|| format!("factory reset: removing {}", swarm_file.display()));
-        }
-        _ => {}
-    }
+    Membership::forget(&config.state_dir).with_context(|| {
+        format!(
+            "factory reset: leaving the swarm (removing swarm.toml in {})",
+            config.state_dir.display()
+        )
+    })?;
     let store_config = StoreConfig::new(new.id, &config.state_dir, config.disks.clone());
     let mut kept = 0;
     for path in &config.disks {
