@@ -141,7 +141,7 @@ fn the_unit_the_helper_and_the_example_config_agree_on_paths() {
         .filter(|l| l.contains("/srv/") || l.contains("/var/lib/"))
     {
         assert!(
-            line.contains("/srv/cairn/disks/") || line.contains("/var/lib/cairn"),
+            line.contains("/srv/cairn/disks") || line.contains("/var/lib/cairn"),
             "{line}"
         );
     }

@@ -25,7 +25,12 @@ pub struct DaemonConfig {
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
     /// Mountpoints of the data disks.
+    #[serde(default)]
     pub disks: Vec<PathBuf>,
+    /// A directory whose mounts are data disks, taken into service when
+    /// mounted and out of it when unmounted or unplugged, while the node runs
+    /// (the appliance's `/srv/cairn/disks`).
+    pub disks_dir: Option<PathBuf>,
     /// Store tuning.
     #[serde(default)]
     pub store: StoreSection,
@@ -392,10 +397,12 @@ impl DaemonConfig {
             key: key.to_owned(),
             message,
         };
-        if config.disks.is_empty() {
+        if config.disks.is_empty() && config.disks_dir.is_none() {
             return Err(value_error(
                 "disks",
-                "no data disks given; list at least one mountpoint".into(),
+                "no data disks given; list at least one mountpoint, or set `disks_dir` to a \
+                 directory where data disks are mounted"
+                    .into(),
             ));
         }
         config

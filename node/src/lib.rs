@@ -6,6 +6,7 @@
 pub mod client;
 pub mod daemon_config;
 pub mod discovery;
+pub mod disk_watch;
 pub mod durable;
 pub mod identity;
 pub mod ids;

@@ -462,3 +462,134 @@ fn snapshot(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
     out.sort();
     out
 }
+
+#[test]
+fn a_disk_attached_while_running_serves_and_a_detached_one_stops_until_it_returns() {
+    use cairn_node::store::fs::RealMount;
+    let root = tempfile::tempdir().unwrap();
+    let state = root.path().join("state");
+    let first = root.path().join("first");
+    let second = root.path().join("second");
+    std::fs::create_dir(&first).unwrap();
+    std::fs::create_dir(&second).unwrap();
+    let store = ShardStore::open(config(NODE_A, &state, vec![first.clone()])).unwrap();
+    let (kept, kept_bytes) = shard(1, 4000);
+    store.put(kept, &kept_bytes, OWNER, FAR_FUTURE).unwrap();
+
+    // A fresh, empty disk mounted later is initialised and taken into service.
+    let state_of = store
+        .attach(Box::new(RealMount::new(&second)))
+        .unwrap()
+        .expect("a new mountpoint changes something");
+    assert_eq!(state_of, DiskState::Online);
+    assert!(second.join("cairn/marker.toml").exists());
+    assert_eq!(
+        store.attach(Box::new(RealMount::new(&second))).unwrap(),
+        None
+    );
+    let stats = store.disk_stats();
+    assert_eq!(stats.len(), 2);
+    let second_id = stats[1].disk.expect("the new disk's marker was read");
+
+    // With the first disk gone, every new shard lands on the second.
+    assert!(store.detach(&first, "its device is gone"));
+    let moved: Vec<_> = (10..20).map(|seed| shard(seed, 3000)).collect();
+    for (id, bytes) in &moved {
+        assert_eq!(
+            store.put(*id, bytes, OWNER, FAR_FUTURE).unwrap(),
+            PutOutcome::Stored(second_id)
+        );
+    }
+    let gone = store.get(kept).unwrap_err();
+    assert!(
+        matches!(&gone, StoreError::NotFound { note, .. } if note.contains("out of service")),
+        "{gone}"
+    );
+    let first_state = store.disk_stats()[0].state.clone();
+    assert!(
+        matches!(
+            &first_state,
+            DiskState::Offline(DiskProblem::Detached { .. })
+        ),
+        "{first_state:?}"
+    );
+    assert!(
+        first_state.to_string().contains("plug it back in"),
+        "{first_state}"
+    );
+    assert!(!store.detach(&first, "again"), "it was no longer open");
+
+    // Plugged back in: its shards are served again.
+    assert_eq!(
+        store.attach(Box::new(RealMount::new(&first))).unwrap(),
+        Some(DiskState::Online)
+    );
+    assert_eq!(store.get(kept).unwrap(), kept_bytes);
+    for (id, bytes) in &moved {
+        assert_eq!(&store.get(*id).unwrap(), bytes);
+    }
+}
+
+#[test]
+fn attaching_at_run_time_keeps_the_start_up_refusals() {
+    use cairn_node::store::fs::RealMount;
+    let root = tempfile::tempdir().unwrap();
+    let mine = root.path().join("mine");
+    let theirs = root.path().join("theirs");
+    let copy = root.path().join("copy");
+    for dir in [&mine, &theirs] {
+        std::fs::create_dir(dir).unwrap();
+    }
+    let (id, bytes) = shard(5, 2000);
+    {
+        let store =
+            ShardStore::open(config(NODE_B, &root.path().join("b"), vec![theirs.clone()])).unwrap();
+        store.put(id, &bytes, OWNER, FAR_FUTURE).unwrap();
+    }
+    let theirs_before = snapshot(&theirs);
+    let state = root.path().join("a");
+    let store = ShardStore::open(config(NODE_A, &state, vec![mine.clone()])).unwrap();
+
+    // Another node's disk is refused and left untouched.
+    let refused = store.attach(Box::new(RealMount::new(&theirs))).unwrap();
+    assert!(
+        matches!(
+            refused,
+            Some(DiskState::Refused(DiskProblem::ForeignMarker { .. }))
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(snapshot(&theirs), theirs_before);
+
+    // The same disk seen through a second path is used once.
+    std::fs::create_dir(&copy).unwrap();
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(mine.join("cairn"))
+        .arg(&copy)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let duplicate = store.attach(Box::new(RealMount::new(&copy))).unwrap();
+    assert!(
+        matches!(
+            duplicate,
+            Some(DiskState::Refused(DiskProblem::Duplicate { .. }))
+        ),
+        "{duplicate:?}"
+    );
+
+    // A known disk's mountpoint, found empty after a detach, is never initialised again.
+    assert!(store.detach(&mine, "it was unmounted"));
+    let away = root.path().join("away");
+    std::fs::rename(mine.join("cairn"), &away).unwrap();
+    let empty = store.attach(Box::new(RealMount::new(&mine))).unwrap();
+    assert!(
+        matches!(
+            empty,
+            Some(DiskState::Offline(DiskProblem::MarkerMissing { .. }))
+        ),
+        "{empty:?}"
+    );
+    assert_eq!(std::fs::read_dir(&mine).unwrap().count(), 0);
+}

@@ -19,6 +19,7 @@ use cairn_board::health::{HealthInputs, HealthMonitor, HealthPolicy};
 use cairn_board::panel::{FrontPanel, PanelAction, PanelTiming};
 use cairn_node::daemon_config::{DEFAULT_PATH, DaemonConfig};
 use cairn_node::discovery::LanNode;
+use cairn_node::disk_watch::{self, DiskChange, DiskWatch};
 use cairn_node::identity::Identity;
 use cairn_node::membership::Membership;
 use cairn_node::net::discovery::{self, LanDiscovery};
@@ -94,9 +95,13 @@ fn adopt_disk(args: &Args, path: &std::path::Path) -> anyhow::Result<()> {
     let identity = Identity::load_or_create(&config.state_dir)?;
     let store_config = StoreConfig::new(identity.id, &config.state_dir, config.disks.clone());
     let disk = ShardStore::adopt_disk(&store_config, &RealMount::new(path))?;
-    if !config.disks.iter().any(|d| d == path) {
+    let in_disks_dir = config
+        .disks_dir
+        .as_deref()
+        .is_some_and(|dir| path.parent() == Some(dir));
+    if !in_disks_dir && !config.disks.iter().any(|d| d == path) {
         warn!(
-            "{} is not in `disks` of {}; add it there, or cairnd will not use it",
+            "{} is neither in `disks` nor mounted in `disks_dir` of {}; add it there, or cairnd will not use it",
             path.display(),
             args.config.display()
         );
@@ -166,7 +171,7 @@ fn run(args: &Args) -> anyhow::Result<Outcome> {
     info!(node = %identity.id.to_human(), "starting {}", cairn_node::net::server::software());
     let node_name = identity.id.to_human();
 
-    let mut store_config = StoreConfig::new(identity.id, &config.state_dir, config.disks.clone());
+    let mut store_config = StoreConfig::new(identity.id, &config.state_dir, disks_now(&config));
     store_config.reserve_bytes = config.store.reserve_mib << 20;
     store_config.quota_bytes = config.store.quota_gib.map(|gib| gib << 30);
     store_config.max_shard_bytes = config.store.max_shard_mib << 20;
@@ -232,6 +237,9 @@ fn run(args: &Args) -> anyhow::Result<Outcome> {
         reset: reset_tx,
     }
     .spawn();
+    if let Some(dir) = &config.disks_dir {
+        runtime.spawn(watch_disks(dir.clone(), Arc::clone(&store)));
+    }
     let result = runtime.block_on(serve(
         config.clone(),
         server_config,
@@ -253,6 +261,104 @@ fn run(args: &Args) -> anyhow::Result<Outcome> {
     Ok(outcome)
 }
 
+/// The data disks there are now: those named in `disks`, and the file
+/// systems mounted in `disks_dir` (whose devices are still there).
+fn disks_now(config: &DaemonConfig) -> Vec<PathBuf> {
+    let mut disks = config.disks.clone();
+    if let Some(dir) = &config.disks_dir {
+        match disk_watch::scan(dir) {
+            Ok(mounted) => {
+                for (path, device) in mounted {
+                    if !disks.contains(&path) && disk_watch::block_device_present(device) {
+                        disks.push(path);
+                    }
+                }
+            }
+            Err(e) => warn!(dir = %dir.display(), "cannot look for data disks in disks_dir: {e}"),
+        }
+    }
+    disks
+}
+
+/// How often `disks_dir` is looked at: a disk plugged in is serving, and one
+/// pulled out is out of service, within this.
+const DISK_WATCH_PERIOD: Duration = Duration::from_secs(3);
+
+/// Takes disks mounted in `dir` into service and out of it as they come and go.
+async fn watch_disks(dir: PathBuf, store: Arc<ShardStore>) {
+    struct Watching {
+        watch: DiskWatch,
+        retry: Vec<PathBuf>,
+        told: std::collections::HashMap<PathBuf, String>,
+    }
+    let state = Arc::new(std::sync::Mutex::new(Watching {
+        watch: DiskWatch::new(),
+        retry: Vec::new(),
+        told: Default::default(),
+    }));
+    let mut ticker = tokio::time::interval(DISK_WATCH_PERIOD);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let (dir, store, state) = (dir.clone(), Arc::clone(&store), Arc::clone(&state));
+        let step = tokio::task::spawn_blocking(move || {
+            let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
+            let mounted = match disk_watch::scan(&dir) {
+                Ok(mounted) => mounted,
+                Err(e) => {
+                    let said = format!("cannot look for data disks: {e}");
+                    if state.told.insert(dir.clone(), said.clone()).as_ref() != Some(&said) {
+                        warn!(dir = %dir.display(), "{said}");
+                    }
+                    return;
+                }
+            };
+            let retry = std::mem::take(&mut state.retry);
+            for change in state
+                .watch
+                .step(&mounted, disk_watch::block_device_present, &retry)
+            {
+                match change {
+                    DiskChange::Attach(path) => {
+                        match store.attach(Box::new(RealMount::new(&path))) {
+                            Ok(None) => {}
+                            Ok(Some(DiskState::Online)) => {
+                                state.told.insert(path.clone(), "online".into());
+                                info!(path = %path.display(), "data disk taken into service");
+                            }
+                            Ok(Some(not_serving)) => {
+                                let said = not_serving.to_string();
+                                if state.told.insert(path.clone(), said.clone()).as_ref()
+                                    != Some(&said)
+                                {
+                                    warn!(path = %path.display(), "data disk not in service: {said}");
+                                }
+                                state.retry.push(path);
+                            }
+                            Err(e) => {
+                                warn!(path = %path.display(), "cannot take the data disk into service: {e}");
+                                state.retry.push(path);
+                            }
+                        }
+                    }
+                    DiskChange::Detach { path, reason } => {
+                        state.told.remove(&path);
+                        if store.detach(&path, &reason) {
+                            warn!(path = %path.display(), "data disk out of service: {reason}");
+                        }
+                    }
+                }
+            }
+        });
+        if step.await.is_err() {
+            error!(
+                "the data disk watch failed; disks mounted from now on need a restart of cairnd"
+            );
+            return;
+        }
+    }
+}
+
 /// Resets identity and ownership: a new node key, the data disks re-marked
 /// for it (their shards stay for their owners, until drained or expired),
 /// and no owner. Crash-safe: the new key waits beside the old one until
@@ -269,9 +375,10 @@ fn factory_reset(config: &DaemonConfig, control: &NodeControl) -> anyhow::Result
             config.state_dir.display()
         )
     })?;
-    let store_config = StoreConfig::new(new.id, &config.state_dir, config.disks.clone());
+    let disks = disks_now(config);
+    let store_config = StoreConfig::new(new.id, &config.state_dir, disks.clone());
     let mut kept = 0;
-    for path in &config.disks {
+    for path in &disks {
         match ShardStore::adopt_disk(&store_config, &RealMount::new(path)) {
             Ok(_) => kept += 1,
             // An empty or missing disk has nothing to keep; it is initialised

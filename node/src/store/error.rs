@@ -216,6 +216,14 @@ pub enum DiskProblem {
         /// The path it is used through.
         other: PathBuf,
     },
+    /// The disk was taken out of service while the node ran (unplugged or unmounted).
+    #[error("{path}: {reason}; plug it back in (or mount it again) to bring its shards back")]
+    Detached {
+        /// The mountpoint.
+        path: PathBuf,
+        /// What happened to it.
+        reason: String,
+    },
     /// An I/O error while opening the disk or its index.
     #[error("{path}: I/O error while {doing}: {error}; check the disk (dmesg, SMART)")]
     Io {

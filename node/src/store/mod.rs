@@ -37,7 +37,7 @@ pub mod sim;
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 
 pub use config::StoreConfig;
 pub use disk::{Recovery, quarantine_path, shard_path};
@@ -55,16 +55,28 @@ use crate::ids::{DiskId, NodeId, OwnerId, ShardId};
 /// A pool of data disks holding shards.
 pub struct ShardStore {
     config: StoreConfig,
-    disks: Vec<DiskSlot>,
+    /// Grows when a disk is attached at run time; a slot is replaced, never
+    /// removed, so a scrub cursor's index stays meaningful.
+    disks: RwLock<Vec<DiskSlot>>,
     locks: ShardLocks,
     events: Mutex<Vec<StoreEvent>>,
+    attaching: Mutex<()>,
     scrub_cursor: Mutex<(usize, Option<ShardId>)>,
 }
 
-/// A configured disk and what became of it at open.
+/// A disk's mountpoint and what became of it when it was last opened.
 enum DiskSlot {
-    Open(Box<OpenDisk>),
+    Open(Arc<OpenDisk>),
     Unusable { path: PathBuf, problem: DiskProblem },
+}
+
+impl DiskSlot {
+    fn path(&self) -> &std::path::Path {
+        match self {
+            DiskSlot::Open(disk) => &disk.path,
+            DiskSlot::Unusable { path, .. } => path,
+        }
+    }
 }
 
 /// Whether a disk is serving.
@@ -72,7 +84,8 @@ enum DiskSlot {
 pub enum DiskState {
     /// Serving reads and writes.
     Online,
-    /// Failed an operation; out of service until the node restarts.
+    /// Failed an operation; out of service until it is detached and attached
+    /// again (unplugged and plugged back in) or the node restarts.
     Failed(String),
     /// Not there right now (not mounted, path missing); never written.
     Offline(DiskProblem),
@@ -202,7 +215,7 @@ impl ShardStore {
                     None => {
                         seen.insert(disk.id, disk.path.clone());
                         known_changed |= known.record(disk.id, &disk.path);
-                        DiskSlot::Open(Box::new(disk))
+                        DiskSlot::Open(Arc::new(disk))
                     }
                 },
                 Err(problem) => DiskSlot::Unusable {
@@ -217,9 +230,10 @@ impl ShardStore {
         }
         Ok(Self {
             config,
-            disks,
+            disks: RwLock::new(disks),
             locks: ShardLocks::default(),
             events: Mutex::new(Vec::new()),
+            attaching: Mutex::new(()),
             scrub_cursor: Mutex::new((0, None)),
         })
     }
@@ -273,6 +287,85 @@ impl ShardStore {
         Ok(marker.disk)
     }
 
+    /// Takes a disk into service while the store runs: a data disk mounted
+    /// after start-up, or one plugged back in. It is opened with the same
+    /// checks as at start-up (an empty mountpoint of a known disk, a foreign
+    /// marker, a duplicate are refused). Returns the disk's state afterwards,
+    /// or `None` when a disk at that mountpoint is already open (a failed one
+    /// must be detached first).
+    pub fn attach(&self, mount: Box<dyn Mount>) -> Result<Option<DiskState>, StoreError> {
+        let path = mount.path().to_owned();
+        // Opening reads the disk's index, so it happens outside the slots'
+        // lock; this one keeps two attaches from racing for one mountpoint.
+        let _attaching = lock(&self.attaching);
+        if read(&self.disks)
+            .iter()
+            .any(|slot| slot.path() == path && matches!(slot, DiskSlot::Open(_)))
+        {
+            return Ok(None);
+        }
+        let state_error = |source| StoreError::StateDir {
+            path: self.config.state_dir.clone(),
+            source,
+        };
+        let mut known = KnownDisks::load(&self.config.state_dir).map_err(state_error)?;
+        let slot = match open_disk(&self.config, mount.as_ref(), &known) {
+            Ok(disk) => {
+                let other = read(&self.disks).iter().find_map(|slot| match slot {
+                    DiskSlot::Open(open) if open.id == disk.id => Some(open.path.clone()),
+                    _ => None,
+                });
+                match other {
+                    Some(other) => DiskSlot::Unusable {
+                        path: path.clone(),
+                        problem: DiskProblem::Duplicate {
+                            path: path.clone(),
+                            disk: disk.id,
+                            other,
+                        },
+                    },
+                    None => {
+                        if known.record(disk.id, &disk.path) {
+                            known.save(&self.config.state_dir).map_err(state_error)?;
+                        }
+                        DiskSlot::Open(Arc::new(disk))
+                    }
+                }
+            }
+            Err(problem) => DiskSlot::Unusable {
+                path: path.clone(),
+                problem,
+            },
+        };
+        let state = self.stats_of(&slot).state;
+        let mut disks = write(&self.disks);
+        match disks.iter_mut().find(|existing| existing.path() == path) {
+            Some(existing) => *existing = slot,
+            None => disks.push(slot),
+        }
+        Ok(Some(state))
+    }
+
+    /// Takes the disk at `path` out of service because it is gone (unplugged
+    /// or unmounted): the store stops using it at once, its files close as
+    /// the last operation on it ends, and it is listed as offline with
+    /// `reason`. Returns whether a disk was open there.
+    pub fn detach(&self, path: &std::path::Path, reason: &str) -> bool {
+        let mut disks = write(&self.disks);
+        let Some(slot) = disks.iter_mut().find(|slot| slot.path() == path) else {
+            return false;
+        };
+        let was_open = matches!(slot, DiskSlot::Open(_));
+        *slot = DiskSlot::Unusable {
+            path: path.to_owned(),
+            problem: DiskProblem::Detached {
+                path: path.to_owned(),
+                reason: reason.to_owned(),
+            },
+        };
+        was_open
+    }
+
     /// This node's id.
     pub fn node(&self) -> NodeId {
         self.config.node
@@ -314,13 +407,13 @@ impl ShardStore {
         for disk in self.online() {
             match disk.record(&id) {
                 Ok(Some(existing)) if existing.state == ShardState::Stored => {
-                    self.extend_lease(disk, id, existing, lease_expires)?;
+                    self.extend_lease(&disk, id, existing, lease_expires)?;
                     return Ok(PutOutcome::AlreadyStored(disk.id));
                 }
                 Ok(Some(_)) => quarantined_on = Some(disk.id),
                 Ok(None) => {}
                 Err(e) => {
-                    self.disk_failed(disk, e);
+                    self.disk_failed(&disk, e);
                 }
             }
         }
@@ -341,7 +434,7 @@ impl ShardStore {
                     e.source
                 ),
             }),
-            Err(e) => Err(self.disk_failed(disk, e)),
+            Err(e) => Err(self.disk_failed(&disk, e)),
         }
     }
 
@@ -390,13 +483,16 @@ impl ShardStore {
                 lease_expires,
                 state: ShardState::Stored,
             };
-            let held = self.online().find_map(|disk| match disk.record(&id) {
-                Ok(Some(r)) if r.state == ShardState::Stored => Some((disk, r)),
-                _ => None,
-            });
+            let held = self
+                .online()
+                .into_iter()
+                .find_map(|disk| match disk.record(&id) {
+                    Ok(Some(r)) if r.state == ShardState::Stored => Some((disk, r)),
+                    _ => None,
+                });
             match held {
                 Some((disk, existing)) => {
-                    self.extend_lease(disk, id, existing, lease_expires)?;
+                    self.extend_lease(&disk, id, existing, lease_expires)?;
                     outcomes[i] = Some(PutOutcome::AlreadyStored(disk.id));
                 }
                 None => fresh.push((id, bytes, record)),
@@ -422,7 +518,7 @@ impl ShardStore {
                         ),
                     });
                 }
-                Err(e) => return Err(self.disk_failed(disk, e)),
+                Err(e) => return Err(self.disk_failed(&disk, e)),
             };
             let mut results = fresh.iter().zip(results);
             for &i in &order {
@@ -450,11 +546,11 @@ impl ShardStore {
         let bytes = match disk.fs().read(&shard_path(&id)) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(self.missing_file(disk, id));
+                return Err(self.missing_file(&disk, id));
             }
             Err(e) => {
                 return Err(self.disk_failed(
-                    disk,
+                    &disk,
                     DiskIoError {
                         doing: format!("reading shard {id}"),
                         source: e,
@@ -464,7 +560,7 @@ impl ShardStore {
         };
         if bytes.len() as u64 != record.len || ShardId::of(&bytes) != id {
             return Err(self.quarantine(
-                disk,
+                &disk,
                 id,
                 StoreEvent::ShardCorrupt {
                     shard: id,
@@ -490,9 +586,9 @@ impl ShardStore {
         }
         match disk.fs().read_at(&shard_path(&id), offset, len as usize) {
             Ok(bytes) => Ok(bytes),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(self.missing_file(disk, id)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(self.missing_file(&disk, id)),
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(self.quarantine(
-                disk,
+                &disk,
                 id,
                 StoreEvent::ShardCorrupt {
                     shard: id,
@@ -500,7 +596,7 @@ impl ShardStore {
                 },
             )),
             Err(e) => Err(self.disk_failed(
-                disk,
+                &disk,
                 DiskIoError {
                     doing: format!("reading shard {id}"),
                     source: e,
@@ -511,7 +607,7 @@ impl ShardStore {
 
     /// The record of a shard, if an online disk holds it (in any state).
     pub fn record(&self, id: ShardId) -> Option<(DiskId, ShardRecord)> {
-        self.online().find_map(|disk| {
+        self.online().into_iter().find_map(|disk| {
             disk.record(&id)
                 .ok()
                 .flatten()
@@ -533,12 +629,12 @@ impl ShardStore {
         for disk in self.online() {
             if disk
                 .record(&id)
-                .map_err(|e| self.disk_failed(disk, e))?
+                .map_err(|e| self.disk_failed(&disk, e))?
                 .is_some()
             {
                 return disk
                     .renew_lease(&id, expires)
-                    .map_err(|e| self.disk_failed(disk, e));
+                    .map_err(|e| self.disk_failed(&disk, e));
             }
         }
         Ok(false)
@@ -551,7 +647,7 @@ impl ShardStore {
         for disk in self.online() {
             let expired = disk.index().expired(now, limit - collected).map_err(|e| {
                 self.disk_failed(
-                    disk,
+                    &disk,
                     DiskIoError {
                         doing: "scanning leases".into(),
                         source: std::io::Error::other(e.to_string()),
@@ -578,7 +674,7 @@ impl ShardStore {
         for disk in self.online() {
             let page = disk.index().page(after, limit).map_err(|e| {
                 self.disk_failed(
-                    disk,
+                    &disk,
                     DiskIoError {
                         doing: "listing shards".into(),
                         source: std::io::Error::other(e.to_string()),
@@ -598,7 +694,10 @@ impl ShardStore {
 
     /// Figures for every configured disk.
     pub fn disk_stats(&self) -> Vec<DiskStats> {
-        self.disks.iter().map(|slot| self.stats_of(slot)).collect()
+        read(&self.disks)
+            .iter()
+            .map(|slot| self.stats_of(slot))
+            .collect()
     }
 
     /// Events (lost shards, corrupt shards) since the last call.
@@ -612,7 +711,7 @@ impl ShardStore {
     pub fn flush(&self) -> Result<(), StoreError> {
         for disk in self.online() {
             if let Err(e) = disk.flush_intents() {
-                return Err(self.disk_failed(disk, e));
+                return Err(self.disk_failed(&disk, e));
             }
         }
         Ok(())
@@ -623,20 +722,26 @@ impl ShardStore {
         &self.config
     }
 
-    fn online(&self) -> impl Iterator<Item = &OpenDisk> {
-        self.disks.iter().filter_map(|slot| match slot {
-            DiskSlot::Open(disk) if disk.failure().is_none() => Some(disk.as_ref()),
-            _ => None,
-        })
+    /// The disks serving now. A snapshot: a disk detached meanwhile stays
+    /// usable by whoever holds it (its operations fail once it is gone).
+    fn online(&self) -> Vec<Arc<OpenDisk>> {
+        read(&self.disks)
+            .iter()
+            .filter_map(|slot| match slot {
+                DiskSlot::Open(disk) if disk.failure().is_none() => Some(Arc::clone(disk)),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Finds the disk serving a shard, preferring a good copy over a quarantined one.
-    fn find(&self, id: ShardId) -> Result<(&OpenDisk, ShardRecord), StoreError> {
+    fn find(&self, id: ShardId) -> Result<(Arc<OpenDisk>, ShardRecord), StoreError> {
         let mut quarantined = None;
-        for disk in self.online() {
+        let online = self.online();
+        for disk in &online {
             match disk.record(&id) {
                 Ok(Some(record)) if record.state == ShardState::Stored => {
-                    return Ok((disk, record));
+                    return Ok((Arc::clone(disk), record));
                 }
                 Ok(Some(_)) => quarantined = Some(disk),
                 Ok(None) => {}
@@ -652,7 +757,7 @@ impl ShardStore {
                 path: disk.path.clone(),
             });
         }
-        let out_of_service = self.disks.len() - self.online().count();
+        let out_of_service = read(&self.disks).len() - online.len();
         Err(StoreError::NotFound {
             shard: id,
             note: if out_of_service > 0 {
@@ -717,7 +822,7 @@ impl ShardStore {
     fn delete_locked(&self, id: ShardId, only_expired_at: Option<u64>) -> Result<bool, StoreError> {
         let mut deleted = false;
         for disk in self.online() {
-            let Some(record) = disk.record(&id).map_err(|e| self.disk_failed(disk, e))? else {
+            let Some(record) = disk.record(&id).map_err(|e| self.disk_failed(&disk, e))? else {
                 continue;
             };
             if only_expired_at.is_some_and(|now| record.lease_expires > now) {
@@ -725,7 +830,7 @@ impl ShardStore {
             }
             deleted |= disk
                 .delete(&id)
-                .map_err(|e| self.disk_failed(disk, e))?
+                .map_err(|e| self.disk_failed(&disk, e))?
                 .is_some();
         }
         Ok(deleted)
@@ -751,10 +856,9 @@ impl ShardStore {
         id: ShardId,
         len: u64,
         prefer: Option<DiskId>,
-    ) -> Result<&OpenDisk, StoreError> {
+    ) -> Result<Arc<OpenDisk>, StoreError> {
         if let Some(quota) = self.config.quota_bytes {
-            let used: u64 = self
-                .disks
+            let used: u64 = read(&self.disks)
                 .iter()
                 .filter_map(|slot| match slot {
                     DiskSlot::Open(disk) => {
@@ -773,13 +877,13 @@ impl ShardStore {
                 });
             }
         }
-        let mut best: Option<(&OpenDisk, u64)> = None;
+        let mut best: Option<(Arc<OpenDisk>, u64)> = None;
         let mut detail = Vec::new();
         for disk in self.online() {
-            let free = match self.free_bytes(disk) {
+            let free = match self.free_bytes(&disk) {
                 Ok(free) => free,
                 Err(e) => {
-                    self.disk_failed(disk, e);
+                    self.disk_failed(&disk, e);
                     continue;
                 }
             };
@@ -795,8 +899,8 @@ impl ShardStore {
             }
             // Disks sharing one file system report the same free space: then the emptier one wins.
             let used = disk.counters().bytes;
-            if best.is_none_or(|(other, most)| {
-                free > most || (free == most && used < other.counters().bytes)
+            if best.as_ref().is_none_or(|(other, most)| {
+                free > *most || (free == *most && used < other.counters().bytes)
             }) {
                 best = Some((disk, free));
             }
@@ -873,9 +977,9 @@ impl ShardStore {
                 path: path.clone(),
                 disk: None,
                 state: match problem {
-                    DiskProblem::PathMissing { .. } | DiskProblem::MarkerMissing { .. } => {
-                        DiskState::Offline(problem.clone())
-                    }
+                    DiskProblem::PathMissing { .. }
+                    | DiskProblem::MarkerMissing { .. }
+                    | DiskProblem::Detached { .. } => DiskState::Offline(problem.clone()),
                     DiskProblem::Io { .. } => DiskState::Failed(problem.to_string()),
                     _ => DiskState::Refused(problem.clone()),
                 },
@@ -1035,4 +1139,12 @@ impl Drop for ShardGuard<'_> {
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(|p| p.into_inner())
 }

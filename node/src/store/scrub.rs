@@ -12,7 +12,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::{DiskSlot, ShardStore, StoreError, StoreEvent, disk::shard_path, lock};
+use super::{DiskSlot, ShardStore, StoreError, StoreEvent, disk::shard_path, lock, read};
 use crate::ids::ShardId;
 
 /// What one scrub step did.
@@ -39,17 +39,21 @@ impl ShardStore {
         let mut cursor = lock(&self.scrub_cursor);
         while report.bytes < max_bytes.max(1) {
             let (slot_index, after) = *cursor;
-            let Some(slot) = self.disks.get(slot_index) else {
+            let slot = match read(&self.disks).get(slot_index) {
+                None => None,
+                Some(DiskSlot::Open(disk)) if disk.failure().is_none() => {
+                    Some(Some(Arc::clone(disk)))
+                }
+                Some(_) => Some(None),
+            };
+            let Some(slot) = slot else {
                 *cursor = (0, None);
                 report.pass_complete = true;
                 break;
             };
-            let disk = match slot {
-                DiskSlot::Open(disk) if disk.failure().is_none() => disk,
-                _ => {
-                    *cursor = (slot_index + 1, None);
-                    continue;
-                }
+            let Some(disk) = slot else {
+                *cursor = (slot_index + 1, None);
+                continue;
             };
             let page = match disk.index().page(after, 64) {
                 Ok(page) => page,
@@ -86,7 +90,7 @@ impl ShardStore {
                                 disk: disk.id,
                             };
                             if let StoreError::Corrupt { .. } =
-                                self.quarantine_locked(disk, id, event)
+                                self.quarantine_locked(&disk, id, event)
                             {
                                 report.corrupt.push(id);
                             }
@@ -97,14 +101,14 @@ impl ShardStore {
                             shard: id,
                             disk: disk.id,
                         };
-                        if let StoreError::Corrupt { .. } = self.quarantine_locked(disk, id, event)
+                        if let StoreError::Corrupt { .. } = self.quarantine_locked(&disk, id, event)
                         {
                             report.missing.push(id);
                         }
                     }
                     Err(e) => {
                         self.disk_failed(
-                            disk,
+                            &disk,
                             super::DiskIoError {
                                 doing: format!("scrubbing shard {id}"),
                                 source: e,
