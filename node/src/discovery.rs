@@ -116,6 +116,30 @@ impl LanNode {
     }
 }
 
+/// The address a box on a home LAN advertises when its configuration says
+/// only "listen on every address": a private or global IPv4 address first
+/// (what the other boxes on the router's LAN share), else a routable IPv6
+/// one. Loopback and link-local addresses cannot be dialled by a `HOST:PORT`
+/// from another box, so they never qualify. `listen_v4_only` keeps IPv6 out
+/// when the socket only listens on IPv4.
+pub fn lan_address(addresses: &[IpAddr], listen_v4_only: bool) -> Option<IpAddr> {
+    let rank = |ip: &IpAddr| match ip {
+        IpAddr::V4(v4) if v4.is_loopback() || v4.is_link_local() || v4.is_unspecified() => None,
+        IpAddr::V4(v4) if v4.is_private() => Some(0),
+        IpAddr::V4(_) => Some(1),
+        _ if listen_v4_only => None,
+        IpAddr::V6(v6) if v6.is_loopback() || v6.is_unicast_link_local() || v6.is_unspecified() => {
+            None
+        }
+        IpAddr::V6(_) => Some(2),
+    };
+    addresses
+        .iter()
+        .filter_map(|ip| Some((rank(ip)?, *ip)))
+        .min()
+        .map(|(_, ip)| ip)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -203,5 +227,24 @@ mod tests {
             Err(DiscoveryError::BadSwarm)
         );
         assert!(refuse(&[("id", &id)]).is_ok());
+    }
+
+    #[test]
+    fn the_lan_address_is_a_private_ipv4_one_before_anything_else() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let all = [
+            ip("127.0.0.1"),
+            ip("::1"),
+            ip("fe80::1"),
+            ip("169.254.3.4"),
+            ip("2001:db8::7"),
+            ip("203.0.113.9"),
+            ip("192.168.1.20"),
+        ];
+        assert_eq!(lan_address(&all, false), Some(ip("192.168.1.20")));
+        assert_eq!(lan_address(&all[..6], false), Some(ip("203.0.113.9")));
+        assert_eq!(lan_address(&all[..5], false), Some(ip("2001:db8::7")));
+        assert_eq!(lan_address(&all[..5], true), None);
+        assert_eq!(lan_address(&all[..4], false), None);
     }
 }

@@ -151,7 +151,7 @@ fn init_logging() {
 }
 
 fn run(args: &Args) -> anyhow::Result<Outcome> {
-    let config = DaemonConfig::load(&args.config)?;
+    let mut config = DaemonConfig::load(&args.config)?;
     std::fs::create_dir_all(&config.state_dir).with_context(|| {
         format!(
             "cannot create the state directory {}",
@@ -168,6 +168,7 @@ fn run(args: &Args) -> anyhow::Result<Outcome> {
         println!("{}", identity.id.to_human());
         return Ok(Outcome::Stopped);
     }
+    advertise_lan_address(&mut config);
     info!(node = %identity.id.to_human(), "starting {}", cairn_node::net::server::software());
     let node_name = identity.id.to_human();
 
@@ -259,6 +260,35 @@ fn run(args: &Args) -> anyhow::Result<Outcome> {
         info!("stopped");
     }
     Ok(outcome)
+}
+
+/// A box told only to listen on every address advertises its LAN address,
+/// so that it gossips with its swarm without anyone writing its address down
+/// (the appliance's configuration). Chosen once at start: cairnd.service
+/// starts after the network is online.
+fn advertise_lan_address(config: &mut DaemonConfig) {
+    if config.swarm.advertise.is_some() || !config.listen.ip().is_unspecified() {
+        return;
+    }
+    let addresses: Vec<std::net::IpAddr> = match if_addrs::get_if_addrs() {
+        Ok(interfaces) => interfaces.iter().map(|i| i.ip()).collect(),
+        Err(e) => {
+            warn!("cannot list the network interfaces to find this box's LAN address: {e}");
+            return;
+        }
+    };
+    match cairn_node::discovery::lan_address(&addresses, config.listen.is_ipv4()) {
+        Some(ip) => {
+            let addr = std::net::SocketAddr::new(ip, config.listen.port()).to_string();
+            info!(
+                "advertising {addr} to the swarm, this box's LAN address ([swarm] advertise sets another)"
+            );
+            config.swarm.advertise = Some(addr);
+        }
+        None => warn!(
+            "no LAN address found to advertise (is the network cable in?); set [swarm] advertise"
+        ),
+    }
 }
 
 /// The data disks there are now: those named in `disks`, and the file
