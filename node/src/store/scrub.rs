@@ -39,21 +39,17 @@ impl ShardStore {
         let mut cursor = lock(&self.scrub_cursor);
         while report.bytes < max_bytes.max(1) {
             let (slot_index, after) = *cursor;
-            let slot = match read(&self.disks).get(slot_index) {
-                None => None,
-                Some(DiskSlot::Open(disk)) if disk.failure().is_none() => {
-                    Some(Some(Arc::clone(disk)))
+            let disk = match read(&self.disks).get(slot_index) {
+                None => {
+                    *cursor = (0, None);
+                    report.pass_complete = true;
+                    break;
                 }
-                Some(_) => Some(None),
-            };
-            let Some(slot) = slot else {
-                *cursor = (0, None);
-                report.pass_complete = true;
-                break;
-            };
-            let Some(disk) = slot else {
-                *cursor = (slot_index + 1, None);
-                continue;
+                Some(DiskSlot::Open(disk)) if disk.failure().is_none() => Arc::clone(disk),
+                Some(_) => {
+                    *cursor = (slot_index + 1, None);
+                    continue;
+                }
             };
             let page = match disk.index().page(after, 64) {
                 Ok(page) => page,
