@@ -10,15 +10,15 @@
 //! quarantine/       shards that failed verification; kept, never served
 //! ```
 //!
-//! The write path of a shard: write `tmp/<id>.<n>` and fsync it; the commit
-//! leader fsyncs `tmp/` once for everyone in its batch, then commits their
-//! records together with put intents; rename into `shards/`; acknowledge.
-//! At that point the shard is durable under its temporary name, and the
-//! intent tells recovery to finish the rename if the crash came first. The
-//! `shards/xx` directories are fsynced by a later commit leader, just before
-//! it forgets those intents, so no put waits for its own directory sync.
-//! After a crash only the shards with intents are checked, so start-up never
-//! walks the shard files.
+//! The write path of a shard: write `tmp/<id>.<n>` (its writeback starts at
+//! once, unsynced); join a group commit, whose leader runs one `syncfs` for
+//! its whole batch alongside one index commit that records the shards with
+//! put intents; link the file into `shards/`; acknowledge. At that point the
+//! shard is durable under its temporary name, and the intent tells recovery
+//! to restore the link if the crash came first. A later commit's sync makes
+//! the links durable; only then are the intents forgotten and the tmp names
+//! removed, so no put waits for a sync of `shards/`. After a crash only the
+//! shards with intents are checked, so start-up never walks the shard files.
 
 use std::collections::HashMap;
 use std::io;
