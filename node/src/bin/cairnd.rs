@@ -321,6 +321,16 @@ async fn watch_disks(dir: PathBuf, store: Arc<ShardStore>) {
         retry: Vec<PathBuf>,
         told: std::collections::HashMap<PathBuf, String>,
     }
+    impl Watching {
+        /// Remembers what was said about `path`; true when it differs from last time,
+        /// so a disk that stays refused is not logged every few seconds.
+        fn is_news(&mut self, path: &std::path::Path, said: &str) -> bool {
+            self.told
+                .insert(path.to_owned(), said.to_owned())
+                .as_deref()
+                != Some(said)
+        }
+    }
     let state = Arc::new(std::sync::Mutex::new(Watching {
         watch: DiskWatch::new(),
         retry: Vec::new(),
@@ -337,7 +347,7 @@ async fn watch_disks(dir: PathBuf, store: Arc<ShardStore>) {
                 Ok(mounted) => mounted,
                 Err(e) => {
                     let said = format!("cannot look for data disks: {e}");
-                    if state.told.insert(dir.clone(), said.clone()).as_ref() != Some(&said) {
+                    if state.is_news(&dir, &said) {
                         warn!(dir = %dir.display(), "{said}");
                     }
                     return;
@@ -353,14 +363,12 @@ async fn watch_disks(dir: PathBuf, store: Arc<ShardStore>) {
                         match store.attach(Box::new(RealMount::new(&path))) {
                             Ok(None) => {}
                             Ok(Some(DiskState::Online)) => {
-                                state.told.insert(path.clone(), "online".into());
+                                state.is_news(&path, "online");
                                 info!(path = %path.display(), "data disk taken into service");
                             }
                             Ok(Some(not_serving)) => {
                                 let said = not_serving.to_string();
-                                if state.told.insert(path.clone(), said.clone()).as_ref()
-                                    != Some(&said)
-                                {
+                                if state.is_news(&path, &said) {
                                     warn!(path = %path.display(), "data disk not in service: {said}");
                                 }
                                 state.retry.push(path);
