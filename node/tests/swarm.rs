@@ -127,6 +127,26 @@ fn files_round_trip_with_m_nodes_down_and_every_version_stays_readable() {
     assert_eq!(status["healthy_shards_min"], 6, "{status}");
     assert_eq!(status["survives_node_losses"], 2, "{status}");
 
+    // `-o DIR` writes DIR/NAME; `-o FIFO` writes through the pipe and
+    // leaves it a pipe (a temporary file renamed over it would replace it).
+    let (odd_path, odd_bytes) = &files[2];
+    let into = tempfile::tempdir().unwrap();
+    owner.json(&["get", &path_str(odd_path), "-o", &path_str(into.path())]);
+    assert_eq!(&std::fs::read(into.path().join("odd")).unwrap(), odd_bytes);
+    let fifo = into.path().join("pipe");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+    assert!(made.unwrap().success());
+    let reader = std::thread::spawn({
+        let fifo = fifo.clone();
+        move || std::fs::read(fifo).unwrap()
+    });
+    owner.json(&["get", &path_str(odd_path), "-o", &path_str(&fifo)]);
+    // Checked before joining: a reader of a replaced pipe would wait forever.
+    assert!(std::os::unix::fs::FileTypeExt::is_fifo(
+        &std::fs::metadata(&fifo).unwrap().file_type()
+    ));
+    assert_eq!(&reader.join().unwrap(), odd_bytes);
+
     // A rotten shard on node 1 (stopped for good later, so at most m shards
     // of a segment are ever missing): every file still reads back right.
     let rotten = walk(&swarm.nodes[1].as_ref().unwrap().disk())

@@ -662,7 +662,40 @@ async fn get(
     let entry = session.catalog.select(path, selector)?.clone();
     let manifest = session.manifest(&entry).await?;
     let bar = progress_bar(entry.size, path);
+    // `-o DIR` puts the file inside DIR under its own name, as cp does.
+    let output = output.map(|out| {
+        if out.is_dir() {
+            out.join(Path::new(path).file_name().unwrap_or(path.as_ref()))
+        } else {
+            out
+        }
+    });
+    // A device or pipe (`-o /dev/null`, a FIFO) is written as it is: a
+    // temporary file renamed over it would replace the device itself.
+    let special = output
+        .as_deref()
+        .and_then(|out| std::fs::metadata(out).ok())
+        .is_some_and(|meta| !meta.is_file());
     let stats = match &output {
+        Some(out) if special => {
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .open(out)
+                .with_context(|| format!("cannot write {}", out.display()))?;
+            let (stats, _) = session
+                .swarm
+                .get_blob(&manifest.content, file, &|n| bar.inc(n))
+                .await
+                .with_context(|| format!("reading {path}"))?;
+            if stats.bytes != entry.size {
+                bail!(
+                    "{path}: read {} bytes, the manifest says {}",
+                    stats.bytes,
+                    entry.size
+                );
+            }
+            stats
+        }
         Some(out) => {
             // Written beside the target and renamed only when complete and verified.
             let tmp = out.with_file_name(format!(
