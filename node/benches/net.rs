@@ -101,7 +101,7 @@ fn main() {
             .await
             .expect("connect to the raw server");
         for round in 0..=ROUNDS {
-            let data: Arc<Vec<(ShardId, Vec<u8>)>> = Arc::new(
+            let data: Arc<Vec<(ShardId, bytes::Bytes)>> = Arc::new(
                 (0..shards as u64)
                     .map(|i| shard(round as u64 * 1_000_000 + i))
                     .collect(),
@@ -184,20 +184,23 @@ where
     }
 }
 
-async fn run_ours_put(peer: &Arc<Peer>, data: &Arc<Vec<(ShardId, Vec<u8>)>>) {
+async fn run_ours_put(peer: &Arc<Peer>, data: &Arc<Vec<(ShardId, bytes::Bytes)>>) {
     let (peer, data) = (Arc::clone(peer), Arc::clone(data));
     in_flight(data.len(), move |i| {
         let (peer, data) = (Arc::clone(&peer), Arc::clone(&data));
         async move {
             let (id, bytes) = &data[i];
-            let already = peer.put(*id, bytes, OWNER, u64::MAX).await.expect("put");
+            let already = peer
+                .put(*id, bytes.clone(), OWNER, u64::MAX)
+                .await
+                .expect("put");
             assert!(!already, "every round puts fresh shards");
         }
     })
     .await;
 }
 
-async fn run_ours_get(peer: &Arc<Peer>, data: &Arc<Vec<(ShardId, Vec<u8>)>>) {
+async fn run_ours_get(peer: &Arc<Peer>, data: &Arc<Vec<(ShardId, bytes::Bytes)>>) {
     let (peer, data) = (Arc::clone(peer), Arc::clone(data));
     in_flight(data.len(), move |i| {
         let (peer, data) = (Arc::clone(&peer), Arc::clone(&data));
@@ -212,7 +215,7 @@ async fn run_ours_get(peer: &Arc<Peer>, data: &Arc<Vec<(ShardId, Vec<u8>)>>) {
 
 /// The baseline: `P` sends each shard's bytes and waits for one byte back;
 /// `G` asks for as many bytes and reads them.
-async fn run_raw(connection: &quinn::Connection, data: &Arc<Vec<(ShardId, Vec<u8>)>>, op: u8) {
+async fn run_raw(connection: &quinn::Connection, data: &Arc<Vec<(ShardId, bytes::Bytes)>>, op: u8) {
     let (connection, data) = (connection.clone(), Arc::clone(data));
     in_flight(data.len(), move |i| {
         let (connection, data) = (connection.clone(), Arc::clone(&data));
@@ -223,12 +226,16 @@ async fn run_raw(connection: &quinn::Connection, data: &Arc<Vec<(ShardId, Vec<u8
             header.extend_from_slice(&(bytes.len() as u64).to_be_bytes());
             send.write_all(&header).await.expect("raw header");
             if op == b'P' {
-                send.write_all(bytes).await.expect("raw body");
+                send.write_chunk(bytes.clone()).await.expect("raw body");
             }
             send.finish().expect("finish");
             let answer_len = if op == b'P' { 1 } else { bytes.len() };
-            let mut answer = vec![0u8; answer_len];
-            recv.read_exact(&mut answer).await.expect("raw answer");
+            // Read as the client reads: chunks into a buffer of the final size.
+            let mut answer = Vec::with_capacity(answer_len);
+            while answer.len() < answer_len {
+                let chunk = recv.read_chunk(answer_len - answer.len(), true).await;
+                answer.extend_from_slice(&chunk.expect("raw answer").expect("raw answer").bytes);
+            }
         }
     })
     .await;
@@ -245,25 +252,30 @@ fn raw_server() {
         let endpoint =
             quinn::Endpoint::server(config, "127.0.0.1:0".parse().expect("address")).expect("bind");
         println!("{}", endpoint.local_addr().expect("bound address"));
-        let source = Arc::new(vec![0x5au8; 64 << 20]);
+        let source = bytes::Bytes::from(vec![0x5au8; 64 << 20]);
         // One connection, then exit when it closes.
         let Some(incoming) = endpoint.accept().await else {
             return;
         };
         let connection = incoming.await.expect("raw connection");
         while let Ok((mut send, mut recv)) = connection.accept_bi().await {
-            let source = Arc::clone(&source);
+            let source = source.clone();
             tokio::spawn(async move {
                 let mut header = [0u8; 9];
                 recv.read_exact(&mut header).await.expect("raw header");
                 let len = u64::from_be_bytes(header[1..].try_into().expect("8 bytes")) as usize;
                 if header[0] == b'P' {
                     // Buffered whole, as the daemon buffers a shard before storing it.
-                    let mut body = vec![0u8; len];
-                    recv.read_exact(&mut body).await.expect("raw body");
+                    let mut body = Vec::with_capacity(len);
+                    while body.len() < len {
+                        let chunk = recv.read_chunk(len - body.len(), true).await;
+                        body.extend_from_slice(&chunk.expect("raw body").expect("raw body").bytes);
+                    }
                     send.write_all(&[1]).await.expect("raw ack");
                 } else {
-                    send.write_all(&source[..len]).await.expect("raw get");
+                    send.write_chunk(source.slice(..len))
+                        .await
+                        .expect("raw get");
                 }
                 let _ = send.finish();
             });
@@ -390,12 +402,12 @@ impl Drop for Daemon {
     }
 }
 
-fn shard(seed: u64) -> (ShardId, Vec<u8>) {
+fn shard(seed: u64) -> (ShardId, bytes::Bytes) {
     let mut bytes = vec![0u8; SHARD];
     let mut hasher = blake3::Hasher::new();
     hasher.update(&seed.to_le_bytes());
     hasher.finalize_xof().fill(&mut bytes);
-    (ShardId::of(&bytes), bytes)
+    (ShardId::of(&bytes), bytes.into())
 }
 
 /// Touches and frees `bytes` of memory before anything is measured. In a VM

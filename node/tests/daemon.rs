@@ -55,10 +55,10 @@ async fn two_daemons_exchange_shards_and_refuse_what_they_must() {
         .map(|i| shard(i, 300_000 + i as usize * 7777))
         .collect();
     for (id, bytes) in &shards {
-        assert!(!to_a.put(*id, bytes, owner_id, lease).await.unwrap());
+        assert!(!to_a.put(*id, bytes.clone(), owner_id, lease).await.unwrap());
     }
     assert!(
-        to_a.put(shards[0].0, &shards[0].1, owner_id, lease)
+        to_a.put(shards[0].0, shards[0].1.clone(), owner_id, lease)
             .await
             .unwrap(),
         "duplicate put"
@@ -66,7 +66,7 @@ async fn two_daemons_exchange_shards_and_refuse_what_they_must() {
     for (id, bytes) in &shards {
         let read = to_a.get(*id).await.unwrap();
         assert_eq!(&read, bytes);
-        to_b.put(*id, &read, owner_id, lease).await.unwrap();
+        to_b.put(*id, read, owner_id, lease).await.unwrap();
         assert_eq!(&to_b.get(*id).await.unwrap(), bytes);
     }
     let stat = to_b.stat().await.unwrap();
@@ -92,7 +92,10 @@ async fn two_daemons_exchange_shards_and_refuse_what_they_must() {
     // A corrupted upload is refused and nothing is stored.
     let (id, mut bytes) = shard(99, 100_000);
     bytes[500] ^= 1;
-    let err = to_a.put(id, &bytes, owner_id, lease).await.unwrap_err();
+    let err = to_a
+        .put(id, bytes.clone(), owner_id, lease)
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::HashMismatch), "{err}");
     assert_eq!(
         to_a.get(id).await.unwrap_err().code(),
@@ -100,7 +103,7 @@ async fn two_daemons_exchange_shards_and_refuse_what_they_must() {
     );
     // A shard over the node's limit (2 MiB) is refused before its body is read.
     let (big_id, big) = shard(98, 3 << 20);
-    let err = to_a.put(big_id, &big, owner_id, lease).await.unwrap_err();
+    let err = to_a.put(big_id, big, owner_id, lease).await.unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::TooLarge), "{err}");
     // An oversized frame is refused, and the connection keeps working.
     let mut huge = ((MAX_FRAME + 1) as u32).to_be_bytes().to_vec();

@@ -128,7 +128,7 @@ async fn pairing_claim_transfer_drain_and_factory_reset() {
     let peer = connect(daemon.id, &daemon, &alice).await.unwrap();
     let bytes = vec![7u8; 1000];
     let owner = OwnerId(alice.secret().keys().owner_id().0);
-    peer.put(ShardId::of(&bytes), &bytes, owner, u64::MAX / 2)
+    peer.put(ShardId::of(&bytes), bytes.clone(), owner, u64::MAX / 2)
         .await
         .unwrap();
 
@@ -190,7 +190,12 @@ async fn pairing_claim_transfer_drain_and_factory_reset() {
     let bob_peer = connect(daemon.id, &daemon, &bob).await.unwrap();
     let more = vec![8u8; 1000];
     let refused = bob_peer
-        .put(ShardId::of(&more), &more, OwnerId([1; 32]), u64::MAX / 2)
+        .put(
+            ShardId::of(&more),
+            more.clone(),
+            OwnerId([1; 32]),
+            u64::MAX / 2,
+        )
         .await;
     assert!(
         matches!(

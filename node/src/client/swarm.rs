@@ -416,21 +416,24 @@ impl Swarm {
         placement::check(&holders, self.coding)?;
         let lease = unix_now() + LEASE.as_secs();
         let owner = self.keys.owner_id();
-        let sealed = Arc::new(sealed);
+        let (key, plain_len) = (sealed.key, sealed.plain_len);
+        // Bytes: every attempt hands the same buffers to the network, uncopied.
+        let (ids, bodies): (Vec<ShardId>, Vec<bytes::Bytes>) = sealed
+            .shards
+            .into_iter()
+            .map(|(id, body)| (id, body.into()))
+            .unzip();
         let mut pending: Vec<usize> = (0..holders.len()).collect();
         let mut failed: Vec<NodeId> = Vec::new();
         for attempt in 0..PLACE_ATTEMPTS {
             let mut puts = JoinSet::new();
             for &i in &pending {
                 let node = holders[i];
-                let sealed = Arc::clone(&sealed);
+                let (id, body) = (ids[i], bodies[i].clone());
                 let this = Arc::clone(&self);
                 puts.spawn(async move {
                     let outcome = match this.peer(node).await {
-                        Ok(peer) => {
-                            let (id, bytes) = &sealed.shards[i];
-                            peer.put(*id, bytes, owner, lease).await.map(|_| ())
-                        }
+                        Ok(peer) => peer.put(id, body, owner, lease).await.map(|_| ()),
                         Err(e) => Err(e),
                     };
                     (i, node, outcome)
@@ -450,13 +453,12 @@ impl Swarm {
             }
             if retry.is_empty() {
                 return Ok(SegmentRef {
-                    key: sealed.key,
-                    plain_len: sealed.plain_len,
-                    shards: sealed
-                        .shards
+                    key,
+                    plain_len,
+                    shards: ids
                         .iter()
                         .zip(&holders)
-                        .map(|((id, _), holder)| ShardRef {
+                        .map(|(id, holder)| ShardRef {
                             id: *id,
                             holder: *holder,
                         })
@@ -476,7 +478,7 @@ impl Swarm {
                     .filter(|(i, _)| !retry.contains(i))
                     .map(|(_, n)| *n),
             );
-            let mut seed = sealed.key;
+            let mut seed = key;
             seed[0] ^= attempt as u8 + 1;
             let fresh = placement::place_n(
                 &candidates,

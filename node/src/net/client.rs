@@ -5,7 +5,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::{NetError, handshake, read_exact, read_frame, write_frame};
+use bytes::Bytes;
+
+use super::{NetError, handshake, read_body, read_frame, write_frame};
 use crate::identity::Identity;
 use crate::ids::{NodeId, OwnerId, ShardId};
 use crate::proto::gossip::MemberState;
@@ -101,13 +103,14 @@ impl Peer {
     }
 
     /// Sends a request (and body), returns the response and its body.
-    async fn call(&self, request: &Request, body: &[u8]) -> Result<(Response, Vec<u8>), NetError> {
+    /// The body is handed to the stream as it is, not copied.
+    async fn call(&self, request: &Request, body: Bytes) -> Result<(Response, Vec<u8>), NetError> {
         let run = async {
             let (mut send, mut recv) = self.connection.open_bi().await?;
             let mut written = write_frame(&mut send, request).await;
             if written.is_ok() && !body.is_empty() {
                 written = send
-                    .write_all(body)
+                    .write_chunk(body)
                     .await
                     .map_err(|e| NetError::Write(e.to_string()));
             }
@@ -137,8 +140,7 @@ impl Peer {
                     "a body of {body_len} bytes exceeds {MAX_BODY}"
                 )));
             }
-            let mut response_body = vec![0u8; body_len as usize];
-            read_exact(&mut recv, &mut response_body).await?;
+            let response_body = read_body(&mut recv, body_len as usize).await?;
             Ok((response, response_body))
         };
         tokio::time::timeout(self.timeout, run)
@@ -148,7 +150,7 @@ impl Peer {
 
     /// The node's capacity and health.
     pub async fn stat(&self) -> Result<StatInfo, NetError> {
-        match self.call(&Request::Stat, &[]).await? {
+        match self.call(&Request::Stat, Bytes::new()).await? {
             (Response::Stat(info), _) => Ok(info),
             (other, _) => Err(NetError::Unexpected(format!("{other:?}"))),
         }
@@ -158,10 +160,11 @@ impl Peer {
     pub async fn put(
         &self,
         id: ShardId,
-        bytes: &[u8],
+        bytes: impl Into<Bytes>,
         owner: crate::ids::OwnerId,
         lease_expires: u64,
     ) -> Result<bool, NetError> {
+        let bytes = bytes.into();
         let request = Request::Put {
             id: id.0,
             len: bytes.len() as u64,
@@ -193,7 +196,10 @@ impl Peer {
         id: ShardId,
         range: Option<(u64, u64)>,
     ) -> Result<Vec<u8>, NetError> {
-        match self.call(&Request::Get { id: id.0, range }, &[]).await? {
+        match self
+            .call(&Request::Get { id: id.0, range }, Bytes::new())
+            .await?
+        {
             (Response::Shard { .. }, body) => Ok(body),
             (other, _) => Err(NetError::Unexpected(format!("{other:?}"))),
         }
@@ -210,7 +216,7 @@ impl Peer {
             id: id.0,
             ranges: ranges.to_vec(),
         };
-        match self.call(&request, &[]).await? {
+        match self.call(&request, Bytes::new()).await? {
             (Response::AuditProof { slice_lens }, body) => {
                 let mut slices = Vec::with_capacity(slice_lens.len());
                 let mut rest = &body[..];
@@ -248,7 +254,7 @@ impl Peer {
                     id: id.0,
                     lease_expires,
                 },
-                &[],
+                Bytes::new(),
             )
             .await?
         {
@@ -269,7 +275,7 @@ impl Peer {
             not_after,
             signature,
         };
-        match self.call(&request, &[]).await? {
+        match self.call(&request, Bytes::new()).await? {
             (Response::Deleted { found }, _) => Ok(found),
             (other, _) => Err(NetError::Unexpected(format!("{other:?}"))),
         }
@@ -277,7 +283,7 @@ impl Peer {
 
     /// Offers the owner's root record; the node keeps it if it is newer.
     pub async fn put_root(&self, record: RootRecord) -> Result<(), NetError> {
-        match self.call(&Request::PutRoot(record), &[]).await? {
+        match self.call(&Request::PutRoot(record), Bytes::new()).await? {
             (Response::RootStored, _) => Ok(()),
             (other, _) => Err(NetError::Unexpected(format!("{other:?}"))),
         }
@@ -285,7 +291,10 @@ impl Peer {
 
     /// The newest root record the node holds for `owner`, verified.
     pub async fn get_root(&self, owner: OwnerId) -> Result<Option<RootRecord>, NetError> {
-        match self.call(&Request::GetRoot { owner: owner.0 }, &[]).await? {
+        match self
+            .call(&Request::GetRoot { owner: owner.0 }, Bytes::new())
+            .await?
+        {
             (Response::Root(None), _) => Ok(None),
             (Response::Root(Some(record)), _) => {
                 if record.owner != owner.0 {
@@ -368,7 +377,7 @@ impl Peer {
             nodes,
             segments,
         };
-        match self.call(&request, &[]).await? {
+        match self.call(&request, Bytes::new()).await? {
             (Response::Tracked { segments }, _) => Ok(segments),
             (other, _) => Err(NetError::Unexpected(format!("{other:?}"))),
         }
@@ -377,7 +386,10 @@ impl Peer {
     /// Gives the node its swarm membership certificate (the node's owner
     /// or an administrator only).
     pub async fn join(&self, cert: MemberCert, seeds: Vec<NodeAddr>) -> Result<OwnerId, NetError> {
-        match self.call(&Request::Join { cert, seeds }, &[]).await? {
+        match self
+            .call(&Request::Join { cert, seeds }, Bytes::new())
+            .await?
+        {
             (Response::Joined { swarm }, _) => Ok(OwnerId(swarm)),
             (other, _) => Err(NetError::Unexpected(format!("{other:?}"))),
         }
@@ -385,7 +397,7 @@ impl Peer {
 
     /// Hands the node a SWIM packet.
     pub async fn gossip(&self, packet: Vec<u8>) -> Result<(), NetError> {
-        match self.call(&Request::Gossip { packet }, &[]).await? {
+        match self.call(&Request::Gossip { packet }, Bytes::new()).await? {
             (Response::GossipTaken, _) => Ok(()),
             (other, _) => Err(NetError::Unexpected(format!("{other:?}"))),
         }
@@ -393,7 +405,7 @@ impl Peer {
 
     /// The swarm's members as the node's gossip knows them.
     pub async fn members(&self) -> Result<Vec<MemberState>, NetError> {
-        match self.call(&Request::Members, &[]).await? {
+        match self.call(&Request::Members, Bytes::new()).await? {
             (Response::Members(members), _) => Ok(members),
             (other, _) => Err(NetError::Unexpected(format!("{other:?}"))),
         }
@@ -401,7 +413,10 @@ impl Peer {
 
     /// Tells the node a member was removed from its swarm.
     pub async fn remove(&self, removal: Removal) -> Result<(), NetError> {
-        match self.call(&Request::Remove { removal }, &[]).await? {
+        match self
+            .call(&Request::Remove { removal }, Bytes::new())
+            .await?
+        {
             (Response::Removed, _) => Ok(()),
             (other, _) => Err(NetError::Unexpected(format!("{other:?}"))),
         }
@@ -417,7 +432,7 @@ impl Peer {
             owner: owner.0,
             shards: shards.iter().map(|s| s.0).collect(),
         };
-        match self.call(&request, &[]).await? {
+        match self.call(&request, Bytes::new()).await? {
             (Response::Locations(found), _) if found.len() == shards.len() => {
                 Ok(found.into_iter().map(|n| n.map(NodeId)).collect())
             }
@@ -426,7 +441,7 @@ impl Peer {
     }
 
     async fn ownership_call(&self, request: &Request) -> Result<OwnershipInfo, NetError> {
-        match self.call(request, &[]).await? {
+        match self.call(request, Bytes::new()).await? {
             (Response::Ownership(info), _) => Ok(info),
             (other, _) => Err(NetError::Unexpected(format!("{other:?}"))),
         }

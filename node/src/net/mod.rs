@@ -92,6 +92,26 @@ async fn read_exact(stream: &mut quinn::RecvStream, buf: &mut [u8]) -> Result<()
         .map_err(|e| NetError::Read(e.to_string()))
 }
 
+/// Reads a body of `len` bytes (bounded by the caller) straight from the
+/// stream's chunks into a buffer of exactly that size: shard bodies are
+/// large, so they are neither zero-filled first nor grown.
+async fn read_body(stream: &mut quinn::RecvStream, len: usize) -> Result<Vec<u8>, NetError> {
+    let mut body = Vec::with_capacity(len);
+    while body.len() < len {
+        match stream.read_chunk(len - body.len(), true).await {
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk.bytes),
+            Ok(None) => {
+                return Err(NetError::Read(format!(
+                    "the stream ended after {} of {len} bytes",
+                    body.len()
+                )));
+            }
+            Err(e) => return Err(NetError::Read(e.to_string())),
+        }
+    }
+    Ok(body)
+}
+
 /// Reads one frame: prefix, limit check, payload, decode.
 async fn read_frame<T: serde::de::DeserializeOwned>(
     stream: &mut quinn::RecvStream,

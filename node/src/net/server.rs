@@ -16,7 +16,7 @@ use tracing::{debug, info, warn};
 use super::gossip::GossipService;
 use super::steward::StewardService;
 use super::tls::{self, TransportLimits};
-use super::{NetError, handshake, read_exact, read_frame, write_frame};
+use super::{NetError, handshake, read_body, read_frame, write_frame};
 use crate::identity::Identity;
 use crate::ids::{NodeId, OwnerId, ShardId};
 use crate::membership::{JoinError, Membership};
@@ -434,7 +434,7 @@ async fn serve_request(
         Ok((response, body)) => {
             write_frame(&mut send, &response).await?;
             if !body.is_empty() {
-                send.write_all(&body)
+                send.write_chunk(body.into())
                     .await
                     .map_err(|e| NetError::Write(e.to_string()))?;
             }
@@ -506,8 +506,7 @@ async fn handle(
                     code: ErrorCode::Internal,
                     message: "the node is stopping".into(),
                 })?;
-            let mut bytes = vec![0u8; len as usize];
-            read_exact(recv, &mut bytes).await.map_err(|e| Refusal {
+            let bytes = read_body(recv, len as usize).await.map_err(|e| Refusal {
                 code: ErrorCode::BadRequest,
                 message: format!("the shard body ended early: {e}"),
             })?;

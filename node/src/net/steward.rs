@@ -467,10 +467,18 @@ async fn repair(
 
     let mut written = 0;
     let mut moved = Vec::new();
-    for ((index, bytes), node) in rebuilt.iter().zip(&new) {
-        store_on(pool, directory, *node, bytes, task.owner, task.lease_until).await?;
+    for ((index, bytes), node) in rebuilt.into_iter().zip(&new) {
         written += bytes.len() as u64;
-        moved.push((*index, *node));
+        store_on(
+            pool,
+            directory,
+            *node,
+            bytes.into(),
+            task.owner,
+            task.lease_until,
+        )
+        .await?;
+        moved.push((index, *node));
     }
     Ok(RepairDone {
         moved,
@@ -509,8 +517,17 @@ async fn move_shard(
     )
     .await?;
     let to = new[0];
-    store_on(pool, directory, to, &bytes, task.owner, task.lease_until).await?;
-    Ok((to, bytes.len() as u64))
+    let len = bytes.len() as u64;
+    store_on(
+        pool,
+        directory,
+        to,
+        bytes.into(),
+        task.owner,
+        task.lease_until,
+    )
+    .await?;
+    Ok((to, len))
 }
 
 /// Stores `bytes` (a shard, named by its hash) on `node` under `owner`.
@@ -518,14 +535,14 @@ async fn store_on(
     pool: &Pool,
     directory: &Directory,
     node: NodeId,
-    bytes: &[u8],
+    bytes: bytes::Bytes,
     owner: OwnerId,
     lease_until: u64,
 ) -> Result<(), String> {
     pool.peer(node, address_of(directory, &node)?)
         .await
         .map_err(|e| format!("new holder {}: {e}", node.to_human()))?
-        .put(ShardId::of(bytes), bytes, owner, lease_until)
+        .put(ShardId::of(&bytes), bytes, owner, lease_until)
         .await
         .map(|_| ())
         .map_err(|e| format!("storing on {}: {e}", node.to_human()))
