@@ -270,3 +270,30 @@ fn a_crash_during_recovery_is_recovered_from() {
         "recovery crashed only {recovery_crashes} times"
     );
 }
+
+#[test]
+fn a_shard_put_again_right_after_its_delete_survives_a_crash() {
+    // The first put's intent is forgotten only after a later sync; by then
+    // the second put has written its own intent for the same shard, which
+    // must outlive the first put's forgetting until its own link is durable.
+    let state = tempfile::tempdir().unwrap();
+    let disk = SimDisk::new("/sim/a", 1 << 30);
+    let store = open_sim(NODE_A, state.path(), std::slice::from_ref(&disk));
+    let (other, other_bytes) = shard(1, 1000);
+    let (id, bytes) = shard(2, 5000);
+    store.put(other, &other_bytes, OWNER, FAR_FUTURE).unwrap();
+    store.put(id, &bytes, OWNER, FAR_FUTURE).unwrap();
+    assert!(store.delete(id).unwrap());
+    store.put(id, &bytes, OWNER, FAR_FUTURE).unwrap();
+    // A commit with no sync of its own: it carries the pending forgets.
+    assert!(store.renew_lease(other, FAR_FUTURE + 1).unwrap());
+    // The power goes now: the store's orderly shutdown (a flush) never runs.
+    disk.crash_after(0);
+    drop(store);
+    disk.crash(None);
+
+    let store = open_sim(NODE_A, state.path(), std::slice::from_ref(&disk));
+    assert_eq!(store.get(id).expect("the acknowledged second put"), bytes);
+    assert_eq!(store.get(other).unwrap(), other_bytes);
+    assert!(disk.names("tmp").is_empty(), "temporary files left");
+}

@@ -17,10 +17,13 @@
 //! shard is durable under its temporary name, and the intent tells recovery
 //! to restore the link if the crash came first. A later commit's sync makes
 //! the links durable; only then are the intents forgotten and the tmp names
-//! removed, so no put waits for a sync of `shards/`. After a crash only the
-//! shards with intents are checked, so start-up never walks the shard files.
+//! removed, so no put waits for a sync of `shards/`. Intents are keyed by
+//! shard, so a later operation on the same shard (a delete, a put again)
+//! takes the intent over: the earlier put's pending forget is then dropped.
+//! After a crash only the shards with intents are checked, so start-up never
+//! walks the shard files.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -102,6 +105,16 @@ pub struct OpenDisk {
     tmp_seq: AtomicU64,
 }
 
+/// A put linked into place, waiting for a sync to make the link durable.
+struct Linked {
+    id: ShardId,
+    /// Its name in `tmp/`, removed once the link is durable.
+    tmp: String,
+    /// Whether its intent is still its own to forget: false once a later
+    /// operation on the same shard has written an intent of its own.
+    forget: bool,
+}
+
 #[derive(Default)]
 struct CommitQueue {
     waiting: Vec<(u64, IndexOp)>,
@@ -109,7 +122,7 @@ struct CommitQueue {
     barriers: Vec<u64>,
     /// Puts linked into `shards/` whose links may not be durable yet, with
     /// their names in `tmp/`, which keep the data reachable until then.
-    linked: Vec<(ShardId, String)>,
+    linked: Vec<Linked>,
     /// Puts whose renames a finished sync made durable: their intents can go.
     synced: Vec<ShardId>,
     /// Some waiting op records a shard whose file is not durable yet.
@@ -399,9 +412,32 @@ impl OpenDisk {
                 (Ok(()), self.index.apply(&forget, &ops))
             };
             queue = lock(&self.commits);
+            // Intents are keyed by shard: one written by this commit replaces an
+            // earlier operation's, so that operation's pending forget must not
+            // remove it (its own operation forgets it when its files are durable).
+            let rewritten: HashSet<ShardId> = match &committed {
+                Ok((outcomes, _)) => batch
+                    .iter()
+                    .zip(outcomes)
+                    .filter(|((_, op), outcome)| writes_intent(op, outcome))
+                    .map(|((_, op), _)| op.shard())
+                    .collect(),
+                Err(_) => HashSet::new(),
+            };
             // On a failed sync they stay intents: the next start checks those shards.
             let durable_links = if synced.is_ok() { linked } else { Vec::new() };
-            queue.synced.extend(durable_links.iter().map(|(id, _)| *id));
+            queue.synced.extend(
+                durable_links
+                    .iter()
+                    .filter(|l| l.forget && !rewritten.contains(&l.id))
+                    .map(|l| l.id),
+            );
+            if !rewritten.is_empty() {
+                queue.synced.retain(|id| !rewritten.contains(id));
+                for waiting in queue.linked.iter_mut() {
+                    waiting.forget &= !rewritten.contains(&waiting.id);
+                }
+            }
             if committed.is_err() {
                 queue.synced.extend(forget);
             }
@@ -452,7 +488,11 @@ impl OpenDisk {
     /// Notes that a put's link is done; its tmp name goes, and its intent is
     /// forgotten, once a sync has made the link durable.
     fn intent_finished(&self, id: ShardId, tmp: String) {
-        lock(&self.commits).linked.push((id, tmp));
+        lock(&self.commits).linked.push(Linked {
+            id,
+            tmp,
+            forget: true,
+        });
     }
 
     /// Notes that an operation's file changes are durable: the next commit forgets its intent.
@@ -462,9 +502,9 @@ impl OpenDisk {
 
     /// Removes tmp names whose shards now have durable links (best effort:
     /// whatever is left is removed at the next start).
-    fn drop_tmp_names(&self, linked: &[(ShardId, String)]) {
-        for (_, tmp) in linked {
-            let _ = self.fs.remove(tmp);
+    fn drop_tmp_names(&self, linked: &[Linked]) {
+        for linked in linked {
+            let _ = self.fs.remove(&linked.tmp);
         }
     }
 
@@ -587,6 +627,14 @@ fn recover(fs: &dyn DiskFs, index: &Index) -> Result<Recovery, DiskIoError> {
             .map_err(|e| DiskIoError::index("committing recovery", &e))?;
     }
     Ok(recovery)
+}
+
+/// Whether applying `op` wrote an intent for its shard.
+fn writes_intent(op: &IndexOp, outcome: &OpOutcome) -> bool {
+    matches!(
+        op,
+        IndexOp::Insert(..) | IndexOp::Remove(_) | IndexOp::Quarantine(_)
+    ) && matches!(outcome, OpOutcome::Applied(_))
 }
 
 fn remove_files(fs: &dyn DiskFs, id: &ShardId) -> io::Result<()> {

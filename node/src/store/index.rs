@@ -195,6 +195,18 @@ pub enum IndexOp {
     RenewLease(ShardId, u64),
 }
 
+impl IndexOp {
+    /// The shard it changes.
+    pub fn shard(&self) -> ShardId {
+        match *self {
+            IndexOp::Insert(id, _)
+            | IndexOp::Remove(id)
+            | IndexOp::Quarantine(id)
+            | IndexOp::RenewLease(id, _) => id,
+        }
+    }
+}
+
 /// What an [`IndexOp`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OpOutcome {
