@@ -230,15 +230,26 @@ async fn run_raw(connection: &quinn::Connection, data: &Arc<Vec<(ShardId, bytes:
             }
             send.finish().expect("finish");
             let answer_len = if op == b'P' { 1 } else { bytes.len() };
-            // Read as the client reads: chunks into a buffer of the final size.
-            let mut answer = Vec::with_capacity(answer_len);
-            while answer.len() < answer_len {
-                let chunk = recv.read_chunk(answer_len - answer.len(), true).await;
-                answer.extend_from_slice(&chunk.expect("raw answer").expect("raw answer").bytes);
-            }
+            read_all(&mut recv, answer_len).await;
         }
     })
     .await;
+}
+
+/// Reads `len` bytes as cairn's own bodies are read: chunk by chunk into a
+/// buffer of the final size.
+async fn read_all(recv: &mut quinn::RecvStream, len: usize) -> Vec<u8> {
+    let mut body = Vec::with_capacity(len);
+    while body.len() < len {
+        let chunk = recv.read_chunk(len - body.len(), true).await;
+        body.extend_from_slice(
+            &chunk
+                .expect("raw read")
+                .expect("raw stream ended early")
+                .bytes,
+        );
+    }
+    body
 }
 
 /// The raw quinn side, in its own process like the daemon.
@@ -266,11 +277,7 @@ fn raw_server() {
                 let len = u64::from_be_bytes(header[1..].try_into().expect("8 bytes")) as usize;
                 if header[0] == b'P' {
                     // Buffered whole, as the daemon buffers a shard before storing it.
-                    let mut body = Vec::with_capacity(len);
-                    while body.len() < len {
-                        let chunk = recv.read_chunk(len - body.len(), true).await;
-                        body.extend_from_slice(&chunk.expect("raw body").expect("raw body").bytes);
-                    }
+                    read_all(&mut recv, len).await;
                     send.write_all(&[1]).await.expect("raw ack");
                 } else {
                     send.write_chunk(source.slice(..len))

@@ -92,10 +92,7 @@ async fn two_daemons_exchange_shards_and_refuse_what_they_must() {
     // A corrupted upload is refused and nothing is stored.
     let (id, mut bytes) = shard(99, 100_000);
     bytes[500] ^= 1;
-    let err = to_a
-        .put(id, bytes.clone(), owner_id, lease)
-        .await
-        .unwrap_err();
+    let err = to_a.put(id, bytes, owner_id, lease).await.unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::HashMismatch), "{err}");
     assert_eq!(
         to_a.get(id).await.unwrap_err().code(),

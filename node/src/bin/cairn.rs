@@ -687,13 +687,7 @@ async fn get(
                 .get_blob(&manifest.content, file, &|n| bar.inc(n))
                 .await
                 .with_context(|| format!("reading {path}"))?;
-            if stats.bytes != entry.size {
-                bail!(
-                    "{path}: read {} bytes, the manifest says {}",
-                    stats.bytes,
-                    entry.size
-                );
-            }
+            whole(path, &stats, entry.size)?;
             stats
         }
         Some(out) => {
@@ -713,15 +707,13 @@ async fn get(
                 .await
                 .map(|(stats, out)| (stats, out.finish()));
             let (stats, file) = match result {
-                Ok((stats, file)) if stats.bytes == entry.size => (stats, file?),
-                Ok((stats, _)) => {
-                    let _ = std::fs::remove_file(&tmp);
-                    bail!(
-                        "{path}: read {} bytes, the manifest says {}",
-                        stats.bytes,
-                        entry.size
-                    );
-                }
+                Ok((stats, file)) => match whole(path, &stats, entry.size) {
+                    Ok(()) => (stats, file?),
+                    Err(e) => {
+                        let _ = std::fs::remove_file(&tmp);
+                        return Err(e);
+                    }
+                },
                 Err(e) => {
                     let _ = std::fs::remove_file(&tmp);
                     return Err(e).with_context(|| format!("reading {path}"));
@@ -773,6 +765,17 @@ async fn get(
         println!("{report}");
     } else {
         eprintln!("{report}");
+    }
+    Ok(())
+}
+
+/// Checks that a read delivered every byte the manifest names.
+fn whole(path: &str, stats: &TransferStats, size: u64) -> anyhow::Result<()> {
+    if stats.bytes != size {
+        bail!(
+            "{path}: read {} bytes, but its manifest says {size}: this version's record is damaged; try another (`cairn versions {path}`)",
+            stats.bytes
+        );
     }
     Ok(())
 }
