@@ -730,6 +730,8 @@ async fn get(
                 .get_blob(&manifest.content, std::io::stdout(), &|n| bar.inc(n))
                 .await
                 .with_context(|| format!("reading {path}"))?;
+            // Too late to take the bytes back, but never a silent short read.
+            whole(path, &stats, entry.size)?;
             stats
         }
     };
