@@ -177,12 +177,17 @@ fn run(args: &Args) -> anyhow::Result<Outcome> {
     store_config.quota_bytes = config.store.quota_gib.map(|gib| gib << 30);
     store_config.max_shard_bytes = config.store.max_shard_mib << 20;
     let store = Arc::new(ShardStore::open(store_config)?);
+    // The same words as the disk watch's: a disk mounted just before start
+    // and one mounted just after read alike in the journal.
     for disk in store.disk_stats() {
         match disk.state {
-            DiskState::Online => {
-                info!(path = %disk.path.display(), "disk online: {} shards, {} MiB free", disk.shards, disk.free >> 20)
-            }
-            ref state => warn!(path = %disk.path.display(), "disk not in service: {state}"),
+            DiskState::Online => info!(
+                path = %disk.path.display(),
+                "data disk taken into service: {} shards, {} MiB free",
+                disk.shards,
+                disk.free >> 20
+            ),
+            ref state => warn!(path = %disk.path.display(), "data disk not in service: {state}"),
         }
     }
     let scrubber = store.spawn_scrubber(config.store.scrub_mib_per_s << 20, 4 << 20);
