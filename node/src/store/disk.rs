@@ -419,7 +419,7 @@ impl OpenDisk {
                 Ok((outcomes, _)) => batch
                     .iter()
                     .zip(outcomes)
-                    .filter(|((_, op), outcome)| writes_intent(op, outcome))
+                    .filter(|((_, op), outcome)| op.wrote_intent(outcome))
                     .map(|((_, op), _)| op.shard())
                     .collect(),
                 Err(_) => HashSet::new(),
@@ -627,14 +627,6 @@ fn recover(fs: &dyn DiskFs, index: &Index) -> Result<Recovery, DiskIoError> {
             .map_err(|e| DiskIoError::index("committing recovery", &e))?;
     }
     Ok(recovery)
-}
-
-/// Whether applying `op` wrote an intent for its shard.
-fn writes_intent(op: &IndexOp, outcome: &OpOutcome) -> bool {
-    matches!(
-        op,
-        IndexOp::Insert(..) | IndexOp::Remove(_) | IndexOp::Quarantine(_)
-    ) && matches!(outcome, OpOutcome::Applied(_))
 }
 
 fn remove_files(fs: &dyn DiskFs, id: &ShardId) -> io::Result<()> {

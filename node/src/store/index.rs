@@ -205,6 +205,15 @@ impl IndexOp {
             | IndexOp::RenewLease(id, _) => id,
         }
     }
+
+    /// Whether [`Index::apply`], finding `outcome`, wrote an intent for
+    /// this op's shard: kept beside `apply` so the two cannot drift apart.
+    pub fn wrote_intent(&self, outcome: &OpOutcome) -> bool {
+        matches!(
+            self,
+            IndexOp::Insert(..) | IndexOp::Remove(_) | IndexOp::Quarantine(_)
+        ) && matches!(outcome, OpOutcome::Applied(_))
+    }
 }
 
 /// What an [`IndexOp`] found.
@@ -464,4 +473,63 @@ fn move_lease(
     table.remove(&(old, id.0))?;
     table.insert(&(new, id.0), ())?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every op, on a shard absent, stored or quarantined: `wrote_intent`
+    /// says exactly what `apply` did to the intents table.
+    #[test]
+    fn wrote_intent_matches_what_apply_writes() {
+        let index = Index::open(
+            IndexBackend(Box::new(redb::backends::InMemoryBackend::new())),
+            1 << 20,
+        )
+        .unwrap();
+        let record = |lease_expires| ShardRecord {
+            len: 10,
+            owner: OwnerId([3; 32]),
+            lease_expires,
+            state: ShardState::Stored,
+        };
+        let ops = |id| {
+            [
+                IndexOp::Insert(id, record(100)),
+                IndexOp::Insert(id, record(200)),
+                IndexOp::RenewLease(id, 50),
+                IndexOp::RenewLease(id, 300),
+                IndexOp::Quarantine(id),
+                IndexOp::Quarantine(id),
+                IndexOp::Remove(id),
+                IndexOp::Remove(id),
+                IndexOp::RenewLease(id, 400),
+                IndexOp::Quarantine(id),
+            ]
+        };
+        let mut seen_with_intent = 0;
+        for n in 0..ops(ShardId([0; 32])).len() {
+            // The state op n meets: the ops before it, on a shard of its own.
+            let id = ShardId([n as u8 + 1; 32]);
+            let all = ops(id);
+            index.apply(&[], &all[..n]).unwrap();
+            let earlier: Vec<ShardId> = index.intents().unwrap().iter().map(|(i, _)| *i).collect();
+            index.apply(&earlier, &[]).unwrap();
+            let op = &all[n];
+            let (outcomes, _) = index.apply(&[], std::slice::from_ref(op)).unwrap();
+            let written = index.intents().unwrap().iter().any(|(i, _)| *i == id);
+            assert_eq!(
+                op.wrote_intent(&outcomes[0]),
+                written,
+                "{op:?} → {:?}",
+                outcomes[0]
+            );
+            seen_with_intent += usize::from(written);
+        }
+        assert!(
+            seen_with_intent >= 3,
+            "puts, quarantines and removes write intents"
+        );
+    }
 }
