@@ -8,6 +8,7 @@
 //! they never sleep and do no I/O. [`board::Board`] is the only code in Cairn
 //! that touches GPIO lines, I2C buses, LED class or thermal sysfs files.
 
+#[cfg(feature = "linux")]
 pub mod board;
 pub mod button;
 pub mod health;

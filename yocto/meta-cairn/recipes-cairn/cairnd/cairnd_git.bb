@@ -19,9 +19,9 @@ require ${BPN}-crates.inc
 
 inherit cargo cargo-update-recipe-crates systemd useradd
 
-# The workspace builds the node and board-support crates; only the
-# binaries of the node package are installed.
-CARGO_BUILD_FLAGS += "--package cairn-node --bin cairnd --bin cairn"
+# The workspace holds the library crates and board-support; only the
+# binaries of the `cairn` package are installed.
+CARGO_BUILD_FLAGS += "--package cairn --bin cairnd --bin cairn"
 
 do_install:append() {
     install -d ${D}${systemd_system_unitdir}

@@ -1,0 +1,227 @@
+//! Real `cairnd` processes for the tests that need them.
+
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cairn_proto::ids::NodeId;
+
+/// The daemon binary.
+pub const CAIRND: &str = env!("CARGO_BIN_EXE_cairnd");
+
+/// A running `cairnd` with its own directory (removed when dropped).
+pub struct Daemon {
+    child: Child,
+    /// Its node id.
+    pub id: NodeId,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    notify: UnixDatagram,
+    watchdog: bool,
+    dir: tempfile::TempDir,
+}
+
+impl Daemon {
+    /// Starts a daemon that allows `allow`, and waits for its READY=1.
+    pub fn start(allow: &[NodeId]) -> Self {
+        Self::start_with(allow, &[])
+    }
+
+    /// Like [`Self::start`], with extra environment (systemd's variables).
+    pub fn start_with(allow: &[NodeId], env: &[(&str, &str)]) -> Self {
+        Self::start_configured(allow, env, "")
+    }
+
+    /// Like [`Self::start`], with a simulated board: value files in
+    /// [`Daemon::board`] stand in for the LED and the button.
+    pub fn start_with_board(allow: &[NodeId]) -> Self {
+        Self::start_configured(
+            allow,
+            &[],
+            "[board]\nprofile = 'simulated'\nsimulated_dir = '{dir}/board'\npairing_minutes = 1\n",
+        )
+    }
+
+    /// Starts a daemon with `extra` appended to its configuration (`{dir}`
+    /// is its directory).
+    pub fn start_configured(allow: &[NodeId], env: &[(&str, &str)], extra: &str) -> Self {
+        Self::start_with_files(allow, env, extra, &[])
+    }
+
+    /// Like [`Self::start_configured`], with files written (relative to its
+    /// directory) before it starts: say, `state/ownership.toml`.
+    pub fn start_with_files(
+        allow: &[NodeId],
+        env: &[(&str, &str)],
+        extra: &str,
+        files: &[(&str, String)],
+    ) -> Self {
+        Self::start_on(IpAddr::from([127, 0, 0, 1]), allow, env, extra, files)
+    }
+
+    /// Like [`Self::start_with_files`], listening on `ip` (a free port).
+    pub fn start_on(
+        ip: IpAddr,
+        allow: &[NodeId],
+        env: &[(&str, &str)],
+        extra: &str,
+        files: &[(&str, String)],
+    ) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, text) in files {
+            let path = dir.path().join(name);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        }
+        std::fs::create_dir(dir.path().join("board")).unwrap();
+        std::fs::write(dir.path().join("board/button"), "0").unwrap();
+        let disk = dir.path().join("disk1");
+        std::fs::create_dir(&disk).unwrap();
+        // A free port: bind, note, release.
+        let port = UdpSocket::bind(SocketAddr::new(ip, 0))
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = SocketAddr::new(ip, port);
+        let allow: Vec<String> = allow
+            .iter()
+            .map(|id| format!("'{}'", id.to_human()))
+            .collect();
+        let config = dir.path().join("cairnd.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "state_dir = '{}'\nlisten = '{addr}'\ndisks = ['{}']\n[store]\nreserve_mib = 0\nmax_shard_mib = 2\n[network]\nmax_buffered_mib = 2\nallow = [{}]\n{}",
+                dir.path().join("state").display(),
+                disk.display(),
+                allow.join(", "),
+                extra.replace("{dir}", &dir.path().display().to_string()),
+            ),
+        )
+        .unwrap();
+        let id = print_id(&config);
+        let socket_path = dir.path().join("notify.sock");
+        let notify = UnixDatagram::bind(&socket_path).unwrap();
+        notify
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let child = Command::new(CAIRND)
+            .arg("--config")
+            .arg(&config)
+            .env("NOTIFY_SOCKET", &socket_path)
+            .env("CAIRN_LOG", "debug")
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("cairnd.log")).unwrap())
+            .spawn()
+            .unwrap();
+        let daemon = Self {
+            child,
+            id,
+            addr,
+            notify,
+            watchdog: env.iter().any(|(key, _)| *key == "WATCHDOG_USEC"),
+            dir,
+        };
+        let first = daemon.next_notification();
+        assert!(first.contains("READY=1"), "first notification: {first}");
+        assert!(first.contains(", 0 shards"), "first notification: {first}");
+        daemon
+    }
+
+    /// The next message the daemon sent to its NOTIFY_SOCKET.
+    pub fn next_notification(&self) -> String {
+        let mut buf = [0u8; 4096];
+        let len = self
+            .notify
+            .recv(&mut buf)
+            .expect("cairnd sent nothing to NOTIFY_SOCKET within 30 s");
+        String::from_utf8_lossy(&buf[..len]).into_owned()
+    }
+
+    /// SIGTERM, then STOPPING=1 and a clean exit.
+    pub fn stop(mut self) {
+        rustix::process::kill_process(
+            rustix::process::Pid::from_child(&self.child),
+            rustix::process::Signal::TERM,
+        )
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut stopping = false;
+        while !stopping && Instant::now() < deadline {
+            let notification = self.next_notification();
+            assert!(
+                self.watchdog || !notification.contains("WATCHDOG=1"),
+                "watchdog ping without WATCHDOG_USEC: {notification}"
+            );
+            stopping = notification.contains("STOPPING=1");
+        }
+        assert!(stopping, "no STOPPING=1 after SIGTERM");
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "cairnd exited with {status}");
+    }
+}
+
+impl Daemon {
+    /// Its directory (state and data disk).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Its data disk.
+    pub fn disk(&self) -> PathBuf {
+        self.dir.path().join("disk1")
+    }
+
+    /// Its simulated board's value files (`button`, `led`).
+    pub fn board(&self) -> PathBuf {
+        self.dir.path().join("board")
+    }
+
+    /// What it logged so far (at debug level).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("cairnd.log")).unwrap_or_default()
+    }
+
+    /// Its configuration file.
+    pub fn config(&self) -> PathBuf {
+        self.dir.path().join("cairnd.toml")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The id `cairnd --print-id` gives for a config.
+pub fn print_id(config: &Path) -> NodeId {
+    let out = Command::new(CAIRND)
+        .arg("--config")
+        .arg(config)
+        .arg("--print-id")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    NodeId::from_human(String::from_utf8_lossy(&out.stdout).trim()).unwrap()
+}
+
+/// A node's own swarm certificate, as it keeps it in `swarm.toml`.
+pub fn cert_of(daemon: &Daemon) -> cairn_proto::membership::MemberCert {
+    let text = std::fs::read_to_string(daemon.dir().join("state/swarm.toml")).unwrap();
+    let ticket = text
+        .lines()
+        .find_map(|l| l.strip_prefix("cert = "))
+        .unwrap()
+        .trim_matches('"');
+    cairn_proto::membership::MemberCert::from_ticket(ticket).unwrap()
+}

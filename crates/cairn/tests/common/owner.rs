@@ -1,0 +1,93 @@
+//! The owner's side of end-to-end tests: the `cairn` binary run against
+//! its own home directory.
+
+use std::process::{Command, Output, Stdio};
+
+use cairn_client::keys::OwnerSecret;
+
+/// The owner's tool.
+pub const CAIRN: &str = env!("CARGO_BIN_EXE_cairn");
+
+/// An owner: a `cairn` home directory and the binary run against it.
+pub struct Owner {
+    /// The `CAIRN_HOME`.
+    pub home: tempfile::TempDir,
+}
+
+impl Owner {
+    /// A fresh, empty home.
+    pub fn new() -> Self {
+        Self {
+            home: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// Runs `cairn ARGS` (with `stdin`), logging how long it took.
+    pub fn run(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let started = std::time::Instant::now();
+        let out = self.run_inner(args, stdin);
+        eprintln!("cairn {args:?} took {:?}", started.elapsed());
+        out
+    }
+
+    fn run_inner(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut child = Command::new(CAIRN)
+            .args(args)
+            .env("CAIRN_HOME", self.home.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        if let Some(text) = stdin {
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(text.as_bytes())
+                .unwrap();
+        }
+        drop(child.stdin.take());
+        child.wait_with_output().unwrap()
+    }
+
+    /// Runs `cairn --json ARGS`, expects success, returns one value per line.
+    pub fn json(&self, args: &[&str]) -> Vec<serde_json::Value> {
+        self.json_in(args, None)
+    }
+
+    /// Like [`Owner::json`], with standard input.
+    pub fn json_in(&self, args: &[&str], stdin: Option<&str>) -> Vec<serde_json::Value> {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let out = self.run(&all, stdin);
+        assert!(
+            out.status.success(),
+            "cairn {args:?} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect()
+    }
+
+    /// The owner secret from the home.
+    pub fn secret(&self) -> OwnerSecret {
+        let bytes = std::fs::read(self.home.path().join("secret")).unwrap();
+        OwnerSecret::from_bytes(bytes.try_into().unwrap())
+    }
+}
+
+/// The standard output of a command that must have succeeded (else its
+/// standard error is the failure).
+pub fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}

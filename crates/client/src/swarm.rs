@@ -1,0 +1,803 @@
+//! The owner's client talking to its nodes: store a byte stream as sealed
+//! segments spread over the nodes, read it back from the fastest holders,
+//! and keep the owner's root record on every node. Bounded memory: a few
+//! segments are in flight at once, whatever the size of the stream.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use super::catalog::{BlobRef, NodeEntry, RootPointer, SegmentRef, ShardRef};
+use super::chunk::{ChunkSizes, chunks};
+use super::keys::OwnerKeys;
+use super::placement::{self, Candidate};
+use super::segment::{self, Coding, TAG_LEN};
+use cairn_net::identity::Identity;
+use cairn_net::pool::PoolConfig;
+use cairn_net::{NetError, Peer, Pool};
+use cairn_proto::ids::{NodeId, ShardId};
+use cairn_proto::membership::MemberCert;
+use cairn_proto::root::RootRecord;
+use cairn_proto::{MAX_LOCATE, MAX_TRACK, NodeAddr, TrackSegment};
+
+/// How long shards are kept before the steward must renew them.
+pub const LEASE: Duration = Duration::from_secs(90 * 24 * 3600);
+/// Segments being uploaded at once (each is k+m parallel shard puts).
+const PUT_SEGMENTS_IN_FLIGHT: usize = 8;
+/// Segments being fetched at once (each is k parallel shard gets). Reads
+/// wait on round trips more than on the CPU, so more are in flight.
+const GET_SEGMENTS_IN_FLIGHT: usize = 32;
+/// A node that failed is not dialled again for this long.
+const DOWN_FOR: Duration = Duration::from_secs(60);
+/// How long the root lookup waits for more nodes after the first answer.
+const ROOT_GRACE: Duration = Duration::from_millis(1000);
+/// Attempts to place one shard before the upload gives up.
+const PLACE_ATTEMPTS: usize = 4;
+
+/// What went wrong moving data to or from the swarm.
+#[derive(Debug, thiserror::Error)]
+pub enum SwarmError {
+    /// Reading the input or writing the output failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Not enough nodes to place shards.
+    #[error(transparent)]
+    Placement(#[from] placement::PlacementError),
+    /// A segment could not be sealed or opened.
+    #[error(transparent)]
+    Segment(#[from] segment::SegmentError),
+    /// Fewer than k holders of a segment answered with a good shard.
+    #[error(
+        "segment {index} cannot be read: only {good} good shards of the {need} needed could be fetched ({detail}); bring its holders back online"
+    )]
+    Unreadable {
+        /// Which segment of the blob.
+        index: usize,
+        /// Good shards fetched.
+        good: usize,
+        /// k.
+        need: usize,
+        /// What went wrong with the others.
+        detail: String,
+    },
+    /// A shard could not be stored anywhere.
+    #[error("a shard could not be stored: {0}")]
+    Upload(String),
+    /// A task of the client itself failed (a bug, or the system refused).
+    #[error("cairn failed internally ({0}); please report this with the command you ran")]
+    Task(String),
+    /// The steward could not be reached or refused.
+    #[error("the steward: {0}")]
+    Steward(String),
+    /// The client's own key could not be used on the network.
+    #[error("cannot open a network endpoint: {0}")]
+    Endpoint(NetError),
+    /// No node answered for the root record.
+    #[error("no node could be asked for the root record ({0}); check that your nodes are running")]
+    NoRoot(String),
+    /// A record or catalog failed to decode.
+    #[error(
+        "stored data does not decode ({0}); it was written by an incompatible cairn, or is damaged"
+    )]
+    Decode(String),
+}
+
+/// What a transfer did, for the user.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TransferStats {
+    /// Plaintext bytes.
+    pub bytes: u64,
+    /// Segments.
+    pub segments: usize,
+    /// Segments already stored and reused without upload.
+    pub reused: usize,
+    /// Shard bytes sent or received.
+    pub shard_bytes: u64,
+    /// Segments rebuilt from parity because data shards were missing.
+    pub decoded: usize,
+    /// Shards that failed verification: `(shard, holder)`.
+    pub bad_shards: Vec<(ShardId, NodeId)>,
+    /// Holders that could not be reached.
+    pub unreachable: Vec<NodeId>,
+}
+
+/// The owner's connection to their nodes.
+pub struct Swarm {
+    pool: Pool,
+    keys: OwnerKeys,
+    nodes: Mutex<Vec<NodeEntry>>,
+    /// Erasure coding of new data.
+    pub coding: Coding,
+}
+
+use cairn_host::unix_now;
+
+impl Swarm {
+    /// A client for `nodes`, authenticating with a key derived from the
+    /// owner's secret (`client_key`).
+    pub fn new(
+        keys: OwnerKeys,
+        client_key: [u8; 32],
+        nodes: Vec<NodeEntry>,
+        coding: Coding,
+        timeout: Duration,
+        member: Option<MemberCert>,
+    ) -> Result<Arc<Self>, SwarmError> {
+        let endpoint = Peer::client_endpoint(SocketAddr::from(([0, 0, 0, 0], 0)))
+            .map_err(SwarmError::Endpoint)?;
+        let pool = Pool::new(
+            endpoint,
+            Identity::from_private(client_key),
+            Box::new(move || member.clone()),
+            PoolConfig {
+                timeout,
+                down_for: DOWN_FOR,
+            },
+        );
+        Ok(Arc::new(Self {
+            pool,
+            keys,
+            nodes: Mutex::new(nodes),
+            coding,
+        }))
+    }
+
+    /// The nodes this client knows.
+    pub fn nodes(&self) -> Vec<NodeEntry> {
+        cairn_host::lock(&self.nodes).clone()
+    }
+
+    /// Adds nodes this client did not know (from a root record, say).
+    pub fn learn_nodes(&self, more: &[NodeEntry]) {
+        let mut nodes = cairn_host::lock(&self.nodes);
+        for node in more {
+            if !nodes.iter().any(|n| n.id == node.id) {
+                nodes.push(node.clone());
+            }
+        }
+    }
+
+    /// A connection to one of the known nodes (dialled once, then shared);
+    /// a node that failed is not retried for a while, so a dead node costs
+    /// one timeout, not one per shard.
+    pub async fn peer(&self, node: NodeId) -> Result<Arc<Peer>, NetError> {
+        let entry = self
+            .nodes()
+            .into_iter()
+            .find(|n| n.id == node)
+            .ok_or_else(|| NetError::Refused(format!("node {} is not known", node.to_human())))?;
+        self.pool.peer(node, &entry.addr).await
+    }
+
+    fn mark_down(&self, node: NodeId) {
+        self.pool.mark_down(node);
+    }
+
+    fn note_latency(&self, node: NodeId, took: Duration) {
+        self.pool.note_latency(node, took);
+    }
+
+    fn latency(&self, node: NodeId) -> (bool, Duration) {
+        self.pool.latency(node)
+    }
+
+    /// Nodes that answer, with their free space, for placement.
+    pub async fn candidates(self: &Arc<Self>) -> Vec<Candidate> {
+        let mut asks = JoinSet::new();
+        for entry in self.nodes() {
+            let this = Arc::clone(self);
+            asks.spawn(async move {
+                let peer = this.peer(entry.id).await.ok()?;
+                let stat = peer.stat().await.ok()?;
+                // A draining node refuses new shards: never plan on it.
+                if stat.ownership.draining {
+                    return None;
+                }
+                let free = stat.disks.iter().map(|d| d.free).sum();
+                Some(Candidate {
+                    node: entry.id,
+                    site: entry.site.clone(),
+                    free,
+                })
+            });
+        }
+        let mut out = Vec::new();
+        while let Some(done) = asks.join_next().await {
+            if let Ok(Some(candidate)) = done {
+                out.push(candidate);
+            }
+        }
+        out.sort_by_key(|c| c.node);
+        out
+    }
+
+    /// Stores everything `reader` yields. Segments whose key is in `known`
+    /// are already stored and are reused without upload.
+    pub async fn put_blob<R: Read + Send + 'static>(
+        self: &Arc<Self>,
+        reader: R,
+        known: &HashMap<[u8; 32], SegmentRef>,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<(BlobRef, TransferStats), SwarmError> {
+        self.coding.validate()?;
+        let candidates = self.candidates().await;
+        let known_keys: HashSet<[u8; 32]> = known.keys().copied().collect();
+        let (tx, mut rx) = mpsc::channel::<Result<Sealed, SwarmError>>(2);
+        let convergence = self.keys.convergence;
+        let (seed, coding) = (self.keys.chunk_seed, self.coding);
+        // Chunking and sealing are CPU work on a thread of their own; the
+        // channel's bound is what keeps memory bounded.
+        let producer = tokio::task::spawn_blocking(move || {
+            for chunk in chunks(reader, seed, ChunkSizes::default()) {
+                let sealed = chunk
+                    .map_err(|source| SwarmError::Io {
+                        what: "reading the input".into(),
+                        source,
+                    })
+                    .and_then(|plain| {
+                        let key = segment::chunk_key(&convergence, &plain);
+                        if known_keys.contains(&key) {
+                            return Ok(Sealed::Known(key, plain.len() as u64));
+                        }
+                        Ok(Sealed::New(segment::seal(&convergence, coding, &plain)?))
+                    });
+                let failed = sealed.is_err();
+                if tx.blocking_send(sealed).is_err() || failed {
+                    break;
+                }
+            }
+        });
+        let mut stats = TransferStats::default();
+        let mut uploads = JoinSet::new();
+        let mut done: BTreeMap<usize, SegmentRef> = BTreeMap::new();
+        let mut next = 0usize;
+        let candidates = Arc::new(candidates);
+        let result: Result<(), SwarmError> = async {
+            loop {
+                while uploads.len() >= PUT_SEGMENTS_IN_FLIGHT {
+                    let (index, outcome) = join_one(&mut uploads).await?;
+                    done.insert(index, outcome);
+                }
+                let Some(sealed) = rx.recv().await else { break };
+                let index = next;
+                next += 1;
+                match sealed? {
+                    Sealed::Known(key, plain_len) => {
+                        stats.reused += 1;
+                        stats.bytes += plain_len;
+                        progress(plain_len);
+                        let reused = known
+                            .get(&key)
+                            .cloned()
+                            .ok_or_else(|| SwarmError::Decode("a known segment vanished".into()))?;
+                        done.insert(index, reused);
+                    }
+                    Sealed::New(sealed) => {
+                        stats.bytes += sealed.plain_len;
+                        stats.shard_bytes += sealed
+                            .shards
+                            .iter()
+                            .map(|(_, b)| b.len() as u64)
+                            .sum::<u64>();
+                        progress(sealed.plain_len);
+                        let (this, candidates) = (Arc::clone(self), Arc::clone(&candidates));
+                        uploads.spawn(async move {
+                            (index, this.upload_segment(sealed, candidates).await)
+                        });
+                    }
+                }
+            }
+            while !uploads.is_empty() {
+                let (index, outcome) = join_one(&mut uploads).await?;
+                done.insert(index, outcome);
+            }
+            Ok(())
+        }
+        .await;
+        drop(rx);
+        let _ = producer.await;
+        result?;
+        stats.segments = done.len();
+        Ok((
+            BlobRef {
+                coding: Some(self.coding),
+                segments: done.into_values().collect(),
+            },
+            stats,
+        ))
+    }
+
+    /// Places and stores one segment's shards, all in parallel; a shard
+    /// whose node fails goes to another node that holds none of this
+    /// segment. Checks the fewer-than-k rule before anything is sent.
+    async fn upload_segment(
+        self: Arc<Self>,
+        sealed: segment::SealedSegment,
+        candidates: Arc<Vec<Candidate>>,
+    ) -> Result<SegmentRef, SwarmError> {
+        let shard_len = sealed.shards.first().map_or(0, |(_, b)| b.len() as u64);
+        let mut holders = placement::place(&candidates, self.coding, shard_len, sealed.key, &[])?;
+        placement::check(&holders, self.coding)?;
+        let lease = unix_now() + LEASE.as_secs();
+        let owner = self.keys.owner_id();
+        let (key, plain_len) = (sealed.key, sealed.plain_len);
+        // Bytes: every attempt hands the same buffers to the network, uncopied.
+        let (ids, bodies): (Vec<ShardId>, Vec<bytes::Bytes>) = sealed
+            .shards
+            .into_iter()
+            .map(|(id, body)| (id, body.into()))
+            .unzip();
+        let mut pending: Vec<usize> = (0..holders.len()).collect();
+        let mut failed: Vec<NodeId> = Vec::new();
+        for attempt in 0..PLACE_ATTEMPTS {
+            let mut puts = JoinSet::new();
+            for &i in &pending {
+                let node = holders[i];
+                let (id, body) = (ids[i], bodies[i].clone());
+                let this = Arc::clone(&self);
+                puts.spawn(async move {
+                    let outcome = match this.peer(node).await {
+                        Ok(peer) => peer.put(id, body, owner, lease).await.map(|_| ()),
+                        Err(e) => Err(e),
+                    };
+                    (i, node, outcome)
+                });
+            }
+            let mut retry = Vec::new();
+            while let Some(joined) = puts.join_next().await {
+                let (i, node, outcome) = joined.map_err(|e| SwarmError::Task(e.to_string()))?;
+                if let Err(e) = outcome {
+                    tracing::debug!("shard {i} to {}: {e}", node.to_human());
+                    if !matches!(e, NetError::Remote { .. }) {
+                        self.mark_down(node);
+                    }
+                    failed.push(node);
+                    retry.push(i);
+                }
+            }
+            if retry.is_empty() {
+                return Ok(SegmentRef {
+                    key,
+                    plain_len,
+                    shards: ids
+                        .iter()
+                        .zip(&holders)
+                        .map(|(id, holder)| ShardRef {
+                            id: *id,
+                            holder: *holder,
+                        })
+                        .collect(),
+                });
+            }
+            if attempt + 1 == PLACE_ATTEMPTS {
+                break;
+            }
+            // New homes for the failed shards: not a node that failed, not
+            // one that already holds a shard of this segment.
+            let mut exclude: Vec<NodeId> = failed.clone();
+            exclude.extend(
+                holders
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| !retry.contains(i))
+                    .map(|(_, n)| *n),
+            );
+            let mut seed = key;
+            seed[0] ^= attempt as u8 + 1;
+            let fresh = placement::place_n(
+                &candidates,
+                self.coding,
+                retry.len(),
+                shard_len,
+                seed,
+                &exclude,
+            )?;
+            for (i, node) in retry.iter().zip(fresh) {
+                holders[*i] = node;
+            }
+            placement::check(&holders, self.coding)?;
+            pending = retry;
+        }
+        Err(SwarmError::Upload(format!(
+            "{} shards of a segment found no node after {PLACE_ATTEMPTS} attempts",
+            pending.len()
+        )))
+    }
+
+    /// Writes the bytes of `blob` to `out`, fetching k shards per segment
+    /// from the fastest holders, verifying each, decoding when needed.
+    pub async fn get_blob<W: Write + Send + 'static>(
+        self: &Arc<Self>,
+        blob: &BlobRef,
+        out: W,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<(TransferStats, W), SwarmError> {
+        let coding = blob.coding.unwrap_or(self.coding);
+        coding.validate()?;
+        // The output is written on a thread of its own, so that a slow disk
+        // never stops new fetches from starting; the channel bounds memory.
+        let (tx, mut rx) = mpsc::channel::<Vec<u8>>(8);
+        let writer = tokio::task::spawn_blocking(move || {
+            let mut out = out;
+            while let Some(plain) = rx.blocking_recv() {
+                out.write_all(&plain)?;
+            }
+            out.flush()?;
+            Ok::<W, std::io::Error>(out)
+        });
+        let fetched = self.fetch_in_order(blob, coding, &tx, progress).await;
+        drop(tx);
+        let written = writer
+            .await
+            .map_err(|e| SwarmError::Task(format!("the writer: {e}")))?;
+        let stats = fetched?;
+        let out = written.map_err(|source| SwarmError::Io {
+            what: "writing the output".into(),
+            source,
+        })?;
+        Ok((stats, out))
+    }
+
+    /// Fetches a blob's segments, several at once, and passes their
+    /// plaintext to `out` in order.
+    async fn fetch_in_order(
+        self: &Arc<Self>,
+        blob: &BlobRef,
+        coding: Coding,
+        out: &mpsc::Sender<Vec<u8>>,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<TransferStats, SwarmError> {
+        let mut stats = TransferStats::default();
+        let mut fetches = JoinSet::new();
+        let mut ready: BTreeMap<usize, (Vec<u8>, FetchReport)> = BTreeMap::new();
+        let mut next_to_start = 0usize;
+        let mut next_to_write = 0usize;
+        let total = blob.segments.len();
+        while next_to_write < total {
+            while next_to_start < total && fetches.len() + ready.len() < GET_SEGMENTS_IN_FLIGHT {
+                let index = next_to_start;
+                next_to_start += 1;
+                let segment = blob.segments[index].clone();
+                let this = Arc::clone(self);
+                fetches.spawn(
+                    async move { (index, this.fetch_segment(index, segment, coding).await) },
+                );
+            }
+            if !ready.contains_key(&next_to_write) {
+                let (index, outcome) = join_one(&mut fetches).await?;
+                ready.insert(index, outcome);
+                continue;
+            }
+            let (plain, report) = ready.remove(&next_to_write).unwrap_or_default();
+            let len = plain.len() as u64;
+            if out.send(plain).await.is_err() {
+                // The writer stopped: its error is reported by the caller.
+                break;
+            }
+            progress(len);
+            stats.bytes += len;
+            stats.segments += 1;
+            stats.shard_bytes += report.shard_bytes;
+            stats.decoded += usize::from(report.decoded);
+            stats.bad_shards.extend(report.bad);
+            for node in report.unreachable {
+                if !stats.unreachable.contains(&node) {
+                    stats.unreachable.push(node);
+                }
+            }
+            next_to_write += 1;
+        }
+        Ok(stats)
+    }
+
+    async fn fetch_segment(
+        self: Arc<Self>,
+        index: usize,
+        segment: SegmentRef,
+        coding: Coding,
+    ) -> Result<(Vec<u8>, FetchReport), SwarmError> {
+        let k = usize::from(coding.k);
+        // Data shards first (no decoding), then parity; within each, up
+        // nodes before down ones, faster before slower.
+        let mut order: Vec<usize> = (0..segment.shards.len()).collect();
+        order.sort_by_key(|&i| {
+            let (down, latency) = self.latency(segment.shards[i].holder);
+            (down, i >= k, latency)
+        });
+        let mut order = order.into_iter();
+        let mut report = FetchReport::default();
+        let mut good: Vec<(usize, Vec<u8>)> = Vec::new();
+        let mut errors = Vec::new();
+        let mut running = JoinSet::new();
+        loop {
+            while good.len() + running.len() < k {
+                let Some(i) = order.next() else { break };
+                let shard = segment.shards[i];
+                let this = Arc::clone(&self);
+                running.spawn(async move {
+                    let started = Instant::now();
+                    let result = match this.peer(shard.holder).await {
+                        Ok(peer) => peer.get(shard.id).await,
+                        Err(e) => Err(e),
+                    };
+                    (i, shard, started.elapsed(), result)
+                });
+            }
+            let Some(joined) = running.join_next().await else {
+                break;
+            };
+            let (i, shard, took, result) = joined.map_err(|e| SwarmError::Task(e.to_string()))?;
+            match result {
+                Ok(bytes) => {
+                    self.note_latency(shard.holder, took);
+                    report.shard_bytes += bytes.len() as u64;
+                    good.push((i, bytes));
+                    if good.len() == k {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    match &e {
+                        NetError::Corrupt(_) => report.bad.push((shard.id, shard.holder)),
+                        NetError::Remote { .. } => {}
+                        _ => {
+                            self.mark_down(shard.holder);
+                            report.unreachable.push(shard.holder);
+                        }
+                    }
+                    errors.push(format!("shard {i} on {}: {e}", shard.holder.to_human()));
+                }
+            }
+        }
+        running.abort_all();
+        if good.len() < k {
+            return Err(SwarmError::Unreadable {
+                index,
+                good: good.len(),
+                need: k,
+                detail: errors.join("; "),
+            });
+        }
+        report.decoded = good.iter().any(|(i, _)| *i >= k);
+        let shards: Vec<(usize, &[u8])> = good.iter().map(|(i, b)| (*i, &b[..])).collect();
+        let convergence = self.keys.convergence;
+        let plain = segment::open(
+            &convergence,
+            coding,
+            &segment.key,
+            segment.plain_len,
+            &shards,
+        )?;
+        Ok((plain, report))
+    }
+
+    /// Signs and offers a root record pointing at `catalog` to every node;
+    /// succeeds if at least one node keeps it. Returns how many did.
+    pub async fn put_root(
+        self: &Arc<Self>,
+        seq: u64,
+        catalog: &BlobRef,
+    ) -> Result<usize, SwarmError> {
+        let mut nonce = [0u8; 12];
+        getrandom::fill(&mut nonce)
+            .map_err(|e| SwarmError::Task(format!("the system's random source: {e}")))?;
+        let pointer = RootPointer {
+            catalog: catalog.clone(),
+            time: unix_now(),
+            nodes: self.nodes(),
+        };
+        let payload = super::catalog::seal_root(&self.keys.manifest, &pointer, nonce);
+        let record = RootRecord::sign(&self.keys.signing, seq, payload);
+        let mut puts = JoinSet::new();
+        for node in self.nodes().iter().map(|n| n.id) {
+            let (this, record) = (Arc::clone(self), record.clone());
+            puts.spawn(async move { this.peer(node).await?.put_root(record).await });
+        }
+        let mut kept = 0;
+        let mut errors = Vec::new();
+        while let Some(joined) = puts.join_next().await {
+            match joined {
+                Ok(Ok(())) => kept += 1,
+                Ok(Err(e)) => errors.push(e.to_string()),
+                Err(e) => errors.push(e.to_string()),
+            }
+        }
+        if kept == 0 {
+            return Err(SwarmError::NoRoot(errors.join("; ")));
+        }
+        Ok(kept)
+    }
+
+    /// The newest root record any node holds, opened: `(seq, pointer)`.
+    pub async fn latest_root(self: &Arc<Self>) -> Result<Option<(u64, RootPointer)>, SwarmError> {
+        let owner = self.keys.owner_id();
+        // Detached asks: one still connecting to a down node when the lookup
+        // is done goes on and records that node as down for the rest of the run.
+        let nodes = self.nodes();
+        let (tx, mut rx) = mpsc::channel(nodes.len().max(1));
+        for node in nodes.iter().map(|n| n.id) {
+            let (this, tx) = (Arc::clone(self), tx.clone());
+            tokio::spawn(async move {
+                let answer = match this.peer(node).await {
+                    Ok(peer) => peer.get_root(owner).await,
+                    Err(e) => Err(e),
+                };
+                let _ = tx.send(answer).await;
+            });
+        }
+        drop(tx);
+        let mut best: Option<RootRecord> = None;
+        let mut answered = 0;
+        let mut errors = Vec::new();
+        // Every commit offers the root to every node, so once some node has
+        // answered, a node that is down (its connect times out) is not worth
+        // waiting for: the others are given a short grace.
+        let mut grace: Option<tokio::time::Instant> = None;
+        loop {
+            let answer = match grace {
+                None => rx.recv().await,
+                Some(deadline) => tokio::time::timeout_at(deadline, rx.recv())
+                    .await
+                    .unwrap_or_default(),
+            };
+            let Some(answer) = answer else { break };
+            match answer {
+                Ok(record) => {
+                    answered += 1;
+                    grace.get_or_insert_with(|| tokio::time::Instant::now() + ROOT_GRACE);
+                    if let Some(record) = record
+                        && best.as_ref().is_none_or(|b| record.seq > b.seq)
+                    {
+                        best = Some(record);
+                    }
+                }
+                Err(e) => errors.push(e.to_string()),
+            }
+        }
+        if answered == 0 {
+            return Err(SwarmError::NoRoot(errors.join("; ")));
+        }
+        match best {
+            None => Ok(None),
+            Some(record) => {
+                let pointer = super::catalog::open_root(&self.keys.manifest, &record.payload)
+                    .map_err(|e| SwarmError::Decode(e.to_string()))?;
+                // The catalog's holders may be nodes this client has not met.
+                self.learn_nodes(&pointer.nodes);
+                Ok(Some((record.seq, pointer)))
+            }
+        }
+    }
+
+    /// Whether `holder` proves it holds `shard` (random ranges, checked
+    /// against the id alone).
+    pub async fn audit(
+        &self,
+        holder: NodeId,
+        shard: ShardId,
+        shard_len: u64,
+        seed: [u8; 32],
+    ) -> bool {
+        match self.peer(holder).await {
+            Ok(peer) => peer.audit(shard, shard_len, seed).await.is_ok(),
+            Err(_) => false,
+        }
+    }
+
+    /// Tells the steward `steward` about every segment of `blobs`, so it
+    /// audits, repairs and renews them; returns how many segments it tracks
+    /// for this owner.
+    pub async fn track(&self, steward: NodeId, blobs: &[&BlobRef]) -> Result<u64, SwarmError> {
+        let nodes: Vec<NodeAddr> = self.nodes().into_iter().map(NodeAddr::from).collect();
+        let lease_until = unix_now() + LEASE.as_secs();
+        let mut segments = Vec::new();
+        for blob in blobs {
+            let coding = blob.coding.unwrap_or(self.coding);
+            for segment in &blob.segments {
+                let cipher_len = usize::try_from(segment.plain_len).unwrap_or(usize::MAX) + TAG_LEN;
+                segments.push(TrackSegment {
+                    k: coding.k,
+                    m: coding.m,
+                    shard_len: coding.shard_len(cipher_len) as u64,
+                    shards: segment
+                        .shards
+                        .iter()
+                        .map(|s| (s.id.0, s.holder.0))
+                        .collect(),
+                    lease_until,
+                });
+            }
+        }
+        let peer = self
+            .peer(steward)
+            .await
+            .map_err(|e| SwarmError::Steward(e.to_string()))?;
+        let owner = self.keys.owner_id();
+        let mut tracked = 0;
+        let node_batches = nodes.chunks(MAX_TRACK).map(<[NodeAddr]>::to_vec);
+        let mut node_batches = node_batches.chain(std::iter::repeat(Vec::new()));
+        for batch in segments.chunks(MAX_TRACK) {
+            tracked = peer
+                .track(
+                    owner,
+                    node_batches.next().unwrap_or_default(),
+                    batch.to_vec(),
+                )
+                .await
+                .map_err(|e| SwarmError::Steward(e.to_string()))?;
+        }
+        Ok(tracked)
+    }
+
+    /// Rewrites `blob`'s holders with where the steward says its shards are
+    /// now (after repairs); shards it does not know keep their holders.
+    pub async fn relocate(&self, steward: NodeId, blob: &mut BlobRef) -> Result<usize, SwarmError> {
+        let peer = self
+            .peer(steward)
+            .await
+            .map_err(|e| SwarmError::Steward(e.to_string()))?;
+        let owner = self.keys.owner_id();
+        let mut refs: Vec<&mut ShardRef> = blob
+            .segments
+            .iter_mut()
+            .flat_map(|s| s.shards.iter_mut())
+            .collect();
+        let mut moved = 0;
+        for batch in refs.chunks_mut(MAX_LOCATE) {
+            let ids: Vec<ShardId> = batch.iter().map(|r| r.id).collect();
+            let found = peer
+                .locate(owner, &ids)
+                .await
+                .map_err(|e| SwarmError::Steward(e.to_string()))?;
+            for (shard, holder) in batch.iter_mut().zip(found) {
+                if let Some(holder) = holder
+                    && holder != shard.holder
+                {
+                    shard.holder = holder;
+                    moved += 1;
+                }
+            }
+        }
+        Ok(moved)
+    }
+
+    /// Closes every connection.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+enum Sealed {
+    Known([u8; 32], u64),
+    New(segment::SealedSegment),
+}
+
+#[derive(Default)]
+struct FetchReport {
+    shard_bytes: u64,
+    decoded: bool,
+    bad: Vec<(ShardId, NodeId)>,
+    unreachable: Vec<NodeId>,
+}
+
+/// Waits for one task of `set` and unpacks its `(index, result)`.
+async fn join_one<T: 'static>(
+    set: &mut JoinSet<(usize, Result<T, SwarmError>)>,
+) -> Result<(usize, T), SwarmError> {
+    match set.join_next().await {
+        Some(Ok((index, Ok(value)))) => Ok((index, value)),
+        Some(Ok((_, Err(e)))) => Err(e),
+        Some(Err(e)) => Err(SwarmError::Task(e.to_string())),
+        None => Err(SwarmError::Task("no transfer was running".into())),
+    }
+}

@@ -1,0 +1,465 @@
+//! Talking to one node: dial, authenticate it as the node id we expect, then
+//! one request per stream. Whole shards read back are verified against their
+//! id before they are returned.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::{NetError, handshake, read_body, read_frame, write_frame};
+use crate::identity::Identity;
+use cairn_proto::gossip::MemberState;
+use cairn_proto::ids::{NodeId, OwnerId, ShardId};
+use cairn_proto::membership::{MemberCert, Removal};
+use cairn_proto::root::RootRecord;
+use cairn_proto::{
+    Hello, NodeAddr, OwnershipInfo, PROTOCOL_VERSION, Request, Response, StatInfo, TrackSegment,
+    audit, owner, ownership,
+};
+use ed25519_dalek::SigningKey;
+
+/// An authenticated connection to a node.
+pub struct Peer {
+    connection: quinn::Connection,
+    /// The node, proven by the handshake.
+    pub node: NodeId,
+    /// What it told us about itself.
+    pub hello: Hello,
+    /// Our own key, as the node sees us.
+    local: NodeId,
+    timeout: Duration,
+}
+
+/// Largest response body we accept (a shard plus slack for audit proofs).
+const MAX_BODY: u64 = 64 << 20;
+
+impl Peer {
+    /// Dials `addr` from `endpoint` and proves the far end holds `node`'s key.
+    pub async fn connect(
+        endpoint: &quinn::Endpoint,
+        addr: SocketAddr,
+        node: NodeId,
+        identity: &Identity,
+        timeout: Duration,
+    ) -> Result<Self, NetError> {
+        Self::connect_as(endpoint, addr, node, identity, None, timeout).await
+    }
+
+    /// Like [`Peer::connect`], showing a swarm membership certificate, so
+    /// that nodes of the swarm admit this key.
+    pub async fn connect_as(
+        endpoint: &quinn::Endpoint,
+        addr: SocketAddr,
+        node: NodeId,
+        identity: &Identity,
+        member: Option<MemberCert>,
+        timeout: Duration,
+    ) -> Result<Self, NetError> {
+        let connect_error = |reason: String| NetError::Connect { addr, reason };
+        let connecting = endpoint
+            .connect(addr, "cairn")
+            .map_err(|e| connect_error(e.to_string()))?;
+        let connection = tokio::time::timeout(timeout, connecting)
+            .await
+            .map_err(|_| NetError::Timeout(timeout))?
+            .map_err(|e| connect_error(e.to_string()))?;
+        let mine = Hello {
+            versions: vec![PROTOCOL_VERSION],
+            software: crate::software(),
+            max_shard: 0,
+            refused: None,
+            member,
+        };
+        let hello = handshake::initiate(&connection, identity, &node, &mine, timeout).await?;
+        Ok(Self {
+            connection,
+            node,
+            hello,
+            local: identity.id,
+            timeout,
+        })
+    }
+
+    /// Uses `timeout` for each request from now on.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// A client-side endpoint on an ephemeral port.
+    pub fn client_endpoint(bind: SocketAddr) -> Result<quinn::Endpoint, NetError> {
+        let mut endpoint = quinn::Endpoint::client(bind).map_err(|e| NetError::Connect {
+            addr: bind,
+            reason: e.to_string(),
+        })?;
+        let config =
+            super::tls::client_config(&Default::default()).map_err(|e| NetError::Connect {
+                addr: bind,
+                reason: e.to_string(),
+            })?;
+        endpoint.set_default_client_config(config);
+        Ok(endpoint)
+    }
+
+    /// Sends a request (and body), returns the response and its body.
+    /// The body is handed to the stream as it is, not copied.
+    async fn call(&self, request: &Request, body: Bytes) -> Result<(Response, Vec<u8>), NetError> {
+        let run = async {
+            let (mut send, mut recv) = self.connection.open_bi().await?;
+            let mut written = write_frame(&mut send, request).await;
+            if written.is_ok() && !body.is_empty() {
+                written = send
+                    .write_chunk(body)
+                    .await
+                    .map_err(|e| NetError::Write(e.to_string()));
+            }
+            let _ = send.finish();
+            // A node that refuses a request stops reading its body; its answer says why.
+            let response: Response = match read_frame(&mut recv).await {
+                Ok(response) => response,
+                Err(read_error) => return Err(written.err().unwrap_or(read_error)),
+            };
+            let body_len = match &response {
+                Response::Shard { len } => *len,
+                // A peer's numbers: an overflowing sum is its error, not our panic.
+                Response::AuditProof { slice_lens } => slice_lens
+                    .iter()
+                    .try_fold(0u64, |sum, len| sum.checked_add(*len))
+                    .unwrap_or(u64::MAX),
+                Response::Error { code, message } => {
+                    return Err(NetError::Remote {
+                        code: *code,
+                        message: message.clone(),
+                    });
+                }
+                _ => 0,
+            };
+            if body_len > MAX_BODY {
+                return Err(NetError::Unexpected(format!(
+                    "a body of {body_len} bytes exceeds {MAX_BODY}"
+                )));
+            }
+            let response_body = read_body(&mut recv, body_len as usize).await?;
+            Ok((response, response_body))
+        };
+        tokio::time::timeout(self.timeout, run)
+            .await
+            .map_err(|_| NetError::Timeout(self.timeout))?
+    }
+
+    /// The node's capacity and health.
+    pub async fn stat(&self) -> Result<StatInfo, NetError> {
+        match self.call(&Request::Stat, Bytes::new()).await? {
+            (Response::Stat(info), _) => Ok(info),
+            (other, _) => Err(NetError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Stores a shard; `Ok(true)` if it was already there.
+    pub async fn put(
+        &self,
+        id: ShardId,
+        bytes: impl Into<Bytes>,
+        owner: cairn_proto::ids::OwnerId,
+        lease_expires: u64,
+    ) -> Result<bool, NetError> {
+        let bytes = bytes.into();
+        let request = Request::Put {
+            id: id.0,
+            len: bytes.len() as u64,
+            owner: owner.0,
+            lease_expires,
+        };
+        match self.call(&request, bytes).await? {
+            (Response::Stored { already }, _) => Ok(already),
+            (other, _) => Err(NetError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Reads a whole shard, verified against its id.
+    pub async fn get(&self, id: ShardId) -> Result<Vec<u8>, NetError> {
+        let bytes = self.get_raw(id, None).await?;
+        if ShardId::of(&bytes) != id {
+            return Err(NetError::Corrupt(format!(
+                "shard {id} from {} does not match its id",
+                self.node.to_human()
+            )));
+        }
+        Ok(bytes)
+    }
+
+    /// Reads bytes of a shard without verifying them (a range cannot be
+    /// checked against the id alone; use [`Self::audit`] for proven ranges).
+    pub async fn get_raw(
+        &self,
+        id: ShardId,
+        range: Option<(u64, u64)>,
+    ) -> Result<Vec<u8>, NetError> {
+        match self
+            .call(&Request::Get { id: id.0, range }, Bytes::new())
+            .await?
+        {
+            (Response::Shard { .. }, body) => Ok(body),
+            (other, _) => Err(NetError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Asks for proofs of `ranges`; returns the raw slices (check them with
+    /// [`audit::verify`]).
+    pub async fn audit_raw(
+        &self,
+        id: ShardId,
+        ranges: &[(u64, u64)],
+    ) -> Result<Vec<Vec<u8>>, NetError> {
+        let request = Request::Audit {
+            id: id.0,
+            ranges: ranges.to_vec(),
+        };
+        match self.call(&request, Bytes::new()).await? {
+            (Response::AuditProof { slice_lens }, body) => {
+                let mut slices = Vec::with_capacity(slice_lens.len());
+                let mut rest = &body[..];
+                for len in slice_lens {
+                    let (slice, tail) = rest.split_at(len as usize);
+                    slices.push(slice.to_vec());
+                    rest = tail;
+                }
+                Ok(slices)
+            }
+            (other, _) => Err(NetError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Audits a shard of known length: random ranges from `seed`, verified
+    /// against the id. Returns the proven bytes.
+    pub async fn audit(
+        &self,
+        id: ShardId,
+        shard_len: u64,
+        seed: [u8; 32],
+    ) -> Result<Vec<Vec<u8>>, NetError> {
+        let ranges = audit::challenge(seed, shard_len, 4, 4 * audit::CHUNK);
+        let slices = self.audit_raw(id, &ranges).await?;
+        audit::verify(&id, shard_len, &ranges, &slices).map_err(|e| {
+            NetError::Corrupt(format!("audit of {id} on {}: {e}", self.node.to_human()))
+        })
+    }
+
+    /// Moves a shard's lease; `Ok(false)` if the node does not hold it.
+    pub async fn renew(&self, id: ShardId, lease_expires: u64) -> Result<bool, NetError> {
+        match self
+            .call(
+                &Request::Renew {
+                    id: id.0,
+                    lease_expires,
+                },
+                Bytes::new(),
+            )
+            .await?
+        {
+            (Response::Renewed { found }, _) => Ok(found),
+            (other, _) => Err(NetError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Deletes a shard with its owner's signature (see [`cairn_proto::owner`]).
+    pub async fn delete(
+        &self,
+        id: ShardId,
+        not_after: u64,
+        signature: Vec<u8>,
+    ) -> Result<bool, NetError> {
+        let request = Request::Delete {
+            id: id.0,
+            not_after,
+            signature,
+        };
+        match self.call(&request, Bytes::new()).await? {
+            (Response::Deleted { found }, _) => Ok(found),
+            (other, _) => Err(NetError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Offers the owner's root record; the node keeps it if it is newer.
+    pub async fn put_root(&self, record: RootRecord) -> Result<(), NetError> {
+        match self.call(&Request::PutRoot(record), Bytes::new()).await? {
+            (Response::RootStored, _) => Ok(()),
+            (other, _) => Err(NetError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// The newest root record the node holds for `owner`, verified.
+    pub async fn get_root(&self, owner: OwnerId) -> Result<Option<RootRecord>, NetError> {
+        match self
+            .call(&Request::GetRoot { owner: owner.0 }, Bytes::new())
+            .await?
+        {
+            (Response::Root(None), _) => Ok(None),
+            (Response::Root(Some(record)), _) => {
+                if record.owner != owner.0 {
+                    return Err(NetError::Corrupt("a root record of another owner".into()));
+                }
+                record
+                    .verify()
+                    .map_err(|e| NetError::Corrupt(format!("root record: {e}")))?;
+                Ok(Some(record))
+            }
+            (other, _) => Err(NetError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Claims the node for `owner` (the node must have its pairing window
+    /// open); this peer's key becomes the owner's admitted client key.
+    pub async fn claim(&self, owner: &SigningKey) -> Result<OwnershipInfo, NetError> {
+        let owner_id = owner::owner_id(owner);
+        let signature = ownership::sign(
+            owner,
+            &ownership::claim_message(&self.node, &self.local, &owner_id),
+        );
+        let request = Request::Claim {
+            owner: owner_id.0,
+            signature,
+        };
+        self.ownership_call(&request).await
+    }
+
+    /// Hands the node to another owner; `owner` must be its current owner.
+    pub async fn transfer(
+        &self,
+        owner: &SigningKey,
+        to_owner: OwnerId,
+        to_client: NodeId,
+        not_after: u64,
+    ) -> Result<OwnershipInfo, NetError> {
+        let signature = ownership::sign(
+            owner,
+            &ownership::transfer_message(&self.node, &to_owner, &to_client, not_after),
+        );
+        let request = Request::Transfer {
+            to_owner: to_owner.0,
+            to_client: to_client.0,
+            not_after,
+            signature,
+        };
+        self.ownership_call(&request).await
+    }
+
+    /// Starts or stops draining the node; `owner` must be its owner.
+    pub async fn drain(
+        &self,
+        owner: &SigningKey,
+        draining: bool,
+        not_after: u64,
+    ) -> Result<OwnershipInfo, NetError> {
+        let signature = ownership::sign(
+            owner,
+            &ownership::drain_message(&self.node, draining, not_after),
+        );
+        let request = Request::Drain {
+            draining,
+            not_after,
+            signature,
+        };
+        self.ownership_call(&request).await
+    }
+
+    /// Asks the node (a steward) to track segments; returns how many it
+    /// tracks for the owner.
+    pub async fn track(
+        &self,
+        owner: OwnerId,
+        nodes: Vec<NodeAddr>,
+        segments: Vec<TrackSegment>,
+    ) -> Result<u64, NetError> {
+        let request = Request::Track {
+            owner: owner.0,
+            nodes,
+            segments,
+        };
+        match self.call(&request, Bytes::new()).await? {
+            (Response::Tracked { segments }, _) => Ok(segments),
+            (other, _) => Err(NetError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Gives the node its swarm membership certificate (the node's owner
+    /// or an administrator only).
+    pub async fn join(&self, cert: MemberCert, seeds: Vec<NodeAddr>) -> Result<OwnerId, NetError> {
+        match self
+            .call(&Request::Join { cert, seeds }, Bytes::new())
+            .await?
+        {
+            (Response::Joined { swarm }, _) => Ok(OwnerId(swarm)),
+            (other, _) => Err(NetError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Hands the node a SWIM packet.
+    pub async fn gossip(&self, packet: Vec<u8>) -> Result<(), NetError> {
+        match self.call(&Request::Gossip { packet }, Bytes::new()).await? {
+            (Response::GossipTaken, _) => Ok(()),
+            (other, _) => Err(NetError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// The swarm's members as the node's gossip knows them.
+    pub async fn members(&self) -> Result<Vec<MemberState>, NetError> {
+        match self.call(&Request::Members, Bytes::new()).await? {
+            (Response::Members(members), _) => Ok(members),
+            (other, _) => Err(NetError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Tells the node a member was removed from its swarm.
+    pub async fn remove(&self, removal: Removal) -> Result<(), NetError> {
+        match self
+            .call(&Request::Remove { removal }, Bytes::new())
+            .await?
+        {
+            (Response::Removed, _) => Ok(()),
+            (other, _) => Err(NetError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Asks the node (a steward) where the owner's shards are now.
+    pub async fn locate(
+        &self,
+        owner: OwnerId,
+        shards: &[ShardId],
+    ) -> Result<Vec<Option<NodeId>>, NetError> {
+        let request = Request::Locate {
+            owner: owner.0,
+            shards: shards.iter().map(|s| s.0).collect(),
+        };
+        match self.call(&request, Bytes::new()).await? {
+            (Response::Locations(found), _) if found.len() == shards.len() => {
+                Ok(found.into_iter().map(|n| n.map(NodeId)).collect())
+            }
+            (other, _) => Err(NetError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    async fn ownership_call(&self, request: &Request) -> Result<OwnershipInfo, NetError> {
+        match self.call(request, Bytes::new()).await? {
+            (Response::Ownership(info), _) => Ok(info),
+            (other, _) => Err(NetError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Sends raw bytes as a request stream and returns the node's answer
+    /// (for tests of how a node treats malformed or oversized frames).
+    pub async fn send_raw(&self, bytes: &[u8]) -> Result<Response, NetError> {
+        let (mut send, mut recv) = self.connection.open_bi().await?;
+        send.write_all(bytes)
+            .await
+            .map_err(|e| NetError::Write(e.to_string()))?;
+        let _ = send.finish();
+        read_frame(&mut recv).await
+    }
+
+    /// Closes the connection.
+    pub fn close(&self) {
+        self.connection.close(0u32.into(), b"done");
+    }
+}

@@ -1,0 +1,198 @@
+//! QUIC and TLS configuration. Certificates are self-signed and not checked
+//! (Noise authenticates, see the module above); TLS 1.3 only, ring crypto,
+//! ChaCha20-Poly1305 on CPUs without AES instructions (Pi 3/4), AES-GCM on
+//! those with them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+
+use cairn_proto::ALPN;
+
+/// Per-connection QUIC limits and windows.
+#[derive(Debug, Clone)]
+pub struct TransportLimits {
+    /// Requests a peer may have open at once.
+    pub max_streams_per_peer: u32,
+    /// A connection with no traffic for this long is closed.
+    pub idle_timeout: Duration,
+}
+
+impl Default for TransportLimits {
+    fn default() -> Self {
+        Self {
+            max_streams_per_peer: 32,
+            idle_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Whether this CPU has AES and carry-less multiply instructions, which
+/// make AES-GCM several times faster than ChaCha20-Poly1305 (x86 since
+/// ~2010, Raspberry Pi 5). Pi 3/4 lack them, and there ChaCha20 is faster.
+pub fn hardware_aes() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("aes")
+            && std::arch::is_x86_feature_detected!("pclmulqdq")
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        std::arch::is_aarch64_feature_detected!("aes")
+            && std::arch::is_aarch64_feature_detected!("pmull")
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        false
+    }
+}
+
+/// TLS 1.3 suites in the order that is fastest on this CPU. The server's
+/// order decides (see `server_config`): a node is usually the weaker end.
+fn provider() -> Arc<CryptoProvider> {
+    let mut provider = rustls::crypto::ring::default_provider();
+    let chacha_first = !hardware_aes();
+    // AES-128-GCM stays in the list either way: QUIC's Initial packets use it.
+    provider.cipher_suites.sort_by_key(|suite| {
+        let chacha = suite.suite() == rustls::CipherSuite::TLS13_CHACHA20_POLY1305_SHA256;
+        let aes128 = suite.suite() == rustls::CipherSuite::TLS13_AES_128_GCM_SHA256;
+        match (chacha_first, chacha, aes128) {
+            (true, true, _) | (false, _, true) => 0,
+            (false, true, _) => 2,
+            _ => 1,
+        }
+    });
+    Arc::new(provider)
+}
+
+fn transport(limits: &TransportLimits) -> Arc<quinn::TransportConfig> {
+    let mut transport = quinn::TransportConfig::default();
+    transport
+        .max_concurrent_bidi_streams(limits.max_streams_per_peer.into())
+        .max_concurrent_uni_streams(0u8.into())
+        .max_idle_timeout(Some(
+            limits
+                .idle_timeout
+                .try_into()
+                .unwrap_or(quinn::IdleTimeout::from(quinn::VarInt::from_u32(60_000))),
+        ))
+        // Windows sized for multi-MiB shards on a LAN: a 16 MiB stream window lets one
+        // shard flow without waiting for window updates.
+        .stream_receive_window((16u32 << 20).into())
+        .receive_window((64u32 << 20).into())
+        .send_window(64 << 20);
+    Arc::new(transport)
+}
+
+/// Why the QUIC endpoint could not be configured.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// Generating the throwaway certificate failed.
+    #[error("cannot create a TLS certificate: {0}")]
+    Certificate(String),
+    /// rustls or quinn refused the configuration.
+    #[error("cannot configure TLS: {0}")]
+    Config(String),
+}
+
+/// The server side: a fresh self-signed certificate per start.
+pub fn server_config(limits: &TransportLimits) -> Result<quinn::ServerConfig, TlsError> {
+    let certified = rcgen::generate_simple_self_signed(vec!["cairn".to_owned()])
+        .map_err(|e| TlsError::Certificate(e.to_string()))?;
+    let cert = certified.cert.der().clone();
+    let key = PrivatePkcs8KeyDer::from(certified.signing_key.serialize_der());
+    let mut crypto = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], key.into())
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    crypto.alpn_protocols = vec![ALPN.to_vec()];
+    crypto.max_early_data_size = 0;
+    // The node's own hardware picks the cipher: a Pi 4 serving a laptop
+    // must not be made to run AES in software.
+    crypto.ignore_client_order = true;
+    let quic = quinn::crypto::rustls::QuicServerConfig::try_from(crypto)
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
+    config.transport_config(transport(limits));
+    Ok(config)
+}
+
+/// The client side: any certificate, signatures still checked so the TLS
+/// handshake itself is sound.
+pub fn client_config(limits: &TransportLimits) -> Result<quinn::ClientConfig, TlsError> {
+    let provider = provider();
+    let mut crypto = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(NoiseAuthenticates(provider)))
+        .with_no_client_auth();
+    crypto.alpn_protocols = vec![ALPN.to_vec()];
+    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(crypto)
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    let mut config = quinn::ClientConfig::new(Arc::new(quic));
+    // Only the dialling side keeps a connection alive: a server pinging its
+    // peers would keep every idle connection open past the idle timeout.
+    let mut transport = transport(limits);
+    Arc::get_mut(&mut transport)
+        .expect("just created")
+        .keep_alive_interval(Some(limits.idle_timeout / 3));
+    config.transport_config(transport);
+    Ok(config)
+}
+
+/// Accepts any certificate: the peer's identity is proven by Noise, bound to
+/// this TLS session through the exporter.
+#[derive(Debug)]
+struct NoiseAuthenticates(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for NoiseAuthenticates {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}

@@ -1,0 +1,15 @@
+//! The Cairn node's service, everything `cairnd` is made of except its
+//! arguments, logging and systemd notifications: the request server and its
+//! admission rules, swarm membership and gossip, LAN discovery, who owns
+//! the box, owners' root records, the steward, the disk watch, the
+//! configuration file and the board loop. The shard store is `cairn-store`,
+//! the transport `cairn-net`, the wire format `cairn-proto`.
+
+pub mod daemon_config;
+pub mod discovery;
+pub mod disk_watch;
+pub mod membership;
+pub mod net;
+pub mod ownership;
+pub mod roots;
+pub mod steward;

@@ -1,0 +1,393 @@
+//! Gossip's I/O: runs the node's SWIM instance (`foca`, plain code driven
+//! by packets and timers) on a task, carries its packets to members in
+//! `Gossip` requests over the authenticated transport, turns its timers
+//! into sleeps, and keeps the member list its notifications describe.
+//!
+//! Two things ride on SWIM besides membership: the node's advert (changed
+//! as a new identity, so the swarm sees fresh free space and draining),
+//! and the founder's signed removals (custom broadcasts, each verified
+//! against the swarm before it is kept or passed on).
+
+use std::collections::BTreeMap;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use foca::{
+    AccumulatingRuntime, BroadcastHandler, Foca, Invalidates, OwnedNotification, PostcardCodec,
+    Timer,
+};
+use rand::SeedableRng;
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, info, warn};
+
+use crate::membership::{JoinError, Membership};
+use cairn_net::pool::Pool;
+use cairn_proto::NodeAddr;
+use cairn_proto::gossip::{Advert, GossipMember, MemberState};
+use cairn_proto::ids::NodeId;
+use cairn_proto::membership::Removal;
+
+/// Deadline for handing one packet to a member.
+const SEND_TIMEOUT: Duration = Duration::from_secs(2);
+/// While no member is up, the seeds are announced to this often.
+const REANNOUNCE: Duration = Duration::from_secs(10);
+/// Removals are retold (to members that missed them) at most this often.
+const RETELL_REMOVALS: Duration = Duration::from_secs(60);
+/// A removal is a few hundred bytes; anything larger is not one.
+const MAX_REMOVAL_BYTES: usize = 512;
+
+enum Event {
+    Packet(Vec<u8>),
+    Timer(Timer<GossipMember>),
+    Announce(Vec<NodeAddr>),
+    Advert(Advert),
+    Removal(Removal),
+}
+
+type Swim = Foca<GossipMember, PostcardCodec, rand::rngs::StdRng, RemovalGossip>;
+
+/// The node's gossip: its SWIM instance and the members it knows.
+pub struct GossipService {
+    me: Mutex<GossipMember>,
+    membership: Arc<Membership>,
+    events: mpsc::UnboundedSender<Event>,
+    receiver: Mutex<Option<mpsc::UnboundedReceiver<Event>>>,
+    members: Mutex<BTreeMap<[u8; 32], MemberState>>,
+    seeds: Mutex<Vec<NodeAddr>>,
+    /// SWIM runs (events are taken); until then adverts are only kept.
+    running: AtomicBool,
+}
+
+impl GossipService {
+    /// Gossip for this node, advertising `me`, in the swarm `membership`
+    /// describes.
+    pub fn new(me: GossipMember, membership: Arc<Membership>) -> Arc<Self> {
+        let (events, receiver) = mpsc::unbounded_channel();
+        Arc::new(Self {
+            me: Mutex::new(me),
+            membership,
+            events,
+            receiver: Mutex::new(Some(receiver)),
+            members: Mutex::new(BTreeMap::new()),
+            seeds: Mutex::new(Vec::new()),
+            running: AtomicBool::new(false),
+        })
+    }
+
+    /// A packet another member sent.
+    pub fn take_packet(&self, packet: Vec<u8>) {
+        let _ = self.events.send(Event::Packet(packet));
+    }
+
+    /// Joins the swarm's gossip through these members (and keeps them, to
+    /// try again while no member answers).
+    pub fn announce_to(&self, seeds: Vec<NodeAddr>) {
+        let seeds = self.others(seeds);
+        lock(&self.seeds).clone_from(&seeds);
+        let _ = self.events.send(Event::Announce(seeds));
+    }
+
+    /// Introduces members found some other way (mDNS on the LAN) that SWIM
+    /// does not know as up; the seeds stay as they are. SWIM's answer
+    /// carries the member's real identity, so a wrong hint costs one
+    /// refused connection.
+    pub fn introduce(&self, found: Vec<NodeAddr>) {
+        let members = lock(&self.members);
+        let unknown: Vec<NodeAddr> = self
+            .others(found)
+            .into_iter()
+            .filter(|f| !members.get(&f.node).is_some_and(|m| m.up))
+            .collect();
+        drop(members);
+        if !unknown.is_empty() {
+            let _ = self.events.send(Event::Announce(unknown));
+        }
+    }
+
+    /// Tells the swarm this node's advert when it changed enough to matter
+    /// (see [`Advert::worth_telling`]). Before gossip runs (or when it
+    /// never will) the advert is only kept, so nothing queues up.
+    pub fn set_advert(&self, advert: Advert) {
+        let mut me = lock(&self.me);
+        if !self.running.load(Ordering::Acquire) {
+            me.advert = advert;
+        } else if advert.worth_telling(&me.advert) {
+            let _ = self.events.send(Event::Advert(advert));
+        }
+    }
+
+    /// Spreads a removal this node has just kept to the other members.
+    pub fn spread_removal(&self, removal: Removal) {
+        let _ = self.events.send(Event::Removal(removal));
+    }
+
+    /// The members known: this node first, then the others, up or down.
+    /// Removed members are left out.
+    pub fn members(&self) -> Vec<MemberState> {
+        let mut all = vec![MemberState {
+            member: lock(&self.me).clone(),
+            up: true,
+        }];
+        all.extend(
+            lock(&self.members)
+                .values()
+                .filter(|m| !self.membership.is_removed(&NodeId(m.member.node)))
+                .cloned(),
+        );
+        all
+    }
+
+    /// What the swarm says of `node`: its advert and whether it is up;
+    /// `None` when gossip has not heard of it.
+    pub fn view(&self, node: &NodeId) -> Option<MemberState> {
+        lock(&self.members).get(&node.0).cloned()
+    }
+
+    fn others(&self, addrs: Vec<NodeAddr>) -> Vec<NodeAddr> {
+        let me = lock(&self.me).node;
+        addrs.into_iter().filter(|s| s.node != me).collect()
+    }
+
+    /// Runs SWIM until `stop` turns true, then leaves the swarm's gossip.
+    pub async fn run(self: Arc<Self>, pool: Arc<Pool>, mut stop: watch::Receiver<bool>) {
+        let Some(mut receiver) = lock(&self.receiver).take() else {
+            return;
+        };
+        self.running.store(true, Ordering::Release);
+        let mut seed = [0u8; 32];
+        let _ = getrandom::fill(&mut seed);
+        let mut foca: Swim = Foca::with_custom_broadcast(
+            lock(&self.me).clone(),
+            foca::Config::new_lan(NonZeroU32::new(32).unwrap_or(NonZeroU32::MIN)),
+            rand::rngs::StdRng::from_seed(seed),
+            PostcardCodec,
+            RemovalGossip {
+                membership: Arc::clone(&self.membership),
+            },
+        );
+        let mut runtime = AccumulatingRuntime::new();
+        let mut reannounce = tokio::time::interval(REANNOUNCE);
+        let mut last_retold: Option<Instant> = None;
+        loop {
+            let result = tokio::select! {
+                event = receiver.recv() => match event {
+                    Some(Event::Packet(packet)) => foca.handle_data(&packet, &mut runtime),
+                    Some(Event::Timer(timer)) => foca.handle_timer(timer, &mut runtime),
+                    Some(Event::Announce(seeds)) => announce(&mut foca, &seeds, &mut runtime),
+                    Some(Event::Advert(advert)) => self.change_advert(&mut foca, advert, &mut runtime),
+                    Some(Event::Removal(removal)) => add_removal(&mut foca, &removal),
+                    None => break,
+                },
+                _ = reannounce.tick() => {
+                    let alone = lock(&self.members).values().all(|m| !m.up);
+                    let seeds = lock(&self.seeds).clone();
+                    if alone && !seeds.is_empty() {
+                        announce(&mut foca, &seeds, &mut runtime)
+                    } else {
+                        Ok(())
+                    }
+                }
+                _ = stop.wait_for(|s| *s) => {
+                    let _ = foca.leave_cluster(&mut runtime);
+                    self.flush(&mut runtime, &pool);
+                    break;
+                }
+            };
+            if let Err(e) = result {
+                debug!("gossip: {e}");
+            }
+            if self.flush(&mut runtime, &pool)
+                && last_retold.is_none_or(|t| t.elapsed() >= RETELL_REMOVALS)
+            {
+                // A member came up: it may have been away when a removal
+                // spread, so the removals are told again.
+                last_retold = Some(Instant::now());
+                for removal in self.membership.removals() {
+                    if let Err(e) = add_removal(&mut foca, &removal) {
+                        debug!("gossip: retelling a removal: {e}");
+                    }
+                }
+            }
+        }
+    }
+
+    fn change_advert(
+        &self,
+        foca: &mut Swim,
+        advert: Advert,
+        runtime: &mut AccumulatingRuntime<GossipMember>,
+    ) -> Result<(), foca::Error> {
+        let mut me = lock(&self.me);
+        if !advert.worth_telling(&me.advert) {
+            // Told already (the ticker may ask twice before this runs).
+            return Ok(());
+        }
+        let next = GossipMember {
+            advert,
+            bump: me.bump.wrapping_add(1),
+            ..me.clone()
+        };
+        foca.change_identity(next.clone(), &mut *runtime)?;
+        debug!(
+            free = next.advert.free,
+            draining = next.advert.draining,
+            "gossip: advert retold"
+        );
+        *me = next;
+        Ok(())
+    }
+
+    /// Sends what SWIM wants sent, schedules its timers, applies its news.
+    /// True when a member came up.
+    fn flush(&self, runtime: &mut AccumulatingRuntime<GossipMember>, pool: &Arc<Pool>) -> bool {
+        while let Some((to, packet)) = runtime.to_send() {
+            let pool = Arc::clone(pool);
+            tokio::spawn(async move {
+                let node = NodeId(to.node);
+                let sent = tokio::time::timeout(SEND_TIMEOUT, async {
+                    let peer = pool.peer(node, &to.addr).await?;
+                    peer.gossip(packet.to_vec()).await
+                })
+                .await;
+                if !matches!(sent, Ok(Ok(()))) {
+                    // SWIM itself notices a member that does not answer.
+                    pool.mark_down(node);
+                }
+            });
+        }
+        while let Some((after, timer)) = runtime.to_schedule() {
+            let events = self.events.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(after).await;
+                let _ = events.send(Event::Timer(timer));
+            });
+        }
+        let mut came_up = false;
+        while let Some(notification) = runtime.to_notify() {
+            let mut members = lock(&self.members);
+            match notification {
+                OwnedNotification::MemberUp(member) => {
+                    info!(node = %NodeId(member.node).to_human(), addr = %member.addr, "gossip: member up");
+                    came_up = true;
+                    members.insert(member.node, MemberState { member, up: true });
+                }
+                OwnedNotification::MemberDown(member) => {
+                    // A member that retold its advert has a newer identity
+                    // already; only the identity it goes by now counts.
+                    let current = members
+                        .get(&member.node)
+                        .is_none_or(|m| m.member.bump == member.bump);
+                    if current {
+                        warn!(node = %NodeId(member.node).to_human(), "gossip: member declared down by the swarm");
+                        members.insert(member.node, MemberState { member, up: false });
+                    }
+                }
+                OwnedNotification::Rename(_, member) => {
+                    let up = members.get(&member.node).is_some_and(|m| m.up);
+                    members.insert(member.node, MemberState { member, up });
+                }
+                OwnedNotification::Defunct => {
+                    warn!("gossip: the swarm declared this node down; it rejoins")
+                }
+                _ => {}
+            }
+        }
+        came_up
+    }
+}
+
+fn announce(
+    foca: &mut Swim,
+    seeds: &[NodeAddr],
+    runtime: &mut AccumulatingRuntime<GossipMember>,
+) -> Result<(), foca::Error> {
+    for seed in seeds {
+        // Only the address matters: the seed's answer brings its identity.
+        foca.announce(
+            GossipMember {
+                node: seed.node,
+                addr: seed.addr.clone(),
+                bump: 0,
+                advert: Advert {
+                    site: seed.site.clone(),
+                    capacity: 0,
+                    free: 0,
+                    software: String::new(),
+                    draining: false,
+                },
+            },
+            &mut *runtime,
+        )?;
+    }
+    Ok(())
+}
+
+fn add_removal(foca: &mut Swim, removal: &Removal) -> Result<(), foca::Error> {
+    let bytes = postcard::to_allocvec(removal).map_err(|_| foca::Error::MalformedPacket)?;
+    foca.add_broadcast(&bytes).map(|_| ())
+}
+
+/// Why a removal heard by gossip is not kept.
+#[derive(Debug, thiserror::Error)]
+pub enum RemovalGossipError {
+    /// Too big or not a removal at all.
+    #[error("a gossiped removal does not decode")]
+    Malformed,
+    /// Not signed by this swarm's founder, or this node is in no swarm.
+    #[error("a gossiped removal is refused: {0}")]
+    Refused(#[from] JoinError),
+}
+
+/// SWIM's handler of removals: keeps (and passes on) those signed by this
+/// swarm's founder, once each.
+struct RemovalGossip {
+    membership: Arc<Membership>,
+}
+
+/// The member a removal removes: a newer telling of it replaces an older
+/// one in SWIM's backlog.
+struct RemovedMember([u8; 32]);
+
+impl Invalidates for RemovedMember {
+    fn invalidates(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+}
+
+impl AsRef<[u8]> for RemovedMember {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl BroadcastHandler<GossipMember> for RemovalGossip {
+    type Key = RemovedMember;
+    type Error = RemovalGossipError;
+
+    fn receive_item(
+        &mut self,
+        data: &[u8],
+        sender: Option<&GossipMember>,
+    ) -> Result<Option<RemovedMember>, RemovalGossipError> {
+        if data.len() > MAX_REMOVAL_BYTES {
+            return Err(RemovalGossipError::Malformed);
+        }
+        let removal: Removal =
+            postcard::from_bytes(data).map_err(|_| RemovalGossipError::Malformed)?;
+        // Verified against the swarm and kept (a small file write, and
+        // removals are rare) before it is passed on.
+        let news = self.membership.remove(&removal)?;
+        if news {
+            info!(
+                member = %NodeId(removal.member).to_human(),
+                "gossip: a member was removed from the swarm; refused from now on"
+            );
+        }
+        // Added here (no sender): always spread; heard: only if news.
+        Ok((news || sender.is_none()).then_some(RemovedMember(removal.member)))
+    }
+}
+
+use cairn_host::lock;

@@ -1,0 +1,10 @@
+//! The node's tokio services on top of `cairn-net`: the request server,
+//! gossip, the LAN responder and the steward's round. Each one turns the
+//! decisions of the plain-code modules beside them into I/O.
+
+pub mod discovery;
+pub mod gossip;
+pub mod server;
+pub mod steward;
+
+pub use server::{AllowList, Server, ServerConfig};

@@ -1,0 +1,344 @@
+//! The wire protocol between Cairn nodes (and owners' clients): typed ids,
+//! message types, framing, limits, audits and owner signatures. Plain data
+//! and plain code: no tokio, no sockets, no file system, no clock (every
+//! check that needs the time takes it as an argument). `cairn-net` moves
+//! these bytes over QUIC; `docs/PROTOCOL.md` is the specification another
+//! implementation can follow, and `fuzz/` fuzzes the decoder on this crate
+//! alone.
+
+pub mod audit;
+pub mod frame;
+pub mod gossip;
+pub mod ids;
+pub mod limits;
+pub mod membership;
+pub mod owner;
+pub mod ownership;
+pub mod root;
+
+use serde::{Deserialize, Serialize};
+
+pub use frame::{FrameError, decode_frame, encode_frame};
+
+/// The protocol version this code speaks. Peers exchange it in the handshake.
+pub const PROTOCOL_VERSION: u16 = 1;
+/// The QUIC ALPN identifier of protocol version 1.
+pub const ALPN: &[u8] = b"cairn/1";
+/// Largest request or response frame (the header, not a shard body).
+pub const MAX_FRAME: usize = 64 * 1024;
+/// Largest handshake message (Noise's own limit).
+pub const MAX_HANDSHAKE_MESSAGE: usize = 65_535;
+
+/// What an authenticated peer may ask. Sent as the first frame of a fresh
+/// bidirectional stream; `Put` is followed on that stream by exactly `len`
+/// raw bytes of shard.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// Capacity, disks and health.
+    Stat,
+    /// Store a shard: `len` bytes follow the frame.
+    Put {
+        /// The shard's id (BLAKE3 of its bytes).
+        id: [u8; 32],
+        /// How many bytes follow.
+        len: u64,
+        /// The owner's public key (Ed25519): only the owner may delete.
+        owner: [u8; 32],
+        /// Unix time (seconds) until which the shard is kept.
+        lease_expires: u64,
+    },
+    /// Read a whole shard (`range: None`) or `len` bytes from `offset`.
+    Get {
+        /// The shard.
+        id: [u8; 32],
+        /// `(offset, len)`, or the whole shard.
+        range: Option<(u64, u64)>,
+    },
+    /// Prove possession: answer with these byte ranges of the shard and the
+    /// BLAKE3 tree nodes that tie them to the shard id.
+    Audit {
+        /// The shard.
+        id: [u8; 32],
+        /// `(offset, len)` pairs.
+        ranges: Vec<(u64, u64)>,
+    },
+    /// Move a shard's lease expiry.
+    Renew {
+        /// The shard.
+        id: [u8; 32],
+        /// New expiry, Unix seconds.
+        lease_expires: u64,
+    },
+    /// Delete a shard; allowed only with its owner's signature.
+    Delete {
+        /// The shard.
+        id: [u8; 32],
+        /// Unix time after which the signature is void.
+        not_after: u64,
+        /// Ed25519 signature by the shard's owner over [`owner::delete_message`].
+        signature: Vec<u8>,
+    },
+    /// Keep this owner's root record if it is validly signed and newer.
+    PutRoot(root::RootRecord),
+    /// The newest root record the node holds for an owner.
+    GetRoot {
+        /// The owner's public key.
+        owner: [u8; 32],
+    },
+    /// Become the box's owner; only while its pairing window is open. The
+    /// connecting client key becomes the owner's admitted key.
+    Claim {
+        /// The owner's public key (Ed25519).
+        owner: [u8; 32],
+        /// The owner's signature over [`ownership::claim_message`].
+        signature: Vec<u8>,
+    },
+    /// Hand the box to another owner; signed by the current owner.
+    Transfer {
+        /// The new owner's public key.
+        to_owner: [u8; 32],
+        /// The new owner's client key, admitted from now on.
+        to_client: [u8; 32],
+        /// Unix time after which the signature is void.
+        not_after: u64,
+        /// The current owner's signature over [`ownership::transfer_message`].
+        signature: Vec<u8>,
+    },
+    /// Start (or stop) draining: the box takes no new shards, so that it can
+    /// be emptied and leave; signed by the owner.
+    Drain {
+        /// Drain (`true`) or take shards again (`false`).
+        draining: bool,
+        /// Unix time after which the signature is void.
+        not_after: u64,
+        /// The owner's signature over [`ownership::drain_message`].
+        signature: Vec<u8>,
+    },
+    /// Asks this node to steward segments the owner stored: audit their
+    /// holders, repair them, renew their leases.
+    Track {
+        /// The owner.
+        owner: [u8; 32],
+        /// Where the holders are (addresses the steward may dial).
+        nodes: Vec<NodeAddr>,
+        /// The segments.
+        segments: Vec<TrackSegment>,
+    },
+    /// Join a swarm: the node keeps this certificate (issued to it by the
+    /// swarm's founder) and shows it to other members from now on. Only
+    /// the box's owner (or a configured key) may ask.
+    Join {
+        /// The node's membership certificate.
+        cert: membership::MemberCert,
+        /// Members it may gossip with first.
+        seeds: Vec<NodeAddr>,
+    },
+    /// A member is removed from the swarm: refuse it from now on.
+    Remove {
+        /// The removal, signed by the swarm's founder.
+        removal: membership::Removal,
+    },
+    /// A SWIM packet from another member (see [`gossip`]); no answer but
+    /// `GossipTaken`.
+    Gossip {
+        /// The packet, as `foca` encodes it.
+        packet: Vec<u8>,
+    },
+    /// The swarm's members as this node's gossip knows them.
+    Members,
+    /// Where are these shards of the owner's now (after repairs)?
+    Locate {
+        /// The owner.
+        owner: [u8; 32],
+        /// The shards, at most [`MAX_LOCATE`].
+        shards: Vec<[u8; 32]>,
+    },
+}
+
+/// Most segments in one `Track`.
+pub const MAX_TRACK: usize = 64;
+/// Most shards in one `Locate`.
+pub const MAX_LOCATE: usize = 1024;
+
+/// A node and how to reach it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeAddr {
+    /// Its id.
+    pub node: [u8; 32],
+    /// HOST:PORT.
+    pub addr: String,
+    /// Its site, if any.
+    pub site: Option<String>,
+}
+
+/// A segment for the steward: coding, shard size, shards and holders.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrackSegment {
+    /// Data shards.
+    pub k: u8,
+    /// Parity shards.
+    pub m: u8,
+    /// Bytes per shard.
+    pub shard_len: u64,
+    /// `(shard id, holder)` in index order, k + m of them.
+    pub shards: Vec<([u8; 32], [u8; 32])>,
+    /// Unix time the leases run to.
+    pub lease_until: u64,
+}
+
+/// A node's answer: the first frame on the response side of the request's
+/// stream. `Shard` and `AuditProof` are followed by a raw body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// The request failed; nothing was changed unless the code says so.
+    Error {
+        /// What kind of failure.
+        code: ErrorCode,
+        /// For people: what happened and what to do.
+        message: String,
+    },
+    /// Answer to `Stat`.
+    Stat(StatInfo),
+    /// Answer to `Put`: durable on this node.
+    Stored {
+        /// It was already there (its lease was extended if later).
+        already: bool,
+    },
+    /// Answer to `Get`: `len` bytes follow.
+    Shard {
+        /// How many bytes follow.
+        len: u64,
+    },
+    /// Answer to `Audit`: one bao slice per range follows, back to back,
+    /// with these lengths.
+    AuditProof {
+        /// Length of each slice in the body.
+        slice_lens: Vec<u64>,
+    },
+    /// Answer to `Renew`.
+    Renewed {
+        /// Whether the node holds the shard.
+        found: bool,
+    },
+    /// Answer to `Delete`.
+    Deleted {
+        /// Whether the node held the shard.
+        found: bool,
+    },
+    /// Answer to `PutRoot`: the record is kept (or was already).
+    RootStored,
+    /// Answer to `GetRoot`.
+    Root(Option<root::RootRecord>),
+    /// Answer to `Claim`, `Transfer` and `Drain`: who owns the box now.
+    Ownership(OwnershipInfo),
+    /// Answer to `Track`: how many segments the steward now keeps for the owner.
+    Tracked {
+        /// Segments tracked for this owner.
+        segments: u64,
+    },
+    /// Answer to `Locate`: each shard's holder, or `None` if unknown.
+    Locations(Vec<Option<[u8; 32]>>),
+    /// Answer to `Join`: the node is a member of this swarm now.
+    Joined {
+        /// The swarm id.
+        swarm: [u8; 32],
+    },
+    /// Answer to `Remove`: the removal is kept.
+    Removed,
+    /// Answer to `Gossip`.
+    GossipTaken,
+    /// Answer to `Members`.
+    Members(Vec<gossip::MemberState>),
+}
+
+/// Why a request failed, as a number another implementation can match on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorCode {
+    /// The request could not be decoded or makes no sense.
+    BadRequest,
+    /// A frame, body, range or shard exceeds a limit.
+    TooLarge,
+    /// The body does not hash to the claimed id; nothing was stored.
+    HashMismatch,
+    /// The node does not hold that shard.
+    NotFound,
+    /// The node has no room for the shard.
+    NoSpace,
+    /// Too many requests from this peer; retry later.
+    RateLimited,
+    /// The signature or the peer's key does not allow this.
+    Forbidden,
+    /// The signed request has expired.
+    Expired,
+    /// The request took longer than the node allows.
+    Timeout,
+    /// Something failed on the node (a disk, say); try another node.
+    Internal,
+    /// The node holds a newer record than the one offered.
+    Stale,
+    /// A claim came while the box's pairing window was closed.
+    PairingClosed,
+    /// The node is draining and takes no new shards; store them elsewhere.
+    Draining,
+    /// This node is not a steward (its `[steward]` is off).
+    NoSteward,
+}
+
+/// Who owns a box.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OwnershipInfo {
+    /// The owner's public key, or `None` for an unclaimed box.
+    pub owner: Option<[u8; 32]>,
+    /// Whether the box is draining.
+    pub draining: bool,
+}
+
+/// A node's capacity and health.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatInfo {
+    /// The node's software version.
+    pub software: String,
+    /// Largest shard it accepts.
+    pub max_shard: u64,
+    /// Per disk.
+    pub disks: Vec<DiskInfo>,
+    /// `booting`, `healthy`, `degraded`, `repairing` or `error`.
+    pub state: String,
+    /// Why it is not healthy, in words.
+    pub reasons: Vec<String>,
+    /// The hottest temperature the board measures, millidegrees Celsius.
+    pub temperature_mc: Option<i32>,
+    /// Who owns the box.
+    pub ownership: OwnershipInfo,
+}
+
+/// One data disk as a peer sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskInfo {
+    /// Online, offline, failed, … in words.
+    pub state: String,
+    /// Bytes the disk may use for shards.
+    pub capacity: u64,
+    /// Bytes of shards on it.
+    pub used: u64,
+    /// Bytes still available for shards.
+    pub free: u64,
+    /// Number of shards.
+    pub shards: u64,
+}
+
+/// The payload of each handshake message: who the sender is and what it
+/// accepts. The responder's answer says whether it accepts the initiator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// Protocol versions the sender speaks.
+    pub versions: Vec<u16>,
+    /// The sender's software version, for logs.
+    pub software: String,
+    /// Largest shard the sender accepts (0 if it stores none).
+    pub max_shard: u64,
+    /// Set by a responder that refuses the initiator: why.
+    pub refused: Option<String>,
+    /// The sender's swarm membership certificate, if it is in a swarm.
+    pub member: Option<membership::MemberCert>,
+}
