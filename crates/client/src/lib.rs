@@ -1,11 +1,54 @@
-//! The owner's side of Cairn, as plain code: the owner's keys and recovery
-//! phrase, sealing chunks into encrypted, erasure-coded shards (and opening
-//! and rebuilding them), and choosing where shards go. No I/O here; the
-//! `cairn` tool moves the bytes.
+//! The owner's side of Cairn as a library, for the `cairn` tool and for any
+//! program that stores files in a Cairn swarm.
+//!
+//! Plain code: the owner's keys and recovery phrase ([`keys`]), chunking
+//! ([`chunk`]), sealing chunks into encrypted, erasure-coded shards and
+//! opening or rebuilding them ([`segment`]), choosing where shards go
+//! ([`placement`]), and the catalog, manifests and root pointer
+//! ([`catalog`]). I/O: [`swarm::Swarm`] moves blobs to and from the nodes;
+//! [`Session`] is the file-level API on top (put paths, get a path, list,
+//! versions, remove, status, commit), and [`account`] the owner's identity,
+//! nodes and swarm. Every operation returns a report type; nothing here
+//! prints, parses arguments or touches a node's store.
+//!
+//! Storing a file and reading it back (the `store-and-read` example runs
+//! this against a local swarm):
+//!
+//! ```no_run
+//! use cairn_client::catalog::NodeEntry;
+//! use cairn_client::{ClientError, ClientHome, NoProgress, Selector, Session, account};
+//! use cairn_proto::ids::NodeId;
+//!
+//! async fn store_and_read(node: NodeId) -> Result<Vec<u8>, ClientError> {
+//!     let home = ClientHome::at("/tmp/my-app/cairn");
+//!     let identity = account::init(&home, false)?; // once; keep identity.phrase
+//!     // The node must admit identity.client_key (its allow list, a claim or a swarm).
+//!     let entry = NodeEntry { id: node, addr: "127.0.0.1:7420".into(), site: None };
+//!     account::add_node(&home, &entry, true)?;
+//!
+//!     let mut session = Session::open(home).await?;
+//!     let stored = session.put_paths(&["report.pdf".into()], &NoProgress).await?;
+//!     let (_, bytes) = session
+//!         .get_to_writer(&stored[0].stored, Selector::Latest, Vec::new(), &NoProgress)
+//!         .await?;
+//!     session.close().await;
+//!     Ok(bytes)
+//! }
+//! ```
 
+pub mod account;
 pub mod catalog;
 pub mod chunk;
+mod error;
+pub mod home;
 pub mod keys;
 pub mod placement;
 pub mod segment;
+pub mod session;
 pub mod swarm;
+mod writeback;
+
+pub use catalog::Selector;
+pub use error::ClientError;
+pub use home::{ClientConfig, ClientHome};
+pub use session::{NoProgress, Progress, Session};

@@ -5,11 +5,15 @@
 //! configuration file and the board loop. The shard store is `cairn-store`,
 //! the transport `cairn-net`, the wire format `cairn-proto`.
 
+pub mod board_loop;
 pub mod daemon_config;
 pub mod discovery;
 pub mod disk_watch;
+pub mod disks;
 pub mod membership;
 pub mod net;
+pub mod node_status;
 pub mod ownership;
 pub mod roots;
+pub mod service;
 pub mod steward;

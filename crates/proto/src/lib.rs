@@ -312,6 +312,13 @@ pub struct StatInfo {
     pub ownership: OwnershipInfo,
 }
 
+impl StatInfo {
+    /// Bytes still free for shards, over all its disks.
+    pub fn free(&self) -> u64 {
+        self.disks.iter().map(|d| d.free).sum()
+    }
+}
+
 /// One data disk as a peer sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DiskInfo {

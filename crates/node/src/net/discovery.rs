@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use super::gossip::GossipService;
+use crate::daemon_config::DaemonConfig;
 use crate::discovery::{DiscoveryError, LanNode, SERVICE_TYPE};
 use crate::membership::Membership;
 use cairn_proto::NodeAddr;
@@ -187,4 +188,33 @@ pub async fn serve(
         }
     }
     discovery.shutdown();
+}
+
+/// A box told only to listen on every address advertises its LAN address,
+/// so that it gossips with its swarm without anyone writing its address down
+/// (the appliance's configuration). Chosen once at start: cairnd.service
+/// starts after the network is online.
+pub fn advertise_lan_address(config: &mut DaemonConfig) {
+    if config.swarm.advertise.is_some() || !config.listen.ip().is_unspecified() {
+        return;
+    }
+    let addresses: Vec<std::net::IpAddr> = match if_addrs::get_if_addrs() {
+        Ok(interfaces) => interfaces.iter().map(|i| i.ip()).collect(),
+        Err(e) => {
+            warn!("cannot list the network interfaces to find this box's LAN address: {e}");
+            return;
+        }
+    };
+    match crate::discovery::lan_address(&addresses, config.listen.is_ipv4()) {
+        Some(ip) => {
+            let addr = std::net::SocketAddr::new(ip, config.listen.port()).to_string();
+            info!(
+                "advertising {addr} to the swarm, this box's LAN address ([swarm] advertise sets another)"
+            );
+            config.swarm.advertise = Some(addr);
+        }
+        None => warn!(
+            "no LAN address found to advertise (is the network cable in?); set [swarm] advertise"
+        ),
+    }
 }

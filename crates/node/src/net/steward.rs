@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -84,6 +85,8 @@ pub struct StewardService {
     /// Serialises saves; holds the hash of the table as last saved, so an
     /// unchanged table is not written again.
     saved: Mutex<[u8; 32]>,
+    /// Set while a round rebuilds or moves shards, for the LED and status.
+    repairing: AtomicBool,
 }
 
 impl StewardService {
@@ -111,7 +114,13 @@ impl StewardService {
             config,
             state: Mutex::new(state),
             saved: Mutex::new([0; 32]),
+            repairing: AtomicBool::new(false),
         })
+    }
+
+    /// Whether the steward is rebuilding or moving shards right now.
+    pub fn repairing(&self) -> bool {
+        self.repairing.load(Ordering::Relaxed)
     }
 
     /// Takes segments an owner stored, durably; returns how many segments
@@ -276,6 +285,7 @@ impl StewardService {
     async fn run_repairs(&self, pool: &Arc<Pool>) {
         let tasks = lock(&self.state).steward.repairs(unix_now());
         let directory = self.directory();
+        let _busy = Busy::new(&self.repairing, !tasks.is_empty());
         for task in tasks {
             match repair(pool, &task, &directory).await {
                 Ok(done) => {
@@ -301,6 +311,7 @@ impl StewardService {
     async fn run_moves(&self, pool: &Arc<Pool>) {
         let tasks = lock(&self.state).steward.moves(unix_now());
         let directory = self.directory();
+        let _busy = Busy::new(&self.repairing, !tasks.is_empty());
         for task in tasks {
             match move_shard(pool, &task, &directory).await {
                 Ok((to, bytes)) => {
@@ -627,3 +638,21 @@ async fn place_new(
 use cairn_host::unix_now;
 
 use cairn_host::lock;
+
+/// Holds a flag up while work runs, and lowers it however the work ends.
+struct Busy<'a>(&'a AtomicBool);
+
+impl<'a> Busy<'a> {
+    fn new(flag: &'a AtomicBool, busy: bool) -> Option<Self> {
+        busy.then(|| {
+            flag.store(true, Ordering::Relaxed);
+            Self(flag)
+        })
+    }
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Relaxed);
+    }
+}

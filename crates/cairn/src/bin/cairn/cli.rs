@@ -1,0 +1,179 @@
+//! The command line of `cairn`.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// The owner's tool: store files in your Cairn swarm and get them back.
+#[derive(Parser)]
+#[command(name = "cairn", version, about, long_about = None)]
+pub struct Cli {
+    /// Where the owner's key and settings live (default: $CAIRN_HOME, else ~/.config/cairn).
+    #[arg(long, global = true)]
+    pub home: Option<PathBuf>,
+    /// Print results as JSON, for scripts.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Create your owner identity and show its recovery phrase.
+    Init {
+        /// Replace an existing identity (its files stay readable only with its phrase).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Rebuild your identity from its recovery phrase (read from standard input).
+    Recover {
+        /// A node that holds your data, as ID@HOST:PORT.
+        #[arg(long)]
+        node: Vec<String>,
+    },
+    /// Show your owner id and the key your nodes must allow.
+    Id,
+    /// Add a node to use: its id (`cairnd --print-id`) and address.
+    AddNode {
+        /// The node id (cn…).
+        id: String,
+        /// HOST:PORT.
+        addr: String,
+        /// Its site (household, region): shards of one segment spread over sites.
+        #[arg(long)]
+        site: Option<String>,
+        /// Make it your steward: it audits your shards, rebuilds lost ones
+        /// elsewhere and renews their leases (your own box, ideally).
+        #[arg(long)]
+        steward: bool,
+    },
+    /// List your nodes, whether they answer, and their state.
+    Nodes,
+    /// Find Cairn boxes on this LAN by mDNS.
+    Discover {
+        /// How long to listen.
+        #[arg(long, default_value_t = 3)]
+        seconds: u64,
+        /// Listen on this interface only (repeatable; default: all but loopback).
+        #[arg(long = "interface")]
+        interfaces: Vec<String>,
+        /// Add the boxes found to your nodes (as `add-node` does).
+        #[arg(long)]
+        add: bool,
+    },
+    /// Claim a box whose pairing window is open (hold its button about 5 s
+    /// until the LED blips once a second): it becomes yours and is added to
+    /// your nodes.
+    Claim {
+        /// The box's node id (cn…), as its log shows when the window opens.
+        id: String,
+        /// HOST:PORT.
+        addr: String,
+        /// Its site (household, region).
+        #[arg(long)]
+        site: Option<String>,
+    },
+    /// Hand one of your boxes to another owner (lending it to a neighbour,
+    /// say). They give you the transfer card that their `cairn id` shows.
+    Transfer {
+        /// The node id (cn…), one of your nodes.
+        node: String,
+        /// The new owner's transfer card (OWNER:CLIENT_KEY).
+        #[arg(long)]
+        to: String,
+    },
+    /// Stop one of your boxes taking new shards, so that it can be emptied
+    /// before it leaves; `--undo` makes it take shards again.
+    Drain {
+        /// The node id (cn…), one of your nodes.
+        node: String,
+        /// Take shards again.
+        #[arg(long)]
+        undo: bool,
+    },
+    /// Store files and directories (each put is a new version).
+    Put {
+        /// Files or directories.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// Read a file back.
+    Get {
+        /// The path as stored (see `cairn ls`).
+        path: String,
+        /// Where to write it (default: standard output).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// The version current at this time (RFC 3339, or Unix seconds).
+        #[arg(long, conflicts_with = "version")]
+        at: Option<String>,
+        /// This version number.
+        #[arg(long)]
+        version: Option<u32>,
+    },
+    /// List stored files.
+    Ls {
+        /// Only paths starting with this.
+        prefix: Option<String>,
+    },
+    /// List the versions of a file.
+    Versions {
+        /// The path as stored.
+        path: String,
+    },
+    /// Remove a file (earlier versions stay readable by --version or --at).
+    Rm {
+        /// The path as stored.
+        path: String,
+    },
+    /// Check that the shards of files are held, and which losses they survive.
+    Status {
+        /// Only paths starting with this.
+        prefix: Option<String>,
+    },
+    /// Found a swarm, invite to it, accept an invite, remove a member.
+    #[command(subcommand)]
+    Swarm(SwarmCommand),
+    /// The swarm's members as gossip knows them (asked of your first node
+    /// that answers): up or down, site, space, software.
+    Members,
+    /// Make one of your nodes join your swarm with its invite ticket.
+    Join {
+        /// The node id (cn…), one of your nodes.
+        node: String,
+        /// The node's invite ticket (cairn-invite:…), from the swarm's founder.
+        #[arg(long)]
+        invite: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SwarmCommand {
+    /// Found a swarm: your owner key becomes its authority, its public key
+    /// the swarm id; your client becomes its first member.
+    Create,
+    /// Invite a node (its node id) or another owner (their client key,
+    /// with --client) into your swarm: prints the ticket to hand over.
+    Invite {
+        /// The node id or client key (cn…).
+        key: String,
+        /// Invite an owner's client, not a node.
+        #[arg(long)]
+        client: bool,
+        /// Days the membership lasts (renew by inviting again).
+        #[arg(long, default_value_t = 365)]
+        days: u64,
+    },
+    /// Accept an invite for your client (from a swarm's founder).
+    Accept {
+        /// The ticket (cairn-invite:…).
+        ticket: String,
+    },
+    /// Remove a member (node id or client key) from your swarm: every node
+    /// you know is told, and refuses it from then on.
+    Remove {
+        /// The member's key (cn…).
+        key: String,
+    },
+}

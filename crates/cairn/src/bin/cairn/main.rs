@@ -1,0 +1,567 @@
+//! `cairn`: the owner's tool. Files are chunked, encrypted and erasure-coded
+//! here, on the owner's machine; nodes only ever see shards. Everything it
+//! does is `cairn-client`'s; this file parses arguments and renders the
+//! reports, as text for people or, with `--json`, one JSON object a line
+//! from the same report types.
+
+mod cli;
+
+use std::io::{IsTerminal, Read};
+use std::path::Path;
+use std::time::{Duration, UNIX_EPOCH};
+
+use anyhow::Context;
+use clap::Parser;
+use serde::Serialize;
+
+use cairn_client::account::{self, NodeReport};
+use cairn_client::catalog::NodeEntry;
+use cairn_client::home::parse_node;
+use cairn_client::session::{FileHealth, GetReport, TransferReport};
+use cairn_client::{ClientHome, Progress, Selector, Session};
+use cairn_node::net::discovery::LanDiscovery;
+use cairn_proto::ids::OwnerId;
+
+use cli::{Cli, Command, SwarmCommand};
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cairn: {e}");
+            let mut source = e.source();
+            while let Some(cause) = source {
+                eprintln!("  because: {cause}");
+                source = cause.source();
+            }
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Prints a report: as one JSON line with `--json`, else as `text` says.
+struct Out {
+    json: bool,
+}
+
+impl Out {
+    fn show<T: Serialize>(&self, report: &T, text: impl FnOnce(&T) -> String) {
+        if self.json {
+            match serde_json::to_string(report) {
+                Ok(line) => println!("{line}"),
+                Err(e) => eprintln!("cairn: cannot render the report as JSON: {e}"),
+            }
+        } else {
+            println!("{}", text(report));
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let home = ClientHome::locate(cli.home)?;
+    let out = Out { json: cli.json };
+    match cli.command {
+        Command::Init { force } => {
+            let report = account::init(&home, force)?;
+            out.show(&report, |r| {
+                format!(
+                    "Your recovery phrase (write it down; it is the only way back to your files):\n\n    {}\n\nOwner id:   {}\nClient key: {}  (add it to each node's [network] allow list)",
+                    r.phrase, r.owner, r.client_key
+                )
+            });
+        }
+        Command::Recover { node } => {
+            let mut phrase = String::new();
+            std::io::stdin().read_to_string(&mut phrase)?;
+            let nodes = node
+                .iter()
+                .map(|spec| {
+                    let (id, addr) = spec
+                        .split_once('@')
+                        .with_context(|| format!("--node {spec}: give ID@HOST:PORT"))?;
+                    Ok(NodeEntry {
+                        id: parse_node(id, &format!("--node {spec}"))?,
+                        addr: addr.to_owned(),
+                        site: None,
+                    })
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let report = account::recover(home, &phrase, &nodes).await?;
+            out.show(&report, |r| {
+                format!(
+                    "recovered owner {}: {} files, {} nodes",
+                    r.owner, r.files, r.nodes
+                )
+            });
+        }
+        Command::Id => {
+            let report = account::identity(&home)?;
+            out.show(&report, |r| {
+                format!(
+                    "owner id:      {}\nclient key:    {}\ntransfer card: {}:{}  (give this to someone handing you a box)",
+                    r.owner, r.client_key, r.owner, r.client_key
+                )
+            });
+        }
+        Command::AddNode {
+            id,
+            addr,
+            site,
+            steward,
+        } => {
+            let id = parse_node(&id, &format!("node id {id}"))?;
+            account::add_node(&home, &NodeEntry { id, addr, site }, steward)?;
+        }
+        Command::Discover {
+            seconds,
+            interfaces,
+            add,
+        } => discover(&home, &out, seconds, &interfaces, add).await?,
+        Command::Nodes => {
+            for node in account::nodes(&home).await? {
+                out.show(&node, node_line);
+            }
+        }
+        Command::Claim { id, addr, site } => {
+            let node = parse_node(&id, &format!("node id {id}"))?;
+            let entry = NodeEntry {
+                id: node,
+                addr,
+                site,
+            };
+            let mut report = account::claim(&home, &entry).await?;
+            report.claimed = id;
+            out.show(&report, |r| {
+                format!(
+                    "claimed {}: the box is yours and is in your node list",
+                    r.claimed
+                )
+            });
+        }
+        Command::Transfer { node, to } => {
+            let report = account::transfer(&home, &node, &to).await?;
+            out.show(&report, |r| {
+                format!(
+                    "{} now belongs to owner {}. It admits your client key only as a member of its swarm, if you share one; without that, your shards on it stay until their leases end, and your steward repairs them elsewhere.",
+                    r.transferred, r.to
+                )
+            });
+        }
+        Command::Drain { node, undo } => {
+            let report = account::drain(&home, &node, !undo).await?;
+            out.show(&report, |r| {
+                if undo {
+                    format!("{} takes new shards again", r.node)
+                } else {
+                    format!(
+                        "{} is draining: it takes no new shards, and clients place new ones elsewhere.\nIt still holds {} shards ({}) for their owners; each owner's steward moves them to other nodes (shards nobody stewards stay until their leases end). When it holds none, it can leave.",
+                        r.node,
+                        r.shards,
+                        size(r.bytes)
+                    )
+                }
+            });
+        }
+        Command::Put { paths } => {
+            let mut session = Session::open(home).await?;
+            let result = session.put_paths(&paths, &Bar::new()).await;
+            notes(&session);
+            for stored in result? {
+                out.show(&stored, |r| {
+                    format!(
+                        "stored {} ({}, version {}): {} segments, {} already stored, {} of shards uploaded",
+                        r.stored,
+                        size(r.size),
+                        r.version,
+                        r.transfer.segments,
+                        r.transfer.reused_segments,
+                        size(r.transfer.shard_bytes)
+                    )
+                });
+            }
+            session.close().await;
+        }
+        Command::Get {
+            path,
+            output,
+            at,
+            version,
+        } => {
+            let session = Session::open(home).await?;
+            let selector = match (at, version) {
+                (Some(at), _) => Selector::At(parse_time(&at)?),
+                (None, Some(n)) => Selector::Version(n),
+                (None, None) => Selector::Latest,
+            };
+            let bar = Bar::new();
+            let result = match &output {
+                // `-o DIR` puts the file inside DIR under its own name, as cp does.
+                Some(out) => {
+                    let target = if out.is_dir() {
+                        out.join(Path::new(&path).file_name().unwrap_or(path.as_ref()))
+                    } else {
+                        out.clone()
+                    };
+                    session.get_to_path(&path, selector, &target, &bar).await
+                }
+                None => session
+                    .get_to_writer(&path, selector, std::io::stdout(), &bar)
+                    .await
+                    .map(|(report, _)| report),
+            };
+            notes(&session);
+            let report = result?;
+            // The report never mixes with file bytes on standard output.
+            let line = if out.json {
+                serde_json::to_string(&report)?
+            } else {
+                get_line(&report)
+            };
+            if output.is_some() {
+                println!("{line}");
+            } else {
+                eprintln!("{line}");
+            }
+            session.close().await;
+        }
+        Command::Ls { prefix } => {
+            let session = Session::open(home).await?;
+            for entry in session.list(prefix.as_deref().unwrap_or("")) {
+                out.show(&entry, |e| {
+                    format!(
+                        "{:>10}  {}  v{}  {}",
+                        size(e.size),
+                        when(e.time),
+                        e.version,
+                        e.path
+                    )
+                });
+            }
+            session.close().await;
+        }
+        Command::Versions { path } => {
+            let session = Session::open(home).await?;
+            let versions = session.versions(&path);
+            session.close().await;
+            for v in versions? {
+                out.show(&v, |v| {
+                    if v.removed {
+                        format!("v{}  {}  removed", v.version, when(v.time))
+                    } else {
+                        format!("v{}  {}  {}", v.version, when(v.time), size(v.size))
+                    }
+                });
+            }
+        }
+        Command::Rm { path } => {
+            let mut session = Session::open(home).await?;
+            let result = session.remove(&path).await;
+            notes(&session);
+            out.show(&result?, |r| {
+                format!(
+                    "removed {} (earlier versions stay readable with --version or --at)",
+                    r.removed
+                )
+            });
+            session.close().await;
+        }
+        Command::Status { prefix } => {
+            let session = Session::open(home).await?;
+            let result = session.status(prefix.as_deref().unwrap_or("")).await;
+            notes(&session);
+            for file in result? {
+                out.show(&file, health_line);
+            }
+            session.close().await;
+        }
+        Command::Swarm(command) => swarm_command(&home, &out, command).await?,
+        Command::Members => {
+            let (asked, members) = account::members(&home).await?;
+            for m in &members {
+                out.show(m, |m| {
+                    format!(
+                        "{} {} {}, {} free of {}{} ({})",
+                        m.id,
+                        m.addr,
+                        if m.up { "up" } else { "DOWN" },
+                        size(m.free),
+                        size(m.capacity),
+                        site(&m.site),
+                        m.software
+                    )
+                });
+            }
+            if !out.json {
+                println!("(as node {} sees the swarm)", asked.to_human());
+            }
+        }
+        Command::Join { node, invite } => {
+            let report = account::join(&home, &node, &invite).await?;
+            out.show(&report, |r| format!("{} joined swarm {}", r.node, r.swarm));
+        }
+    }
+    Ok(())
+}
+
+async fn swarm_command(home: &ClientHome, out: &Out, command: SwarmCommand) -> anyhow::Result<()> {
+    #[derive(Serialize)]
+    struct SwarmId {
+        swarm: String,
+    }
+    match command {
+        SwarmCommand::Create => {
+            let swarm = account::swarm_create(home)?;
+            out.show(
+                &SwarmId {
+                    swarm: swarm.to_hex(),
+                },
+                |s| {
+                    format!(
+                        "founded swarm {}; invite nodes with `cairn swarm invite <node id>`",
+                        s.swarm
+                    )
+                },
+            );
+        }
+        SwarmCommand::Invite { key, client, days } => {
+            let report = account::swarm_invite(home, &key, client, days)?;
+            out.show(&report, |r| r.ticket.clone());
+        }
+        SwarmCommand::Accept { ticket } => {
+            let swarm = account::swarm_accept(home, &ticket)?;
+            // As before, only words: a script learns the swarm from `cairn id`.
+            println!("your client is a member of swarm {}", swarm.to_hex());
+        }
+        SwarmCommand::Remove { key } => {
+            let report = account::swarm_remove(home, &key).await?;
+            for failure in &report.failures {
+                eprintln!("cairn: {failure}");
+            }
+            out.show(&report, |r| {
+                format!(
+                    "removed {}: {} nodes told; they refuse it from now on",
+                    r.removed, r.nodes_told
+                )
+            });
+        }
+    }
+    Ok(())
+}
+
+async fn discover(
+    home: &ClientHome,
+    out: &Out,
+    seconds: u64,
+    interfaces: &[String],
+    add: bool,
+) -> anyhow::Result<()> {
+    #[derive(Serialize)]
+    struct Heard {
+        id: String,
+        addr: String,
+        swarm: Option<String>,
+        site: Option<String>,
+        software: String,
+        known: bool,
+    }
+    let discovery = LanDiscovery::start(interfaces)?;
+    let found = discovery.browse_for(Duration::from_secs(seconds)).await;
+    discovery.shutdown();
+    let found = found?;
+    let mut config = home.config()?;
+    let yours = config
+        .member()
+        .ok()
+        .flatten()
+        .map(|c| OwnerId(c.swarm))
+        .or_else(|| home.secret().ok().map(|s| s.keys().owner_id()));
+    let mut added = 0;
+    for heard in &found {
+        let entry = NodeEntry {
+            id: heard.node,
+            addr: heard.addr.clone(),
+            site: heard.site.clone(),
+        };
+        let mut known = config.knows(heard.node);
+        if add && !known {
+            config.add_node(&entry);
+            added += 1;
+        }
+        let swarm = match heard.swarm {
+            None => "in no swarm".to_owned(),
+            Some(s) if Some(s) == yours => "in your swarm".to_owned(),
+            Some(s) => format!("in swarm {}", &s.to_hex()[..16]),
+        };
+        let line = format!(
+            "{} {} {swarm}{}{}",
+            heard.node.to_human(),
+            heard.addr,
+            site(&heard.site),
+            if known { ", one of your nodes" } else { "" }
+        );
+        known |= add;
+        let report = Heard {
+            id: heard.node.to_human(),
+            addr: heard.addr.clone(),
+            swarm: heard.swarm.map(|s| s.to_hex()),
+            site: heard.site.clone(),
+            software: heard.software.clone(),
+            known,
+        };
+        out.show(&report, |_| line);
+    }
+    if added > 0 {
+        home.save_config(&config)?;
+    }
+    if !out.json {
+        match (found.len(), add) {
+            (0, _) => println!(
+                "no Cairn box answered in {seconds} s; is it plugged into this LAN and its LED steady or blinking?"
+            ),
+            (_, true) => println!("{added} added to your nodes"),
+            (_, false) => println!(
+                "(addresses come from the LAN and are checked when you connect; `cairn discover --add` adds them)"
+            ),
+        }
+    }
+    Ok(())
+}
+
+/// Prints the notes a session collected (warnings that did not fail it).
+fn notes(session: &Session) {
+    for note in session.take_notes() {
+        eprintln!("cairn: {note}");
+    }
+}
+
+fn node_line(node: &NodeReport) -> String {
+    let mut line = format!("{} {} ", node.id, node.addr);
+    match (&node.state, node.free) {
+        (Some(state), Some(free)) => {
+            let mut words = vec![state.clone()];
+            if node.draining == Some(true) {
+                words.push("draining".into());
+            }
+            if node.owner.is_none() {
+                words.push("unclaimed".into());
+            } else if node.yours {
+                words.push("yours".into());
+            }
+            line += &format!("up ({}), {} free", words.join(", "), size(free));
+        }
+        _ => line += "DOWN",
+    }
+    line += &site(&node.site);
+    for reason in node.reasons.iter().flatten() {
+        line += &format!("\n    {reason}");
+    }
+    line
+}
+
+fn get_line(report: &GetReport) -> String {
+    let t: &TransferReport = &report.transfer;
+    let mut line = format!(
+        "read {} (version {}, {})",
+        report.read,
+        report.version,
+        size(t.bytes)
+    );
+    if t.decoded_segments > 0 {
+        line += &format!(
+            "; {} segments rebuilt from parity because holders were missing",
+            t.decoded_segments
+        );
+    }
+    if !t.unreachable_nodes.is_empty() {
+        line += &format!("; {} nodes did not answer", t.unreachable_nodes.len());
+    }
+    if !t.bad_shards.is_empty() {
+        line += &format!(
+            "; {} shards failed verification and were not used",
+            t.bad_shards.len()
+        );
+    }
+    line
+}
+
+fn health_line(file: &FileHealth) -> String {
+    if file.unreadable() {
+        format!(
+            "{}: UNREADABLE now: a segment has only {} of the {} shards it needs reachable",
+            file.path, file.healthy_shards_min, file.k
+        )
+    } else {
+        let spare = file.survives_node_losses;
+        format!(
+            "{} (version {}, {}): {}/{} shards healthy in its weakest segment; survives the loss of any {spare} more node{}",
+            file.path,
+            file.version,
+            size(file.size),
+            file.healthy_shards_min,
+            file.shards_per_segment,
+            if spare == 1 { "" } else { "s" }
+        )
+    }
+}
+
+/// A progress bar on a terminal; nothing otherwise.
+struct Bar(indicatif::ProgressBar);
+
+impl Bar {
+    fn new() -> Self {
+        if !std::io::stderr().is_terminal() {
+            return Self(indicatif::ProgressBar::hidden());
+        }
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        Self(bar)
+    }
+}
+
+impl Progress for Bar {
+    fn start(&self, what: &str, total: u64) {
+        self.0.reset();
+        self.0.set_length(total);
+        self.0.set_message(what.to_owned());
+    }
+
+    fn advance(&self, bytes: u64) {
+        self.0.inc(bytes);
+    }
+
+    fn finish(&self) {
+        self.0.finish_and_clear();
+    }
+}
+
+fn site(site: &Option<String>) -> String {
+    site.as_ref()
+        .map(|s| format!(", site {s}"))
+        .unwrap_or_default()
+}
+
+fn size(bytes: u64) -> String {
+    indicatif::HumanBytes(bytes).to_string()
+}
+
+fn when(time: u64) -> String {
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(time)).to_string()
+}
+
+fn parse_time(text: &str) -> anyhow::Result<u64> {
+    if let Ok(seconds) = text.parse::<u64>() {
+        return Ok(seconds);
+    }
+    let time = humantime::parse_rfc3339_weak(text).with_context(|| {
+        format!("--at {text}: give a time like 2026-11-22T10:00:00Z or Unix seconds")
+    })?;
+    Ok(time.duration_since(UNIX_EPOCH)?.as_secs())
+}

@@ -1,0 +1,597 @@
+//! The owner's identity, nodes and swarm, as operations on the client
+//! directory that return report types: create or recover the identity,
+//! list and claim nodes, hand a box on, drain it, join it to a swarm, and
+//! found, invite to and remove from a swarm. Nothing here prints.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use cairn_proto::ids::{NodeId, OwnerId};
+use cairn_proto::membership::{MemberCert, Removal, Role};
+use cairn_proto::{NodeAddr, StatInfo};
+
+use crate::ClientError;
+use crate::catalog::NodeEntry;
+use crate::home::{ClientHome, parse_node};
+use crate::keys::OwnerSecret;
+use crate::session::Session;
+use crate::swarm::Swarm;
+
+const DAY_S: u64 = 24 * 3600;
+
+/// A new owner identity, from [`init`].
+#[derive(Debug, Clone, Serialize)]
+pub struct InitReport {
+    /// The owner id (hex).
+    pub owner: String,
+    /// The client's key (`cn…`), for nodes' allow lists.
+    pub client_key: String,
+    /// The recovery phrase: the only way back to the files.
+    pub phrase: String,
+}
+
+/// The owner's identity, from [`identity`].
+#[derive(Debug, Clone, Serialize)]
+pub struct IdReport {
+    /// The owner id (hex).
+    pub owner: String,
+    /// The client's key (`cn…`).
+    pub client_key: String,
+}
+
+/// What [`recover`] brought back.
+#[derive(Debug, Clone, Serialize)]
+pub struct RecoverReport {
+    /// The owner id (hex).
+    pub owner: String,
+    /// Files present in the catalog.
+    pub files: usize,
+    /// Nodes now in the settings.
+    pub nodes: usize,
+}
+
+/// One of the owner's nodes and how it answered, from [`nodes`].
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeReport {
+    /// The node (`cn…`).
+    pub id: String,
+    /// Where it is dialled.
+    pub addr: String,
+    /// Its site.
+    pub site: Option<String>,
+    /// Whether it answered.
+    pub up: bool,
+    /// Free bytes on its disks.
+    pub free: Option<u64>,
+    /// `healthy`, `degraded`, …
+    pub state: Option<String>,
+    /// Why it is not healthy.
+    pub reasons: Option<Vec<String>>,
+    /// Whether it is draining.
+    pub draining: Option<bool>,
+    /// Its owner (hex), if claimed.
+    pub owner: Option<String>,
+    /// Whether the box is this owner's.
+    #[serde(skip)]
+    pub yours: bool,
+}
+
+/// A box claimed by [`claim`].
+#[derive(Debug, Clone, Serialize)]
+pub struct ClaimReport {
+    /// The node, as given.
+    pub claimed: String,
+    /// Whether it is draining.
+    pub draining: bool,
+}
+
+/// A box handed on by [`transfer`].
+#[derive(Debug, Clone, Serialize)]
+pub struct TransferReport {
+    /// The node, as given.
+    pub transferred: String,
+    /// The new owner (hex).
+    pub to: String,
+}
+
+/// A drain started or stopped by [`drain`].
+#[derive(Debug, Clone, Serialize)]
+pub struct DrainReport {
+    /// The node, as given.
+    pub node: String,
+    /// Whether it drains now.
+    pub draining: bool,
+    /// Shards it still holds.
+    pub shards: u64,
+    /// Bytes of shards it still holds.
+    pub bytes: u64,
+}
+
+/// A node that joined a swarm, from [`join`].
+#[derive(Debug, Clone, Serialize)]
+pub struct JoinReport {
+    /// The node, as given.
+    pub node: String,
+    /// The swarm (hex).
+    pub swarm: String,
+}
+
+/// One member of the swarm as a node's gossip knows it, from [`members`].
+#[derive(Debug, Clone, Serialize)]
+pub struct MemberReport {
+    /// The member (`cn…`).
+    pub id: String,
+    /// Where it listens.
+    pub addr: String,
+    /// Up, or declared down by the swarm.
+    pub up: bool,
+    /// Its site.
+    pub site: Option<String>,
+    /// Bytes its disks may hold.
+    pub capacity: u64,
+    /// Bytes free.
+    pub free: u64,
+    /// Its software.
+    pub software: String,
+}
+
+/// A swarm ticket issued by [`swarm_invite`].
+#[derive(Debug, Clone, Serialize)]
+pub struct InviteReport {
+    /// The ticket to hand over.
+    pub ticket: String,
+    /// Unix time it expires.
+    pub not_after: u64,
+}
+
+/// A member removed by [`swarm_remove`].
+#[derive(Debug, Clone, Serialize)]
+pub struct RemovalReport {
+    /// The member, as given.
+    pub removed: String,
+    /// How many nodes took the removal.
+    pub nodes_told: usize,
+    /// Nodes that did not, and why.
+    #[serde(skip)]
+    pub failures: Vec<String>,
+}
+
+/// Creates a new owner identity in `home` (refused if one exists, unless
+/// `force`), with default settings if there are none.
+pub fn init(home: &ClientHome, force: bool) -> Result<InitReport, ClientError> {
+    if home.has_secret() && !force {
+        return Err(ClientError::IdentityExists {
+            dir: home.dir().to_owned(),
+        });
+    }
+    let secret = OwnerSecret::generate()?;
+    home.save_secret(&secret)?;
+    if !home.has_config() {
+        home.save_config(&Default::default())?;
+    }
+    Ok(InitReport {
+        owner: secret.keys().owner_id().to_hex(),
+        client_key: secret.client_id().to_human(),
+        phrase: secret.phrase(),
+    })
+}
+
+/// The owner's identity kept in `home`.
+pub fn identity(home: &ClientHome) -> Result<IdReport, ClientError> {
+    let secret = home.secret()?;
+    Ok(IdReport {
+        owner: secret.keys().owner_id().to_hex(),
+        client_key: secret.client_id().to_human(),
+    })
+}
+
+/// Brings the owner back from the recovery phrase: the identity, the
+/// catalog through `nodes` (at least one node that holds the root record),
+/// and every node the root record names.
+pub async fn recover(
+    home: ClientHome,
+    phrase: &str,
+    nodes: &[NodeEntry],
+) -> Result<RecoverReport, ClientError> {
+    let secret = OwnerSecret::from_phrase(phrase)?;
+    let mut config = home.config()?;
+    for node in nodes {
+        config.add_node(node);
+    }
+    home.save_secret(&secret)?;
+    home.save_config(&config)?;
+    let session = Session::open(home).await?;
+    let mut config = session.home().config()?;
+    for known in &session.swarm().nodes() {
+        config.add_node(known);
+    }
+    session.home().save_config(&config)?;
+    let report = RecoverReport {
+        owner: secret.keys().owner_id().to_hex(),
+        files: session.catalog().present("").count(),
+        nodes: config.nodes.len(),
+    };
+    session.close().await;
+    Ok(report)
+}
+
+/// Adds (or updates) a node in the settings; `steward` makes it the
+/// owner's steward.
+pub fn add_node(home: &ClientHome, entry: &NodeEntry, steward: bool) -> Result<(), ClientError> {
+    let mut config = home.config()?;
+    if steward {
+        config.steward = Some(entry.id.to_human());
+    }
+    config.replace_node(entry);
+    home.save_config(&config)
+}
+
+/// Asks every node in the settings how it is.
+pub async fn nodes(home: &ClientHome) -> Result<Vec<NodeReport>, ClientError> {
+    let (swarm, secret) = swarm_of(home, None)?;
+    let me = secret.keys().owner_id();
+    let mut asks = tokio::task::JoinSet::new();
+    for node in swarm.nodes() {
+        let swarm = Arc::clone(&swarm);
+        asks.spawn(async move {
+            let stat = match swarm.peer(node.id).await {
+                Ok(peer) => peer.stat().await.ok(),
+                Err(_) => None,
+            };
+            (node, stat)
+        });
+    }
+    let mut answers = asks.join_all().await;
+    let order: Vec<NodeId> = swarm.nodes().iter().map(|n| n.id).collect();
+    answers.sort_by_key(|(node, _)| order.iter().position(|id| *id == node.id));
+    swarm.close().await;
+    Ok(answers
+        .into_iter()
+        .map(|(node, stat)| node_report(node, stat.as_ref(), me))
+        .collect())
+}
+
+fn node_report(node: NodeEntry, stat: Option<&StatInfo>, me: OwnerId) -> NodeReport {
+    NodeReport {
+        id: node.id.to_human(),
+        addr: node.addr,
+        site: node.site,
+        up: stat.is_some(),
+        free: stat.map(StatInfo::free),
+        state: stat.map(|s| s.state.clone()),
+        reasons: stat.map(|s| s.reasons.clone()),
+        draining: stat.map(|s| s.ownership.draining),
+        owner: stat
+            .and_then(|s| s.ownership.owner)
+            .map(|o| OwnerId(o).to_hex()),
+        yours: stat.is_some_and(|s| s.ownership.owner == Some(me.0)),
+    }
+}
+
+/// Claims the box `node` at `entry.addr` (its pairing window must be open)
+/// and lists it in the settings.
+pub async fn claim(home: &ClientHome, entry: &NodeEntry) -> Result<ClaimReport, ClientError> {
+    let (swarm, secret) = swarm_of(home, Some(entry.clone()))?;
+    let shown = entry.id.to_human();
+    let peer = swarm.peer(entry.id).await.map_err(ClientError::node(format!(
+        "cannot reach the box {shown} at {}\n(open its pairing window first: hold its button about 5 seconds, until the LED blips once a second)",
+        entry.addr
+    )))?;
+    let result = peer.claim(&secret.keys().signing).await;
+    swarm.close().await;
+    let info = result.map_err(ClientError::node(format!("claiming {shown}")))?;
+    let mut config = home.config()?;
+    config.replace_node(entry);
+    home.save_config(&config)?;
+    Ok(ClaimReport {
+        claimed: shown,
+        draining: info.draining,
+    })
+}
+
+/// Hands the box `node` to the owner of the transfer card `to`
+/// (`OWNER:CLIENT_KEY`, as [`identity`] shows it).
+pub async fn transfer(
+    home: &ClientHome,
+    node: &str,
+    to: &str,
+) -> Result<TransferReport, ClientError> {
+    let (to_owner, to_client) = to.split_once(':').ok_or_else(|| {
+        ClientError::Usage("a transfer card is OWNER:CLIENT_KEY, as `cairn id` shows it".into())
+    })?;
+    let to_owner = OwnerId::from_hex(to_owner).map_err(|source| ClientError::BadId {
+        what: "the transfer card's owner part".into(),
+        source,
+    })?;
+    let to_client = parse_node(to_client, "the transfer card's client key part")?;
+    let (swarm, secret, id) = your_node(home, node)?;
+    let result = async {
+        let peer = reach(&swarm, id, node).await?;
+        peer.transfer(
+            &secret.keys().signing,
+            to_owner,
+            to_client,
+            cairn_host::unix_now() + 600,
+        )
+        .await
+        .map_err(ClientError::node(format!("transferring {node}")))
+    }
+    .await;
+    swarm.close().await;
+    result?;
+    Ok(TransferReport {
+        transferred: node.to_owned(),
+        to: to_owner.to_hex(),
+    })
+}
+
+/// Starts (or with `draining: false` stops) draining the box `node`.
+pub async fn drain(
+    home: &ClientHome,
+    node: &str,
+    draining: bool,
+) -> Result<DrainReport, ClientError> {
+    let (swarm, secret, id) = your_node(home, node)?;
+    let result = async {
+        let peer = reach(&swarm, id, node).await?;
+        peer.drain(
+            &secret.keys().signing,
+            draining,
+            cairn_host::unix_now() + 600,
+        )
+        .await
+        .map_err(ClientError::node(format!("draining {node}")))?;
+        peer.stat()
+            .await
+            .map_err(ClientError::node(format!("asking {node} how it is")))
+    }
+    .await;
+    swarm.close().await;
+    let stat = result?;
+    Ok(DrainReport {
+        node: node.to_owned(),
+        draining: stat.ownership.draining,
+        shards: stat.disks.iter().map(|d| d.shards).sum(),
+        bytes: stat.disks.iter().map(|d| d.used).sum(),
+    })
+}
+
+/// Joins the box `node` to the swarm of the ticket `invite`, with the
+/// owner's other nodes as its first gossip partners.
+pub async fn join(home: &ClientHome, node: &str, invite: &str) -> Result<JoinReport, ClientError> {
+    let cert = ticket(invite, "the invite")?;
+    let (swarm, _, id) = your_node(home, node)?;
+    let seeds: Vec<NodeAddr> = swarm
+        .nodes()
+        .into_iter()
+        .filter(|n| n.id != id)
+        .map(NodeAddr::from)
+        .collect();
+    let result = async {
+        let peer = reach(&swarm, id, node).await?;
+        peer.join(cert, seeds)
+            .await
+            .map_err(ClientError::node(format!("joining {node} to the swarm")))
+    }
+    .await;
+    swarm.close().await;
+    Ok(JoinReport {
+        node: node.to_owned(),
+        swarm: result?.to_hex(),
+    })
+}
+
+/// The swarm's members as the first of the owner's nodes that answers
+/// sees them, and which node that was.
+pub async fn members(home: &ClientHome) -> Result<(NodeId, Vec<MemberReport>), ClientError> {
+    let (swarm, _) = swarm_of(home, None)?;
+    let mut answer = None;
+    for node in swarm.nodes() {
+        if let Ok(peer) = swarm.peer(node.id).await
+            && let Ok(members) = peer.members().await
+        {
+            answer = Some((node.id, members));
+            break;
+        }
+    }
+    swarm.close().await;
+    let (asked, members) = answer.ok_or(ClientError::NoAnswer)?;
+    let members = members
+        .into_iter()
+        .map(|state| {
+            let m = state.member;
+            MemberReport {
+                id: NodeId(m.node).to_human(),
+                addr: m.addr,
+                up: state.up,
+                site: m.advert.site,
+                capacity: m.advert.capacity,
+                free: m.advert.free,
+                software: m.advert.software,
+            }
+        })
+        .collect();
+    Ok((asked, members))
+}
+
+/// Founds a swarm with this owner as its authority; the owner's client
+/// becomes its first member. Returns the swarm id.
+pub fn swarm_create(home: &ClientHome) -> Result<OwnerId, ClientError> {
+    let (secret, mut config, current) = membership_of(home)?;
+    let me = secret.keys().owner_id();
+    if let Some(c) = current {
+        return Err(ClientError::Membership(format!(
+            "you are in swarm {} already{}",
+            OwnerId(c.swarm).to_hex(),
+            if c.swarm == me.0 {
+                " (you founded it)"
+            } else {
+                ""
+            }
+        )));
+    }
+    let cert = MemberCert::issue(
+        &secret.keys().signing,
+        &secret.client_id(),
+        Role::Client,
+        cairn_host::unix_now() + 365 * DAY_S,
+    );
+    config.member = Some(cert.to_ticket());
+    home.save_config(&config)?;
+    Ok(me)
+}
+
+/// A ticket admitting `key` (a node, or with `client` an owner's client)
+/// to the owner's swarm for `days`.
+pub fn swarm_invite(
+    home: &ClientHome,
+    key: &str,
+    client: bool,
+    days: u64,
+) -> Result<InviteReport, ClientError> {
+    let (secret, _, current) = membership_of(home)?;
+    must_found(&secret, current.as_ref())?;
+    let member = parse_node(key, &format!("key {key}"))?;
+    let role = if client { Role::Client } else { Role::Node };
+    let cert = MemberCert::issue(
+        &secret.keys().signing,
+        &member,
+        role,
+        cairn_host::unix_now() + days * DAY_S,
+    );
+    Ok(InviteReport {
+        ticket: cert.to_ticket(),
+        not_after: cert.not_after,
+    })
+}
+
+/// Makes this client a member of the swarm of a client ticket; returns
+/// the swarm id.
+pub fn swarm_accept(home: &ClientHome, ticket_text: &str) -> Result<OwnerId, ClientError> {
+    let (secret, mut config, _) = membership_of(home)?;
+    let cert = ticket(ticket_text, "the ticket")?;
+    if cert.role != Role::Client {
+        return Err(ClientError::Membership(
+            "that ticket admits a node; give it to the node with `cairn join`".into(),
+        ));
+    }
+    cert.verify(
+        &OwnerId(cert.swarm),
+        &secret.client_id(),
+        cairn_host::unix_now(),
+    )
+    .map_err(|e| ClientError::Ticket {
+        what: "the ticket does not admit this client".into(),
+        reason: e.to_string(),
+    })?;
+    config.member = Some(cert.to_ticket());
+    home.save_config(&config)?;
+    Ok(OwnerId(cert.swarm))
+}
+
+/// Removes `key` from the owner's swarm: every other node in the settings
+/// is told, and refuses it from then on.
+pub async fn swarm_remove(home: &ClientHome, key: &str) -> Result<RemovalReport, ClientError> {
+    let (secret, _, current) = membership_of(home)?;
+    must_found(&secret, current.as_ref())?;
+    let member = parse_node(key, &format!("key {key}"))?;
+    let removal = Removal::issue(&secret.keys().signing, &member);
+    let (swarm, _) = swarm_of(home, None)?;
+    let mut told = 0;
+    let mut failures = Vec::new();
+    for node in swarm.nodes() {
+        if node.id == member {
+            continue;
+        }
+        match swarm.peer(node.id).await {
+            Ok(peer) => match peer.remove(removal.clone()).await {
+                Ok(()) => told += 1,
+                Err(e) => failures.push(format!("{} did not take it: {e}", node.id.to_human())),
+            },
+            Err(e) => failures.push(format!("{} unreachable: {e}", node.id.to_human())),
+        }
+    }
+    swarm.close().await;
+    Ok(RemovalReport {
+        removed: key.to_owned(),
+        nodes_told: told,
+        failures,
+    })
+}
+
+/// A swarm handle from the client's settings, without the catalog (the
+/// commands about nodes need no more); `extra` is a node not (yet) listed.
+pub fn swarm_of(
+    home: &ClientHome,
+    extra: Option<NodeEntry>,
+) -> Result<(Arc<Swarm>, OwnerSecret), ClientError> {
+    let secret = home.secret()?;
+    let config = home.config()?;
+    let mut nodes = config.node_entries()?;
+    if let Some(extra) = extra {
+        nodes.retain(|n| n.id != extra.id);
+        nodes.push(extra);
+    }
+    if nodes.is_empty() {
+        return Err(ClientError::NoNodes);
+    }
+    let swarm = Swarm::new(
+        secret.keys(),
+        secret.client_key(),
+        nodes,
+        config.coding()?,
+        Duration::from_secs(config.timeout_s),
+        config.member()?,
+    )
+    .map_err(ClientError::swarm("opening the client's endpoint"))?;
+    Ok((swarm, secret))
+}
+
+/// One of the owner's nodes by its id: the swarm handle (close it when
+/// done), the secret and the id.
+fn your_node(
+    home: &ClientHome,
+    node: &str,
+) -> Result<(Arc<Swarm>, OwnerSecret, NodeId), ClientError> {
+    let id = parse_node(node, &format!("node id {node}"))?;
+    let (swarm, secret) = swarm_of(home, None)?;
+    Ok((swarm, secret, id))
+}
+
+async fn reach(swarm: &Swarm, id: NodeId, node: &str) -> Result<Arc<cairn_net::Peer>, ClientError> {
+    swarm.peer(id).await.map_err(ClientError::node(format!(
+        "reaching {node} (is it in your node list, `cairn nodes`, and running?)"
+    )))
+}
+
+fn ticket(text: &str, what: &str) -> Result<MemberCert, ClientError> {
+    MemberCert::from_ticket(text).map_err(|e| ClientError::Ticket {
+        what: what.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+fn membership_of(
+    home: &ClientHome,
+) -> Result<(OwnerSecret, crate::home::ClientConfig, Option<MemberCert>), ClientError> {
+    let secret = home.secret()?;
+    let config = home.config()?;
+    let current = config.member()?;
+    Ok((secret, config, current))
+}
+
+fn must_found(secret: &OwnerSecret, current: Option<&MemberCert>) -> Result<(), ClientError> {
+    let me = secret.keys().owner_id();
+    match current {
+        Some(c) if c.swarm != me.0 => Err(ClientError::Membership(format!(
+            "only the founder of swarm {} can do this; ask them",
+            OwnerId(c.swarm).to_hex()
+        ))),
+        None => Err(ClientError::Membership(
+            "you are in no swarm; found one with `cairn swarm create`".into(),
+        )),
+        _ => Ok(()),
+    }
+}

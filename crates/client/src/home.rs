@@ -1,0 +1,283 @@
+//! The owner's client directory (`~/.config/cairn` by default): the owner
+//! secret (`secret`, 32 bytes, mode 0600), the settings (`client.toml`: the
+//! coding, the nodes, the steward, the swarm ticket) and a cache of the
+//! catalog (`catalog.cache`) so that a session need not fetch it from the
+//! swarm when nothing changed it.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use cairn_proto::ids::NodeId;
+use cairn_proto::membership::MemberCert;
+
+use crate::ClientError;
+use crate::catalog::{BlobRef, Catalog, NodeEntry};
+use crate::keys::OwnerSecret;
+use crate::segment::Coding;
+
+/// The client's settings, `client.toml`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientConfig {
+    /// Data shards per segment.
+    pub k: u8,
+    /// Parity shards per segment.
+    pub m: u8,
+    /// Seconds one request may take.
+    #[serde(default = "default_timeout")]
+    pub timeout_s: u64,
+    /// This client's swarm membership certificate (a ticket).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member: Option<String>,
+    /// The node that stewards this owner's data (audits, repairs, renews).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steward: Option<String>,
+    /// The nodes, as the owner typed them.
+    #[serde(default, rename = "node")]
+    pub nodes: Vec<NodeSetting>,
+}
+
+/// A node in `client.toml`: its id as people write it (`cn…` or hex).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSetting {
+    /// The node id.
+    pub id: String,
+    /// HOST:PORT.
+    pub addr: String,
+    /// Its site, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site: Option<String>,
+}
+
+fn default_timeout() -> u64 {
+    30
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        let coding = Coding::default();
+        Self {
+            k: coding.k,
+            m: coding.m,
+            timeout_s: default_timeout(),
+            steward: None,
+            member: None,
+            nodes: Vec::new(),
+        }
+    }
+}
+
+impl ClientConfig {
+    /// The nodes as entries the swarm dials.
+    pub fn node_entries(&self) -> Result<Vec<NodeEntry>, ClientError> {
+        self.nodes
+            .iter()
+            .map(|n| {
+                Ok(NodeEntry {
+                    id: parse_node(&n.id, "client.toml: node id")?,
+                    addr: n.addr.clone(),
+                    site: n.site.clone(),
+                })
+            })
+            .collect()
+    }
+
+    /// Whether `node` is listed.
+    pub fn knows(&self, node: NodeId) -> bool {
+        self.nodes
+            .iter()
+            .any(|n| NodeId::from_human(&n.id).is_ok_and(|id| id == node))
+    }
+
+    /// Adds `entry` unless a node with its id is listed; whether it did.
+    pub fn add_node(&mut self, entry: &NodeEntry) -> bool {
+        let known = self.knows(entry.id);
+        if !known {
+            self.nodes.push(NodeSetting {
+                id: entry.id.to_human(),
+                addr: entry.addr.clone(),
+                site: entry.site.clone(),
+            });
+        }
+        !known
+    }
+
+    /// Lists `entry`, replacing a node of the same id.
+    pub fn replace_node(&mut self, entry: &NodeEntry) {
+        self.nodes
+            .retain(|n| !NodeId::from_human(&n.id).is_ok_and(|id| id == entry.id));
+        self.add_node(entry);
+    }
+
+    /// The steward's id, if one is set.
+    pub fn steward(&self) -> Result<Option<NodeId>, ClientError> {
+        self.steward
+            .as_deref()
+            .map(|id| parse_node(id, "client.toml: steward"))
+            .transpose()
+    }
+
+    /// The swarm certificate, if the client is in a swarm.
+    pub fn member(&self) -> Result<Option<MemberCert>, ClientError> {
+        self.member
+            .as_deref()
+            .map(MemberCert::from_ticket)
+            .transpose()
+            .map_err(|e| ClientError::Ticket {
+                what: "client.toml: member".into(),
+                reason: e.to_string(),
+            })
+    }
+
+    /// The erasure coding of new data, checked.
+    pub fn coding(&self) -> Result<Coding, ClientError> {
+        let coding = Coding {
+            k: self.k,
+            m: self.m,
+        };
+        coding.validate()?;
+        Ok(coding)
+    }
+}
+
+/// Reads a node id as people write it, naming `what` on failure.
+pub fn parse_node(text: &str, what: &str) -> Result<NodeId, ClientError> {
+    NodeId::from_human(text).map_err(|source| ClientError::BadId {
+        what: what.to_owned(),
+        source,
+    })
+}
+
+/// The cached catalog, with the reference it was stored under: it is used
+/// only when the newest root names exactly that reference (so neither
+/// another identity's cache nor a rival write with the same number is
+/// mistaken for it).
+#[derive(Serialize, Deserialize)]
+pub(crate) struct CachedCatalog {
+    pub(crate) stored_as: BlobRef,
+    pub(crate) catalog: Catalog,
+}
+
+/// The owner's client directory.
+#[derive(Debug, Clone)]
+pub struct ClientHome {
+    dir: PathBuf,
+}
+
+impl ClientHome {
+    /// The directory `explicit`, else `$CAIRN_HOME`, else `~/.config/cairn`.
+    pub fn locate(explicit: Option<PathBuf>) -> Result<Self, ClientError> {
+        let dir = match explicit.or_else(|| std::env::var_os("CAIRN_HOME").map(PathBuf::from)) {
+            Some(dir) => dir,
+            None => PathBuf::from(std::env::var_os("HOME").ok_or(ClientError::NoHome)?)
+                .join(".config/cairn"),
+        };
+        Ok(Self { dir })
+    }
+
+    /// A client directory at `dir`.
+    pub fn at(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn secret_path(&self) -> PathBuf {
+        self.dir.join("secret")
+    }
+
+    fn config_path(&self) -> PathBuf {
+        self.dir.join("client.toml")
+    }
+
+    fn cache_path(&self) -> PathBuf {
+        self.dir.join("catalog.cache")
+    }
+
+    /// Whether an owner secret is kept here.
+    pub fn has_secret(&self) -> bool {
+        self.secret_path().exists()
+    }
+
+    /// The owner secret.
+    pub fn secret(&self) -> Result<OwnerSecret, ClientError> {
+        let path = self.secret_path();
+        let bytes = std::fs::read(&path).map_err(|source| ClientError::NoIdentity {
+            dir: self.dir.clone(),
+            source,
+        })?;
+        let bytes: [u8; 32] = bytes
+            .try_into()
+            .map_err(|_| ClientError::DamagedSecret { path })?;
+        Ok(OwnerSecret::from_bytes(bytes))
+    }
+
+    /// Keeps `secret` as the owner secret (durably, mode 0600).
+    pub fn save_secret(&self, secret: &OwnerSecret) -> Result<(), ClientError> {
+        self.write_private(&self.secret_path(), &secret.to_bytes())
+    }
+
+    /// The settings; the defaults if there is no settings file yet.
+    pub fn config(&self) -> Result<ClientConfig, ClientError> {
+        let path = self.config_path();
+        match std::fs::read_to_string(&path) {
+            Ok(text) => toml::from_str(&text).map_err(|e| ClientError::Settings {
+                path,
+                reason: e.to_string(),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ClientConfig::default()),
+            Err(source) => Err(ClientError::Io {
+                action: "read",
+                path,
+                source,
+            }),
+        }
+    }
+
+    /// Whether a settings file exists.
+    pub fn has_config(&self) -> bool {
+        self.config_path().exists()
+    }
+
+    /// Replaces the settings.
+    pub fn save_config(&self, config: &ClientConfig) -> Result<(), ClientError> {
+        let text = toml::to_string(config).map_err(|e| ClientError::Settings {
+            path: self.config_path(),
+            reason: e.to_string(),
+        })?;
+        self.write_private(&self.config_path(), text.as_bytes())
+    }
+
+    pub(crate) fn cache(&self) -> Option<CachedCatalog> {
+        postcard::from_bytes(&std::fs::read(self.cache_path()).ok()?).ok()
+    }
+
+    pub(crate) fn save_cache(&self, cache: &CachedCatalog) -> Result<(), ClientError> {
+        let bytes = postcard::to_stdvec(cache).map_err(|e| ClientError::Decode {
+            what: "the catalog cache".into(),
+            reason: e.to_string(),
+        })?;
+        self.write_private(&self.cache_path(), &bytes)
+    }
+
+    fn write_private(&self, path: &Path, bytes: &[u8]) -> Result<(), ClientError> {
+        let io = |action, path: &Path| {
+            let path = path.to_owned();
+            move |source| ClientError::Io {
+                action,
+                path,
+                source,
+            }
+        };
+        std::fs::create_dir_all(&self.dir).map_err(io("create", &self.dir))?;
+        std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(io("protect", &self.dir))?;
+        cairn_host::durable::replace_file(path, bytes, 0o600).map_err(io("write", path))
+    }
+}

@@ -1,0 +1,62 @@
+//! What the node says about itself: the advert it gossips to the swarm and
+//! the status line systemd shows.
+
+use cairn_proto::gossip::Advert;
+use cairn_store::{DiskState, ShardStore};
+
+use crate::daemon_config::DaemonConfig;
+use crate::net::Server;
+use crate::ownership::NodeControl;
+
+/// What this node tells the swarm about itself.
+pub fn advert(config: &DaemonConfig, store: &ShardStore, control: &NodeControl) -> Advert {
+    let disks = store.disk_stats();
+    Advert {
+        site: config.swarm.site.clone(),
+        capacity: disks.iter().map(|d| d.capacity).sum(),
+        free: disks.iter().map(|d| d.free).sum(),
+        software: cairn_net::software(),
+        draining: control.ownership().draining,
+    }
+}
+
+/// The one-line status systemd shows for the unit.
+pub fn status_line(store: &ShardStore, server: &Server, control: &NodeControl) -> String {
+    let disks = store.disk_stats();
+    let online = disks
+        .iter()
+        .filter(|d| d.state == DiskState::Online)
+        .count();
+    let shards: u64 = disks.iter().map(|d| d.shards).sum();
+    let free: u64 = disks.iter().map(|d| d.free).sum();
+    let ownership = control.ownership();
+    format!(
+        "{}{}, {shards} shards, {} free, {online}/{} disks online, {} peers",
+        control.health().state,
+        if ownership.draining {
+            ", draining"
+        } else if ownership.owner.is_none() {
+            ", unclaimed"
+        } else {
+            ""
+        },
+        human_bytes(free),
+        disks.len(),
+        server.peers()
+    )
+}
+
+fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}

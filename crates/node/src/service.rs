@@ -1,0 +1,214 @@
+//! The node's services started together on the tokio runtime: the request
+//! server, gossip, the LAN responder and the steward's round, sharing one
+//! endpoint; and stopped together, letting requests in flight finish.
+//! `cairnd` adds only signals and systemd notifications around it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use cairn_proto::gossip::GossipMember;
+use cairn_store::ShardStore;
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use crate::daemon_config::DaemonConfig;
+use crate::discovery::LanNode;
+use crate::membership::{JoinError, Membership};
+use crate::net::discovery::{self, LanDiscovery};
+use crate::net::gossip::GossipService;
+use crate::net::server::{BindError, Services};
+use crate::net::steward::StewardService;
+use crate::net::{Server, ServerConfig};
+use crate::ownership::NodeControl;
+use crate::roots::{RootStore, RootStoreError};
+
+/// Why the node's services could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The owners' root records could not be opened.
+    #[error(transparent)]
+    Roots(#[from] RootStoreError),
+    /// The node's swarm membership could not be read.
+    #[error(transparent)]
+    Membership(#[from] JoinError),
+    /// The listening socket could not be bound.
+    #[error(transparent)]
+    Bind(#[from] BindError),
+    /// The bound socket's address could not be read.
+    #[error("cannot read the listening socket's address: {0}")]
+    Address(#[from] std::io::Error),
+}
+
+/// The running services.
+pub struct RunningNode {
+    /// The request server.
+    pub server: Arc<Server>,
+    /// The address it listens on.
+    pub addr: std::net::SocketAddr,
+    gossip: Arc<GossipService>,
+    config: DaemonConfig,
+    store: Arc<ShardStore>,
+    control: Arc<NodeControl>,
+    stop_tx: tokio::sync::watch::Sender<bool>,
+    serving_task: JoinHandle<()>,
+    others: Vec<JoinHandle<()>>,
+}
+
+impl RunningNode {
+    /// Binds the server and starts every service; `serving` turns true
+    /// once the server listens. Call it on the tokio runtime.
+    pub fn start(
+        config: DaemonConfig,
+        server_config: ServerConfig,
+        store: Arc<ShardStore>,
+        control: Arc<NodeControl>,
+        steward: Option<Arc<StewardService>>,
+        serving: &AtomicBool,
+    ) -> Result<Self, StartError> {
+        let roots = Arc::new(RootStore::open(&config.state_dir)?);
+        let identity = server_config.identity.clone();
+        let gossip_identity = identity.clone();
+        let gossip_identity_id = identity.id;
+        let membership = Arc::new(Membership::open(&config.state_dir, identity.id)?);
+        let gossip_membership = Arc::clone(&membership);
+        if let Some(swarm) = membership.swarm() {
+            info!("member of swarm {}", swarm.to_hex());
+        }
+        let gossip = GossipService::new(
+            GossipMember {
+                node: identity.id.0,
+                addr: config.advertised_address().unwrap_or_default(),
+                // Seconds since the epoch: a restarted node's identity wins.
+                bump: u32::try_from(cairn_host::unix_now() % u64::from(u32::MAX)).unwrap_or(0),
+                advert: crate::node_status::advert(&config, &store, &control),
+            },
+            Arc::clone(&membership),
+        );
+        let request_timeout = server_config.request_timeout;
+        let server = Server::bind(
+            config.listen,
+            server_config,
+            Services {
+                store: Arc::clone(&store),
+                roots,
+                control: Arc::clone(&control),
+                steward: steward.clone(),
+                membership: Arc::clone(&membership),
+                gossip: Arc::clone(&gossip),
+            },
+        )?;
+        let addr = server.local_addr()?;
+        serving.store(true, Ordering::Relaxed);
+        info!(%addr, "listening");
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let server = Arc::new(server);
+        let steward_task = steward.map(|steward| {
+            tokio::spawn(steward.run(
+                server.endpoint().clone(),
+                identity,
+                membership,
+                Arc::clone(&gossip),
+                stop_rx.clone(),
+            ))
+        });
+        let gossip_task = match config.advertised_address() {
+            Some(_) => {
+                if gossip_membership.swarm().is_some() {
+                    gossip.announce_to(gossip_membership.seeds());
+                }
+                let pool = Arc::new(gossip_membership.pool(
+                    server.endpoint().clone(),
+                    gossip_identity,
+                    request_timeout,
+                ));
+                Some(tokio::spawn(Arc::clone(&gossip).run(pool, stop_rx.clone())))
+            }
+            None => {
+                warn!(
+                    "no gossip: `listen` is a wildcard address and [swarm] advertise is not set, so other members could not reach this node"
+                );
+                None
+            }
+        };
+        let discovery_task = if config.mdns_enabled() {
+            match LanDiscovery::start(&config.swarm.mdns_interfaces) {
+                Ok(discovery) => {
+                    let me = LanNode {
+                        node: gossip_identity_id,
+                        addr: config
+                            .advertised_address()
+                            .unwrap_or_else(|| addr.to_string()),
+                        swarm: None,
+                        site: config.swarm.site.clone(),
+                        software: cairn_net::software(),
+                    };
+                    Some(tokio::spawn(discovery::serve(
+                        discovery,
+                        me,
+                        Arc::clone(&gossip_membership),
+                        Arc::clone(&gossip),
+                        stop_rx.clone(),
+                    )))
+                }
+                Err(e) => {
+                    warn!("{e}");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let serving_task = tokio::spawn({
+            let server = Arc::clone(&server);
+            async move { server.run(stop_rx).await }
+        });
+        let others = [steward_task, gossip_task, discovery_task]
+            .into_iter()
+            .flatten()
+            .collect();
+        Ok(Self {
+            server,
+            addr,
+            gossip,
+            config,
+            store,
+            control,
+            stop_tx,
+            serving_task,
+            others,
+        })
+    }
+
+    /// Tells gossip what the node offers now (space, draining).
+    pub fn refresh_advert(&self) {
+        self.gossip.set_advert(crate::node_status::advert(
+            &self.config,
+            &self.store,
+            &self.control,
+        ));
+    }
+
+    /// Makes what the store has acknowledged durable in its index (a
+    /// failure is logged: the next flush tries again).
+    pub async fn flush_store(&self) {
+        let store = Arc::clone(&self.store);
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || store.flush()).await {
+            warn!("flushing the store: {e}");
+        }
+    }
+
+    /// The one-line status systemd shows for the unit.
+    pub fn status_line(&self) -> String {
+        crate::node_status::status_line(&self.store, &self.server, &self.control)
+    }
+
+    /// Stops every service: the server lets requests in flight finish
+    /// (within its drain timeout), then the others end their rounds.
+    pub async fn stop(self) {
+        let _ = self.stop_tx.send(true);
+        let _ = self.serving_task.await;
+        for task in self.others {
+            let _ = task.await;
+        }
+    }
+}
