@@ -1,4 +1,4 @@
-//! Replays the frame fuzzer's corpus (node/fuzz/corpus/frame_decode) through
+//! Replays the frame fuzzer's corpus (crates/proto/fuzz/corpus/frame_decode) through
 //! the same oracle the fuzzer uses, so every input it ever found interesting
 //! stays checked on stable Rust, in every test run.
 
