@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use cairn_net::identity::Identity;
 use cairn_net::{NetError, Peer};
 use cairn_proto::ids::ShardId;
-use cairn_proto::{ErrorCode, MAX_FRAME, Response, audit, owner};
+use cairn_proto::{ErrorCode, MAX_FRAME, Response, audit, signed};
 use ed25519_dalek::SigningKey;
 
 use common::daemon::Daemon;
@@ -40,7 +40,7 @@ async fn two_daemons_exchange_shards_and_refuse_what_they_must() {
     let b = Daemon::start(&[me.id]);
     let endpoint = Peer::client_endpoint("127.0.0.1:0".parse().unwrap()).unwrap();
     let owner_key = SigningKey::from_bytes(&[42; 32]);
-    let owner_id = owner::owner_id(&owner_key);
+    let owner_id = signed::owner_id(&owner_key);
     let lease = now() + 3600;
 
     let to_a = Peer::connect(&endpoint, a.addr, a.id, &me, TIMEOUT)
@@ -133,10 +133,10 @@ async fn two_daemons_exchange_shards_and_refuse_what_they_must() {
     // Delete needs the owner's signature for this node.
     let not_after = now() + 600;
     let stranger_key = SigningKey::from_bytes(&[7; 32]);
-    let forged = owner::sign_delete(&stranger_key, &a.id, id, not_after);
+    let forged = signed::sign_delete(&stranger_key, &a.id, id, not_after);
     let err = to_a.delete(*id, not_after, forged).await.unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::Forbidden), "{err}");
-    let for_b = owner::sign_delete(&owner_key, &b.id, id, not_after);
+    let for_b = signed::sign_delete(&owner_key, &b.id, id, not_after);
     assert_eq!(
         to_a.delete(*id, not_after, for_b).await.unwrap_err().code(),
         Some(ErrorCode::Forbidden)
@@ -146,7 +146,7 @@ async fn two_daemons_exchange_shards_and_refuse_what_they_must() {
         bytes,
         "a refused delete changed nothing"
     );
-    let signed = owner::sign_delete(&owner_key, &a.id, id, not_after);
+    let signed = signed::sign_delete(&owner_key, &a.id, id, not_after);
     assert!(to_a.delete(*id, not_after, signed).await.unwrap());
     assert_eq!(
         to_a.get(*id).await.unwrap_err().code(),

@@ -167,7 +167,7 @@ async fn members_admit_members_and_nobody_else() {
     let started = std::time::Instant::now();
     loop {
         let members = b_peer.members().await.unwrap();
-        if members.iter().any(|m| m.member.node == c_id.0 && !m.up) {
+        if members.iter().any(|m| m.member.node == c_id && !m.up) {
             break;
         }
         assert!(

@@ -263,10 +263,8 @@ fn node_report(node: NodeEntry, stat: Option<&StatInfo>, me: OwnerId) -> NodeRep
         state: stat.map(|s| s.state.clone()),
         reasons: stat.map(|s| s.reasons.clone()),
         draining: stat.map(|s| s.ownership.draining),
-        owner: stat
-            .and_then(|s| s.ownership.owner)
-            .map(|o| OwnerId(o).to_hex()),
-        yours: stat.is_some_and(|s| s.ownership.owner == Some(me.0)),
+        owner: stat.and_then(|s| s.ownership.owner).map(|o| o.to_hex()),
+        yours: stat.is_some_and(|s| s.ownership.owner == Some(me)),
     }
 }
 
@@ -403,7 +401,7 @@ pub async fn members(home: &ClientHome) -> Result<(NodeId, Vec<MemberReport>), C
         .map(|state| {
             let m = state.member;
             MemberReport {
-                id: NodeId(m.node).to_human(),
+                id: m.node.to_human(),
                 addr: m.addr,
                 up: state.up,
                 site: m.advert.site,
@@ -424,8 +422,8 @@ pub fn swarm_create(home: &ClientHome) -> Result<OwnerId, ClientError> {
     if let Some(c) = current {
         return Err(ClientError::Membership(format!(
             "you are in swarm {} already{}",
-            OwnerId(c.swarm).to_hex(),
-            if c.swarm == me.0 {
+            c.swarm.to_hex(),
+            if c.swarm == me {
                 " (you founded it)"
             } else {
                 ""
@@ -477,18 +475,14 @@ pub fn swarm_accept(home: &ClientHome, ticket_text: &str) -> Result<OwnerId, Cli
             "that ticket admits a node; give it to the node with `cairn join`".into(),
         ));
     }
-    cert.verify(
-        &OwnerId(cert.swarm),
-        &secret.client_id(),
-        cairn_host::unix_now(),
-    )
-    .map_err(|e| ClientError::Ticket {
-        what: "the ticket does not admit this client".into(),
-        reason: e.to_string(),
-    })?;
+    cert.verify(&cert.swarm, &secret.client_id(), cairn_host::unix_now())
+        .map_err(|e| ClientError::Ticket {
+            what: "the ticket does not admit this client".into(),
+            reason: e.to_string(),
+        })?;
     config.member = Some(cert.to_ticket());
     home.save_config(&config)?;
-    Ok(OwnerId(cert.swarm))
+    Ok(cert.swarm)
 }
 
 /// Removes `key` from the owner's swarm: every other node in the settings
@@ -585,9 +579,9 @@ fn membership_of(
 fn must_found(secret: &OwnerSecret, current: Option<&MemberCert>) -> Result<(), ClientError> {
     let me = secret.keys().owner_id();
     match current {
-        Some(c) if c.swarm != me.0 => Err(ClientError::Membership(format!(
+        Some(c) if c.swarm != me => Err(ClientError::Membership(format!(
             "only the founder of swarm {} can do this; ask them",
-            OwnerId(c.swarm).to_hex()
+            c.swarm.to_hex()
         ))),
         None => Err(ClientError::Membership(
             "you are in no swarm; found one with `cairn swarm create`".into(),

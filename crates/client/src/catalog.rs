@@ -94,7 +94,7 @@ pub struct NodeEntry {
 impl From<NodeEntry> for cairn_proto::NodeAddr {
     fn from(entry: NodeEntry) -> Self {
         Self {
-            node: entry.id.0,
+            node: entry.id,
             addr: entry.addr,
             site: entry.site,
         }

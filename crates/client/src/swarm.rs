@@ -709,11 +709,7 @@ impl Swarm {
                     k: coding.k,
                     m: coding.m,
                     shard_len: coding.shard_len(cipher_len) as u64,
-                    shards: segment
-                        .shards
-                        .iter()
-                        .map(|s| (s.id.0, s.holder.0))
-                        .collect(),
+                    shards: segment.shards.iter().map(|s| (s.id, s.holder)).collect(),
                     lease_until,
                 });
             }

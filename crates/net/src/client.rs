@@ -15,7 +15,7 @@ use cairn_proto::membership::{MemberCert, Removal};
 use cairn_proto::root::RootRecord;
 use cairn_proto::{
     Hello, NodeAddr, OwnershipInfo, PROTOCOL_VERSION, Request, Response, StatInfo, TrackSegment,
-    audit, owner, ownership,
+    audit, signed,
 };
 use ed25519_dalek::SigningKey;
 
@@ -166,9 +166,9 @@ impl Peer {
     ) -> Result<bool, NetError> {
         let bytes = bytes.into();
         let request = Request::Put {
-            id: id.0,
+            id,
             len: bytes.len() as u64,
-            owner: owner.0,
+            owner,
             lease_expires,
         };
         match self.call(&request, bytes).await? {
@@ -196,10 +196,7 @@ impl Peer {
         id: ShardId,
         range: Option<(u64, u64)>,
     ) -> Result<Vec<u8>, NetError> {
-        match self
-            .call(&Request::Get { id: id.0, range }, Bytes::new())
-            .await?
-        {
+        match self.call(&Request::Get { id, range }, Bytes::new()).await? {
             (Response::Shard { .. }, body) => Ok(body),
             (other, _) => Err(NetError::Unexpected(format!("{other:?}"))),
         }
@@ -213,7 +210,7 @@ impl Peer {
         ranges: &[(u64, u64)],
     ) -> Result<Vec<Vec<u8>>, NetError> {
         let request = Request::Audit {
-            id: id.0,
+            id,
             ranges: ranges.to_vec(),
         };
         match self.call(&request, Bytes::new()).await? {
@@ -249,13 +246,7 @@ impl Peer {
     /// Moves a shard's lease; `Ok(false)` if the node does not hold it.
     pub async fn renew(&self, id: ShardId, lease_expires: u64) -> Result<bool, NetError> {
         match self
-            .call(
-                &Request::Renew {
-                    id: id.0,
-                    lease_expires,
-                },
-                Bytes::new(),
-            )
+            .call(&Request::Renew { id, lease_expires }, Bytes::new())
             .await?
         {
             (Response::Renewed { found }, _) => Ok(found),
@@ -263,7 +254,7 @@ impl Peer {
         }
     }
 
-    /// Deletes a shard with its owner's signature (see [`cairn_proto::owner`]).
+    /// Deletes a shard with its owner's signature (see [`cairn_proto::signed`]).
     pub async fn delete(
         &self,
         id: ShardId,
@@ -271,7 +262,7 @@ impl Peer {
         signature: Vec<u8>,
     ) -> Result<bool, NetError> {
         let request = Request::Delete {
-            id: id.0,
+            id,
             not_after,
             signature,
         };
@@ -291,13 +282,10 @@ impl Peer {
 
     /// The newest root record the node holds for `owner`, verified.
     pub async fn get_root(&self, owner: OwnerId) -> Result<Option<RootRecord>, NetError> {
-        match self
-            .call(&Request::GetRoot { owner: owner.0 }, Bytes::new())
-            .await?
-        {
+        match self.call(&Request::GetRoot { owner }, Bytes::new()).await? {
             (Response::Root(None), _) => Ok(None),
             (Response::Root(Some(record)), _) => {
-                if record.owner != owner.0 {
+                if record.owner != owner {
                     return Err(NetError::Corrupt("a root record of another owner".into()));
                 }
                 record
@@ -312,13 +300,13 @@ impl Peer {
     /// Claims the node for `owner` (the node must have its pairing window
     /// open); this peer's key becomes the owner's admitted client key.
     pub async fn claim(&self, owner: &SigningKey) -> Result<OwnershipInfo, NetError> {
-        let owner_id = owner::owner_id(owner);
-        let signature = ownership::sign(
+        let owner_id = signed::owner_id(owner);
+        let signature = signed::sign(
             owner,
-            &ownership::claim_message(&self.node, &self.local, &owner_id),
+            &signed::claim_message(&self.node, &self.local, &owner_id),
         );
         let request = Request::Claim {
-            owner: owner_id.0,
+            owner: owner_id,
             signature,
         };
         self.ownership_call(&request).await
@@ -332,13 +320,13 @@ impl Peer {
         to_client: NodeId,
         not_after: u64,
     ) -> Result<OwnershipInfo, NetError> {
-        let signature = ownership::sign(
+        let signature = signed::sign(
             owner,
-            &ownership::transfer_message(&self.node, &to_owner, &to_client, not_after),
+            &signed::transfer_message(&self.node, &to_owner, &to_client, not_after),
         );
         let request = Request::Transfer {
-            to_owner: to_owner.0,
-            to_client: to_client.0,
+            to_owner,
+            to_client,
             not_after,
             signature,
         };
@@ -352,9 +340,9 @@ impl Peer {
         draining: bool,
         not_after: u64,
     ) -> Result<OwnershipInfo, NetError> {
-        let signature = ownership::sign(
+        let signature = signed::sign(
             owner,
-            &ownership::drain_message(&self.node, draining, not_after),
+            &signed::drain_message(&self.node, draining, not_after),
         );
         let request = Request::Drain {
             draining,
@@ -373,7 +361,7 @@ impl Peer {
         segments: Vec<TrackSegment>,
     ) -> Result<u64, NetError> {
         let request = Request::Track {
-            owner: owner.0,
+            owner,
             nodes,
             segments,
         };
@@ -390,7 +378,7 @@ impl Peer {
             .call(&Request::Join { cert, seeds }, Bytes::new())
             .await?
         {
-            (Response::Joined { swarm }, _) => Ok(OwnerId(swarm)),
+            (Response::Joined { swarm }, _) => Ok(swarm),
             (other, _) => Err(NetError::Unexpected(format!("{other:?}"))),
         }
     }
@@ -429,13 +417,11 @@ impl Peer {
         shards: &[ShardId],
     ) -> Result<Vec<Option<NodeId>>, NetError> {
         let request = Request::Locate {
-            owner: owner.0,
-            shards: shards.iter().map(|s| s.0).collect(),
+            owner,
+            shards: shards.to_vec(),
         };
         match self.call(&request, Bytes::new()).await? {
-            (Response::Locations(found), _) if found.len() == shards.len() => {
-                Ok(found.into_iter().map(|n| n.map(NodeId)).collect())
-            }
+            (Response::Locations(found), _) if found.len() == shards.len() => Ok(found),
             (other, _) => Err(NetError::Unexpected(format!("{other:?}"))),
         }
     }

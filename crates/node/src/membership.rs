@@ -126,7 +126,7 @@ impl Membership {
 
     /// The swarm this node is in.
     pub fn swarm(&self) -> Option<OwnerId> {
-        self.lock().0.as_ref().map(|c| OwnerId(c.swarm))
+        self.lock().0.as_ref().map(|c| c.swarm)
     }
 
     /// This node's certificate, to show to others.
@@ -164,7 +164,7 @@ impl Membership {
             .iter()
             .filter_map(|s| {
                 Some(NodeAddr {
-                    node: NodeId::from_hex(&s.node).ok()?.0,
+                    node: NodeId::from_hex(&s.node).ok()?,
                     addr: s.addr.clone(),
                     site: s.site.clone(),
                 })
@@ -180,7 +180,7 @@ impl Membership {
         seeds: &[NodeAddr],
         now: u64,
     ) -> Result<OwnerId, JoinError> {
-        let swarm = OwnerId(cert.swarm);
+        let swarm = cert.swarm;
         if cert.role != Role::Node {
             return Err(JoinError::NotANode);
         }
@@ -189,7 +189,7 @@ impl Membership {
         if let Some(current) = &guard.0
             && current.swarm != cert.swarm
         {
-            return Err(JoinError::OtherSwarm(OwnerId(current.swarm).to_hex()));
+            return Err(JoinError::OtherSwarm(current.swarm.to_hex()));
         }
         let mut next = guard.1.clone();
         next.cert = Some(cert.to_ticket());
@@ -197,7 +197,7 @@ impl Membership {
             next.seeds = seeds
                 .iter()
                 .map(|s| Seed {
-                    node: NodeId(s.node).to_hex(),
+                    node: s.node.to_hex(),
                     addr: s.addr.clone(),
                     site: s.site.clone(),
                 })
@@ -214,11 +214,11 @@ impl Membership {
         let swarm = guard
             .0
             .as_ref()
-            .map(|c| OwnerId(c.swarm))
+            .map(|c| c.swarm)
             .ok_or(JoinError::NoSwarm)?;
         removal.verify(&swarm)?;
         let mut next = guard.1.clone();
-        if !next.removed.insert(OwnerId(removal.member).to_hex()) {
+        if !next.removed.insert(removal.member.to_hex()) {
             return Ok(false);
         }
         if let Ok(bytes) = postcard::to_allocvec(removal) {
@@ -247,8 +247,7 @@ impl Membership {
         let (Some(own), Some(cert)) = (&guard.0, cert) else {
             return false;
         };
-        cert.verify(&OwnerId(own.swarm), peer, now).is_ok()
-            && !guard.1.removed.contains(&peer.to_hex())
+        cert.verify(&own.swarm, peer, now).is_ok() && !guard.1.removed.contains(&peer.to_hex())
     }
 
     /// Whether `peer` was removed.
@@ -328,7 +327,7 @@ mod tests {
         ));
         // A forged removal changes nothing; the founder's does, and persists.
         let forged = Removal {
-            swarm: founder.verifying_key().to_bytes(),
+            swarm: cairn_proto::OwnerId(founder.verifying_key().to_bytes()),
             ..Removal::issue(&stranger, &PEER)
         };
         assert!(membership.remove(&forged).is_err());

@@ -13,9 +13,9 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
+use cairn_proto::OwnershipInfo;
 use cairn_proto::ids::{NodeId, OwnerId};
-use cairn_proto::owner::OwnerAuthError;
-use cairn_proto::{OwnershipInfo, ownership};
+use cairn_proto::signed::{self, OwnerAuthError};
 
 const FILE: &str = "ownership.toml";
 
@@ -111,7 +111,7 @@ impl Ownership {
     /// As peers see it.
     pub fn info(&self) -> OwnershipInfo {
         OwnershipInfo {
-            owner: self.owner_keys().map(|(owner, _)| owner.0),
+            owner: self.owner_keys().map(|(owner, _)| owner),
             draining: self.draining,
         }
     }
@@ -135,9 +135,9 @@ impl Ownership {
         {
             return Err(OwnershipError::AlreadyClaimed(current.to_hex()));
         }
-        ownership::verify(
+        signed::verify(
             owner,
-            &ownership::claim_message(node, client, owner),
+            &signed::claim_message(node, client, owner),
             signature,
         )?;
         Ok(Self {
@@ -157,9 +157,9 @@ impl Ownership {
         now: u64,
     ) -> Result<Self, OwnershipError> {
         let (current, _) = self.owner_keys().ok_or(OwnershipError::Unclaimed)?;
-        ownership::verify_expiring(
+        signed::verify_expiring(
             &current,
-            &ownership::transfer_message(node, to_owner, to_client, not_after),
+            &signed::transfer_message(node, to_owner, to_client, not_after),
             signature,
             not_after,
             now,
@@ -180,9 +180,9 @@ impl Ownership {
         now: u64,
     ) -> Result<Self, OwnershipError> {
         let (current, _) = self.owner_keys().ok_or(OwnershipError::Unclaimed)?;
-        ownership::verify_expiring(
+        signed::verify_expiring(
             &current,
-            &ownership::drain_message(node, draining, not_after),
+            &signed::drain_message(node, draining, not_after),
             signature,
             not_after,
             now,
@@ -326,17 +326,14 @@ use cairn_host::lock;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cairn_proto::owner::owner_id;
+    use cairn_proto::signed::owner_id;
     use ed25519_dalek::SigningKey;
 
     const NODE: NodeId = NodeId([4; 32]);
     const CLIENT: NodeId = NodeId([5; 32]);
 
     fn claim_by(key: &SigningKey, client: &NodeId) -> Vec<u8> {
-        ownership::sign(
-            key,
-            &ownership::claim_message(&NODE, client, &owner_id(key)),
-        )
+        signed::sign(key, &signed::claim_message(&NODE, client, &owner_id(key)))
     }
 
     #[test]
@@ -400,21 +397,21 @@ mod tests {
                 1,
             )
             .unwrap();
-        let message = ownership::transfer_message(&NODE, &owner_id(&bob), &bob_client, 100);
-        let forged = ownership::sign(&bob, &message);
+        let message = signed::transfer_message(&NODE, &owner_id(&bob), &bob_client, 100);
+        let forged = signed::sign(&bob, &message);
         assert!(matches!(
             owned.transfer(&NODE, &owner_id(&bob), &bob_client, 100, &forged, 50),
             Err(OwnershipError::Auth(_))
         ));
-        let signed = ownership::sign(&alice, &message);
+        let signed = signed::sign(&alice, &message);
         let handed = owned
             .transfer(&NODE, &owner_id(&bob), &bob_client, 100, &signed, 50)
             .unwrap();
         assert_eq!(handed.owner_keys(), Some((owner_id(&bob), bob_client)));
         // Alice's signature no longer drains the box; Bob's does.
-        let alice_drain = ownership::sign(&alice, &ownership::drain_message(&NODE, true, 100));
+        let alice_drain = signed::sign(&alice, &signed::drain_message(&NODE, true, 100));
         assert!(handed.drain(&NODE, true, 100, &alice_drain, 50).is_err());
-        let bob_drain = ownership::sign(&bob, &ownership::drain_message(&NODE, true, 100));
+        let bob_drain = signed::sign(&bob, &signed::drain_message(&NODE, true, 100));
         assert!(
             handed
                 .drain(&NODE, true, 100, &bob_drain, 50)

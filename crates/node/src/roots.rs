@@ -65,7 +65,7 @@ impl RootStore {
         };
         let record: RootRecord = postcard::from_bytes(&bytes)
             .map_err(|_| RootStoreError::Damaged { path: path.clone() })?;
-        if record.verify().is_err() || record.owner != owner.0 {
+        if record.verify().is_err() || record.owner != cairn_proto::OwnerId(owner.0) {
             return Err(RootStoreError::Damaged { path });
         }
         Ok(Some(record))

@@ -76,7 +76,7 @@ impl RunningNode {
         }
         let gossip = GossipService::new(
             GossipMember {
-                node: identity.id.0,
+                node: identity.id,
                 addr: config.advertised_address().unwrap_or_default(),
                 // Seconds since the epoch: a restarted node's identity wins.
                 bump: u32::try_from(cairn_host::unix_now() % u64::from(u32::MAX)).unwrap_or(0),

@@ -122,25 +122,34 @@ pub fn check_decoder(bytes: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{ErrorCode, Request, Response};
+    use crate::{ErrorCode, OwnerId, Request, Response, ShardId};
     use proptest::prelude::*;
 
     fn request() -> impl Strategy<Value = Request> {
-        let id = any::<[u8; 32]>();
+        let id = any::<[u8; 32]>().prop_map(ShardId);
         prop_oneof![
             Just(Request::Stat),
-            (id, any::<u64>(), any::<[u8; 32]>(), any::<u64>()).prop_map(
-                |(id, len, owner, lease_expires)| Request::Put {
+            (
+                id.clone(),
+                any::<u64>(),
+                any::<[u8; 32]>().prop_map(OwnerId),
+                any::<u64>()
+            )
+                .prop_map(|(id, len, owner, lease_expires)| Request::Put {
                     id,
                     len,
                     owner,
                     lease_expires
-                }
-            ),
-            (id, any::<Option<(u64, u64)>>()).prop_map(|(id, range)| Request::Get { id, range }),
-            (id, prop::collection::vec(any::<(u64, u64)>(), 0..20))
+                }),
+            (id.clone(), any::<Option<(u64, u64)>>())
+                .prop_map(|(id, range)| Request::Get { id, range }),
+            (
+                id.clone(),
+                prop::collection::vec(any::<(u64, u64)>(), 0..20)
+            )
                 .prop_map(|(id, ranges)| Request::Audit { id, ranges }),
-            (id, any::<u64>()).prop_map(|(id, lease_expires)| Request::Renew { id, lease_expires }),
+            (id.clone(), any::<u64>())
+                .prop_map(|(id, lease_expires)| Request::Renew { id, lease_expires }),
             (id, any::<u64>(), prop::collection::vec(any::<u8>(), 0..80)).prop_map(
                 |(id, not_after, signature)| Request::Delete {
                     id,

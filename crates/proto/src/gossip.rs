@@ -6,11 +6,13 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::ids::NodeId;
+
 /// A member as SWIM knows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GossipMember {
     /// The node id.
-    pub node: [u8; 32],
+    pub node: NodeId,
     /// HOST:PORT where it listens.
     pub addr: String,
     /// Bumped when the node rejoins after being declared down (or
@@ -52,7 +54,7 @@ impl Advert {
 }
 
 impl foca::Identity for GossipMember {
-    type Addr = [u8; 32];
+    type Addr = NodeId;
 
     fn renew(&self) -> Option<Self> {
         Some(Self {
@@ -61,7 +63,7 @@ impl foca::Identity for GossipMember {
         })
     }
 
-    fn addr(&self) -> [u8; 32] {
+    fn addr(&self) -> NodeId {
         self.node
     }
 
@@ -88,7 +90,7 @@ mod tests {
     #[test]
     fn a_renewed_identity_wins_even_across_the_wrap() {
         let member = GossipMember {
-            node: [1; 32],
+            node: NodeId([1; 32]),
             addr: "127.0.0.1:1".into(),
             bump: u32::MAX,
             advert: Advert {

@@ -12,11 +12,12 @@ pub mod gossip;
 pub mod ids;
 pub mod limits;
 pub mod membership;
-pub mod owner;
-pub mod ownership;
 pub mod root;
+pub mod signed;
 
 use serde::{Deserialize, Serialize};
+
+pub use ids::{DiskId, NodeId, OwnerId, ShardId};
 
 pub use frame::{FrameError, decode_frame, encode_frame};
 
@@ -39,18 +40,18 @@ pub enum Request {
     /// Store a shard: `len` bytes follow the frame.
     Put {
         /// The shard's id (BLAKE3 of its bytes).
-        id: [u8; 32],
+        id: ShardId,
         /// How many bytes follow.
         len: u64,
         /// The owner's public key (Ed25519): only the owner may delete.
-        owner: [u8; 32],
+        owner: OwnerId,
         /// Unix time (seconds) until which the shard is kept.
         lease_expires: u64,
     },
     /// Read a whole shard (`range: None`) or `len` bytes from `offset`.
     Get {
         /// The shard.
-        id: [u8; 32],
+        id: ShardId,
         /// `(offset, len)`, or the whole shard.
         range: Option<(u64, u64)>,
     },
@@ -58,24 +59,24 @@ pub enum Request {
     /// BLAKE3 tree nodes that tie them to the shard id.
     Audit {
         /// The shard.
-        id: [u8; 32],
+        id: ShardId,
         /// `(offset, len)` pairs.
         ranges: Vec<(u64, u64)>,
     },
     /// Move a shard's lease expiry.
     Renew {
         /// The shard.
-        id: [u8; 32],
+        id: ShardId,
         /// New expiry, Unix seconds.
         lease_expires: u64,
     },
     /// Delete a shard; allowed only with its owner's signature.
     Delete {
         /// The shard.
-        id: [u8; 32],
+        id: ShardId,
         /// Unix time after which the signature is void.
         not_after: u64,
-        /// Ed25519 signature by the shard's owner over [`owner::delete_message`].
+        /// Ed25519 signature by the shard's owner over [`signed::delete_message`].
         signature: Vec<u8>,
     },
     /// Keep this owner's root record if it is validly signed and newer.
@@ -83,25 +84,25 @@ pub enum Request {
     /// The newest root record the node holds for an owner.
     GetRoot {
         /// The owner's public key.
-        owner: [u8; 32],
+        owner: OwnerId,
     },
     /// Become the box's owner; only while its pairing window is open. The
     /// connecting client key becomes the owner's admitted key.
     Claim {
         /// The owner's public key (Ed25519).
-        owner: [u8; 32],
-        /// The owner's signature over [`ownership::claim_message`].
+        owner: OwnerId,
+        /// The owner's signature over [`signed::claim_message`].
         signature: Vec<u8>,
     },
     /// Hand the box to another owner; signed by the current owner.
     Transfer {
         /// The new owner's public key.
-        to_owner: [u8; 32],
+        to_owner: OwnerId,
         /// The new owner's client key, admitted from now on.
-        to_client: [u8; 32],
+        to_client: NodeId,
         /// Unix time after which the signature is void.
         not_after: u64,
-        /// The current owner's signature over [`ownership::transfer_message`].
+        /// The current owner's signature over [`signed::transfer_message`].
         signature: Vec<u8>,
     },
     /// Start (or stop) draining: the box takes no new shards, so that it can
@@ -111,14 +112,14 @@ pub enum Request {
         draining: bool,
         /// Unix time after which the signature is void.
         not_after: u64,
-        /// The owner's signature over [`ownership::drain_message`].
+        /// The owner's signature over [`signed::drain_message`].
         signature: Vec<u8>,
     },
     /// Asks this node to steward segments the owner stored: audit their
     /// holders, repair them, renew their leases.
     Track {
         /// The owner.
-        owner: [u8; 32],
+        owner: OwnerId,
         /// Where the holders are (addresses the steward may dial).
         nodes: Vec<NodeAddr>,
         /// The segments.
@@ -149,9 +150,9 @@ pub enum Request {
     /// Where are these shards of the owner's now (after repairs)?
     Locate {
         /// The owner.
-        owner: [u8; 32],
+        owner: OwnerId,
         /// The shards, at most [`MAX_LOCATE`].
-        shards: Vec<[u8; 32]>,
+        shards: Vec<ShardId>,
     },
 }
 
@@ -164,7 +165,7 @@ pub const MAX_LOCATE: usize = 1024;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeAddr {
     /// Its id.
-    pub node: [u8; 32],
+    pub node: NodeId,
     /// HOST:PORT.
     pub addr: String,
     /// Its site, if any.
@@ -181,7 +182,7 @@ pub struct TrackSegment {
     /// Bytes per shard.
     pub shard_len: u64,
     /// `(shard id, holder)` in index order, k + m of them.
-    pub shards: Vec<([u8; 32], [u8; 32])>,
+    pub shards: Vec<(ShardId, NodeId)>,
     /// Unix time the leases run to.
     pub lease_until: u64,
 }
@@ -237,11 +238,11 @@ pub enum Response {
         segments: u64,
     },
     /// Answer to `Locate`: each shard's holder, or `None` if unknown.
-    Locations(Vec<Option<[u8; 32]>>),
+    Locations(Vec<Option<NodeId>>),
     /// Answer to `Join`: the node is a member of this swarm now.
     Joined {
         /// The swarm id.
-        swarm: [u8; 32],
+        swarm: OwnerId,
     },
     /// Answer to `Remove`: the removal is kept.
     Removed,
@@ -288,7 +289,7 @@ pub enum ErrorCode {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OwnershipInfo {
     /// The owner's public key, or `None` for an unclaimed box.
-    pub owner: Option<[u8; 32]>,
+    pub owner: Option<OwnerId>,
     /// Whether the box is draining.
     pub draining: bool,
 }

@@ -169,6 +169,7 @@ impl RateLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{OwnerId, ShardId};
 
     #[test]
     fn a_burst_is_allowed_then_the_rate_holds() {
@@ -207,9 +208,9 @@ mod tests {
     fn requests_over_the_limits_are_refused_before_their_body() {
         let limits = Limits::default();
         let put = |len| Request::Put {
-            id: [0; 32],
+            id: ShardId([0; 32]),
             len,
-            owner: [0; 32],
+            owner: OwnerId([0; 32]),
             lease_expires: 0,
         };
         assert!(validate(&put(limits.max_shard), &limits).is_ok());
@@ -217,7 +218,7 @@ mod tests {
         assert_eq!(refusal.code, ErrorCode::TooLarge);
         assert!(refusal.message.contains("use smaller shards"));
         let audit = Request::Audit {
-            id: [0; 32],
+            id: ShardId([0; 32]),
             ranges: vec![(0, 1); 17],
         };
         assert_eq!(
@@ -225,7 +226,7 @@ mod tests {
             ErrorCode::TooLarge
         );
         let delete = Request::Delete {
-            id: [0; 32],
+            id: ShardId([0; 32]),
             not_after: 0,
             signature: vec![0; 10],
         };

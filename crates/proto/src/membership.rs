@@ -8,10 +8,11 @@
 //! signed by the authority, which every node keeps once it has seen it.
 
 use data_encoding::BASE32_NOPAD;
-use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use ed25519_dalek::SigningKey;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{NodeId, OwnerId};
+use crate::signed::{self, member_message, removal_message};
 
 /// What kind of member a certificate admits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,14 +27,14 @@ pub enum Role {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberCert {
     /// The swarm id: the founder's owner key.
-    pub swarm: [u8; 32],
+    pub swarm: OwnerId,
     /// The member's key (node id or client key).
-    pub member: [u8; 32],
+    pub member: NodeId,
     /// Node or client.
     pub role: Role,
     /// Unix time after which the certificate is void (renew before).
     pub not_after: u64,
-    /// The founder's Ed25519 signature over [`member_message`].
+    /// The founder's Ed25519 signature over [`signed::member_message`].
     pub signature: Vec<u8>,
 }
 
@@ -41,10 +42,10 @@ pub struct MemberCert {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Removal {
     /// The swarm id.
-    pub swarm: [u8; 32],
+    pub swarm: OwnerId,
     /// The removed member's key.
-    pub member: [u8; 32],
-    /// The founder's signature over [`removal_message`].
+    pub member: NodeId,
+    /// The founder's signature over [`signed::removal_message`].
     pub signature: Vec<u8>,
 }
 
@@ -76,42 +77,16 @@ pub enum MembershipError {
     BadTicket(String),
 }
 
-/// The bytes a founder signs to admit a member.
-pub fn member_message(swarm: &[u8; 32], member: &[u8; 32], role: Role, not_after: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(90);
-    out.extend_from_slice(b"cairn/1 member\0");
-    out.extend_from_slice(swarm);
-    out.extend_from_slice(member);
-    out.push(match role {
-        Role::Node => 0,
-        Role::Client => 1,
-    });
-    out.extend_from_slice(&not_after.to_le_bytes());
-    out
-}
-
-/// The bytes a founder signs to remove a member.
-pub fn removal_message(swarm: &[u8; 32], member: &[u8; 32]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(80);
-    out.extend_from_slice(b"cairn/1 remove\0");
-    out.extend_from_slice(swarm);
-    out.extend_from_slice(member);
-    out
-}
-
 const TICKET_PREFIX: &str = "cairn-invite:";
 
 impl MemberCert {
     /// The founder (`authority`) admits `member` until `not_after`.
     pub fn issue(authority: &SigningKey, member: &NodeId, role: Role, not_after: u64) -> Self {
-        let swarm = authority.verifying_key().to_bytes();
-        let signature = authority
-            .sign(&member_message(&swarm, &member.0, role, not_after))
-            .to_bytes()
-            .to_vec();
+        let swarm = signed::owner_id(authority);
+        let signature = signed::sign(authority, &member_message(&swarm, member, role, not_after));
         Self {
             swarm,
-            member: member.0,
+            member: *member,
             role,
             not_after,
             signature,
@@ -125,10 +100,10 @@ impl MemberCert {
         member: &NodeId,
         now: u64,
     ) -> Result<(), MembershipError> {
-        if self.swarm != swarm.0 {
-            return Err(MembershipError::OtherSwarm(OwnerId(self.swarm).to_hex()));
+        if self.swarm != *swarm {
+            return Err(MembershipError::OtherSwarm(self.swarm.to_hex()));
         }
-        if self.member != member.0 {
+        if self.member != *member {
             return Err(MembershipError::OtherMember);
         }
         if self.not_after < now {
@@ -169,22 +144,19 @@ impl MemberCert {
 impl Removal {
     /// The founder removes `member`.
     pub fn issue(authority: &SigningKey, member: &NodeId) -> Self {
-        let swarm = authority.verifying_key().to_bytes();
-        let signature = authority
-            .sign(&removal_message(&swarm, &member.0))
-            .to_bytes()
-            .to_vec();
+        let swarm = signed::owner_id(authority);
+        let signature = signed::sign(authority, &removal_message(&swarm, member));
         Self {
             swarm,
-            member: member.0,
+            member: *member,
             signature,
         }
     }
 
     /// Checks that the founder of `swarm` signed it.
     pub fn verify(&self, swarm: &OwnerId) -> Result<(), MembershipError> {
-        if self.swarm != swarm.0 {
-            return Err(MembershipError::OtherSwarm(OwnerId(self.swarm).to_hex()));
+        if self.swarm != *swarm {
+            return Err(MembershipError::OtherSwarm(self.swarm.to_hex()));
         }
         verify_signature(
             &self.swarm,
@@ -195,14 +167,11 @@ impl Removal {
 }
 
 fn verify_signature(
-    key: &[u8; 32],
+    swarm: &OwnerId,
     message: &[u8],
     signature: &[u8],
 ) -> Result<(), MembershipError> {
-    let key = VerifyingKey::from_bytes(key).map_err(|_| MembershipError::BadSignature)?;
-    let signature = Signature::from_slice(signature).map_err(|_| MembershipError::BadSignature)?;
-    key.verify(message, &signature)
-        .map_err(|_| MembershipError::BadSignature)
+    signed::verify(swarm, message, signature).map_err(|_| MembershipError::BadSignature)
 }
 
 #[cfg(test)]
@@ -248,7 +217,7 @@ mod tests {
         );
         // Someone else's "founder" key cannot issue for this swarm.
         let forged = MemberCert {
-            swarm: swarm.0,
+            swarm,
             ..MemberCert::issue(&SigningKey::from_bytes(&[3; 32]), &node, Role::Node, 1_000)
         };
         assert_eq!(
@@ -275,7 +244,7 @@ mod tests {
         let removal = Removal::issue(&founder, &NodeId([5; 32]));
         assert_eq!(removal.verify(&swarm), Ok(()));
         let forged = Removal {
-            swarm: swarm.0,
+            swarm,
             ..Removal::issue(&SigningKey::from_bytes(&[2; 32]), &NodeId([5; 32]))
         };
         assert_eq!(forged.verify(&swarm), Err(MembershipError::BadSignature));

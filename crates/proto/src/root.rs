@@ -4,10 +4,11 @@
 //! that knows nothing but the owner's key can find the latest one. Its
 //! payload is encrypted by the owner; nodes learn only its length.
 
-use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use ed25519_dalek::SigningKey;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::OwnerId;
+use crate::signed::{self, root_message};
 
 /// Largest payload a root record may carry (it must fit in one frame).
 pub const MAX_ROOT_PAYLOAD: usize = 32 * 1024;
@@ -16,12 +17,12 @@ pub const MAX_ROOT_PAYLOAD: usize = 32 * 1024;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RootRecord {
     /// The owner's public key.
-    pub owner: [u8; 32],
+    pub owner: OwnerId,
     /// Grows by one with every change; nodes keep the highest.
     pub seq: u64,
     /// Encrypted by the owner; opaque to nodes.
     pub payload: Vec<u8>,
-    /// Ed25519 over [`signed_message`].
+    /// Ed25519 over [`signed::root_message`].
     pub signature: Vec<u8>,
 }
 
@@ -44,23 +45,11 @@ pub enum RootError {
     },
 }
 
-/// The bytes the owner signs.
-pub fn signed_message(owner: &[u8; 32], seq: u64, payload: &[u8]) -> Vec<u8> {
-    let mut out = b"cairn/1 root\0".to_vec();
-    out.extend_from_slice(owner);
-    out.extend_from_slice(&seq.to_le_bytes());
-    out.extend_from_slice(blake3::hash(payload).as_bytes());
-    out
-}
-
 impl RootRecord {
     /// Signs a new record.
     pub fn sign(key: &SigningKey, seq: u64, payload: Vec<u8>) -> Self {
-        let owner = key.verifying_key().to_bytes();
-        let signature = key
-            .sign(&signed_message(&owner, seq, &payload))
-            .to_bytes()
-            .to_vec();
+        let owner = signed::owner_id(key);
+        let signature = signed::sign(key, &root_message(&owner, seq, &payload));
         Self {
             owner,
             seq,
@@ -71,7 +60,7 @@ impl RootRecord {
 
     /// The owner.
     pub fn owner_id(&self) -> OwnerId {
-        OwnerId(self.owner)
+        self.owner
     }
 
     /// Checks size and signature.
@@ -79,12 +68,10 @@ impl RootRecord {
         if self.payload.len() > MAX_ROOT_PAYLOAD {
             return Err(RootError::TooLarge(self.payload.len()));
         }
-        let key = VerifyingKey::from_bytes(&self.owner).map_err(|_| RootError::BadSignature)?;
-        let signature =
-            Signature::from_slice(&self.signature).map_err(|_| RootError::BadSignature)?;
-        key.verify(
-            &signed_message(&self.owner, self.seq, &self.payload),
-            &signature,
+        signed::verify(
+            &self.owner,
+            &root_message(&self.owner, self.seq, &self.payload),
+            &self.signature,
         )
         .map_err(|_| RootError::BadSignature)
     }

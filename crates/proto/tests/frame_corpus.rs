@@ -8,7 +8,8 @@ use cairn_proto::frame::{check_decoder, encode_frame};
 use cairn_proto::membership::{MemberCert, Removal, Role};
 use cairn_proto::root::RootRecord;
 use cairn_proto::{
-    DiskInfo, ErrorCode, Hello, NodeAddr, OwnershipInfo, Request, Response, StatInfo, TrackSegment,
+    DiskInfo, ErrorCode, Hello, NodeAddr, NodeId, OwnerId, OwnershipInfo, Request, Response,
+    ShardId, StatInfo, TrackSegment,
 };
 
 fn corpus_dir() -> PathBuf {
@@ -17,16 +18,16 @@ fn corpus_dir() -> PathBuf {
 
 /// One valid frame of every message kind: the corpus seeds.
 fn seeds() -> Vec<(&'static str, Vec<u8>)> {
-    let id = [7u8; 32];
+    let id = ShardId([7; 32]);
     let root = RootRecord {
-        owner: [9; 32],
+        owner: OwnerId([9; 32]),
         seq: 3,
         payload: vec![2; 8],
         signature: vec![1; 64],
     };
     let cert = MemberCert {
-        swarm: [9; 32],
-        member: [7; 32],
+        swarm: OwnerId([9; 32]),
+        member: NodeId([7; 32]),
         role: Role::Node,
         not_after: 1_800_000_000,
         signature: vec![1; 64],
@@ -38,7 +39,7 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
             Request::Put {
                 id,
                 len: 1 << 20,
-                owner: [9; 32],
+                owner: OwnerId([9; 32]),
                 lease_expires: 1_800_000_000,
             },
         ),
@@ -72,19 +73,24 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
             },
         ),
         ("request-put-root", Request::PutRoot(root.clone())),
-        ("request-get-root", Request::GetRoot { owner: [9; 32] }),
+        (
+            "request-get-root",
+            Request::GetRoot {
+                owner: OwnerId([9; 32]),
+            },
+        ),
         (
             "request-claim",
             Request::Claim {
-                owner: [9; 32],
+                owner: OwnerId([9; 32]),
                 signature: vec![1; 64],
             },
         ),
         (
             "request-transfer",
             Request::Transfer {
-                to_owner: [9; 32],
-                to_client: [7; 32],
+                to_owner: OwnerId([9; 32]),
+                to_client: NodeId([7; 32]),
                 not_after: 1_800_000_000,
                 signature: vec![1; 64],
             },
@@ -92,9 +98,9 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         (
             "request-track",
             Request::Track {
-                owner: [9; 32],
+                owner: OwnerId([9; 32]),
                 nodes: vec![NodeAddr {
-                    node: [7; 32],
+                    node: NodeId([7; 32]),
                     addr: "10.0.0.2:7447".into(),
                     site: Some("home".into()),
                 }],
@@ -102,7 +108,10 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
                     k: 1,
                     m: 1,
                     shard_len: 1 << 20,
-                    shards: vec![([7; 32], [9; 32]), ([9; 32], [7; 32])],
+                    shards: vec![
+                        (ShardId([7; 32]), NodeId([9; 32])),
+                        (ShardId([9; 32]), NodeId([7; 32])),
+                    ],
                     lease_until: 1_800_000_000,
                 }],
             },
@@ -120,8 +129,8 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
             "request-remove",
             Request::Remove {
                 removal: Removal {
-                    swarm: [9; 32],
-                    member: [7; 32],
+                    swarm: OwnerId([9; 32]),
+                    member: NodeId([7; 32]),
                     signature: vec![1; 64],
                 },
             },
@@ -129,8 +138,8 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         (
             "request-locate",
             Request::Locate {
-                owner: [9; 32],
-                shards: vec![[7; 32]],
+                owner: OwnerId([9; 32]),
+                shards: vec![ShardId([7; 32])],
             },
         ),
         (
@@ -183,17 +192,22 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
             }),
         ),
         ("response-tracked", Response::Tracked { segments: 3 }),
-        ("response-joined", Response::Joined { swarm: [9; 32] }),
+        (
+            "response-joined",
+            Response::Joined {
+                swarm: OwnerId([9; 32]),
+            },
+        ),
         ("response-removed", Response::Removed),
         ("response-gossip-taken", Response::GossipTaken),
         (
             "response-locations",
-            Response::Locations(vec![Some([9; 32]), None]),
+            Response::Locations(vec![Some(NodeId([9; 32])), None]),
         ),
         (
             "response-ownership",
             Response::Ownership(OwnershipInfo {
-                owner: Some([9; 32]),
+                owner: Some(OwnerId([9; 32])),
                 draining: true,
             }),
         ),

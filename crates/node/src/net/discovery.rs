@@ -169,7 +169,7 @@ pub async fn serve(
                 }
                 if me.swarm.is_some() && node.swarm == me.swarm {
                     gossip.introduce(vec![NodeAddr {
-                        node: node.node.0,
+                        node: node.node,
                         addr: node.addr,
                         site: node.site,
                     }]);

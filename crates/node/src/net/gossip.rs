@@ -54,7 +54,7 @@ pub struct GossipService {
     membership: Arc<Membership>,
     events: mpsc::UnboundedSender<Event>,
     receiver: Mutex<Option<mpsc::UnboundedReceiver<Event>>>,
-    members: Mutex<BTreeMap<[u8; 32], MemberState>>,
+    members: Mutex<BTreeMap<NodeId, MemberState>>,
     seeds: Mutex<Vec<NodeAddr>>,
     /// SWIM runs (events are taken); until then adverts are only kept.
     running: AtomicBool,
@@ -133,7 +133,7 @@ impl GossipService {
         all.extend(
             lock(&self.members)
                 .values()
-                .filter(|m| !self.membership.is_removed(&NodeId(m.member.node)))
+                .filter(|m| !self.membership.is_removed(&m.member.node))
                 .cloned(),
         );
         all
@@ -142,7 +142,7 @@ impl GossipService {
     /// What the swarm says of `node`: its advert and whether it is up;
     /// `None` when gossip has not heard of it.
     pub fn view(&self, node: &NodeId) -> Option<MemberState> {
-        lock(&self.members).get(&node.0).cloned()
+        lock(&self.members).get(node).cloned()
     }
 
     fn others(&self, addrs: Vec<NodeAddr>) -> Vec<NodeAddr> {
@@ -245,7 +245,7 @@ impl GossipService {
         while let Some((to, packet)) = runtime.to_send() {
             let pool = Arc::clone(pool);
             tokio::spawn(async move {
-                let node = NodeId(to.node);
+                let node = to.node;
                 let sent = tokio::time::timeout(SEND_TIMEOUT, async {
                     let peer = pool.peer(node, &to.addr).await?;
                     peer.gossip(packet.to_vec()).await
@@ -269,7 +269,7 @@ impl GossipService {
             let mut members = lock(&self.members);
             match notification {
                 OwnedNotification::MemberUp(member) => {
-                    info!(node = %NodeId(member.node).to_human(), addr = %member.addr, "gossip: member up");
+                    info!(node = %member.node.to_human(), addr = %member.addr, "gossip: member up");
                     came_up = true;
                     members.insert(member.node, MemberState { member, up: true });
                 }
@@ -280,7 +280,7 @@ impl GossipService {
                         .get(&member.node)
                         .is_none_or(|m| m.member.bump == member.bump);
                     if current {
-                        warn!(node = %NodeId(member.node).to_human(), "gossip: member declared down by the swarm");
+                        warn!(node = %member.node.to_human(), "gossip: member declared down by the swarm");
                         members.insert(member.node, MemberState { member, up: false });
                     }
                 }
@@ -348,7 +348,7 @@ struct RemovalGossip {
 
 /// The member a removal removes: a newer telling of it replaces an older
 /// one in SWIM's backlog.
-struct RemovedMember([u8; 32]);
+struct RemovedMember(NodeId);
 
 impl Invalidates for RemovedMember {
     fn invalidates(&self, other: &Self) -> bool {
@@ -358,7 +358,7 @@ impl Invalidates for RemovedMember {
 
 impl AsRef<[u8]> for RemovedMember {
     fn as_ref(&self) -> &[u8] {
-        &self.0
+        &self.0.0
     }
 }
 
@@ -381,7 +381,7 @@ impl BroadcastHandler<GossipMember> for RemovalGossip {
         let news = self.membership.remove(&removal)?;
         if news {
             info!(
-                member = %NodeId(removal.member).to_human(),
+                member = %removal.member.to_human(),
                 "gossip: a member was removed from the swarm; refused from now on"
             );
         }

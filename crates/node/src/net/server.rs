@@ -21,11 +21,11 @@ use crate::roots::{RootStore, RootStoreError};
 use cairn_net::identity::Identity;
 use cairn_net::tls::{self, TransportLimits};
 use cairn_net::{NetError, handshake, read_body, read_frame, write_frame};
-use cairn_proto::ids::{NodeId, OwnerId, ShardId};
+use cairn_proto::ids::NodeId;
 use cairn_proto::limits::{self, Limits, RateLimiter, Refusal};
 use cairn_proto::membership::MemberCert;
 use cairn_proto::{
-    DiskInfo, ErrorCode, Hello, PROTOCOL_VERSION, Request, Response, StatInfo, audit, owner,
+    DiskInfo, ErrorCode, Hello, PROTOCOL_VERSION, Request, Response, StatInfo, audit, signed,
 };
 use cairn_store::{PutOutcome, ShardStore, StoreError};
 
@@ -503,11 +503,10 @@ async fn handle(
                 code: ErrorCode::BadRequest,
                 message: format!("the shard body ended early: {e}"),
             })?;
-            let outcome =
-                blocking(move || store.put(ShardId(id), &bytes, OwnerId(owner), lease_expires))
-                    .await?
-                    .map_err(store_refusal)?;
-            debug!(peer = %peer.to_human(), shard = %ShardId(id), "stored");
+            let outcome = blocking(move || store.put(id, &bytes, owner, lease_expires))
+                .await?
+                .map_err(store_refusal)?;
+            debug!(peer = %peer.to_human(), shard = %id, "stored");
             Ok((
                 Response::Stored {
                     already: matches!(outcome, PutOutcome::AlreadyStored(_)),
@@ -517,8 +516,8 @@ async fn handle(
         }
         Request::Get { id, range } => {
             let bytes = blocking(move || match range {
-                None => store.get(ShardId(id)),
-                Some((offset, len)) => store.get_range(ShardId(id), offset, len),
+                None => store.get(id),
+                Some((offset, len)) => store.get_range(id, offset, len),
             })
             .await?
             .map_err(store_refusal)?;
@@ -531,7 +530,7 @@ async fn handle(
         }
         Request::Audit { id, ranges } => {
             let slices = blocking(move || {
-                let shard = store.get(ShardId(id)).map_err(store_refusal)?;
+                let shard = store.get(id).map_err(store_refusal)?;
                 audit::validate(&ranges, shard.len() as u64).map_err(|e| Refusal {
                     code: ErrorCode::BadRequest,
                     message: e.to_string(),
@@ -546,7 +545,7 @@ async fn handle(
             Ok((Response::AuditProof { slice_lens }, slices.concat()))
         }
         Request::Renew { id, lease_expires } => {
-            let found = blocking(move || store.renew_lease(ShardId(id), lease_expires))
+            let found = blocking(move || store.renew_lease(id, lease_expires))
                 .await?
                 .map_err(store_refusal)?;
             Ok((Response::Renewed { found }, Vec::new()))
@@ -558,25 +557,18 @@ async fn handle(
         } => {
             let node = shared.config.identity.id;
             let found = blocking(move || {
-                let Some((_, record)) = store.record(ShardId(id)) else {
+                let Some((_, record)) = store.record(id) else {
                     return Ok(false);
                 };
-                owner::verify_delete(
-                    &record.owner,
-                    &node,
-                    &ShardId(id),
-                    not_after,
-                    &signature,
-                    unix_now(),
-                )
-                .map_err(|e| Refusal {
-                    code: match e {
-                        owner::OwnerAuthError::Expired { .. } => ErrorCode::Expired,
-                        _ => ErrorCode::Forbidden,
-                    },
-                    message: e.to_string(),
-                })?;
-                store.delete(ShardId(id)).map_err(store_refusal)
+                signed::verify_delete(&record.owner, &node, &id, not_after, &signature, unix_now())
+                    .map_err(|e| Refusal {
+                        code: match e {
+                            signed::OwnerAuthError::Expired { .. } => ErrorCode::Expired,
+                            _ => ErrorCode::Forbidden,
+                        },
+                        message: e.to_string(),
+                    })?;
+                store.delete(id).map_err(store_refusal)
             })
             .await??;
             Ok((Response::Deleted { found }, Vec::new()))
@@ -590,7 +582,7 @@ async fn handle(
         }
         Request::GetRoot { owner } => {
             let roots = Arc::clone(&shared.roots);
-            let record = blocking(move || roots.get(&OwnerId(owner))).await?;
+            let record = blocking(move || roots.get(&owner)).await?;
             // A damaged record is as good as none: the owner's next put replaces it.
             let record = match record {
                 Ok(record) => record,
@@ -602,15 +594,15 @@ async fn handle(
         Request::Claim { owner, signature } => {
             let pairing_open = shared.control.pairing_open(Instant::now());
             let ownership = update_ownership(shared, move |current, node, now| {
-                current.claim(&node, &peer, &OwnerId(owner), &signature, pairing_open, now)
+                current.claim(&node, &peer, &owner, &signature, pairing_open, now)
             })
             .await?;
             shared.control.close_pairing();
             info!(
-                owner = %OwnerId(owner).to_hex(),
+                owner = %owner.to_hex(),
                 client = %peer.to_human(),
                 "claimed: this box now belongs to owner {}",
-                OwnerId(owner).to_hex()
+                owner.to_hex()
             );
             Ok((Response::Ownership(ownership.info()), Vec::new()))
         }
@@ -621,19 +613,12 @@ async fn handle(
             signature,
         } => {
             let ownership = update_ownership(shared, move |current, node, now| {
-                current.transfer(
-                    &node,
-                    &OwnerId(to_owner),
-                    &NodeId(to_client),
-                    not_after,
-                    &signature,
-                    now,
-                )
+                current.transfer(&node, &to_owner, &to_client, not_after, &signature, now)
             })
             .await?;
             info!(
                 "transferred: this box now belongs to owner {}",
-                OwnerId(to_owner).to_hex()
+                to_owner.to_hex()
             );
             Ok((Response::Ownership(ownership.info()), Vec::new()))
         }
@@ -661,7 +646,7 @@ async fn handle(
             segments,
         } => {
             let steward = steward_of(shared)?;
-            let count = blocking(move || steward.track(OwnerId(owner), &nodes, &segments))
+            let count = blocking(move || steward.track(owner, &nodes, &segments))
                 .await?
                 .map_err(|e| Refusal {
                     code: ErrorCode::Internal,
@@ -690,11 +675,11 @@ async fn handle(
                 })?;
             info!("joined swarm {}", swarm.to_hex());
             shared.gossip.announce_to(gossip_seeds);
-            Ok((Response::Joined { swarm: swarm.0 }, Vec::new()))
+            Ok((Response::Joined { swarm }, Vec::new()))
         }
         Request::Remove { removal } => {
             let membership = Arc::clone(&shared.membership);
-            let member = NodeId(removal.member);
+            let member = removal.member;
             let kept = removal.clone();
             blocking(move || membership.remove(&kept))
                 .await?
@@ -716,12 +701,7 @@ async fn handle(
         Request::Members => Ok((Response::Members(shared.gossip.members()), Vec::new())),
         Request::Locate { owner, shards } => {
             let steward = steward_of(shared)?;
-            let shards: Vec<ShardId> = shards.into_iter().map(ShardId).collect();
-            let found = steward
-                .locate(&OwnerId(owner), &shards)
-                .into_iter()
-                .map(|node| node.map(|n| n.0))
-                .collect();
+            let found = steward.locate(&owner, &shards);
             Ok((Response::Locations(found), Vec::new()))
         }
     }
@@ -749,7 +729,7 @@ async fn update_ownership(
 fn ownership_refusal(error: OwnershipError) -> Refusal {
     let code = match &error {
         OwnershipError::PairingClosed => ErrorCode::PairingClosed,
-        OwnershipError::Auth(owner::OwnerAuthError::Expired { .. }) => ErrorCode::Expired,
+        OwnershipError::Auth(signed::OwnerAuthError::Expired { .. }) => ErrorCode::Expired,
         OwnershipError::AlreadyClaimed(_) | OwnershipError::Unclaimed | OwnershipError::Auth(_) => {
             ErrorCode::Forbidden
         }

@@ -137,7 +137,7 @@ impl StewardService {
             for node in nodes {
                 state
                     .directory
-                    .insert(NodeId(node.node), (node.addr.clone(), node.site.clone()));
+                    .insert(node.node, (node.addr.clone(), node.site.clone()));
             }
             for segment in segments {
                 state.steward.track(
@@ -151,7 +151,7 @@ impl StewardService {
                         shards: segment
                             .shards
                             .iter()
-                            .map(|(shard, holder)| (ShardId(*shard), NodeId(*holder)))
+                            .map(|(shard, holder)| (*shard, *holder))
                             .collect(),
                         lease_until: segment.lease_until,
                     },

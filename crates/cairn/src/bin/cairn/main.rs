@@ -20,7 +20,6 @@ use cairn_client::home::parse_node;
 use cairn_client::session::{FileHealth, GetReport, TransferReport};
 use cairn_client::{ClientHome, Progress, Selector, Session};
 use cairn_node::net::discovery::LanDiscovery;
-use cairn_proto::ids::OwnerId;
 
 use cli::{Cli, Command, SwarmCommand};
 
@@ -375,7 +374,7 @@ async fn discover(
         .member()
         .ok()
         .flatten()
-        .map(|c| OwnerId(c.swarm))
+        .map(|c| c.swarm)
         .or_else(|| home.secret().ok().map(|s| s.keys().owner_id()));
     let mut added = 0;
     for heard in &found {

@@ -1,0 +1,323 @@
+//! Every domain-separated message an owner or a swarm's founder signs, in
+//! one place, so that no two can ever be confused: each starts with its own
+//! tag (`cairn/1 delete\0`, `claim`, `transfer`, `drain`, `member`,
+//! `remove`, `root`) and binds what it speaks about (the node, the shard,
+//! the client key, the swarm, an expiry), so it cannot be replayed on
+//! another box, for another shard, or forever. All are Ed25519; the keys
+//! are owners' keys (an owner id is its public key).
+//!
+//! - delete: only a shard's owner may delete it from a node;
+//! - claim: a new owner takes a box through its client key, only while the
+//!   box's pairing window is open (someone is at the box);
+//! - transfer and drain: the box's owner hands it on, or empties it;
+//! - member and remove: a swarm's founder admits a key, or removes it
+//!   ([`crate::membership`] holds the records);
+//! - root: the owner's root record ([`crate::root`]).
+
+use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+
+use crate::ids::{NodeId, OwnerId, ShardId};
+use crate::membership::Role;
+
+/// Longest an expiring signature (delete, transfer, drain) may be valid
+/// for, counted from the node's clock.
+pub const MAX_VALIDITY_S: u64 = 24 * 3600;
+
+/// Why an owner-signed request is refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum OwnerAuthError {
+    /// The signature is not 64 bytes or does not verify with the owner's key.
+    #[error("the request is not signed by the owner (of the shard, or of the box)")]
+    BadSignature,
+    /// The owner id is not a valid Ed25519 public key.
+    #[error("the owner key is not a valid Ed25519 key")]
+    BadOwnerKey,
+    /// The signature's validity has ended.
+    #[error(
+        "the signed request expired at {not_after} (now {now}); sign a fresh one (is this machine's clock right?)"
+    )]
+    Expired {
+        /// When it ended.
+        not_after: u64,
+        /// The node's time.
+        now: u64,
+    },
+    /// The signature claims a validity longer than the node accepts.
+    #[error("the signed request is valid until {not_after}, more than {MAX_VALIDITY_S} s ahead")]
+    TooLong {
+        /// The claimed end.
+        not_after: u64,
+    },
+}
+
+/// The bytes an owner signs to delete `shard` from `node`.
+pub fn delete_message(node: &NodeId, shard: &ShardId, not_after: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(96);
+    out.extend_from_slice(b"cairn/1 delete\0");
+    out.extend_from_slice(&node.0);
+    out.extend_from_slice(&shard.0);
+    out.extend_from_slice(&not_after.to_le_bytes());
+    out
+}
+
+/// The bytes an owner signs to claim `node` through `client`.
+pub fn claim_message(node: &NodeId, client: &NodeId, owner: &OwnerId) -> Vec<u8> {
+    let mut out = Vec::with_capacity(110);
+    out.extend_from_slice(b"cairn/1 claim\0");
+    out.extend_from_slice(&node.0);
+    out.extend_from_slice(&client.0);
+    out.extend_from_slice(&owner.0);
+    out
+}
+
+/// The bytes the current owner signs to hand `node` to another owner.
+pub fn transfer_message(
+    node: &NodeId,
+    to_owner: &OwnerId,
+    to_client: &NodeId,
+    not_after: u64,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(121);
+    out.extend_from_slice(b"cairn/1 transfer\0");
+    out.extend_from_slice(&node.0);
+    out.extend_from_slice(&to_owner.0);
+    out.extend_from_slice(&to_client.0);
+    out.extend_from_slice(&not_after.to_le_bytes());
+    out
+}
+
+/// The bytes the owner signs to start (or stop) draining `node`.
+pub fn drain_message(node: &NodeId, draining: bool, not_after: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(56);
+    out.extend_from_slice(b"cairn/1 drain\0");
+    out.extend_from_slice(&node.0);
+    out.push(u8::from(draining));
+    out.extend_from_slice(&not_after.to_le_bytes());
+    out
+}
+
+/// The bytes a swarm's founder signs to admit `member` in `role`.
+pub fn member_message(swarm: &OwnerId, member: &NodeId, role: Role, not_after: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(90);
+    out.extend_from_slice(b"cairn/1 member\0");
+    out.extend_from_slice(&swarm.0);
+    out.extend_from_slice(&member.0);
+    out.push(match role {
+        Role::Node => 0,
+        Role::Client => 1,
+    });
+    out.extend_from_slice(&not_after.to_le_bytes());
+    out
+}
+
+/// The bytes a swarm's founder signs to remove `member`.
+pub fn removal_message(swarm: &OwnerId, member: &NodeId) -> Vec<u8> {
+    let mut out = Vec::with_capacity(80);
+    out.extend_from_slice(b"cairn/1 remove\0");
+    out.extend_from_slice(&swarm.0);
+    out.extend_from_slice(&member.0);
+    out
+}
+
+/// The bytes an owner signs for root record number `seq` with `payload`.
+pub fn root_message(owner: &OwnerId, seq: u64, payload: &[u8]) -> Vec<u8> {
+    let mut out = b"cairn/1 root\0".to_vec();
+    out.extend_from_slice(&owner.0);
+    out.extend_from_slice(&seq.to_le_bytes());
+    out.extend_from_slice(blake3::hash(payload).as_bytes());
+    out
+}
+
+/// Signs any of the messages above.
+pub fn sign(key: &SigningKey, message: &[u8]) -> Vec<u8> {
+    key.sign(message).to_bytes().to_vec()
+}
+
+/// The owner id of a signing key.
+pub fn owner_id(key: &SigningKey) -> OwnerId {
+    OwnerId(key.verifying_key().to_bytes())
+}
+
+/// Checks a signature by `owner` over `message`.
+pub fn verify(owner: &OwnerId, message: &[u8], signature: &[u8]) -> Result<(), OwnerAuthError> {
+    let key = VerifyingKey::from_bytes(&owner.0).map_err(|_| OwnerAuthError::BadOwnerKey)?;
+    let signature = Signature::from_slice(signature).map_err(|_| OwnerAuthError::BadSignature)?;
+    key.verify(message, &signature)
+        .map_err(|_| OwnerAuthError::BadSignature)
+}
+
+/// Checks an expiring signature: not expired, not valid for too long, and by `owner`.
+pub fn verify_expiring(
+    owner: &OwnerId,
+    message: &[u8],
+    signature: &[u8],
+    not_after: u64,
+    now: u64,
+) -> Result<(), OwnerAuthError> {
+    if not_after < now {
+        return Err(OwnerAuthError::Expired { not_after, now });
+    }
+    if not_after > now.saturating_add(MAX_VALIDITY_S) {
+        return Err(OwnerAuthError::TooLong { not_after });
+    }
+    verify(owner, message, signature)
+}
+
+/// Signs a delete with the owner's key.
+pub fn sign_delete(key: &SigningKey, node: &NodeId, shard: &ShardId, not_after: u64) -> Vec<u8> {
+    sign(key, &delete_message(node, shard, not_after))
+}
+
+/// Checks a delete signature against the owner recorded with the shard.
+pub fn verify_delete(
+    owner: &OwnerId,
+    node: &NodeId,
+    shard: &ShardId,
+    not_after: u64,
+    signature: &[u8],
+    now: u64,
+) -> Result<(), OwnerAuthError> {
+    verify_expiring(
+        owner,
+        &delete_message(node, shard, not_after),
+        signature,
+        not_after,
+        now,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NODE: NodeId = NodeId([4; 32]);
+    const SHARD: ShardId = ShardId([5; 32]);
+
+    #[test]
+    fn only_the_owner_can_delete_and_only_there_and_then() {
+        let owner = SigningKey::from_bytes(&[1; 32]);
+        let stranger = SigningKey::from_bytes(&[2; 32]);
+        let id = owner_id(&owner);
+        let good = sign_delete(&owner, &NODE, &SHARD, 1_000);
+        assert_eq!(verify_delete(&id, &NODE, &SHARD, 1_000, &good, 900), Ok(()));
+        let forged = sign_delete(&stranger, &NODE, &SHARD, 1_000);
+        assert_eq!(
+            verify_delete(&id, &NODE, &SHARD, 1_000, &forged, 900),
+            Err(OwnerAuthError::BadSignature)
+        );
+        // Replayed on another node, for another shard, or with another expiry.
+        for (node, shard, not_after) in [
+            (NodeId([9; 32]), SHARD, 1_000),
+            (NODE, ShardId([9; 32]), 1_000),
+            (NODE, SHARD, 1_001),
+        ] {
+            assert_eq!(
+                verify_delete(&id, &node, &shard, not_after, &good, 900),
+                Err(OwnerAuthError::BadSignature)
+            );
+        }
+        assert_eq!(
+            verify_delete(&id, &NODE, &SHARD, 1_000, &good, 1_001),
+            Err(OwnerAuthError::Expired {
+                not_after: 1_000,
+                now: 1_001
+            })
+        );
+        assert_eq!(
+            verify_delete(&id, &NODE, &SHARD, 1_000, &good[..63], 900),
+            Err(OwnerAuthError::BadSignature)
+        );
+        let far = sign_delete(&owner, &NODE, &SHARD, 10_000_000);
+        assert_eq!(
+            verify_delete(&id, &NODE, &SHARD, 10_000_000, &far, 900),
+            Err(OwnerAuthError::TooLong {
+                not_after: 10_000_000
+            })
+        );
+    }
+
+    const CLIENT: NodeId = NodeId([5; 32]);
+
+    #[test]
+    fn a_claim_binds_the_owner_to_this_node_and_this_client() {
+        let key = SigningKey::from_bytes(&[1; 32]);
+        let owner = owner_id(&key);
+        let signature = sign(&key, &claim_message(&NODE, &CLIENT, &owner));
+        assert_eq!(
+            verify(&owner, &claim_message(&NODE, &CLIENT, &owner), &signature),
+            Ok(())
+        );
+        for (node, client) in [(NodeId([9; 32]), CLIENT), (NODE, NodeId([9; 32]))] {
+            assert_eq!(
+                verify(&owner, &claim_message(&node, &client, &owner), &signature),
+                Err(OwnerAuthError::BadSignature)
+            );
+        }
+        let stranger = owner_id(&SigningKey::from_bytes(&[2; 32]));
+        assert_eq!(
+            verify(
+                &stranger,
+                &claim_message(&NODE, &CLIENT, &stranger),
+                &signature
+            ),
+            Err(OwnerAuthError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn transfers_and_drains_expire_and_cannot_be_bent() {
+        let key = SigningKey::from_bytes(&[1; 32]);
+        let owner = owner_id(&key);
+        let to = OwnerId([8; 32]);
+        let message = transfer_message(&NODE, &to, &CLIENT, 1_000);
+        let signature = sign(&key, &message);
+        assert_eq!(
+            verify_expiring(&owner, &message, &signature, 1_000, 900),
+            Ok(())
+        );
+        assert!(matches!(
+            verify_expiring(&owner, &message, &signature, 1_000, 1_001),
+            Err(OwnerAuthError::Expired { .. })
+        ));
+        let other = transfer_message(&NODE, &OwnerId([7; 32]), &CLIENT, 1_000);
+        assert_eq!(
+            verify_expiring(&owner, &other, &signature, 1_000, 900),
+            Err(OwnerAuthError::BadSignature)
+        );
+        let drain = sign(&key, &drain_message(&NODE, true, 1_000));
+        assert_eq!(
+            verify_expiring(
+                &owner,
+                &drain_message(&NODE, false, 1_000),
+                &drain,
+                1_000,
+                900
+            ),
+            Err(OwnerAuthError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn no_two_domains_share_a_tag() {
+        let node = NodeId([1; 32]);
+        let owner = OwnerId([1; 32]);
+        let tags: Vec<Vec<u8>> = [
+            delete_message(&node, &ShardId([1; 32]), 1),
+            claim_message(&node, &node, &owner),
+            transfer_message(&node, &owner, &node, 1),
+            drain_message(&node, true, 1),
+            member_message(&owner, &node, Role::Node, 1),
+            removal_message(&owner, &node),
+            root_message(&owner, 1, b""),
+        ]
+        .iter()
+        .map(|m| m[..=m.iter().position(|&b| b == 0).unwrap()].to_vec())
+        .collect();
+        for (i, a) in tags.iter().enumerate() {
+            assert!(a.starts_with(b"cairn/1 "), "{a:?}");
+            for b in &tags[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+    }
+}
