@@ -5,6 +5,7 @@
 //! configuration file and the board loop. The shard store is `cairn-store`,
 //! the transport `cairn-net`, the wire format `cairn-proto`.
 
+pub mod admission;
 pub mod board_loop;
 pub mod daemon_config;
 pub mod discovery;

@@ -4,6 +4,7 @@
 
 pub mod discovery;
 pub mod gossip;
+pub mod handler;
 pub mod server;
 pub mod steward;
 

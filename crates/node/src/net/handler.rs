@@ -1,0 +1,488 @@
+//! The node's answer to one request, apart from QUIC: admission (by
+//! [`crate::admission`]), validation, and the work against the store, the
+//! root records, ownership, the steward and membership. The server reads a
+//! frame and hands it here with a [`Body`] for the bytes that follow it, so
+//! every refusal and its [`ErrorCode`] can be tested without a network.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::time::Instant;
+
+use tokio::sync::Semaphore;
+use tracing::{debug, info};
+
+use super::gossip::GossipService;
+use super::server::{ServerConfig, Services, software};
+use super::steward::StewardService;
+use crate::admission::{self, Standing};
+use crate::membership::{JoinError, Membership};
+use crate::ownership::{NodeControl, Ownership, OwnershipError};
+use crate::roots::{RootStore, RootStoreError};
+use cairn_host::unix_now;
+use cairn_proto::ids::NodeId;
+use cairn_proto::limits::{self, Refusal};
+use cairn_proto::membership::MemberCert;
+use cairn_proto::{
+    DiskInfo, ErrorCode, Hello, PROTOCOL_VERSION, Request, Response, StatInfo, audit, signed,
+};
+use cairn_store::{PutOutcome, ShardStore, StoreError};
+
+/// What a request produces: a response frame and a raw body (empty for
+/// most answers).
+pub type Answer = (Response, Vec<u8>);
+
+/// The bytes that follow a request frame on its stream (a put's shard).
+pub trait Body: Send {
+    /// Reads exactly `len` bytes; an error says why they did not come.
+    fn read(&mut self, len: usize) -> impl Future<Output = Result<Vec<u8>, String>> + Send;
+}
+
+impl Body for &[u8] {
+    async fn read(&mut self, len: usize) -> Result<Vec<u8>, String> {
+        if self.len() < len {
+            return Err(format!("{} of {len} bytes", self.len()));
+        }
+        let (body, rest) = self.split_at(len);
+        *self = rest;
+        Ok(body.to_vec())
+    }
+}
+
+/// Answers requests: the services a request may touch, and the limits.
+pub struct Handler {
+    pub(crate) config: ServerConfig,
+    store: Arc<ShardStore>,
+    roots: Arc<RootStore>,
+    control: Arc<NodeControl>,
+    steward: Option<Arc<StewardService>>,
+    membership: Arc<Membership>,
+    gossip: Arc<GossipService>,
+    pub(crate) peers: AtomicUsize,
+    hello: Hello,
+    /// Permits are KiB of body memory; a put holds its share until stored.
+    body_budget: Semaphore,
+}
+
+impl Handler {
+    /// What the node knows of `peer`, showing `cert`, now; the decisions
+    /// are [`crate::admission`]'s.
+    pub fn standing(&self, peer: &NodeId, cert: Option<&MemberCert>) -> Standing {
+        Standing {
+            configured: self.config.allow.admits(peer),
+            owner_client: self.control.is_owner_client(peer),
+            member: self.membership.admits(peer, cert, unix_now()),
+            removed: self.membership.is_removed(peer),
+        }
+    }
+
+    /// Whether the handshake with `peer`, who says `hello`, goes on.
+    pub fn admit_handshake(&self, peer: &NodeId, hello: &Hello) -> Result<(), String> {
+        admission::at_handshake(
+            peer,
+            self.standing(peer, hello.member.as_ref()),
+            &hello.versions,
+            self.control.pairing_open(Instant::now()),
+        )
+    }
+
+    /// This node's hello, with its current membership certificate.
+    pub fn hello(&self) -> Hello {
+        Hello {
+            member: self.membership.own_cert(),
+            ..self.hello.clone()
+        }
+    }
+}
+
+impl Handler {
+    /// A handler for `config` over `services`.
+    pub fn new(config: ServerConfig, services: Services) -> Self {
+        let Services {
+            store,
+            roots,
+            control,
+            steward,
+            membership,
+            gossip,
+        } = services;
+        let hello = Hello {
+            versions: vec![PROTOCOL_VERSION],
+            software: software(),
+            max_shard: config.limits.max_shard,
+            refused: None,
+            member: None,
+        };
+        // Never below one largest shard, or such a put would wait forever.
+        let budget_kib = config
+            .body_budget
+            .max(config.limits.max_shard)
+            .div_ceil(1024);
+        let body_budget = Semaphore::new(
+            usize::try_from(budget_kib)
+                .unwrap_or(Semaphore::MAX_PERMITS)
+                .min(Semaphore::MAX_PERMITS),
+        );
+        Self {
+            config,
+            store,
+            roots,
+            control,
+            steward,
+            membership,
+            gossip,
+            peers: AtomicUsize::new(0),
+            body_budget,
+            hello,
+        }
+    }
+
+    /// Answers `request` from `peer` (showing `cert` at its handshake):
+    /// checks that the peer may ask it, that it is within the limits, then
+    /// does it, reading a put's shard from `body`.
+    pub async fn answer<B: Body>(
+        &self,
+        peer: NodeId,
+        cert: Option<&MemberCert>,
+        request: Request,
+        body: &mut B,
+    ) -> Result<Answer, Refusal> {
+        admission::for_request(&peer, self.standing(&peer, cert), &request)?;
+        limits::validate(&request, &self.config.limits)?;
+        handle(self, peer, request, body).await
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, Refusal> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Refusal {
+            code: ErrorCode::Internal,
+            message: format!("the node failed while serving this: {e}"),
+        })
+}
+
+fn store_refusal(error: StoreError) -> Refusal {
+    let code = match &error {
+        StoreError::HashMismatch { .. } => ErrorCode::HashMismatch,
+        StoreError::TooLarge { .. } => ErrorCode::TooLarge,
+        StoreError::NoSpace { .. }
+        | StoreError::QuotaExceeded { .. }
+        | StoreError::NoDisks { .. } => ErrorCode::NoSpace,
+        StoreError::NotFound { .. } => ErrorCode::NotFound,
+        StoreError::RangeOutOfBounds { .. } => ErrorCode::BadRequest,
+        _ => ErrorCode::Internal,
+    };
+    Refusal {
+        code,
+        message: error.to_string(),
+    }
+}
+
+async fn handle<B: Body>(
+    shared: &Handler,
+    peer: NodeId,
+    request: Request,
+    body: &mut B,
+) -> Result<Answer, Refusal> {
+    let store = Arc::clone(&shared.store);
+    match request {
+        Request::Stat => {
+            let stats = blocking(move || store.disk_stats()).await?;
+            let disks = stats
+                .into_iter()
+                .map(|disk| DiskInfo {
+                    state: disk.state.to_string(),
+                    capacity: disk.capacity,
+                    used: disk.used,
+                    free: disk.free,
+                    shards: disk.shards,
+                })
+                .collect();
+            let health = shared.control.health();
+            Ok((
+                Response::Stat(StatInfo {
+                    software: software(),
+                    max_shard: shared.config.limits.max_shard,
+                    disks,
+                    state: health.state.into(),
+                    reasons: health.reasons,
+                    temperature_mc: health.temperature_mc,
+                    ownership: shared.control.ownership().info(),
+                }),
+                Vec::new(),
+            ))
+        }
+        Request::Put {
+            id,
+            len,
+            owner,
+            lease_expires,
+        } => {
+            if shared.control.ownership().draining {
+                return Err(Refusal {
+                    code: ErrorCode::Draining,
+                    message: "this node is draining (its owner is taking it out of the swarm); store the shard on another node".into(),
+                });
+            }
+            // `validate` bounded `len` by the shard limit; the budget bounds all
+            // bodies together, so many peers cannot exhaust memory. Waiting here
+            // is bounded by the request timeout.
+            let kib = u32::try_from(len.div_ceil(1024)).unwrap_or(u32::MAX);
+            let _budget = shared
+                .body_budget
+                .acquire_many(kib)
+                .await
+                .map_err(|_| Refusal {
+                    code: ErrorCode::Internal,
+                    message: "the node is stopping".into(),
+                })?;
+            let bytes = body.read(len as usize).await.map_err(|e| Refusal {
+                code: ErrorCode::BadRequest,
+                message: format!("the shard body ended early: {e}"),
+            })?;
+            let outcome = blocking(move || store.put(id, &bytes, owner, lease_expires))
+                .await?
+                .map_err(store_refusal)?;
+            debug!(peer = %peer.to_human(), shard = %id, "stored");
+            Ok((
+                Response::Stored {
+                    already: matches!(outcome, PutOutcome::AlreadyStored(_)),
+                },
+                Vec::new(),
+            ))
+        }
+        Request::Get { id, range } => {
+            let bytes = blocking(move || match range {
+                None => store.get(id),
+                Some((offset, len)) => store.get_range(id, offset, len),
+            })
+            .await?
+            .map_err(store_refusal)?;
+            Ok((
+                Response::Shard {
+                    len: bytes.len() as u64,
+                },
+                bytes,
+            ))
+        }
+        Request::Audit { id, ranges } => {
+            let slices = blocking(move || {
+                let shard = store.get(id).map_err(store_refusal)?;
+                audit::validate(&ranges, shard.len() as u64).map_err(|e| Refusal {
+                    code: ErrorCode::BadRequest,
+                    message: e.to_string(),
+                })?;
+                audit::prove(&shard, &ranges).map_err(|e| Refusal {
+                    code: ErrorCode::Internal,
+                    message: format!("building the proof failed: {e}"),
+                })
+            })
+            .await??;
+            let slice_lens = slices.iter().map(|s| s.len() as u64).collect();
+            Ok((Response::AuditProof { slice_lens }, slices.concat()))
+        }
+        Request::Renew { id, lease_expires } => {
+            let found = blocking(move || store.renew_lease(id, lease_expires))
+                .await?
+                .map_err(store_refusal)?;
+            Ok((Response::Renewed { found }, Vec::new()))
+        }
+        Request::Delete {
+            id,
+            not_after,
+            signature,
+        } => {
+            let node = shared.config.identity.id;
+            let found = blocking(move || {
+                let Some((_, record)) = store.record(id) else {
+                    return Ok(false);
+                };
+                signed::verify_delete(&record.owner, &node, &id, not_after, &signature, unix_now())
+                    .map_err(|e| Refusal {
+                        code: match e {
+                            signed::OwnerAuthError::Expired { .. } => ErrorCode::Expired,
+                            _ => ErrorCode::Forbidden,
+                        },
+                        message: e.to_string(),
+                    })?;
+                store.delete(id).map_err(store_refusal)
+            })
+            .await??;
+            Ok((Response::Deleted { found }, Vec::new()))
+        }
+        Request::PutRoot(record) => {
+            let roots = Arc::clone(&shared.roots);
+            blocking(move || roots.put(&record))
+                .await?
+                .map_err(root_refusal)?;
+            Ok((Response::RootStored, Vec::new()))
+        }
+        Request::GetRoot { owner } => {
+            let roots = Arc::clone(&shared.roots);
+            let record = blocking(move || roots.get(&owner)).await?;
+            // A damaged record is as good as none: the owner's next put replaces it.
+            let record = match record {
+                Ok(record) => record,
+                Err(RootStoreError::Damaged { .. }) => None,
+                Err(e) => return Err(root_refusal(e)),
+            };
+            Ok((Response::Root(record), Vec::new()))
+        }
+        Request::Claim { owner, signature } => {
+            let pairing_open = shared.control.pairing_open(Instant::now());
+            let ownership = update_ownership(shared, move |current, node, now| {
+                current.claim(&node, &peer, &owner, &signature, pairing_open, now)
+            })
+            .await?;
+            shared.control.close_pairing();
+            info!(
+                owner = %owner.to_hex(),
+                client = %peer.to_human(),
+                "claimed: this box now belongs to owner {}",
+                owner.to_hex()
+            );
+            Ok((Response::Ownership(ownership.info()), Vec::new()))
+        }
+        Request::Transfer {
+            to_owner,
+            to_client,
+            not_after,
+            signature,
+        } => {
+            let ownership = update_ownership(shared, move |current, node, now| {
+                current.transfer(&node, &to_owner, &to_client, not_after, &signature, now)
+            })
+            .await?;
+            info!(
+                "transferred: this box now belongs to owner {}",
+                to_owner.to_hex()
+            );
+            Ok((Response::Ownership(ownership.info()), Vec::new()))
+        }
+        Request::Drain {
+            draining,
+            not_after,
+            signature,
+        } => {
+            let ownership = update_ownership(shared, move |current, node, now| {
+                current.drain(&node, draining, not_after, &signature, now)
+            })
+            .await?;
+            if draining {
+                info!(
+                    "draining: no new shards are taken; the ones held leave as their owners move them or their leases end"
+                );
+            } else {
+                info!("no longer draining: taking new shards again");
+            }
+            Ok((Response::Ownership(ownership.info()), Vec::new()))
+        }
+        Request::Track {
+            owner,
+            nodes,
+            segments,
+        } => {
+            let steward = steward_of(shared)?;
+            let count = blocking(move || steward.track(owner, &nodes, &segments))
+                .await?
+                .map_err(|e| Refusal {
+                    code: ErrorCode::Internal,
+                    message: e.to_string(),
+                })?;
+            Ok((Response::Tracked { segments: count }, Vec::new()))
+        }
+        Request::Join { cert, seeds } => {
+            let membership = Arc::clone(&shared.membership);
+            let gossip_seeds = seeds.clone();
+            let swarm = blocking(move || membership.join(cert, &seeds, unix_now()))
+                .await?
+                .map_err(|e| Refusal {
+                    code: match e {
+                        JoinError::Save { .. } | JoinError::Load { .. } => ErrorCode::Internal,
+                        _ => ErrorCode::Forbidden,
+                    },
+                    message: e.to_string(),
+                })?;
+            info!("joined swarm {}", swarm.to_hex());
+            shared.gossip.announce_to(gossip_seeds);
+            Ok((Response::Joined { swarm }, Vec::new()))
+        }
+        Request::Remove { removal } => {
+            let membership = Arc::clone(&shared.membership);
+            let member = removal.member;
+            let kept = removal.clone();
+            blocking(move || membership.remove(&kept))
+                .await?
+                .map_err(|e| Refusal {
+                    code: ErrorCode::Forbidden,
+                    message: e.to_string(),
+                })?;
+            info!(
+                "{} was removed from the swarm; refused from now on",
+                member.to_human()
+            );
+            shared.gossip.spread_removal(removal);
+            Ok((Response::Removed, Vec::new()))
+        }
+        Request::Gossip { packet } => {
+            shared.gossip.take_packet(packet);
+            Ok((Response::GossipTaken, Vec::new()))
+        }
+        Request::Members => Ok((Response::Members(shared.gossip.members()), Vec::new())),
+        Request::Locate { owner, shards } => {
+            let steward = steward_of(shared)?;
+            let found = steward.locate(&owner, &shards);
+            Ok((Response::Locations(found), Vec::new()))
+        }
+    }
+}
+
+fn steward_of(shared: &Handler) -> Result<Arc<StewardService>, Refusal> {
+    shared.steward.clone().ok_or_else(|| Refusal {
+        code: ErrorCode::NoSteward,
+        message: "this node is not a steward ([steward] enabled = false in its cairnd.toml); name another with `cairn add-node --steward`".into(),
+    })
+}
+
+/// Decides an ownership change on a blocking thread (it fsyncs) and stores it.
+async fn update_ownership(
+    shared: &Handler,
+    change: impl FnOnce(&Ownership, NodeId, u64) -> Result<Ownership, OwnershipError> + Send + 'static,
+) -> Result<Ownership, Refusal> {
+    let node = shared.config.identity.id;
+    let control = Arc::clone(&shared.control);
+    blocking(move || control.update(|current| change(current, node, unix_now())))
+        .await?
+        .map_err(ownership_refusal)
+}
+
+fn ownership_refusal(error: OwnershipError) -> Refusal {
+    let code = match &error {
+        OwnershipError::PairingClosed => ErrorCode::PairingClosed,
+        OwnershipError::Auth(signed::OwnerAuthError::Expired { .. }) => ErrorCode::Expired,
+        OwnershipError::AlreadyClaimed(_) | OwnershipError::Unclaimed | OwnershipError::Auth(_) => {
+            ErrorCode::Forbidden
+        }
+        OwnershipError::Save { .. } | OwnershipError::Load { .. } => ErrorCode::Internal,
+    };
+    Refusal {
+        code,
+        message: error.to_string(),
+    }
+}
+
+fn root_refusal(error: RootStoreError) -> Refusal {
+    let code = match &error {
+        RootStoreError::Refused(cairn_proto::root::RootError::Stale { .. }) => ErrorCode::Stale,
+        RootStoreError::Refused(cairn_proto::root::RootError::TooLarge(_)) => ErrorCode::TooLarge,
+        RootStoreError::Refused(_) => ErrorCode::Forbidden,
+        _ => ErrorCode::Internal,
+    };
+    Refusal {
+        code,
+        message: error.to_string(),
+    }
+}
