@@ -4,7 +4,6 @@
 //! found, invite to and remove from a swarm. Nothing here prints.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde::Serialize;
 
@@ -230,7 +229,7 @@ pub fn add_node(home: &ClientHome, entry: &NodeEntry, steward: bool) -> Result<(
 
 /// Asks every node in the settings how it is.
 pub async fn nodes(home: &ClientHome) -> Result<Vec<NodeReport>, ClientError> {
-    let (swarm, secret) = swarm_of(home, None)?;
+    let (swarm, secret) = home.swarm(None)?;
     let me = secret.keys().owner_id();
     let mut asks = tokio::task::JoinSet::new();
     for node in swarm.nodes() {
@@ -271,7 +270,7 @@ fn node_report(node: NodeEntry, stat: Option<&StatInfo>, me: OwnerId) -> NodeRep
 /// Claims the box `node` at `entry.addr` (its pairing window must be open)
 /// and lists it in the settings.
 pub async fn claim(home: &ClientHome, entry: &NodeEntry) -> Result<ClaimReport, ClientError> {
-    let (swarm, secret) = swarm_of(home, Some(entry.clone()))?;
+    let (swarm, secret) = home.swarm(Some(entry.clone()))?;
     let shown = entry.id.to_human();
     let peer = swarm.peer(entry.id).await.map_err(ClientError::node(format!(
         "cannot reach the box {shown} at {}\n(open its pairing window first: hold its button about 5 seconds, until the LED blips once a second)",
@@ -384,7 +383,7 @@ pub async fn join(home: &ClientHome, node: &str, invite: &str) -> Result<JoinRep
 /// The swarm's members as the first of the owner's nodes that answers
 /// sees them, and which node that was.
 pub async fn members(home: &ClientHome) -> Result<(NodeId, Vec<MemberReport>), ClientError> {
-    let (swarm, _) = swarm_of(home, None)?;
+    let (swarm, _) = home.swarm(None)?;
     let mut answer = None;
     for node in swarm.nodes() {
         if let Ok(peer) = swarm.peer(node.id).await
@@ -492,7 +491,7 @@ pub async fn swarm_remove(home: &ClientHome, key: &str) -> Result<RemovalReport,
     must_found(&secret, current.as_ref())?;
     let member = parse_node(key, &format!("key {key}"))?;
     let removal = Removal::issue(&secret.keys().signing, &member);
-    let (swarm, _) = swarm_of(home, None)?;
+    let (swarm, _) = home.swarm(None)?;
     let mut told = 0;
     let mut failures = Vec::new();
     for node in swarm.nodes() {
@@ -515,34 +514,6 @@ pub async fn swarm_remove(home: &ClientHome, key: &str) -> Result<RemovalReport,
     })
 }
 
-/// A swarm handle from the client's settings, without the catalog (the
-/// commands about nodes need no more); `extra` is a node not (yet) listed.
-pub fn swarm_of(
-    home: &ClientHome,
-    extra: Option<NodeEntry>,
-) -> Result<(Arc<Swarm>, OwnerSecret), ClientError> {
-    let secret = home.secret()?;
-    let config = home.config()?;
-    let mut nodes = config.node_entries()?;
-    if let Some(extra) = extra {
-        nodes.retain(|n| n.id != extra.id);
-        nodes.push(extra);
-    }
-    if nodes.is_empty() {
-        return Err(ClientError::NoNodes);
-    }
-    let swarm = Swarm::new(
-        secret.keys(),
-        secret.client_key(),
-        nodes,
-        config.coding()?,
-        Duration::from_secs(config.timeout_s),
-        config.member()?,
-    )
-    .map_err(ClientError::swarm("opening the client's endpoint"))?;
-    Ok((swarm, secret))
-}
-
 /// One of the owner's nodes by its id: the swarm handle (close it when
 /// done), the secret and the id.
 fn your_node(
@@ -550,7 +521,7 @@ fn your_node(
     node: &str,
 ) -> Result<(Arc<Swarm>, OwnerSecret, NodeId), ClientError> {
     let id = parse_node(node, &format!("node id {node}"))?;
-    let (swarm, secret) = swarm_of(home, None)?;
+    let (swarm, secret) = home.swarm(None)?;
     Ok((swarm, secret, id))
 }
 

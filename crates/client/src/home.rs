@@ -6,6 +6,8 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -16,6 +18,7 @@ use crate::ClientError;
 use crate::catalog::{BlobRef, Catalog, NodeEntry};
 use crate::keys::OwnerSecret;
 use crate::segment::Coding;
+use crate::swarm::Swarm;
 
 /// The client's settings, `client.toml`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -252,6 +255,35 @@ impl ClientHome {
             reason: e.to_string(),
         })?;
         self.write_private(&self.config_path(), text.as_bytes())
+    }
+
+    /// A swarm handle from the settings, without the catalog (the
+    /// commands about nodes need no more); `extra` is a node not (yet)
+    /// listed. Close it when done.
+    pub fn swarm(
+        &self,
+        extra: Option<NodeEntry>,
+    ) -> Result<(Arc<Swarm>, OwnerSecret), ClientError> {
+        let secret = self.secret()?;
+        let config = self.config()?;
+        let mut nodes = config.node_entries()?;
+        if let Some(extra) = extra {
+            nodes.retain(|n| n.id != extra.id);
+            nodes.push(extra);
+        }
+        if nodes.is_empty() {
+            return Err(ClientError::NoNodes);
+        }
+        let swarm = Swarm::new(
+            secret.keys(),
+            secret.client_key(),
+            nodes,
+            config.coding()?,
+            Duration::from_secs(config.timeout_s),
+            config.member()?,
+        )
+        .map_err(ClientError::swarm("opening the client's endpoint"))?;
+        Ok((swarm, secret))
     }
 
     pub(crate) fn cache(&self) -> Option<CachedCatalog> {

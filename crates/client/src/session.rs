@@ -210,7 +210,7 @@ impl Session {
     /// settings, finds the newest root record and its catalog (from the
     /// cache when the root names it).
     pub async fn open(home: ClientHome) -> Result<Self, ClientError> {
-        let (swarm, secret) = crate::account::swarm_of(&home, None)?;
+        let (swarm, secret) = home.swarm(None)?;
         let steward = home.config()?.steward()?;
         let mut session = Self {
             home,

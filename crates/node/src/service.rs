@@ -16,9 +16,9 @@ use crate::discovery::LanNode;
 use crate::membership::{JoinError, Membership};
 use crate::net::discovery::{self, LanDiscovery};
 use crate::net::gossip::GossipService;
-use crate::net::server::{BindError, Services};
+use crate::net::server::BindError;
 use crate::net::steward::StewardService;
-use crate::net::{Server, ServerConfig};
+use crate::net::{Server, ServerConfig, Services};
 use crate::ownership::NodeControl;
 use crate::roots::{RootStore, RootStoreError};
 

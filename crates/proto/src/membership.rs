@@ -14,14 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::ids::{NodeId, OwnerId};
 use crate::signed::{self, member_message, removal_message};
 
-/// What kind of member a certificate admits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Role {
-    /// A storage node (its node key).
-    Node,
-    /// An owner's client (its client key).
-    Client,
-}
+pub use crate::signed::Role;
 
 /// A membership certificate: `member` belongs to `swarm` until `not_after`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

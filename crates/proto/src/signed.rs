@@ -11,13 +11,21 @@
 //!   box's pairing window is open (someone is at the box);
 //! - transfer and drain: the box's owner hands it on, or empties it;
 //! - member and remove: a swarm's founder admits a key, or removes it
-//!   ([`crate::membership`] holds the records);
-//! - root: the owner's root record ([`crate::root`]).
+//!   (the records are in the `membership` module);
+//! - root: the owner's root record (the `root` module).
 
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 
 use crate::ids::{NodeId, OwnerId, ShardId};
-use crate::membership::Role;
+
+/// What kind of member a certificate admits; part of what the founder signs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Role {
+    /// A storage node (its node key).
+    Node,
+    /// An owner's client (its client key).
+    Client,
+}
 
 /// Longest an expiring signature (delete, transfer, drain) may be valid
 /// for, counted from the node's clock.

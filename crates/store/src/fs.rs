@@ -8,7 +8,7 @@
 //! another file system: if the disk is unmounted underneath us, its cairn
 //! directory simply is not there and the write fails, rather than landing on
 //! the empty mountpoint. The simulated implementation
-//! ([`crate::sim`]) records what a sync made durable, so tests can
+//! (`sim.rs`, behind the `sim` feature) records what a sync made durable, so tests can
 //! crash the store at every step and inject I/O errors.
 
 use std::fmt;

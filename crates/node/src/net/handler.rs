@@ -4,24 +4,26 @@
 //! frame and hands it here with a [`Body`] for the bytes that follow it, so
 //! every refusal and its [`ErrorCode`] can be tested without a network.
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
 use tracing::{debug, info};
 
 use super::gossip::GossipService;
-use super::server::{ServerConfig, Services, software};
 use super::steward::StewardService;
 use crate::admission::{self, Standing};
 use crate::membership::{JoinError, Membership};
 use crate::ownership::{NodeControl, Ownership, OwnershipError};
 use crate::roots::{RootStore, RootStoreError};
 use cairn_host::unix_now;
+use cairn_net::Identity;
+use cairn_net::tls::TransportLimits;
 use cairn_proto::ids::NodeId;
-use cairn_proto::limits::{self, Refusal};
+use cairn_proto::limits::{self, Limits, Refusal};
 use cairn_proto::membership::MemberCert;
 use cairn_proto::{
     DiskInfo, ErrorCode, Hello, PROTOCOL_VERSION, Request, Response, StatInfo, audit, signed,
@@ -47,6 +49,62 @@ impl Body for &[u8] {
         *self = rest;
         Ok(body.to_vec())
     }
+}
+
+/// Who may use this node.
+#[derive(Debug, Clone)]
+pub enum AllowList {
+    /// Any authenticated peer.
+    Any,
+    /// Only these keys.
+    Only(HashSet<NodeId>),
+}
+
+impl AllowList {
+    /// Whether the configuration allows `peer`.
+    pub fn admits(&self, peer: &NodeId) -> bool {
+        match self {
+            Self::Any => true,
+            Self::Only(keys) => keys.contains(peer),
+        }
+    }
+}
+
+/// How the node serves peers.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// The node's key pair.
+    pub identity: Identity,
+    /// Request limits.
+    pub limits: Limits,
+    /// QUIC limits.
+    pub transport: TransportLimits,
+    /// Who may connect.
+    pub allow: AllowList,
+    /// Deadline for the handshake.
+    pub handshake_timeout: Duration,
+    /// Deadline for one request, body included.
+    pub request_timeout: Duration,
+    /// How long a stop waits for requests in flight.
+    pub drain_timeout: Duration,
+    /// Bytes of shard bodies buffered at once over all peers.
+    pub body_budget: u64,
+}
+
+/// What the server serves and consults, shared with the rest of the daemon.
+pub struct Services {
+    /// The shard store.
+    pub store: Arc<ShardStore>,
+    /// Owners' root records.
+    pub roots: Arc<RootStore>,
+    /// Ownership, pairing window, health.
+    pub control: Arc<NodeControl>,
+    /// The steward, if this node stewards.
+    pub steward: Option<Arc<StewardService>>,
+    /// This node's swarm membership.
+    pub membership: Arc<Membership>,
+    /// The swarm's gossip.
+    pub gossip: Arc<GossipService>,
 }
 
 /// Answers requests: the services a request may touch, and the limits.
@@ -108,7 +166,7 @@ impl Handler {
         } = services;
         let hello = Hello {
             versions: vec![PROTOCOL_VERSION],
-            software: software(),
+            software: cairn_net::software(),
             max_shard: config.limits.max_shard,
             refused: None,
             member: None,
@@ -204,7 +262,7 @@ async fn handle<B: Body>(
             let health = shared.control.health();
             Ok((
                 Response::Stat(StatInfo {
-                    software: software(),
+                    software: cairn_net::software(),
                     max_shard: shared.config.limits.max_shard,
                     disks,
                     state: health.state.into(),

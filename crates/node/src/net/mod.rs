@@ -8,4 +8,5 @@ pub mod handler;
 pub mod server;
 pub mod steward;
 
-pub use server::{AllowList, Server, ServerConfig};
+pub use handler::{AllowList, ServerConfig, Services};
+pub use server::Server;

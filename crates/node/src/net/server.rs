@@ -1,9 +1,8 @@
 //! Serving peers: accept QUIC connections, authenticate them with Noise,
-//! then serve one request per bidirectional stream against the shard store.
-//! Store calls run on blocking threads; every read has a size limit and a
-//! deadline, and a misbehaving peer only ever loses its own requests.
+//! then serve one request per bidirectional stream. Every read has a size
+//! limit and a deadline, and a misbehaving peer only ever loses its own
+//! requests; what a request gets is [`super::handler`]'s to decide.
 
-use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -13,85 +12,19 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
-use super::gossip::GossipService;
-use super::handler::{Body, Handler};
-use super::steward::StewardService;
-use crate::membership::Membership;
-use crate::ownership::NodeControl;
-use crate::roots::RootStore;
-use cairn_net::identity::Identity;
-use cairn_net::tls::{self, TransportLimits};
+use super::handler::{Body, Handler, ServerConfig, Services};
+use cairn_net::tls;
 use cairn_net::{NetError, handshake, read_body, read_frame, write_frame};
 use cairn_proto::ids::NodeId;
-use cairn_proto::limits::{Limits, RateLimiter};
+use cairn_proto::limits::RateLimiter;
 use cairn_proto::membership::MemberCert;
 use cairn_proto::{ErrorCode, Request, Response};
-use cairn_store::ShardStore;
-
-/// Who may use this node.
-#[derive(Debug, Clone)]
-pub enum AllowList {
-    /// Any authenticated peer.
-    Any,
-    /// Only these keys.
-    Only(HashSet<NodeId>),
-}
-
-impl AllowList {
-    /// Whether the configuration allows `peer`.
-    pub fn admits(&self, peer: &NodeId) -> bool {
-        match self {
-            Self::Any => true,
-            Self::Only(keys) => keys.contains(peer),
-        }
-    }
-}
-
-/// How the node serves peers.
-#[derive(Debug, Clone)]
-pub struct ServerConfig {
-    /// The node's key pair.
-    pub identity: Identity,
-    /// Request limits.
-    pub limits: Limits,
-    /// QUIC limits.
-    pub transport: TransportLimits,
-    /// Who may connect.
-    pub allow: AllowList,
-    /// Deadline for the handshake.
-    pub handshake_timeout: Duration,
-    /// Deadline for one request, body included.
-    pub request_timeout: Duration,
-    /// How long a stop waits for requests in flight.
-    pub drain_timeout: Duration,
-    /// Bytes of shard bodies buffered at once over all peers.
-    pub body_budget: u64,
-}
-
-/// What the server serves and consults, shared with the rest of the daemon.
-pub struct Services {
-    /// The shard store.
-    pub store: Arc<ShardStore>,
-    /// Owners' root records.
-    pub roots: Arc<RootStore>,
-    /// Ownership, pairing window, health.
-    pub control: Arc<NodeControl>,
-    /// The steward, if this node stewards.
-    pub steward: Option<Arc<StewardService>>,
-    /// This node's swarm membership.
-    pub membership: Arc<Membership>,
-    /// The swarm's gossip.
-    pub gossip: Arc<GossipService>,
-}
 
 /// A bound endpoint serving the store.
 pub struct Server {
     endpoint: quinn::Endpoint,
     shared: Arc<Handler>,
 }
-
-/// The software version sent in hellos.
-pub use cairn_net::software;
 
 impl Server {
     /// Binds the UDP socket. Outgoing connections from this endpoint use the
