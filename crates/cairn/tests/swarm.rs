@@ -309,8 +309,8 @@ async fn nodes_see_no_plaintext_no_names_and_fewer_than_k_shards_and_the_phrase_
     let secret = owner.secret();
     let nodes = swarm
         .running()
-        .map(|d| cairn_client::catalog::NodeEntry {
-            id: d.id,
+        .map(|d| cairn_proto::NodeAddr {
+            node: d.id,
             addr: d.addr.to_string(),
             site: None,
         })

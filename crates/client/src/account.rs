@@ -12,7 +12,6 @@ use cairn_proto::membership::{MemberCert, Removal, Role};
 use cairn_proto::{NodeAddr, StatInfo};
 
 use crate::ClientError;
-use crate::catalog::NodeEntry;
 use crate::home::{ClientHome, parse_node};
 use crate::keys::OwnerSecret;
 use crate::session::Session;
@@ -192,7 +191,7 @@ pub fn identity(home: &ClientHome) -> Result<IdReport, ClientError> {
 pub async fn recover(
     home: ClientHome,
     phrase: &str,
-    nodes: &[NodeEntry],
+    nodes: &[NodeAddr],
 ) -> Result<RecoverReport, ClientError> {
     let secret = OwnerSecret::from_phrase(phrase)?;
     let mut config = home.config()?;
@@ -218,10 +217,10 @@ pub async fn recover(
 
 /// Adds (or updates) a node in the settings; `steward` makes it the
 /// owner's steward.
-pub fn add_node(home: &ClientHome, entry: &NodeEntry, steward: bool) -> Result<(), ClientError> {
+pub fn add_node(home: &ClientHome, entry: &NodeAddr, steward: bool) -> Result<(), ClientError> {
     let mut config = home.config()?;
     if steward {
-        config.steward = Some(entry.id.to_human());
+        config.steward = Some(entry.node.to_human());
     }
     config.replace_node(entry);
     home.save_config(&config)
@@ -235,7 +234,7 @@ pub async fn nodes(home: &ClientHome) -> Result<Vec<NodeReport>, ClientError> {
     for node in swarm.nodes() {
         let swarm = Arc::clone(&swarm);
         asks.spawn(async move {
-            let stat = match swarm.peer(node.id).await {
+            let stat = match swarm.peer(node.node).await {
                 Ok(peer) => peer.stat().await.ok(),
                 Err(_) => None,
             };
@@ -243,8 +242,8 @@ pub async fn nodes(home: &ClientHome) -> Result<Vec<NodeReport>, ClientError> {
         });
     }
     let mut answers = asks.join_all().await;
-    let order: Vec<NodeId> = swarm.nodes().iter().map(|n| n.id).collect();
-    answers.sort_by_key(|(node, _)| order.iter().position(|id| *id == node.id));
+    let order: Vec<NodeId> = swarm.nodes().iter().map(|n| n.node).collect();
+    answers.sort_by_key(|(node, _)| order.iter().position(|id| *id == node.node));
     swarm.close().await;
     Ok(answers
         .into_iter()
@@ -252,9 +251,9 @@ pub async fn nodes(home: &ClientHome) -> Result<Vec<NodeReport>, ClientError> {
         .collect())
 }
 
-fn node_report(node: NodeEntry, stat: Option<&StatInfo>, me: OwnerId) -> NodeReport {
+fn node_report(node: NodeAddr, stat: Option<&StatInfo>, me: OwnerId) -> NodeReport {
     NodeReport {
-        id: node.id.to_human(),
+        id: node.node.to_human(),
         addr: node.addr,
         site: node.site,
         up: stat.is_some(),
@@ -269,10 +268,10 @@ fn node_report(node: NodeEntry, stat: Option<&StatInfo>, me: OwnerId) -> NodeRep
 
 /// Claims the box `node` at `entry.addr` (its pairing window must be open)
 /// and lists it in the settings.
-pub async fn claim(home: &ClientHome, entry: &NodeEntry) -> Result<ClaimReport, ClientError> {
+pub async fn claim(home: &ClientHome, entry: &NodeAddr) -> Result<ClaimReport, ClientError> {
     let (swarm, secret) = home.swarm(Some(entry.clone()))?;
-    let shown = entry.id.to_human();
-    let peer = swarm.peer(entry.id).await.map_err(ClientError::node(format!(
+    let shown = entry.node.to_human();
+    let peer = swarm.peer(entry.node).await.map_err(ClientError::node(format!(
         "cannot reach the box {shown} at {}\n(open its pairing window first: hold its button about 5 seconds, until the LED blips once a second)",
         entry.addr
     )))?;
@@ -360,12 +359,7 @@ pub async fn drain(
 pub async fn join(home: &ClientHome, node: &str, invite: &str) -> Result<JoinReport, ClientError> {
     let cert = ticket(invite, "the invite")?;
     let (swarm, _, id) = your_node(home, node)?;
-    let seeds: Vec<NodeAddr> = swarm
-        .nodes()
-        .into_iter()
-        .filter(|n| n.id != id)
-        .map(NodeAddr::from)
-        .collect();
+    let seeds: Vec<NodeAddr> = swarm.nodes().into_iter().filter(|n| n.node != id).collect();
     let result = async {
         let peer = reach(&swarm, id, node).await?;
         peer.join(cert, seeds)
@@ -386,10 +380,10 @@ pub async fn members(home: &ClientHome) -> Result<(NodeId, Vec<MemberReport>), C
     let (swarm, _) = home.swarm(None)?;
     let mut answer = None;
     for node in swarm.nodes() {
-        if let Ok(peer) = swarm.peer(node.id).await
+        if let Ok(peer) = swarm.peer(node.node).await
             && let Ok(members) = peer.members().await
         {
-            answer = Some((node.id, members));
+            answer = Some((node.node, members));
             break;
         }
     }
@@ -495,15 +489,15 @@ pub async fn swarm_remove(home: &ClientHome, key: &str) -> Result<RemovalReport,
     let mut told = 0;
     let mut failures = Vec::new();
     for node in swarm.nodes() {
-        if node.id == member {
+        if node.node == member {
             continue;
         }
-        match swarm.peer(node.id).await {
+        match swarm.peer(node.node).await {
             Ok(peer) => match peer.remove(removal.clone()).await {
                 Ok(()) => told += 1,
-                Err(e) => failures.push(format!("{} did not take it: {e}", node.id.to_human())),
+                Err(e) => failures.push(format!("{} did not take it: {e}", node.node.to_human())),
             },
-            Err(e) => failures.push(format!("{} unreachable: {e}", node.id.to_human())),
+            Err(e) => failures.push(format!("{} unreachable: {e}", node.node.to_human())),
         }
     }
     swarm.close().await;

@@ -11,6 +11,7 @@ use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey};
 use serde::{Deserialize, Serialize};
 
 use super::segment::Coding;
+use cairn_proto::NodeAddr;
 use cairn_proto::ids::{NodeId, ShardId};
 
 /// One shard of a segment and the node that holds it.
@@ -78,27 +79,6 @@ pub struct Manifest {
     pub content: BlobRef,
     /// Unix permission bits, for restoring.
     pub mode: u32,
-}
-
-/// A node the owner uses, with how to reach it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NodeEntry {
-    /// Its id.
-    pub id: NodeId,
-    /// `host:port`.
-    pub addr: String,
-    /// Its failure domain, if known.
-    pub site: Option<String>,
-}
-
-impl From<NodeEntry> for cairn_proto::NodeAddr {
-    fn from(entry: NodeEntry) -> Self {
-        Self {
-            node: entry.id,
-            addr: entry.addr,
-            site: entry.site,
-        }
-    }
 }
 
 /// Every path the owner stored, with all its versions. (How to reach the
@@ -226,7 +206,7 @@ pub struct RootPointer {
     pub time: u64,
     /// How to reach the owner's nodes, so that a client that found this
     /// record through one node can fetch the catalog from all of them.
-    pub nodes: Vec<NodeEntry>,
+    pub nodes: Vec<NodeAddr>,
 }
 
 const ROOT_AAD: &[u8] = b"cairn/1 root payload";

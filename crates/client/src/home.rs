@@ -15,10 +15,11 @@ use cairn_proto::ids::NodeId;
 use cairn_proto::membership::MemberCert;
 
 use crate::ClientError;
-use crate::catalog::{BlobRef, Catalog, NodeEntry};
+use crate::catalog::{BlobRef, Catalog};
 use crate::keys::OwnerSecret;
 use crate::segment::Coding;
 use crate::swarm::Swarm;
+use cairn_proto::NodeAddr;
 
 /// The client's settings, `client.toml`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,22 +38,9 @@ pub struct ClientConfig {
     /// The node that stewards this owner's data (audits, repairs, renews).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub steward: Option<String>,
-    /// The nodes, as the owner typed them.
+    /// The nodes.
     #[serde(default, rename = "node")]
-    pub nodes: Vec<NodeSetting>,
-}
-
-/// A node in `client.toml`: its id as people write it (`cn…` or hex).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NodeSetting {
-    /// The node id.
-    pub id: String,
-    /// HOST:PORT.
-    pub addr: String,
-    /// Its site, if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub site: Option<String>,
+    pub nodes: Vec<NodeAddr>,
 }
 
 fn default_timeout() -> u64 {
@@ -74,45 +62,24 @@ impl Default for ClientConfig {
 }
 
 impl ClientConfig {
-    /// The nodes as entries the swarm dials.
-    pub fn node_entries(&self) -> Result<Vec<NodeEntry>, ClientError> {
-        self.nodes
-            .iter()
-            .map(|n| {
-                Ok(NodeEntry {
-                    id: parse_node(&n.id, "client.toml: node id")?,
-                    addr: n.addr.clone(),
-                    site: n.site.clone(),
-                })
-            })
-            .collect()
-    }
-
     /// Whether `node` is listed.
     pub fn knows(&self, node: NodeId) -> bool {
-        self.nodes
-            .iter()
-            .any(|n| NodeId::from_human(&n.id).is_ok_and(|id| id == node))
+        self.nodes.iter().any(|n| n.node == node)
     }
 
     /// Adds `entry` unless a node with its id is listed; whether it did.
-    pub fn add_node(&mut self, entry: &NodeEntry) -> bool {
-        let known = self.knows(entry.id);
+    pub fn add_node(&mut self, entry: &NodeAddr) -> bool {
+        let known = self.knows(entry.node);
         if !known {
-            self.nodes.push(NodeSetting {
-                id: entry.id.to_human(),
-                addr: entry.addr.clone(),
-                site: entry.site.clone(),
-            });
+            self.nodes.push(entry.clone());
         }
         !known
     }
 
     /// Lists `entry`, replacing a node of the same id.
-    pub fn replace_node(&mut self, entry: &NodeEntry) {
-        self.nodes
-            .retain(|n| !NodeId::from_human(&n.id).is_ok_and(|id| id == entry.id));
-        self.add_node(entry);
+    pub fn replace_node(&mut self, entry: &NodeAddr) {
+        self.nodes.retain(|n| n.node != entry.node);
+        self.nodes.push(entry.clone());
     }
 
     /// The steward's id, if one is set.
@@ -260,15 +227,12 @@ impl ClientHome {
     /// A swarm handle from the settings, without the catalog (the
     /// commands about nodes need no more); `extra` is a node not (yet)
     /// listed. Close it when done.
-    pub fn swarm(
-        &self,
-        extra: Option<NodeEntry>,
-    ) -> Result<(Arc<Swarm>, OwnerSecret), ClientError> {
+    pub fn swarm(&self, extra: Option<NodeAddr>) -> Result<(Arc<Swarm>, OwnerSecret), ClientError> {
         let secret = self.secret()?;
         let config = self.config()?;
-        let mut nodes = config.node_entries()?;
+        let mut nodes = config.nodes.clone();
         if let Some(extra) = extra {
-            nodes.retain(|n| n.id != extra.id);
+            nodes.retain(|n| n.node != extra.node);
             nodes.push(extra);
         }
         if nodes.is_empty() {
@@ -311,5 +275,36 @@ impl ClientHome {
         std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o700))
             .map_err(io("protect", &self.dir))?;
         cairn_host::durable::replace_file(path, bytes, 0o600).map_err(io("write", path))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_toml_keeps_nodes_in_the_form_people_type_and_reads_the_old_one() {
+        let node = NodeId([0x5a; 32]);
+        // As `cairn` wrote it before nodes had one shape: `id`, cn form.
+        let old = format!(
+            "k = 4\nm = 2\n\n[[node]]\nid = \"{}\"\naddr = \"192.0.2.7:7447\"\nsite = \"home\"\n\n[[node]]\nid = \"{}\"\naddr = \"192.0.2.9:7447\"\n",
+            node.to_human(),
+            node.to_hex()
+        );
+        let config: ClientConfig = toml::from_str(&old).unwrap();
+        assert_eq!(config.nodes.len(), 2);
+        assert_eq!(config.nodes[0].node, node);
+        assert_eq!(config.nodes[0].site.as_deref(), Some("home"));
+        assert_eq!(config.nodes[1].node, node);
+        assert_eq!(config.nodes[1].site, None);
+        let written = toml::to_string(&config).unwrap();
+        assert!(
+            written.contains(&format!("node = \"{}\"", node.to_human())),
+            "{written}"
+        );
+        assert!(!written.contains("site = \"\""), "{written}");
+        assert_eq!(toml::from_str::<ClientConfig>(&written).unwrap(), config);
+        let bad = old.replace(&node.to_hex(), "nonsense");
+        assert!(toml::from_str::<ClientConfig>(&bad).is_err());
     }
 }

@@ -15,15 +15,14 @@
 //! this against a local swarm):
 //!
 //! ```no_run
-//! use cairn_client::catalog::NodeEntry;
 //! use cairn_client::{ClientError, ClientHome, NoProgress, Selector, Session, account};
-//! use cairn_proto::ids::NodeId;
+//! use cairn_proto::{NodeAddr, NodeId};
 //!
 //! async fn store_and_read(node: NodeId) -> Result<Vec<u8>, ClientError> {
 //!     let home = ClientHome::at("/tmp/my-app/cairn");
 //!     let identity = account::init(&home, false)?; // once; keep identity.phrase
 //!     // The node must admit identity.client_key (its allow list, a claim or a swarm).
-//!     let entry = NodeEntry { id: node, addr: "127.0.0.1:7420".into(), site: None };
+//!     let entry = NodeAddr { id: node, addr: "127.0.0.1:7420".into(), site: None };
 //!     account::add_node(&home, &entry, true)?;
 //!
 //!     let mut session = Session::open(home).await?;

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use super::catalog::{BlobRef, NodeEntry, RootPointer, SegmentRef, ShardRef};
+use super::catalog::{BlobRef, RootPointer, SegmentRef, ShardRef};
 use super::chunk::{ChunkSizes, chunks};
 use super::keys::OwnerKeys;
 use super::placement::{self, Candidate};
@@ -115,7 +115,7 @@ pub struct TransferStats {
 pub struct Swarm {
     pool: Pool,
     keys: OwnerKeys,
-    nodes: Mutex<Vec<NodeEntry>>,
+    nodes: Mutex<Vec<NodeAddr>>,
     /// Erasure coding of new data.
     pub coding: Coding,
 }
@@ -128,7 +128,7 @@ impl Swarm {
     pub fn new(
         keys: OwnerKeys,
         client_key: [u8; 32],
-        nodes: Vec<NodeEntry>,
+        nodes: Vec<NodeAddr>,
         coding: Coding,
         timeout: Duration,
         member: Option<MemberCert>,
@@ -153,15 +153,15 @@ impl Swarm {
     }
 
     /// The nodes this client knows.
-    pub fn nodes(&self) -> Vec<NodeEntry> {
+    pub fn nodes(&self) -> Vec<NodeAddr> {
         cairn_host::lock(&self.nodes).clone()
     }
 
     /// Adds nodes this client did not know (from a root record, say).
-    pub fn learn_nodes(&self, more: &[NodeEntry]) {
+    pub fn learn_nodes(&self, more: &[NodeAddr]) {
         let mut nodes = cairn_host::lock(&self.nodes);
         for node in more {
-            if !nodes.iter().any(|n| n.id == node.id) {
+            if !nodes.iter().any(|n| n.node == node.node) {
                 nodes.push(node.clone());
             }
         }
@@ -174,7 +174,7 @@ impl Swarm {
         let entry = self
             .nodes()
             .into_iter()
-            .find(|n| n.id == node)
+            .find(|n| n.node == node)
             .ok_or_else(|| NetError::Refused(format!("node {} is not known", node.to_human())))?;
         self.pool.peer(node, &entry.addr).await
     }
@@ -197,7 +197,7 @@ impl Swarm {
         for entry in self.nodes() {
             let this = Arc::clone(self);
             asks.spawn(async move {
-                let peer = this.peer(entry.id).await.ok()?;
+                let peer = this.peer(entry.node).await.ok()?;
                 let stat = peer.stat().await.ok()?;
                 // A draining node refuses new shards: never plan on it.
                 if stat.ownership.draining {
@@ -205,7 +205,7 @@ impl Swarm {
                 }
                 let free = stat.disks.iter().map(|d| d.free).sum();
                 Some(Candidate {
-                    node: entry.id,
+                    node: entry.node,
                     site: entry.site.clone(),
                     free,
                 })
@@ -599,7 +599,7 @@ impl Swarm {
         let payload = super::catalog::seal_root(&self.keys.manifest, &pointer, nonce);
         let record = RootRecord::sign(&self.keys.signing, seq, payload);
         let mut puts = JoinSet::new();
-        for node in self.nodes().iter().map(|n| n.id) {
+        for node in self.nodes().iter().map(|n| n.node) {
             let (this, record) = (Arc::clone(self), record.clone());
             puts.spawn(async move { this.peer(node).await?.put_root(record).await });
         }
@@ -625,7 +625,7 @@ impl Swarm {
         // is done goes on and records that node as down for the rest of the run.
         let nodes = self.nodes();
         let (tx, mut rx) = mpsc::channel(nodes.len().max(1));
-        for node in nodes.iter().map(|n| n.id) {
+        for node in nodes.iter().map(|n| n.node) {
             let (this, tx) = (Arc::clone(self), tx.clone());
             tokio::spawn(async move {
                 let answer = match this.peer(node).await {
@@ -698,7 +698,7 @@ impl Swarm {
     /// audits, repairs and renews them; returns how many segments it tracks
     /// for this owner.
     pub async fn track(&self, steward: NodeId, blobs: &[&BlobRef]) -> Result<u64, SwarmError> {
-        let nodes: Vec<NodeAddr> = self.nodes().into_iter().map(NodeAddr::from).collect();
+        let nodes: Vec<NodeAddr> = self.nodes().into_iter().collect();
         let lease_until = unix_now() + LEASE.as_secs();
         let mut segments = Vec::new();
         for blob in blobs {

@@ -63,15 +63,7 @@ struct State {
     removals: Vec<String>,
     /// Members to gossip with first, as given at the join.
     #[serde(default)]
-    seeds: Vec<Seed>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct Seed {
-    node: String,
-    addr: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    site: Option<String>,
+    seeds: Vec<NodeAddr>,
 }
 
 /// The node's membership, shared by the server and the steward.
@@ -158,18 +150,7 @@ impl Membership {
 
     /// Members to gossip with first.
     pub fn seeds(&self) -> Vec<NodeAddr> {
-        self.lock()
-            .1
-            .seeds
-            .iter()
-            .filter_map(|s| {
-                Some(NodeAddr {
-                    node: NodeId::from_hex(&s.node).ok()?,
-                    addr: s.addr.clone(),
-                    site: s.site.clone(),
-                })
-            })
-            .collect()
+        self.lock().1.seeds.clone()
     }
 
     /// Joins (or renews membership in) the certificate's swarm; `seeds` are
@@ -194,14 +175,7 @@ impl Membership {
         let mut next = guard.1.clone();
         next.cert = Some(cert.to_ticket());
         if !seeds.is_empty() {
-            next.seeds = seeds
-                .iter()
-                .map(|s| Seed {
-                    node: s.node.to_hex(),
-                    addr: s.addr.clone(),
-                    site: s.site.clone(),
-                })
-                .collect();
+            next.seeds = seeds.to_vec();
         }
         self.save(&next)?;
         *guard = (Some(cert), next);

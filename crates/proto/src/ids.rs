@@ -20,9 +20,7 @@ pub struct ParseIdError {
 macro_rules! hex_id {
     ($(#[$doc:meta])* $name:ident, $len:expr, $kind:expr) => {
         $(#[$doc])*
-        #[derive(
-            Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-        )]
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
         pub struct $name(pub [u8; $len]);
 
         impl $name {
@@ -79,6 +77,37 @@ macro_rules! hex_id {
     };
 }
 
+/// Ids are bytes on the wire and in binary files (postcard: the same
+/// encoding as a bare byte array), and text in files people read (TOML,
+/// JSON): a node id in its `cn…` form, every other id in hex. Reading
+/// text accepts what [`NodeId::from_human`] or `from_hex` accepts.
+macro_rules! id_serde {
+    ($name:ident, $len:expr, $to_text:ident, $from_text:ident) => {
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                if serializer.is_human_readable() {
+                    serializer.serialize_str(&self.$to_text())
+                } else {
+                    serializer.serialize_newtype_struct(stringify!($name), &self.0)
+                }
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                if deserializer.is_human_readable() {
+                    let text = String::deserialize(deserializer)?;
+                    Self::$from_text(&text).map_err(serde::de::Error::custom)
+                } else {
+                    #[derive(serde::Deserialize)]
+                    struct Bytes([u8; $len]);
+                    Bytes::deserialize(deserializer).map(|bytes| Self(bytes.0))
+                }
+            }
+        }
+    };
+}
+
 hex_id!(
     /// A shard's id: the BLAKE3 hash of its bytes, so anyone can check a shard
     /// against its id and nothing else.
@@ -105,6 +134,11 @@ hex_id!(
     16,
     "disk id"
 );
+
+id_serde!(ShardId, 32, to_hex, from_hex);
+id_serde!(NodeId, 32, to_human, from_human);
+id_serde!(OwnerId, 32, to_hex, from_hex);
+id_serde!(DiskId, 16, to_hex, from_hex);
 
 impl ShardId {
     /// The id of these bytes.
@@ -166,6 +200,35 @@ impl NodeId {
             });
         }
         Self::from_hex(text)
+    }
+}
+
+#[cfg(test)]
+mod serde_tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_bytes_on_the_wire_and_text_for_people() {
+        let node = NodeId([0x5a; 32]);
+        let shard = ShardId([7; 32]);
+        // postcard: exactly the bare arrays, as before ids were typed.
+        assert_eq!(
+            postcard::to_stdvec(&node).unwrap(),
+            postcard::to_stdvec(&node.0).unwrap()
+        );
+        assert_eq!(postcard::from_bytes::<ShardId>(&[7; 32]).unwrap(), shard);
+        // JSON (and TOML): the forms people read and type.
+        assert_eq!(
+            serde_json::to_string(&node).unwrap(),
+            format!("\"{}\"", node.to_human())
+        );
+        assert_eq!(
+            serde_json::to_string(&shard).unwrap(),
+            format!("\"{}\"", shard.to_hex())
+        );
+        let read: NodeId = serde_json::from_str(&format!("\"{}\"", node.to_hex())).unwrap();
+        assert_eq!(read, node);
+        assert!(serde_json::from_str::<OwnerId>("\"not hex\"").is_err());
     }
 }
 

@@ -161,10 +161,12 @@ pub const MAX_TRACK: usize = 64;
 /// Most shards in one `Locate`.
 pub const MAX_LOCATE: usize = 1024;
 
-/// A node and how to reach it.
+/// A node and where to reach it: the one shape for it everywhere (on the
+/// wire, in the owner's root record, in `client.toml` and `swarm.toml`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeAddr {
-    /// Its id.
+    /// Its id. (`id` in `client.toml` files written before this shape.)
+    #[serde(alias = "id")]
     pub node: NodeId,
     /// HOST:PORT.
     pub addr: String,

@@ -15,11 +15,11 @@ use clap::Parser;
 use serde::Serialize;
 
 use cairn_client::account::{self, NodeReport};
-use cairn_client::catalog::NodeEntry;
 use cairn_client::home::parse_node;
 use cairn_client::session::{FileHealth, GetReport, TransferReport};
 use cairn_client::{ClientHome, Progress, Selector, Session};
 use cairn_node::net::discovery::LanDiscovery;
+use cairn_proto::NodeAddr;
 
 use cli::{Cli, Command, SwarmCommand};
 
@@ -80,8 +80,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     let (id, addr) = spec
                         .split_once('@')
                         .with_context(|| format!("--node {spec}: give ID@HOST:PORT"))?;
-                    Ok(NodeEntry {
-                        id: parse_node(id, &format!("--node {spec}"))?,
+                    Ok(NodeAddr {
+                        node: parse_node(id, &format!("--node {spec}"))?,
                         addr: addr.to_owned(),
                         site: None,
                     })
@@ -110,8 +110,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             site,
             steward,
         } => {
-            let id = parse_node(&id, &format!("node id {id}"))?;
-            account::add_node(&home, &NodeEntry { id, addr, site }, steward)?;
+            let node = parse_node(&id, &format!("node id {id}"))?;
+            account::add_node(&home, &NodeAddr { node, addr, site }, steward)?;
         }
         Command::Discover {
             seconds,
@@ -125,11 +125,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Claim { id, addr, site } => {
             let node = parse_node(&id, &format!("node id {id}"))?;
-            let entry = NodeEntry {
-                id: node,
-                addr,
-                site,
-            };
+            let entry = NodeAddr { node, addr, site };
             let mut report = account::claim(&home, &entry).await?;
             report.claimed = id;
             out.show(&report, |r| {
@@ -378,8 +374,8 @@ async fn discover(
         .or_else(|| home.secret().ok().map(|s| s.keys().owner_id()));
     let mut added = 0;
     for heard in &found {
-        let entry = NodeEntry {
-            id: heard.node,
+        let entry = NodeAddr {
+            node: heard.node,
             addr: heard.addr.clone(),
             site: heard.site.clone(),
         };
