@@ -203,7 +203,7 @@ impl Swarm {
                 if stat.ownership.draining {
                     return None;
                 }
-                let free = stat.disks.iter().map(|d| d.free).sum();
+                let free = stat.free();
                 Some(Candidate {
                     node: entry.node,
                     site: entry.site.clone(),

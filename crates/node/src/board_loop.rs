@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use cairn_board::board::Board;
 use cairn_board::health::{HealthInputs, HealthMonitor, HealthPolicy};
 use cairn_board::panel::{FrontPanel, PanelAction, PanelTiming};
-use cairn_store::{DiskState, ScrubHandle, ShardStore};
+use cairn_store::{DiskState, DiskStats, ScrubHandle, ShardStore};
 use tracing::{info, warn};
 
 use crate::net::steward::StewardService;
@@ -153,7 +153,7 @@ impl BoardLoop {
                 .iter()
                 .filter(|d| matches!(d.state, DiskState::Failed(_)))
                 .count(),
-            free_bytes: online.clone().map(|d| d.free).sum(),
+            free_bytes: DiskStats::free_of(&disks),
             capacity_bytes: online.map(|d| d.capacity).sum(),
             temperature_mc: readings.temperature_mc,
             undervoltage: readings.power.is_some_and(|p| p.undervoltage),

@@ -2,7 +2,7 @@
 //! the status line systemd shows.
 
 use cairn_proto::gossip::Advert;
-use cairn_store::{DiskState, ShardStore};
+use cairn_store::{DiskState, DiskStats, ShardStore};
 
 use crate::daemon_config::DaemonConfig;
 use crate::net::Server;
@@ -14,7 +14,7 @@ pub fn advert(config: &DaemonConfig, store: &ShardStore, control: &NodeControl) 
     Advert {
         site: config.swarm.site.clone(),
         capacity: disks.iter().map(|d| d.capacity).sum(),
-        free: disks.iter().map(|d| d.free).sum(),
+        free: DiskStats::free_of(&disks),
         software: cairn_net::software(),
         draining: control.ownership().draining,
     }
@@ -28,7 +28,7 @@ pub fn status_line(store: &ShardStore, server: &Server, control: &NodeControl) -
         .filter(|d| d.state == DiskState::Online)
         .count();
     let shards: u64 = disks.iter().map(|d| d.shards).sum();
-    let free: u64 = disks.iter().map(|d| d.free).sum();
+    let free = DiskStats::free_of(&disks);
     let ownership = control.ownership();
     format!(
         "{}{}, {shards} shards, {} free, {online}/{} disks online, {} peers",

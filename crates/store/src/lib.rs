@@ -126,6 +126,14 @@ pub struct DiskStats {
     pub quarantined: u64,
 }
 
+impl DiskStats {
+    /// Bytes new shards may still take on these disks (a disk out of
+    /// service counts none).
+    pub fn free_of(disks: &[DiskStats]) -> u64 {
+        disks.iter().map(|d| d.free).sum()
+    }
+}
+
 /// What a put did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PutOutcome {

@@ -605,7 +605,7 @@ async fn place_new(
             (!stat.ownership.draining).then(|| Candidate {
                 node,
                 site,
-                free: stat.disks.iter().map(|d| d.free).sum(),
+                free: stat.free(),
             })
         });
     }
