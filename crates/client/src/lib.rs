@@ -22,7 +22,7 @@
 //!     let home = ClientHome::at("/tmp/my-app/cairn");
 //!     let identity = account::init(&home, false)?; // once; keep identity.phrase
 //!     // The node must admit identity.client_key (its allow list, a claim or a swarm).
-//!     let entry = NodeAddr { id: node, addr: "127.0.0.1:7420".into(), site: None };
+//!     let entry = NodeAddr { node, addr: "127.0.0.1:7420".into(), site: None };
 //!     account::add_node(&home, &entry, true)?;
 //!
 //!     let mut session = Session::open(home).await?;
