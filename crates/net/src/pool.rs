@@ -46,6 +46,8 @@ pub struct Pool {
     cert: CertSource,
     config: PoolConfig,
     slots: Mutex<HashMap<NodeId, Slot>>,
+    /// Dials started, for tests and metrics.
+    dials: std::sync::atomic::AtomicU64,
     /// One dial per node at a time: others asking for it wait for that one.
     dialling: Mutex<HashMap<NodeId, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -72,6 +74,7 @@ impl Pool {
             cert,
             config,
             slots: Mutex::new(HashMap::new()),
+            dials: std::sync::atomic::AtomicU64::new(0),
             dialling: Mutex::new(HashMap::new()),
         }
     }
@@ -88,10 +91,22 @@ impl Pool {
         if let Some(known) = self.known(node) {
             return known;
         }
+        let asked = Instant::now();
         let gate = Arc::clone(cairn_host::lock(&self.dialling).entry(node).or_default());
         let _gate = gate.lock().await;
         if let Some(known) = self.known(node) {
             return known;
+        }
+        // A dial that failed while this ask waited for it answers this ask
+        // too: a burst of asks for a dead node costs one timeout, not one
+        // each, whatever `down_for` says about later asks.
+        if self
+            .slots()
+            .get(&node)
+            .and_then(|slot| slot.down_since)
+            .is_some_and(|since| since >= asked)
+        {
+            return Err(NetError::Refused("the node did not answer just now".into()));
         }
         let result = self.dial(node, addr).await;
         let mut slots = self.slots();
@@ -130,6 +145,11 @@ impl Pool {
             self.mark_down(node);
         }
         answer
+    }
+
+    /// How many dials the pool has started.
+    pub fn dials(&self) -> u64 {
+        self.dials.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Drops the kept connection to `node`, and counts it as down from now.
@@ -173,6 +193,8 @@ impl Pool {
     }
 
     async fn dial(&self, node: NodeId, addr: &str) -> Result<Arc<Peer>, NetError> {
+        self.dials
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let socket: SocketAddr = tokio::net::lookup_host(addr)
             .await
             .ok()
@@ -206,5 +228,45 @@ impl Pool {
 
     fn slots(&self) -> MutexGuard<'_, HashMap<NodeId, Slot>> {
         cairn_host::lock(&self.slots)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A burst of asks for a node that does not answer (a stopped box: QUIC
+    /// hears nothing back) costs one dial: the asks queued behind it get
+    /// its failure instead of a timeout each, even when failed nodes may
+    /// be dialled again at once (`down_for` zero, as the node's pool has).
+    #[tokio::test]
+    async fn asks_waiting_on_a_failed_dial_share_its_failure() {
+        let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = silent.local_addr().unwrap().to_string();
+        let endpoint = Peer::client_endpoint("127.0.0.1:0".parse().unwrap()).unwrap();
+        let pool = Arc::new(Pool::new(
+            endpoint,
+            Identity::generate().unwrap(),
+            Box::new(|| None),
+            PoolConfig {
+                timeout: Duration::from_millis(300),
+                down_for: Duration::ZERO,
+            },
+        ));
+        let node = NodeId([9; 32]);
+        let asks: Vec<_> = (0..4)
+            .map(|_| {
+                let (pool, addr) = (Arc::clone(&pool), addr.clone());
+                tokio::spawn(async move { pool.peer(node, &addr).await.is_err() })
+            })
+            .collect();
+        for ask in asks {
+            assert!(ask.await.unwrap(), "a silent node cannot be connected");
+        }
+        assert_eq!(pool.dials(), 1);
+        // A later ask dials again (down_for is zero).
+        assert!(pool.peer(node, &addr).await.is_err());
+        assert_eq!(pool.dials(), 2);
+        assert!(pool.latency(node).0, "counted as down");
     }
 }

@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 
+use cairn_proto::NodeAddr;
 use cairn_proto::ids::{NodeId, OwnerId};
 
 /// The DNS-SD service type Cairn boxes announce.
@@ -21,14 +22,11 @@ const KEY_VERSION: &str = "v";
 /// A box as its mDNS record describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LanNode {
-    /// Its node id (to be proved by the handshake).
-    pub node: NodeId,
-    /// HOST:PORT to reach it at.
-    pub addr: String,
+    /// The node (its id to be proved by the handshake), where it answers
+    /// and its site.
+    pub at: NodeAddr,
     /// The swarm it says it is in.
     pub swarm: Option<OwnerId>,
-    /// Its site label.
-    pub site: Option<String>,
     /// Its software version.
     pub software: String,
 }
@@ -55,19 +53,19 @@ pub enum DiscoveryError {
 impl LanNode {
     /// The instance name in the record: short, and unique per node.
     pub fn instance_name(&self) -> String {
-        format!("cairn-{}", &self.node.to_hex()[..16])
+        format!("cairn-{}", &self.at.node.to_hex()[..16])
     }
 
     /// The TXT properties of this box's record.
     pub fn txt(&self) -> HashMap<String, String> {
         let mut txt = HashMap::from([
-            (KEY_ID.to_owned(), self.node.to_hex()),
+            (KEY_ID.to_owned(), self.at.node.to_hex()),
             (KEY_VERSION.to_owned(), self.software.clone()),
         ]);
         if let Some(swarm) = &self.swarm {
             txt.insert(KEY_SWARM.to_owned(), swarm.to_hex());
         }
-        if let Some(site) = &self.site {
+        if let Some(site) = &self.at.site {
             txt.insert(KEY_SITE.to_owned(), site.clone());
         }
         txt
@@ -105,12 +103,14 @@ impl LanNode {
             .min_by_key(|ip| (rank(ip), **ip))
             .ok_or(DiscoveryError::NoAddress)?;
         Ok(Self {
-            node,
-            addr: SocketAddr::new(*ip, port).to_string(),
+            at: NodeAddr {
+                node,
+                addr: SocketAddr::new(*ip, port).to_string(),
+                site: property(KEY_SITE)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned),
+            },
             swarm,
-            site: property(KEY_SITE)
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned),
             software: property(KEY_VERSION).unwrap_or_default().to_owned(),
         })
     }
@@ -146,10 +146,12 @@ mod tests {
 
     fn node() -> LanNode {
         LanNode {
-            node: NodeId([7; 32]),
-            addr: "192.168.1.20:7420".into(),
+            at: NodeAddr {
+                node: NodeId([7; 32]),
+                addr: "192.168.1.20:7420".into(),
+                site: Some("attic".into()),
+            },
             swarm: Some(OwnerId([9; 32])),
-            site: Some("attic".into()),
             software: "0.1.0".into(),
         }
     }
@@ -170,11 +172,11 @@ mod tests {
 
     #[test]
     fn a_box_outside_any_swarm_says_so() {
-        let me = LanNode {
+        let mut me = LanNode {
             swarm: None,
-            site: None,
             ..node()
         };
+        me.at.site = None;
         let txt = me.txt();
         assert!(!txt.contains_key("swarm"));
         let back = LanNode::from_record(
@@ -183,7 +185,7 @@ mod tests {
             1,
         )
         .unwrap();
-        assert_eq!((back.swarm, back.site), (None, None));
+        assert_eq!((back.swarm, back.at.site), (None, None));
     }
 
     #[test]
@@ -192,7 +194,7 @@ mod tests {
         let property = |k: &str| txt.get(k).map(String::as_str);
         let pick = |addrs: &[&str]| {
             let ips: Vec<IpAddr> = addrs.iter().map(|a| a.parse().unwrap()).collect();
-            LanNode::from_record(property, &ips, 7420).map(|n| n.addr)
+            LanNode::from_record(property, &ips, 7420).map(|n| n.at.addr)
         };
         assert_eq!(
             pick(&["2001:db8::5", "10.1.2.3", "169.254.0.9"]).unwrap(),

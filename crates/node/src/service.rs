@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use cairn_proto::NodeAddr;
 use cairn_proto::gossip::GossipMember;
 use cairn_store::ShardStore;
 use tokio::task::JoinHandle;
@@ -134,12 +135,14 @@ impl RunningNode {
             match LanDiscovery::start(&config.swarm.mdns_interfaces) {
                 Ok(discovery) => {
                     let me = LanNode {
-                        node: gossip_identity_id,
-                        addr: config
-                            .advertised_address()
-                            .unwrap_or_else(|| addr.to_string()),
+                        at: NodeAddr {
+                            node: gossip_identity_id,
+                            addr: config
+                                .advertised_address()
+                                .unwrap_or_else(|| addr.to_string()),
+                            site: config.swarm.site.clone(),
+                        },
                         swarm: None,
-                        site: config.swarm.site.clone(),
                         software: cairn_net::software(),
                     };
                     Some(tokio::spawn(discovery::serve(

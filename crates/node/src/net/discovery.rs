@@ -16,7 +16,6 @@ use super::gossip::GossipService;
 use crate::daemon_config::DaemonConfig;
 use crate::discovery::{DiscoveryError, LanNode, SERVICE_TYPE};
 use crate::membership::Membership;
-use cairn_proto::NodeAddr;
 use cairn_proto::ids::{NodeId, OwnerId};
 
 /// How often the daemon checks whether its record must change (it joined
@@ -59,7 +58,11 @@ impl LanDiscovery {
     /// is used when it is an IP address; otherwise the interfaces' own
     /// addresses are.
     pub fn announce(&self, me: &LanNode) -> Result<(), DiscoveryError> {
-        let (host, port) = me.addr.rsplit_once(':').ok_or(DiscoveryError::NoAddress)?;
+        let (host, port) = me
+            .at
+            .addr
+            .rsplit_once(':')
+            .ok_or(DiscoveryError::NoAddress)?;
         let port: u16 = port.parse().map_err(|_| DiscoveryError::NoAddress)?;
         let ip = host
             .trim_start_matches('[')
@@ -97,7 +100,7 @@ impl LanDiscovery {
         let deadline = tokio::time::Instant::now() + window;
         while let Ok(Ok(event)) = tokio::time::timeout_at(deadline, events.recv_async()).await {
             if let Some(node) = read_event(event) {
-                found.insert(node.node, node);
+                found.insert(node.at.node, node);
             }
         }
         let _ = self.daemon.stop_browse(SERVICE_TYPE);
@@ -150,7 +153,7 @@ pub async fn serve(
             return;
         }
     };
-    info!(addr = %me.addr, "mDNS: announcing this node on the LAN and listening for others");
+    info!(addr = %me.at.addr, "mDNS: announcing this node on the LAN and listening for others");
     let mut recheck = tokio::time::interval(RECHECK);
     let mut heard: BTreeMap<NodeId, Option<OwnerId>> = BTreeMap::new();
     loop {
@@ -158,21 +161,17 @@ pub async fn serve(
             event = events.recv_async() => {
                 let Ok(event) = event else { break };
                 let Some(node) = read_event(event) else { continue };
-                if node.node == me.node {
+                if node.at.node == me.at.node {
                     continue;
                 }
                 if heard.len() >= MAX_HEARD {
                     heard.clear();
                 }
-                if heard.insert(node.node, node.swarm) != Some(node.swarm) {
-                    info!(node = %node.node.to_human(), addr = %node.addr, "mDNS: heard a box on the LAN");
+                if heard.insert(node.at.node, node.swarm) != Some(node.swarm) {
+                    info!(node = %node.at.node.to_human(), addr = %node.at.addr, "mDNS: heard a box on the LAN");
                 }
                 if me.swarm.is_some() && node.swarm == me.swarm {
-                    gossip.introduce(vec![NodeAddr {
-                        node: node.node,
-                        addr: node.addr,
-                        site: node.site,
-                    }]);
+                    gossip.introduce(vec![node.at]);
                 }
             }
             _ = recheck.tick() => {

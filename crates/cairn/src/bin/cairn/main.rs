@@ -374,14 +374,9 @@ async fn discover(
         .or_else(|| home.secret().ok().map(|s| s.keys().owner_id()));
     let mut added = 0;
     for heard in &found {
-        let entry = NodeAddr {
-            node: heard.node,
-            addr: heard.addr.clone(),
-            site: heard.site.clone(),
-        };
-        let mut known = config.knows(heard.node);
+        let mut known = config.knows(heard.at.node);
         if add && !known {
-            config.add_node(&entry);
+            config.add_node(&heard.at);
             added += 1;
         }
         let swarm = match heard.swarm {
@@ -391,17 +386,17 @@ async fn discover(
         };
         let line = format!(
             "{} {} {swarm}{}{}",
-            heard.node.to_human(),
-            heard.addr,
-            site(&heard.site),
+            heard.at.node.to_human(),
+            heard.at.addr,
+            site(&heard.at.site),
             if known { ", one of your nodes" } else { "" }
         );
         known |= add;
         let report = Heard {
-            id: heard.node.to_human(),
-            addr: heard.addr.clone(),
+            id: heard.at.node.to_human(),
+            addr: heard.at.addr.clone(),
             swarm: heard.swarm.map(|s| s.to_hex()),
-            site: heard.site.clone(),
+            site: heard.at.site.clone(),
             software: heard.software.clone(),
             known,
         };
