@@ -17,6 +17,7 @@ use super::chunk::{ChunkSizes, chunks};
 use super::keys::OwnerKeys;
 use super::placement::{self, Candidate};
 use super::segment::{self, Coding, TAG_LEN};
+use cairn_host::unix_now;
 use cairn_net::identity::Identity;
 use cairn_net::pool::PoolConfig;
 use cairn_net::{NetError, Peer, Pool};
@@ -119,8 +120,6 @@ pub struct Swarm {
     /// Erasure coding of new data.
     pub coding: Coding,
 }
-
-use cairn_host::unix_now;
 
 impl Swarm {
     /// A client for `nodes`, authenticating with a key derived from the

@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
+use cairn_host::lock;
 use cairn_proto::OwnershipInfo;
 use cairn_proto::ids::{NodeId, OwnerId};
 use cairn_proto::signed::{self, OwnerAuthError};
@@ -320,8 +321,6 @@ impl NodeControl {
         Ok(())
     }
 }
-
-use cairn_host::lock;
 
 #[cfg(test)]
 mod tests {

@@ -31,6 +31,7 @@ use std::sync::{Arc, Condvar, Mutex};
 
 use super::fs::DiskFs;
 use super::index::{Counters, Index, IndexOp, Intent, OpOutcome, ShardRecord, ShardState};
+use cairn_host::lock;
 use cairn_proto::ids::{DiskId, ShardId};
 
 /// File name of the index inside the cairn directory.
@@ -660,5 +661,3 @@ fn move_to_quarantine(fs: &dyn DiskFs, id: &ShardId) -> io::Result<()> {
         Err(e) => Err(e),
     }
 }
-
-use cairn_host::lock;

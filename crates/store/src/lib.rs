@@ -40,6 +40,8 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 
+use cairn_host::{lock, read, write};
+
 pub use config::StoreConfig;
 pub use disk::{Recovery, quarantine_path, shard_path};
 pub use error::{DiskProblem, StoreError};
@@ -1145,5 +1147,3 @@ impl Drop for ShardGuard<'_> {
         self.locks.released.notify_all();
     }
 }
-
-use cairn_host::{lock, read, write};

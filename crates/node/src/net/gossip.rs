@@ -23,6 +23,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
 use crate::membership::{JoinError, Membership};
+use cairn_host::lock;
 use cairn_net::pool::Pool;
 use cairn_proto::NodeAddr;
 use cairn_proto::gossip::{Advert, GossipMember, MemberState};
@@ -389,5 +390,3 @@ impl BroadcastHandler<GossipMember> for RemovalGossip {
         Ok((news || sender.is_none()).then_some(RemovedMember(removal.member)))
     }
 }
-
-use cairn_host::lock;

@@ -22,6 +22,7 @@ use crate::steward::{
 };
 use cairn_client::placement::{self, Candidate};
 use cairn_client::segment::{self, Coding};
+use cairn_host::{lock, unix_now};
 use cairn_net::NetError;
 use cairn_net::identity::Identity;
 use cairn_net::pool::Pool;
@@ -635,10 +636,6 @@ async fn place_new(
     Ok(new)
 }
 
-use cairn_host::unix_now;
-
-use cairn_host::lock;
-
 /// Holds a flag up while work runs, and lowers it however the work ends.
 struct Busy<'a>(&'a AtomicBool);
 
@@ -654,5 +651,33 @@ impl<'a> Busy<'a> {
 impl Drop for Busy<'_> {
     fn drop(&mut self) {
         self.0.store(false, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The LED shows "repairing" from this flag: it must be up for exactly
+    /// as long as a round has rebuilds or moves to do, however the round
+    /// ends (a failed repair returns early through `?` or panics).
+    #[test]
+    fn the_repairing_flag_is_up_only_while_there_is_work() {
+        let flag = AtomicBool::new(false);
+        {
+            let _idle = Busy::new(&flag, false);
+            assert!(!flag.load(Ordering::Relaxed));
+        }
+        {
+            let _busy = Busy::new(&flag, true);
+            assert!(flag.load(Ordering::Relaxed));
+        }
+        assert!(!flag.load(Ordering::Relaxed));
+        let unwound = std::panic::catch_unwind(|| {
+            let _busy = Busy::new(&flag, true);
+            panic!("a repair failed");
+        });
+        assert!(unwound.is_err());
+        assert!(!flag.load(Ordering::Relaxed));
     }
 }
