@@ -48,6 +48,9 @@ pub struct RecoverReport {
     pub files: usize,
     /// Nodes now in the settings.
     pub nodes: usize,
+    /// Notes from reading the catalog back (see [`Session::take_notes`]).
+    #[serde(skip)]
+    pub notes: Vec<String>,
 }
 
 /// One of the owner's nodes and how it answered, from [`nodes`].
@@ -210,6 +213,7 @@ pub async fn recover(
         owner: secret.keys().owner_id().to_hex(),
         files: session.catalog().present("").count(),
         nodes: config.nodes.len(),
+        notes: session.take_notes(),
     };
     session.close().await;
     Ok(report)

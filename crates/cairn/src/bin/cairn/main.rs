@@ -88,6 +88,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?;
             let report = account::recover(home, &phrase, &nodes).await?;
+            for note in &report.notes {
+                eprintln!("cairn: {note}");
+            }
             out.show(&report, |r| {
                 format!(
                     "recovered owner {}: {} files, {} nodes",
@@ -223,6 +226,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Ls { prefix } => {
             let session = Session::open(home).await?;
+            notes(&session);
             for entry in session.list(prefix.as_deref().unwrap_or("")) {
                 out.show(&entry, |e| {
                     format!(
@@ -238,6 +242,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Versions { path } => {
             let session = Session::open(home).await?;
+            notes(&session);
             let versions = session.versions(&path);
             session.close().await;
             for v in versions? {
