@@ -224,7 +224,7 @@ pub async fn recover(
 pub fn add_node(home: &ClientHome, entry: &NodeAddr, steward: bool) -> Result<(), ClientError> {
     let mut config = home.config()?;
     if steward {
-        config.steward = Some(entry.node.to_human());
+        config.steward = Some(entry.node);
     }
     config.replace_node(entry);
     home.save_config(&config)

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use cairn_proto::NodeAddr;
 use cairn_proto::ids::NodeId;
 use cairn_proto::membership::MemberCert;
 
@@ -19,7 +20,6 @@ use crate::catalog::{BlobRef, Catalog};
 use crate::keys::OwnerSecret;
 use crate::segment::Coding;
 use crate::swarm::Swarm;
-use cairn_proto::NodeAddr;
 
 /// The client's settings, `client.toml`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,7 +37,7 @@ pub struct ClientConfig {
     pub member: Option<String>,
     /// The node that stewards this owner's data (audits, repairs, renews).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub steward: Option<String>,
+    pub steward: Option<NodeId>,
     /// The nodes.
     #[serde(default, rename = "node")]
     pub nodes: Vec<NodeAddr>,
@@ -80,14 +80,6 @@ impl ClientConfig {
     pub fn replace_node(&mut self, entry: &NodeAddr) {
         self.nodes.retain(|n| n.node != entry.node);
         self.nodes.push(entry.clone());
-    }
-
-    /// The steward's id, if one is set.
-    pub fn steward(&self) -> Result<Option<NodeId>, ClientError> {
-        self.steward
-            .as_deref()
-            .map(|id| parse_node(id, "client.toml: steward"))
-            .transpose()
     }
 
     /// The swarm certificate, if the client is in a swarm.
@@ -287,11 +279,13 @@ mod tests {
         let node = NodeId([0x5a; 32]);
         // As `cairn` wrote it before nodes had one shape: `id`, cn form.
         let old = format!(
-            "k = 4\nm = 2\n\n[[node]]\nid = \"{}\"\naddr = \"192.0.2.7:7447\"\nsite = \"home\"\n\n[[node]]\nid = \"{}\"\naddr = \"192.0.2.9:7447\"\n",
+            "k = 4\nm = 2\nsteward = \"{}\"\n\n[[node]]\nid = \"{}\"\naddr = \"192.0.2.7:7447\"\nsite = \"home\"\n\n[[node]]\nid = \"{}\"\naddr = \"192.0.2.9:7447\"\n",
+            node.to_human(),
             node.to_human(),
             node.to_hex()
         );
         let config: ClientConfig = toml::from_str(&old).unwrap();
+        assert_eq!(config.steward, Some(node));
         assert_eq!(config.nodes.len(), 2);
         assert_eq!(config.nodes[0].node, node);
         assert_eq!(config.nodes[0].site.as_deref(), Some("home"));

@@ -211,7 +211,7 @@ impl Session {
     /// cache when the root names it).
     pub async fn open(home: ClientHome) -> Result<Self, ClientError> {
         let (swarm, secret) = home.swarm(None)?;
-        let steward = home.config()?.steward()?;
+        let steward = home.config()?.steward;
         let mut session = Self {
             home,
             swarm,

@@ -68,10 +68,7 @@ impl RunningNode {
     ) -> Result<Self, StartError> {
         let roots = Arc::new(RootStore::open(&config.state_dir)?);
         let identity = server_config.identity.clone();
-        let gossip_identity = identity.clone();
-        let gossip_identity_id = identity.id;
         let membership = Arc::new(Membership::open(&config.state_dir, identity.id)?);
-        let gossip_membership = Arc::clone(&membership);
         if let Some(swarm) = membership.swarm() {
             info!("member of swarm {}", swarm.to_hex());
         }
@@ -103,25 +100,18 @@ impl RunningNode {
         info!(%addr, "listening");
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let server = Arc::new(server);
+        // One pool for everything this node dials: the steward's holders and
+        // gossip's members are often the same nodes.
+        let pool =
+            Arc::new(membership.pool(server.endpoint().clone(), identity.clone(), request_timeout));
         let steward_task = steward.map(|steward| {
-            tokio::spawn(steward.run(
-                server.endpoint().clone(),
-                identity,
-                membership,
-                Arc::clone(&gossip),
-                stop_rx.clone(),
-            ))
+            tokio::spawn(steward.run(Arc::clone(&pool), Arc::clone(&gossip), stop_rx.clone()))
         });
         let gossip_task = match config.advertised_address() {
             Some(_) => {
-                if gossip_membership.swarm().is_some() {
-                    gossip.announce_to(gossip_membership.seeds());
+                if membership.swarm().is_some() {
+                    gossip.announce_to(membership.seeds());
                 }
-                let pool = Arc::new(gossip_membership.pool(
-                    server.endpoint().clone(),
-                    gossip_identity,
-                    request_timeout,
-                ));
                 Some(tokio::spawn(Arc::clone(&gossip).run(pool, stop_rx.clone())))
             }
             None => {
@@ -136,7 +126,7 @@ impl RunningNode {
                 Ok(discovery) => {
                     let me = LanNode {
                         at: NodeAddr {
-                            node: gossip_identity_id,
+                            node: identity.id,
                             addr: config
                                 .advertised_address()
                                 .unwrap_or_else(|| addr.to_string()),
@@ -148,7 +138,7 @@ impl RunningNode {
                     Some(tokio::spawn(discovery::serve(
                         discovery,
                         me,
-                        Arc::clone(&gossip_membership),
+                        Arc::clone(&membership),
                         Arc::clone(&gossip),
                         stop_rx.clone(),
                     )))

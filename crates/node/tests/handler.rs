@@ -75,7 +75,6 @@ impl Node {
                 policy: Default::default(),
                 tick: Duration::from_secs(60),
                 audits_per_tick: 1,
-                request_timeout: Duration::from_secs(1),
             };
             Arc::new(StewardService::open(&state, config).unwrap())
         });

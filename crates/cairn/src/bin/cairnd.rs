@@ -229,7 +229,6 @@ fn run(args: &Args) -> anyhow::Result<Outcome> {
                 },
                 tick: Duration::from_secs(config.steward.tick_s),
                 audits_per_tick: config.steward.audits_per_tick,
-                request_timeout: config.request_timeout(),
             },
         )?))
     } else {

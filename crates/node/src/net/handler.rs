@@ -7,7 +7,6 @@
 use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
 use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
@@ -110,60 +109,15 @@ pub struct Services {
 /// Answers requests: the services a request may touch, and the limits.
 pub struct Handler {
     pub(crate) config: ServerConfig,
-    store: Arc<ShardStore>,
-    roots: Arc<RootStore>,
-    control: Arc<NodeControl>,
-    steward: Option<Arc<StewardService>>,
-    membership: Arc<Membership>,
-    gossip: Arc<GossipService>,
-    pub(crate) peers: AtomicUsize,
+    services: Services,
     hello: Hello,
     /// Permits are KiB of body memory; a put holds its share until stored.
     body_budget: Semaphore,
 }
 
 impl Handler {
-    /// What the node knows of `peer`, showing `cert`, now; the decisions
-    /// are [`crate::admission`]'s.
-    pub fn standing(&self, peer: &NodeId, cert: Option<&MemberCert>) -> Standing {
-        Standing {
-            configured: self.config.allow.admits(peer),
-            owner_client: self.control.is_owner_client(peer),
-            member: self.membership.admits(peer, cert, unix_now()),
-            removed: self.membership.is_removed(peer),
-        }
-    }
-
-    /// Whether the handshake with `peer`, who says `hello`, goes on.
-    pub fn admit_handshake(&self, peer: &NodeId, hello: &Hello) -> Result<(), String> {
-        admission::at_handshake(
-            peer,
-            self.standing(peer, hello.member.as_ref()),
-            &hello.versions,
-            self.control.pairing_open(Instant::now()),
-        )
-    }
-
-    /// This node's hello, with its current membership certificate.
-    pub fn hello(&self) -> Hello {
-        Hello {
-            member: self.membership.own_cert(),
-            ..self.hello.clone()
-        }
-    }
-}
-
-impl Handler {
     /// A handler for `config` over `services`.
     pub fn new(config: ServerConfig, services: Services) -> Self {
-        let Services {
-            store,
-            roots,
-            control,
-            steward,
-            membership,
-            gossip,
-        } = services;
         let hello = Hello {
             versions: vec![PROTOCOL_VERSION],
             software: cairn_net::software(),
@@ -183,15 +137,38 @@ impl Handler {
         );
         Self {
             config,
-            store,
-            roots,
-            control,
-            steward,
-            membership,
-            gossip,
-            peers: AtomicUsize::new(0),
-            body_budget,
+            services,
             hello,
+            body_budget,
+        }
+    }
+
+    /// What the node knows of `peer`, showing `cert`, now; the decisions
+    /// are [`crate::admission`]'s.
+    pub fn standing(&self, peer: &NodeId, cert: Option<&MemberCert>) -> Standing {
+        Standing {
+            configured: self.config.allow.admits(peer),
+            owner_client: self.services.control.is_owner_client(peer),
+            member: self.services.membership.admits(peer, cert, unix_now()),
+            removed: self.services.membership.is_removed(peer),
+        }
+    }
+
+    /// Whether the handshake with `peer`, who says `hello`, goes on.
+    pub fn admit_handshake(&self, peer: &NodeId, hello: &Hello) -> Result<(), String> {
+        admission::at_handshake(
+            peer,
+            self.standing(peer, hello.member.as_ref()),
+            &hello.versions,
+            self.services.control.pairing_open(Instant::now()),
+        )
+    }
+
+    /// This node's hello, with its current membership certificate.
+    pub fn hello(&self) -> Hello {
+        Hello {
+            member: self.services.membership.own_cert(),
+            ..self.hello.clone()
         }
     }
 
@@ -245,7 +222,7 @@ async fn handle<B: Body>(
     request: Request,
     body: &mut B,
 ) -> Result<Answer, Refusal> {
-    let store = Arc::clone(&shared.store);
+    let store = Arc::clone(&shared.services.store);
     match request {
         Request::Stat => {
             let stats = blocking(move || store.disk_stats()).await?;
@@ -259,7 +236,7 @@ async fn handle<B: Body>(
                     shards: disk.shards,
                 })
                 .collect();
-            let health = shared.control.health();
+            let health = shared.services.control.health();
             Ok((
                 Response::Stat(StatInfo {
                     software: cairn_net::software(),
@@ -268,7 +245,7 @@ async fn handle<B: Body>(
                     state: health.state.into(),
                     reasons: health.reasons,
                     temperature_mc: health.temperature_mc,
-                    ownership: shared.control.ownership().info(),
+                    ownership: shared.services.control.ownership().info(),
                 }),
                 Vec::new(),
             ))
@@ -279,7 +256,7 @@ async fn handle<B: Body>(
             owner,
             lease_expires,
         } => {
-            if shared.control.ownership().draining {
+            if shared.services.control.ownership().draining {
                 return Err(Refusal {
                     code: ErrorCode::Draining,
                     message: "this node is draining (its owner is taking it out of the swarm); store the shard on another node".into(),
@@ -372,14 +349,14 @@ async fn handle<B: Body>(
             Ok((Response::Deleted { found }, Vec::new()))
         }
         Request::PutRoot(record) => {
-            let roots = Arc::clone(&shared.roots);
+            let roots = Arc::clone(&shared.services.roots);
             blocking(move || roots.put(&record))
                 .await?
                 .map_err(root_refusal)?;
             Ok((Response::RootStored, Vec::new()))
         }
         Request::GetRoot { owner } => {
-            let roots = Arc::clone(&shared.roots);
+            let roots = Arc::clone(&shared.services.roots);
             let record = blocking(move || roots.get(&owner)).await?;
             // A damaged record is as good as none: the owner's next put replaces it.
             let record = match record {
@@ -390,12 +367,12 @@ async fn handle<B: Body>(
             Ok((Response::Root(record), Vec::new()))
         }
         Request::Claim { owner, signature } => {
-            let pairing_open = shared.control.pairing_open(Instant::now());
+            let pairing_open = shared.services.control.pairing_open(Instant::now());
             let ownership = update_ownership(shared, move |current, node, now| {
                 current.claim(&node, &peer, &owner, &signature, pairing_open, now)
             })
             .await?;
-            shared.control.close_pairing();
+            shared.services.control.close_pairing();
             info!(
                 owner = %owner.to_hex(),
                 client = %peer.to_human(),
@@ -453,7 +430,7 @@ async fn handle<B: Body>(
             Ok((Response::Tracked { segments: count }, Vec::new()))
         }
         Request::Join { cert, seeds } => {
-            let membership = Arc::clone(&shared.membership);
+            let membership = Arc::clone(&shared.services.membership);
             let gossip_seeds = seeds.clone();
             let swarm = blocking(move || membership.join(cert, &seeds, unix_now()))
                 .await?
@@ -465,11 +442,11 @@ async fn handle<B: Body>(
                     message: e.to_string(),
                 })?;
             info!("joined swarm {}", swarm.to_hex());
-            shared.gossip.announce_to(gossip_seeds);
+            shared.services.gossip.announce_to(gossip_seeds);
             Ok((Response::Joined { swarm }, Vec::new()))
         }
         Request::Remove { removal } => {
-            let membership = Arc::clone(&shared.membership);
+            let membership = Arc::clone(&shared.services.membership);
             let member = removal.member;
             let kept = removal.clone();
             blocking(move || membership.remove(&kept))
@@ -482,14 +459,17 @@ async fn handle<B: Body>(
                 "{} was removed from the swarm; refused from now on",
                 member.to_human()
             );
-            shared.gossip.spread_removal(removal);
+            shared.services.gossip.spread_removal(removal);
             Ok((Response::Removed, Vec::new()))
         }
         Request::Gossip { packet } => {
-            shared.gossip.take_packet(packet);
+            shared.services.gossip.take_packet(packet);
             Ok((Response::GossipTaken, Vec::new()))
         }
-        Request::Members => Ok((Response::Members(shared.gossip.members()), Vec::new())),
+        Request::Members => Ok((
+            Response::Members(shared.services.gossip.members()),
+            Vec::new(),
+        )),
         Request::Locate { owner, shards } => {
             let steward = steward_of(shared)?;
             let found = steward.locate(&owner, &shards);
@@ -499,7 +479,7 @@ async fn handle<B: Body>(
 }
 
 fn steward_of(shared: &Handler) -> Result<Arc<StewardService>, Refusal> {
-    shared.steward.clone().ok_or_else(|| Refusal {
+    shared.services.steward.clone().ok_or_else(|| Refusal {
         code: ErrorCode::NoSteward,
         message: "this node is not a steward ([steward] enabled = false in its cairnd.toml); name another with `cairn add-node --steward`".into(),
     })
@@ -511,7 +491,7 @@ async fn update_ownership(
     change: impl FnOnce(&Ownership, NodeId, u64) -> Result<Ownership, OwnershipError> + Send + 'static,
 ) -> Result<Ownership, Refusal> {
     let node = shared.config.identity.id;
-    let control = Arc::clone(&shared.control);
+    let control = Arc::clone(&shared.services.control);
     blocking(move || control.update(|current| change(current, node, unix_now())))
         .await?
         .map_err(ownership_refusal)

@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
@@ -24,6 +24,8 @@ use cairn_proto::{ErrorCode, Request, Response};
 pub struct Server {
     endpoint: quinn::Endpoint,
     shared: Arc<Handler>,
+    /// Peers connected and authenticated right now.
+    peers: Arc<AtomicUsize>,
 }
 
 impl Server {
@@ -41,6 +43,7 @@ impl Server {
         Ok(Self {
             endpoint,
             shared: Arc::new(Handler::new(config, services)),
+            peers: Arc::new(AtomicUsize::new(0)),
         })
     }
 
@@ -56,7 +59,7 @@ impl Server {
 
     /// Peers connected and authenticated right now.
     pub fn peers(&self) -> usize {
-        self.shared.peers.load(Ordering::Relaxed)
+        self.peers.load(Ordering::Relaxed)
     }
 
     /// Serves until `stop` turns true, then stops accepting, lets requests in
@@ -69,10 +72,11 @@ impl Server {
                 incoming = self.endpoint.accept() => {
                     let Some(incoming) = incoming else { break };
                     let shared = Arc::clone(&self.shared);
+                    let peers = Arc::clone(&self.peers);
                     let stop = connection_stop.clone();
                     connections.spawn(async move {
                         let remote = incoming.remote_address();
-                        if let Err(e) = serve_connection(shared, incoming, stop).await {
+                        if let Err(e) = serve_connection(shared, &peers, incoming, stop).await {
                             debug!(%remote, "connection ended: {e}");
                         }
                     });
@@ -115,6 +119,7 @@ pub enum BindError {
 
 async fn serve_connection(
     shared: Arc<Handler>,
+    peers: &AtomicUsize,
     incoming: quinn::Incoming,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), NetError> {
@@ -136,7 +141,7 @@ async fn serve_connection(
             return Err(e);
         }
     };
-    shared.peers.fetch_add(1, Ordering::Relaxed);
+    peers.fetch_add(1, Ordering::Relaxed);
     debug!(peer = %peer.to_human(), "peer authenticated");
     let cert = their_hello.member.map(Arc::new);
     let started = Instant::now();
@@ -179,7 +184,7 @@ async fn serve_connection(
     };
     // In-flight requests finish (the server's drain bounds this).
     while requests.join_next().await.is_some() {}
-    shared.peers.fetch_sub(1, Ordering::Relaxed);
+    peers.fetch_sub(1, Ordering::Relaxed);
     result
 }
 

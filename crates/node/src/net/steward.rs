@@ -16,7 +16,6 @@ use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
 use super::gossip::GossipService;
-use crate::membership::Membership;
 use crate::steward::{
     AuditOutcome, AuditTask, MoveTask, RepairTask, Steward, StewardPolicy, TrackedSegment,
 };
@@ -24,7 +23,6 @@ use cairn_client::placement::{self, Candidate};
 use cairn_client::segment::{self, Coding};
 use cairn_host::{lock, unix_now};
 use cairn_net::NetError;
-use cairn_net::identity::Identity;
 use cairn_net::pool::Pool;
 use cairn_proto::ids::{NodeId, OwnerId, ShardId};
 use cairn_proto::{ErrorCode, NodeAddr, TrackSegment};
@@ -40,8 +38,6 @@ pub struct StewardConfig {
     pub tick: Duration,
     /// Audits per tick, at most.
     pub audits_per_tick: usize,
-    /// Deadline of one request to a holder.
-    pub request_timeout: Duration,
 }
 
 /// Why the steward's table cannot be used.
@@ -177,13 +173,10 @@ impl StewardService {
     /// the node's swarm membership; takes liveness from `gossip`.
     pub async fn run(
         self: Arc<Self>,
-        endpoint: quinn::Endpoint,
-        identity: Identity,
-        membership: Arc<Membership>,
+        pool: Arc<Pool>,
         gossip: Arc<GossipService>,
         mut stop: watch::Receiver<bool>,
     ) {
-        let pool = Arc::new(membership.pool(endpoint, identity, self.config.request_timeout));
         let mut ticker = tokio::time::interval(self.config.tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
