@@ -44,8 +44,8 @@ pub struct IdReport {
 pub struct RecoverReport {
     /// The owner id (hex).
     pub owner: String,
-    /// Files present in the catalog.
-    pub files: usize,
+    /// Snapshots in the history found.
+    pub snapshots: usize,
     /// Nodes now in the settings.
     pub nodes: usize,
     /// Notes from reading the catalog back (see [`Session::take_notes`]).
@@ -211,7 +211,7 @@ pub async fn recover(
     session.home().save_config(&config)?;
     let report = RecoverReport {
         owner: secret.keys().owner_id().to_hex(),
-        files: session.catalog().present("").count(),
+        snapshots: session.history().snapshots.len(),
         nodes: config.nodes.len(),
         notes: session.take_notes(),
     };

@@ -1,8 +1,9 @@
 //! The owner's client directory (`~/.config/cairn` by default): the owner
 //! secret (`secret`, 32 bytes, mode 0600), the settings (`client.toml`: the
-//! coding, the nodes, the steward, the swarm ticket) and a cache of the
-//! catalog (`catalog.cache`) so that a session need not fetch it from the
-//! swarm when nothing changed it.
+//! coding, the nodes, the steward, the swarm ticket), a cache of the
+//! snapshot history (`history.cache`) and of tree nodes (`trees/`) so that
+//! a command need not fetch them from the swarm again, and the journal of
+//! a put in progress (`put.journal`).
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -16,7 +17,8 @@ use cairn_proto::ids::NodeId;
 use cairn_proto::membership::MemberCert;
 
 use crate::ClientError;
-use crate::catalog::{BlobRef, Catalog};
+use crate::local::{Journal, TreeCache};
+use crate::tree::{History, StoredRef};
 use crate::keys::OwnerSecret;
 use crate::segment::Coding;
 use crate::swarm::Swarm;
@@ -113,14 +115,14 @@ pub fn parse_node(text: &str, what: &str) -> Result<NodeId, ClientError> {
     })
 }
 
-/// The cached catalog, with the reference it was stored under: it is used
+/// The cached history, with the reference it was stored under: it is used
 /// only when the newest root names exactly that reference (so neither
 /// another identity's cache nor a rival write with the same number is
 /// mistaken for it).
 #[derive(Serialize, Deserialize)]
-pub(crate) struct CachedCatalog {
-    pub(crate) stored_as: BlobRef,
-    pub(crate) catalog: Catalog,
+pub(crate) struct CachedHistory {
+    pub(crate) stored_as: StoredRef,
+    pub(crate) history: History,
 }
 
 /// The owner's client directory.
@@ -159,7 +161,7 @@ impl ClientHome {
     }
 
     fn cache_path(&self) -> PathBuf {
-        self.dir.join("catalog.cache")
+        self.dir.join("history.cache")
     }
 
     /// Whether an owner secret is kept here.
@@ -242,16 +244,22 @@ impl ClientHome {
         Ok((swarm, secret))
     }
 
-    pub(crate) fn cache(&self) -> Option<CachedCatalog> {
-        postcard::from_bytes(&std::fs::read(self.cache_path()).ok()?).ok()
+    pub(crate) fn cache(&self) -> Option<CachedHistory> {
+        crate::tree::decode(&std::fs::read(self.cache_path()).ok()?, "the history cache").ok()
     }
 
-    pub(crate) fn save_cache(&self, cache: &CachedCatalog) -> Result<(), ClientError> {
-        let bytes = postcard::to_stdvec(cache).map_err(|e| ClientError::Decode {
-            what: "the catalog cache".into(),
-            reason: e.to_string(),
-        })?;
-        self.write_private(&self.cache_path(), &bytes)
+    pub(crate) fn save_cache(&self, cache: &CachedHistory) -> Result<(), ClientError> {
+        self.write_private(&self.cache_path(), &crate::tree::encode(cache))
+    }
+
+    /// The cache of tree nodes read or written by this client.
+    pub fn trees(&self, convergence: [u8; 32]) -> TreeCache {
+        TreeCache::new(self.dir.join("trees"), convergence)
+    }
+
+    /// The journal of a put in progress.
+    pub(crate) fn journal(&self) -> Journal {
+        Journal::at(&self.dir.join("put.journal"))
     }
 
     fn write_private(&self, path: &Path, bytes: &[u8]) -> Result<(), ClientError> {

@@ -36,18 +36,25 @@
 //! ```
 
 pub mod account;
+pub mod backup;
 pub mod catalog;
 pub mod chunk;
 mod error;
 pub mod home;
 pub mod keys;
+pub mod local;
 pub mod placement;
+pub mod restore;
+pub mod retention;
 pub mod segment;
 pub mod session;
 pub mod swarm;
+pub mod tree;
 mod writeback;
 
 pub use catalog::Selector;
 pub use error::ClientError;
 pub use home::{ClientConfig, ClientHome};
-pub use session::{NoProgress, Progress, Session};
+pub use backup::{Excludes, PutSummary};
+pub use retention::Policy;
+pub use session::{NoProgress, Progress, Session, SnapshotPick};

@@ -1,26 +1,34 @@
-//! The file-level API: an open [`Session`] puts paths, reads a path back
-//! (any version, by number or by time), lists, removes and reports health,
-//! and commits each change as a new catalog under a new signed root record.
+//! The file-level API: an open [`Session`] puts paths (a new snapshot),
+//! reads a path back (any version, by number or by time), restores whole
+//! trees, lists, removes, forgets and prunes, and reports health; each
+//! change is committed as a new history under a new signed root record.
 //! Every operation returns a report type; nothing here prints. Notes for
 //! the person (a steward that could not be told, say) are collected and
 //! handed out by [`Session::take_notes`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
+use tokio::task::JoinSet;
 
 use cairn_proto::ids::NodeId;
 
 use crate::ClientError;
-use crate::catalog::{BlobRef, Catalog, Manifest, SegmentRef, Selector, VersionEntry};
-use crate::home::{CachedCatalog, ClientHome};
+use crate::backup::{self, Build, Change, Excludes, PutSummary};
+use crate::catalog::{CatalogError, SegmentRef, Selector};
+use crate::home::{CachedHistory, ClientHome};
 use crate::keys::OwnerSecret;
-use crate::segment::TAG_LEN;
+use crate::local::TreeCache;
+use crate::restore::{self, RestoreSummary};
+use crate::retention::{self, Policy};
 use crate::swarm::{Swarm, TransferStats};
+use crate::tree::{self, Entry, EntryKind, History, Located, Snapshot, StoredRef, TreeNode};
 use crate::writeback::EarlyWriteback;
 
 /// Told how far a transfer has come, for a progress bar.
@@ -43,7 +51,7 @@ impl Progress for NoProgress {
 }
 
 /// What one transfer moved.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct TransferReport {
     /// Plaintext bytes.
     pub bytes: u64,
@@ -91,19 +99,6 @@ impl From<&TransferStats> for TransferReport {
     }
 }
 
-/// One file stored by [`Session::put_paths`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct PutReport {
-    /// The absolute path it is stored under.
-    pub stored: String,
-    /// Its new version number.
-    pub version: u32,
-    /// Its size in bytes.
-    pub size: u64,
-    /// What the upload moved.
-    pub transfer: TransferReport,
-}
-
 /// One file read back by [`Session::get_to_path`] or [`Session::get_to_writer`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct GetReport {
@@ -115,30 +110,33 @@ pub struct GetReport {
     pub transfer: TransferReport,
 }
 
-/// A path present in the catalog, as [`Session::list`] gives it.
+/// A path in a snapshot, as [`Session::list`] gives it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ListEntry {
     /// The path.
     pub path: String,
-    /// Size of its newest version.
+    /// `file` or `symlink`.
+    pub kind: &'static str,
+    /// Its size (a link's: its target's length).
     pub size: u64,
-    /// Its newest version number.
-    pub version: u32,
-    /// When that version was stored (Unix seconds).
+    /// Its modification time (Unix seconds).
     pub time: u64,
 }
 
-/// One version of a path, as [`Session::versions`] gives it.
+/// One version of a path, as [`Session::versions`] gives it: a run of
+/// snapshots in which the path had the same content.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct VersionReport {
-    /// The version number.
+    /// The version number (1 is the oldest kept).
     pub version: u32,
-    /// When it was stored or removed (Unix seconds).
+    /// When the first snapshot with it was taken (Unix seconds).
     pub time: u64,
     /// Its size.
     pub size: u64,
-    /// Whether this version is a removal.
+    /// Whether this version is a removal (the path was absent).
     pub removed: bool,
+    /// That snapshot's id.
+    pub snapshot: String,
 }
 
 /// A path removed by [`Session::remove`].
@@ -146,8 +144,69 @@ pub struct VersionReport {
 pub struct RemoveReport {
     /// The path.
     pub removed: String,
-    /// The version number of the removal.
-    pub version: u32,
+    /// The new snapshot, without it.
+    pub snapshot: String,
+}
+
+/// A snapshot, as [`Session::snapshots`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SnapshotReport {
+    /// Its id (`--snapshot`).
+    pub id: String,
+    /// When it was taken (Unix seconds).
+    pub time: u64,
+    /// What made it.
+    pub made_by: String,
+}
+
+impl From<&Snapshot> for SnapshotReport {
+    fn from(snapshot: &Snapshot) -> Self {
+        Self {
+            id: snapshot.short_id(),
+            time: snapshot.time,
+            made_by: snapshot.made_by.clone(),
+        }
+    }
+}
+
+/// What [`Session::forget`] decided.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ForgetReport {
+    /// Snapshots kept.
+    pub kept: Vec<SnapshotReport>,
+    /// Snapshots forgotten: their data goes at the next prune.
+    pub forgotten: Vec<SnapshotReport>,
+}
+
+/// What [`Session::prune`] gave back.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct PruneReport {
+    /// Forgotten snapshots whose data was looked at.
+    pub snapshots_pruned: usize,
+    /// Segments no kept snapshot uses, deleted.
+    pub segments_deleted: u64,
+    /// Shards deleted at their holders.
+    pub shards_deleted: u64,
+    /// Shards their holders no longer had.
+    pub shards_already_gone: u64,
+    /// Shards that could not be deleted now (holder unreachable): their
+    /// leases are no longer renewed, so their holders collect them later.
+    pub shards_left_to_expire: u64,
+    /// Bytes of shards deleted.
+    pub shard_bytes_freed: u64,
+    /// Segments still used by kept snapshots.
+    pub segments_kept: u64,
+}
+
+/// Which snapshot to read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SnapshotPick {
+    /// The newest.
+    Latest,
+    /// The newest taken at or before this Unix time.
+    At(u64),
+    /// The one with this id (or a unique prefix of it).
+    Id(String),
 }
 
 /// How well one stored file survives, from fresh audits of its shards.
@@ -180,16 +239,15 @@ impl FileHealth {
     }
 }
 
-/// An open session: keys, nodes, and the catalog as the swarm has it.
+/// An open session: keys, nodes, and the snapshot history as the swarm has it.
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), cairn_client::ClientError> {
 /// use cairn_client::{ClientHome, NoProgress, Selector, Session};
 /// let mut session = Session::open(ClientHome::at("/home/me/.config/cairn")).await?;
-/// let stored = session.put_paths(&["notes.txt".into()], &NoProgress).await?;
-/// let path = &stored[0].stored;
+/// session.put(&["/home/me/notes.txt".into()], &Default::default(), &NoProgress).await?;
 /// let (report, bytes) = session
-///     .get_to_writer(path, Selector::Latest, Vec::new(), &NoProgress)
+///     .get_to_writer("/home/me/notes.txt", Selector::Latest, Vec::new(), &NoProgress)
 ///     .await?;
 /// assert_eq!(bytes.len() as u64, report.transfer.bytes);
 /// session.close().await;
@@ -201,24 +259,30 @@ pub struct Session {
     secret: OwnerSecret,
     steward: Option<NodeId>,
     seq: u64,
-    catalog: Catalog,
+    history: History,
+    stored_as: Option<StoredRef>,
+    trees: TreeCache,
     notes: Mutex<Vec<String>>,
 }
 
 impl Session {
     /// Opens a session from the client directory: reads the secret and
-    /// settings, finds the newest root record and its catalog (from the
+    /// settings, finds the newest root record and its history (from the
     /// cache when the root names it).
     pub async fn open(home: ClientHome) -> Result<Self, ClientError> {
         let (swarm, secret) = home.swarm(None)?;
         let steward = home.config()?.steward;
+        swarm.set_steward(steward);
+        let trees = home.trees(secret.keys().convergence);
         let mut session = Self {
             home,
             swarm,
             secret,
             steward,
             seq: 0,
-            catalog: Catalog::default(),
+            history: History::default(),
+            stored_as: None,
+            trees,
             notes: Mutex::new(Vec::new()),
         };
         let root = session
@@ -228,16 +292,33 @@ impl Session {
             .map_err(ClientError::swarm("finding your newest root record"))?;
         if let Some((seq, pointer)) = root {
             session.seq = seq;
-            session.catalog = match session.home.cache() {
-                Some(cache) if cache.stored_as == pointer.catalog => cache.catalog,
+            session.history = match session.home.cache() {
+                Some(cache) if cache.stored_as == pointer.history => cache.history,
                 _ => {
-                    let catalog_ref = session.located(&pointer.catalog).await;
-                    let bytes = session
-                        .read_blob(&catalog_ref, "reading the catalog from the swarm")
-                        .await?;
-                    decode(&bytes, "the stored catalog")?
+                    let (_, bytes) = session
+                        .swarm
+                        .read_pieces(&pointer.history.pieces, Vec::new(), &|_| {})
+                        .await
+                        .map_err(ClientError::swarm("reading your snapshot history from the swarm"))?;
+                    if session.trees.id_of(&bytes) != pointer.history.id {
+                        return Err(ClientError::Decode {
+                            what: "the snapshot history".into(),
+                            reason: "it does not match the id the root record names".into(),
+                        });
+                    }
+                    let history: History = tree::decode(&bytes, "the snapshot history")
+                        .map_err(|e| ClientError::Decode {
+                            what: "the snapshot history".into(),
+                            reason: e.to_string(),
+                        })?;
+                    session.home.save_cache(&CachedHistory {
+                        stored_as: pointer.history.clone(),
+                        history: history.clone(),
+                    })?;
+                    history
                 }
             };
+            session.stored_as = Some(pointer.history);
         }
         Ok(session)
     }
@@ -257,9 +338,9 @@ impl Session {
         &self.secret
     }
 
-    /// The catalog as of the newest root record.
-    pub fn catalog(&self) -> &Catalog {
-        &self.catalog
+    /// The snapshot history as of the newest root record.
+    pub fn history(&self) -> &History {
+        &self.history
     }
 
     /// Notes for the person collected since the last call: things that did
@@ -273,71 +354,236 @@ impl Session {
         self.swarm.close().await;
     }
 
-    /// Stores the files under `paths` (each a file or a directory, walked
-    /// in name order) as new versions, reusing the previous version's
-    /// segments where the data is unchanged, then commits and tells the
-    /// steward.
-    pub async fn put_paths(
+    /// Makes a new snapshot with what is at `paths` now (files, directories
+    /// walked without following links, links as links), everything else as
+    /// in the previous snapshot; commits it and tells the steward. Nothing
+    /// is committed, and no snapshot made, when nothing changed.
+    pub async fn put(
         &mut self,
         paths: &[PathBuf],
+        excludes: &Excludes,
         progress: &dyn Progress,
-    ) -> Result<Vec<PutReport>, ClientError> {
-        let mut files = Vec::new();
-        for path in paths {
-            files_under(path, &mut files)?;
-        }
-        let mut reports = Vec::new();
-        let mut stored: Vec<BlobRef> = Vec::new();
-        for file in files {
-            let shown = file.display().to_string();
-            let absolute = std::path::absolute(&file).map_err(ClientError::file(&shown))?;
-            let key = absolute.to_string_lossy().into_owned();
-            let meta = std::fs::metadata(&file).map_err(ClientError::file(&shown))?;
-            let mut known: HashMap<[u8; 32], SegmentRef> = HashMap::new();
-            if let Ok(previous) = self.catalog.select(&key, Selector::Latest) {
-                let previous = previous.clone();
-                if let Ok(manifest) = self.manifest(&previous).await {
-                    for segment in manifest.content.segments {
-                        known.insert(segment.key, segment);
+    ) -> Result<PutSummary, ClientError> {
+        let made_by = format!(
+            "put {}",
+            paths
+                .iter()
+                .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()).display().to_string())
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        let changes = paths.iter().cloned().map(Change::Put).collect();
+        progress.start("put", 0);
+        // The walker runs on a thread of its own and only counts; the count
+        // is handed to `progress` from here.
+        let read = Arc::new(AtomicU64::new(0));
+        let counter = Arc::clone(&read);
+        let mut shown = 0;
+        let built = {
+            let build = self.build(
+                changes,
+                excludes,
+                Arc::new(move |n| {
+                    counter.fetch_add(n, Ordering::Relaxed);
+                }),
+            );
+            tokio::pin!(build);
+            let mut tick = tokio::time::interval(std::time::Duration::from_millis(200));
+            loop {
+                tokio::select! {
+                    built = &mut build => break built?,
+                    _ = tick.tick() => {
+                        let now = read.load(Ordering::Relaxed);
+                        progress.advance(now - shown);
+                        shown = now;
                     }
                 }
             }
-            let reader = std::fs::File::open(&file).map_err(ClientError::file(&shown))?;
-            progress.start(&key, meta.len());
-            let (content, stats) = self
-                .swarm
-                .put_blob(reader, &known, &|n| progress.advance(n))
-                .await
-                .map_err(ClientError::swarm(format!("storing {key}")))?;
-            progress.finish();
-            let size = content.len();
-            let manifest = Manifest {
-                content,
-                mode: meta.permissions().mode() & 0o7777,
+        };
+        progress.advance(read.load(Ordering::Relaxed) - shown);
+        progress.finish();
+        let mut summary = built.summary;
+        if let Some(root) = built.root {
+            let snapshot = Snapshot {
+                time: cairn_host::unix_now(),
+                made_by,
+                root,
             };
-            let manifest_ref = self.store_record(&manifest, "storing the manifest").await?;
-            let version =
-                self.catalog
-                    .add_version(&key, cairn_host::unix_now(), size, manifest_ref.clone());
-            stored.push(manifest.content);
-            stored.push(manifest_ref);
-            reports.push(PutReport {
-                stored: key,
-                version,
-                size,
-                transfer: TransferReport::from(&stats),
-            });
+            summary.snapshot = Some(snapshot.short_id());
+            let mut history = self.history.clone();
+            history.snapshots.push(snapshot);
+            let stored = self.commit(history).await?;
+            let mut segments = built.new_segments;
+            segments.extend(stored.pieces.iter().map(|p| p.segment().clone()));
+            self.track(&segments).await;
         }
-        let catalog_ref = self.commit().await?;
-        stored.push(catalog_ref);
-        self.track(&stored.iter().collect::<Vec<_>>()).await;
-        Ok(reports)
+        // Everything journalled is in the snapshot now (or was not needed:
+        // never tracked, its leases run out).
+        self.home
+            .journal()
+            .clear()
+            .map_err(ClientError::file("the put journal in the client directory"))?;
+        Ok(summary)
     }
 
-    /// Reads a version of `path` into the file `out`: written beside it and
-    /// renamed over it only when complete, verified and durable, with the
-    /// stored mode. A device or pipe (`/dev/null`, a FIFO) is written as it
-    /// is, since renaming over it would replace the device itself.
+    async fn build(
+        &self,
+        changes: Vec<Change>,
+        excludes: &Excludes,
+        progress: Arc<dyn Fn(u64) + Send + Sync>,
+    ) -> Result<backup::Built, ClientError> {
+        let build = Build {
+            swarm: Arc::clone(&self.swarm),
+            trees: self.trees.clone(),
+            journal: Arc::new(self.home.journal()),
+            previous: self.history.snapshots.last().map(|s| s.root.clone()),
+            excludes: excludes.clone(),
+        };
+        backup::build(build, changes, progress).await
+    }
+
+    /// Makes a new snapshot without `path` (earlier snapshots still have
+    /// it), commits and tells the steward.
+    pub async fn remove(&mut self, path: &str) -> Result<RemoveReport, ClientError> {
+        let built = self
+            .build(vec![Change::Remove(path.to_owned())], &Excludes::default(), Arc::new(|_| {}))
+            .await?;
+        let Some(root) = built.root else {
+            return Err(ClientError::Usage(format!("{path} is not stored; `cairn ls` lists what is")));
+        };
+        let snapshot = Snapshot {
+            time: cairn_host::unix_now(),
+            made_by: format!("rm {path}"),
+            root,
+        };
+        let id = snapshot.short_id();
+        let mut history = self.history.clone();
+        history.snapshots.push(snapshot);
+        let stored = self.commit(history).await?;
+        let mut segments = built.new_segments;
+        segments.extend(stored.pieces.iter().map(|p| p.segment().clone()));
+        self.track(&segments).await;
+        Ok(RemoveReport {
+            removed: path.to_owned(),
+            snapshot: id,
+        })
+    }
+
+    /// Every kept snapshot, oldest first.
+    pub fn snapshots(&self) -> Vec<SnapshotReport> {
+        self.history.snapshots.iter().map(SnapshotReport::from).collect()
+    }
+
+    fn pick(&self, pick: &SnapshotPick) -> Result<&Snapshot, ClientError> {
+        let snapshots = &self.history.snapshots;
+        let found = match pick {
+            SnapshotPick::Latest => snapshots.last(),
+            SnapshotPick::At(time) => snapshots.iter().rev().find(|s| s.time <= *time),
+            SnapshotPick::Id(id) => {
+                let matching: Vec<&Snapshot> =
+                    snapshots.iter().filter(|s| s.short_id().starts_with(id.as_str())).collect();
+                if matching.len() > 1 {
+                    return Err(ClientError::Usage(format!(
+                        "{id} names {} snapshots; give more of its id (`cairn snapshots` lists them)",
+                        matching.len()
+                    )));
+                }
+                matching.first().copied()
+            }
+        };
+        found.ok_or_else(|| {
+            ClientError::Usage(match pick {
+                SnapshotPick::Latest => "nothing is stored yet; `cairn put PATH` makes the first snapshot".into(),
+                SnapshotPick::At(time) => format!("no snapshot was taken at or before {time} (Unix time); `cairn snapshots` lists them"),
+                SnapshotPick::Id(id) => format!("no snapshot has the id {id}; `cairn snapshots` lists them"),
+            })
+        })
+    }
+
+    /// The entry at `path` in `snapshot`, with the node holding it.
+    async fn find(&self, snapshot: &Snapshot, path: &str) -> Result<Option<(Entry, TreeNode)>, ClientError> {
+        restore::find(&self.swarm, &self.trees, &snapshot.root, &tree::path_names(path)).await
+    }
+
+    /// Every version of `path`, oldest first: each run of snapshots with
+    /// the same content at that path is one version; a run without it is a
+    /// removal.
+    pub async fn versions(&self, path: &str) -> Result<Vec<VersionReport>, ClientError> {
+        let mut out: Vec<VersionReport> = Vec::new();
+        let mut last: Option<Vec<u8>> = None;
+        for snapshot in &self.history.snapshots {
+            let found = self.find(snapshot, path).await?;
+            let identity = match &found {
+                Some((entry, node)) => Some(identity(entry, node)),
+                None => None,
+            };
+            if identity == last {
+                continue;
+            }
+            let present = identity.is_some();
+            if present || !out.is_empty() {
+                out.push(VersionReport {
+                    version: out.len() as u32 + 1,
+                    time: snapshot.time,
+                    size: found.as_ref().map_or(0, |(e, _)| entry_size(e)),
+                    removed: !present,
+                    snapshot: snapshot.short_id(),
+                });
+            }
+            last = identity;
+        }
+        if out.is_empty() {
+            return Err(CatalogError::NoSuchPath(path.to_owned()).into());
+        }
+        Ok(out)
+    }
+
+    /// The file `path` names under `selector`, with its pieces.
+    async fn select_file(&self, path: &str, selector: Selector) -> Result<(u32, u64, u32, Vec<Located>), ClientError> {
+        let versions = self.versions(path).await?;
+        let version = match selector {
+            Selector::Latest => versions.last(),
+            Selector::Version(n) => versions.iter().find(|v| v.version == n),
+            Selector::At(time) => versions.iter().rev().find(|v| v.time <= time),
+        }
+        .ok_or_else(|| CatalogError::NoSuchVersion {
+            path: path.to_owned(),
+            what: match selector {
+                Selector::Latest => "version".into(),
+                Selector::Version(n) => format!("version {n}"),
+                Selector::At(t) => format!("version as early as {t} (Unix time)"),
+            },
+        })?;
+        if version.removed {
+            return Err(CatalogError::Removed {
+                path: path.to_owned(),
+                version: version.version,
+            }
+            .into());
+        }
+        let snapshot = self.pick(&SnapshotPick::Id(version.snapshot.clone()))?;
+        let Some((entry, node)) = self.find(snapshot, path).await? else {
+            return Err(CatalogError::NoSuchPath(path.to_owned()).into());
+        };
+        match &entry.kind {
+            EntryKind::File { size, content, .. } => {
+                let pieces = node.locate_all(content).map_err(|e| ClientError::Usage(e.to_string()))?;
+                Ok((version.version, *size, entry.mode, pieces))
+            }
+            EntryKind::Dir { .. } => Err(ClientError::Usage(format!(
+                "{path} is a directory; `cairn restore {path} --target DIR` brings it back"
+            ))),
+            EntryKind::Symlink { .. } => Err(ClientError::Usage(format!(
+                "{path} is a symbolic link; `cairn restore {path} --target DIR` brings it back as a link"
+            ))),
+        }
+    }
+
+    /// Reads a version of the file `path` into the file `out`: written
+    /// beside it and renamed over it only when complete, verified and
+    /// durable, with the stored mode. A device or pipe (`/dev/null`, a
+    /// FIFO) is written as it is, since renaming over it would replace the
+    /// device itself.
     pub async fn get_to_path(
         &self,
         path: &str,
@@ -345,17 +591,17 @@ impl Session {
         out: &Path,
         progress: &dyn Progress,
     ) -> Result<GetReport, ClientError> {
-        let (entry, manifest) = self.version(path, selector).await?;
+        let (version, size, mode, pieces) = self.select_file(path, selector).await?;
         let shown = out.display().to_string();
         let special = std::fs::metadata(out).is_ok_and(|meta| !meta.is_file());
-        progress.start(path, entry.size);
+        progress.start(path, size);
         let stats = if special {
             let file = std::fs::OpenOptions::new()
                 .write(true)
                 .open(out)
                 .map_err(ClientError::file(&shown))?;
-            let (stats, _) = self.download(path, &manifest, file, progress).await?;
-            whole(path, &stats, entry.size)?;
+            let (stats, _) = self.download(path, &pieces, file, progress).await?;
+            whole(path, &stats, size)?;
             stats
         } else {
             let tmp = out.with_file_name(format!(
@@ -365,9 +611,9 @@ impl Session {
             ));
             let file = std::fs::File::create(&tmp).map_err(ClientError::file(&shown))?;
             let writer = EarlyWriteback::new(file).map_err(ClientError::file(&shown))?;
-            let result = self.download(path, &manifest, writer, progress).await;
+            let result = self.download(path, &pieces, writer, progress).await;
             let finished = result.and_then(|(stats, writer)| {
-                whole(path, &stats, entry.size)?;
+                whole(path, &stats, size)?;
                 let file = writer.finish().map_err(ClientError::file(&shown))?;
                 Ok((stats, file))
             });
@@ -379,7 +625,7 @@ impl Session {
                 }
             };
             drop(file);
-            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(manifest.mode))
+            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))
                 .map_err(ClientError::file(&shown))?;
             std::fs::rename(&tmp, out).map_err(ClientError::file(&shown))?;
             stats
@@ -387,7 +633,7 @@ impl Session {
         progress.finish();
         Ok(GetReport {
             read: path.to_owned(),
-            version: entry.version,
+            version,
             transfer: TransferReport::from(&stats),
         })
     }
@@ -403,218 +649,359 @@ impl Session {
         out: W,
         progress: &dyn Progress,
     ) -> Result<(GetReport, W), ClientError> {
-        let (entry, manifest) = self.version(path, selector).await?;
-        progress.start(path, entry.size);
-        let (stats, out) = self.download(path, &manifest, out, progress).await?;
-        whole(path, &stats, entry.size)?;
+        let (version, size, _, pieces) = self.select_file(path, selector).await?;
+        progress.start(path, size);
+        let (stats, out) = self.download(path, &pieces, out, progress).await?;
+        whole(path, &stats, size)?;
         progress.finish();
         let report = GetReport {
             read: path.to_owned(),
-            version: entry.version,
+            version,
             transfer: TransferReport::from(&stats),
         };
         Ok((report, out))
     }
 
-    /// The paths present (not removed) under `prefix`, newest versions.
-    pub fn list(&self, prefix: &str) -> Vec<ListEntry> {
-        self.catalog
-            .present(prefix)
-            .map(|(path, entry)| ListEntry {
-                path: path.to_owned(),
-                size: entry.size,
-                version: entry.version,
-                time: entry.time,
-            })
-            .collect()
+    /// Restores `path` (a directory tree, a file or a link) from the
+    /// snapshot `pick` names into `target` as `target/NAME` (the whole
+    /// namespace, for `/`, goes into `target` itself).
+    pub async fn restore(
+        &self,
+        path: &str,
+        pick: &SnapshotPick,
+        target: &Path,
+        progress: &dyn Progress,
+    ) -> Result<RestoreSummary, ClientError> {
+        let snapshot = self.pick(pick)?;
+        let names = tree::path_names(path);
+        let Some((entry, node)) = self.find(snapshot, path).await? else {
+            return Err(ClientError::Usage(format!(
+                "{path} is not in snapshot {} (`cairn ls` lists what the newest has)",
+                snapshot.short_id()
+            )));
+        };
+        std::fs::create_dir_all(target).map_err(ClientError::file(&target.display().to_string()))?;
+        let dest = match names.last() {
+            Some(name) => target.join(std::ffi::OsStr::from_bytes(name)),
+            None => target.to_owned(),
+        };
+        let mut summary = restore::restore(&self.swarm, &self.trees, &entry, &node, &dest, progress).await?;
+        summary.snapshot = snapshot.short_id();
+        Ok(summary)
     }
 
-    /// Every version of `path`, oldest first.
-    pub fn versions(&self, path: &str) -> Result<Vec<VersionReport>, ClientError> {
-        let versions = self.catalog.files.get(path).ok_or_else(|| {
-            ClientError::Usage(format!("{path} is not stored; `cairn ls` lists what is"))
-        })?;
-        Ok(versions
-            .iter()
-            .map(|v| VersionReport {
-                version: v.version,
-                time: v.time,
-                size: v.size,
-                removed: v.deleted,
-            })
-            .collect())
-    }
-
-    /// Hides `path` from now on (earlier versions stay readable), commits
-    /// and tells the steward.
-    pub async fn remove(&mut self, path: &str) -> Result<RemoveReport, ClientError> {
-        let version = self.catalog.remove(path, cairn_host::unix_now())?;
-        let catalog_ref = self.commit().await?;
-        self.track(&[&catalog_ref]).await;
-        Ok(RemoveReport {
-            removed: path.to_owned(),
-            version,
-        })
-    }
-
-    /// Audits every present file under `prefix` with fresh challenges.
-    pub async fn status(&self, prefix: &str) -> Result<Vec<FileHealth>, ClientError> {
-        let entries: Vec<(String, VersionEntry)> = self
-            .catalog
-            .present(prefix)
-            .map(|(p, e)| (p.to_owned(), e.clone()))
-            .collect();
+    /// The files and links under `prefix` in the newest snapshot.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<ListEntry>, ClientError> {
+        let Some(snapshot) = self.history.snapshots.last() else {
+            return Ok(Vec::new());
+        };
+        let Some((entry, node)) = self.find(snapshot, prefix).await? else {
+            return Ok(Vec::new());
+        };
         let mut out = Vec::new();
-        for (path, entry) in entries {
-            let manifest = self.manifest(&entry).await?;
-            let (content_worst, total) = self.audit_blob(&manifest.content).await;
-            // The file is only as readable as its manifest, which has
-            // segments (and holders) of its own.
-            let manifest_ref = self.located(&entry.manifest).await;
-            let (manifest_worst, _) = self.audit_blob(&manifest_ref).await;
-            let worst = content_worst.min(manifest_worst);
-            let k = manifest.content.coding.map_or(0, |c| usize::from(c.k));
+        let base = if prefix.ends_with('/') || tree::path_names(prefix).is_empty() {
+            prefix.trim_end_matches('/').to_owned()
+        } else {
+            prefix.to_owned()
+        };
+        let mut stack = vec![(base, entry, Arc::new(node))];
+        while let Some((path, entry, node)) = stack.pop() {
+            let time = entry.mtime_ns.div_euclid(1_000_000_000).max(0) as u64;
+            match &entry.kind {
+                EntryKind::File { size, .. } => out.push(ListEntry { path, kind: "file", size: *size, time }),
+                EntryKind::Symlink { target } => out.push(ListEntry {
+                    path,
+                    kind: "symlink",
+                    size: target.len() as u64,
+                    time,
+                }),
+                EntryKind::Dir { id, node: pieces } => {
+                    let pieces = node.locate_all(pieces).map_err(|e| ClientError::Usage(e.to_string()))?;
+                    let child = Arc::new(
+                        self.trees
+                            .node(&self.swarm, id, &pieces)
+                            .await
+                            .map_err(ClientError::swarm("reading the snapshot's tree"))?,
+                    );
+                    for e in child.entries.iter().rev() {
+                        let name = String::from_utf8_lossy(&e.name);
+                        stack.push((format!("{path}/{name}"), e.clone(), Arc::clone(&child)));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Forgets snapshots the policy does not keep (the newest is always
+    /// kept); their data stays until [`Session::prune`].
+    pub async fn forget(&mut self, policy: Policy) -> Result<ForgetReport, ClientError> {
+        let times: Vec<u64> = self.history.snapshots.iter().map(|s| s.time).collect();
+        let keep = retention::keep(&times, policy);
+        let mut history = self.history.clone();
+        let (kept, forgotten): (Vec<(Snapshot, bool)>, Vec<(Snapshot, bool)>) = history
+            .snapshots
+            .drain(..)
+            .zip(keep)
+            .partition(|(_, keep)| *keep);
+        history.snapshots = kept.into_iter().map(|(s, _)| s).collect();
+        let forgotten: Vec<Snapshot> = forgotten.into_iter().map(|(s, _)| s).collect();
+        let report = ForgetReport {
+            kept: history.snapshots.iter().map(SnapshotReport::from).collect(),
+            forgotten: forgotten.iter().map(SnapshotReport::from).collect(),
+        };
+        if !forgotten.is_empty() {
+            history.forgotten.extend(forgotten);
+            let stored = self.commit(history).await?;
+            let segments: Vec<SegmentRef> = stored.pieces.iter().map(|p| p.segment().clone()).collect();
+            self.track(&segments).await;
+        }
+        Ok(report)
+    }
+
+    /// Deletes, at their holders and with the owner's signature, every
+    /// segment that forgotten snapshots and earlier histories used and no
+    /// kept snapshot uses; the steward stops tracking them.
+    pub async fn prune(&mut self) -> Result<PruneReport, ClientError> {
+        let mut report = PruneReport {
+            snapshots_pruned: self.history.forgotten.len(),
+            ..PruneReport::default()
+        };
+        if self.history.forgotten.is_empty() && self.history.retired.is_empty() {
+            return Ok(report);
+        }
+        let mut visited = HashSet::new();
+        let mut used: HashMap<[u8; 32], SegmentRef> = HashMap::new();
+        for snapshot in &self.history.snapshots {
+            self.segments_of(&snapshot.root, &mut visited, &mut used).await?;
+        }
+        if let Some(stored) = &self.stored_as {
+            for piece in &stored.pieces {
+                used.insert(piece.segment().key, piece.segment().clone());
+            }
+        }
+        let mut candidates: HashMap<[u8; 32], SegmentRef> = HashMap::new();
+        for snapshot in &self.history.forgotten {
+            self.segments_of(&snapshot.root, &mut visited, &mut candidates).await?;
+        }
+        for segment in &self.history.retired {
+            candidates.insert(segment.key, segment.clone());
+        }
+        let mut doomed: Vec<SegmentRef> = candidates
+            .into_iter()
+            .filter(|(key, _)| !used.contains_key(key))
+            .map(|(_, segment)| segment)
+            .collect();
+        report.segments_kept = used.len() as u64;
+        if let Some(steward) = self.steward
+            && let Err(e) = self.swarm.relocate(steward, &mut doomed).await
+        {
+            self.note(format!("note: {e}; deleting at the holders as recorded"));
+        }
+        let mut deletes = JoinSet::new();
+        let shards: Vec<(crate::catalog::ShardRef, u64)> = doomed
+            .iter()
+            .flat_map(|s| s.shards.iter().map(move |shard| (*shard, s.shard_len())))
+            .collect();
+        for (shard, len) in shards {
+            while deletes.len() >= 32 {
+                tally(&mut deletes, &mut report).await;
+            }
+            let swarm = Arc::clone(&self.swarm);
+            deletes.spawn(async move { (swarm.delete(shard).await, len) });
+        }
+        while !deletes.is_empty() {
+            tally(&mut deletes, &mut report).await;
+        }
+        report.segments_deleted = doomed.len() as u64;
+        if let Some(steward) = self.steward {
+            let ids: Vec<[u8; 32]> = doomed.iter().map(segment_id).collect();
+            if let Err(e) = self.swarm.untrack(steward, &ids).await {
+                self.note(format!(
+                    "warning: pruned, but {e}; the steward still tracks the deleted segments and will report them lost: run `cairn prune` again once it answers"
+                ));
+            }
+        }
+        let mut history = self.history.clone();
+        history.forgotten.clear();
+        history.retired.clear();
+        let stored = self.commit(history).await?;
+        let segments: Vec<SegmentRef> = stored.pieces.iter().map(|p| p.segment().clone()).collect();
+        self.track(&segments).await;
+        Ok(report)
+    }
+
+    /// Adds every segment `root`'s tree uses to `out`; trees in `visited`
+    /// (and so everything below them) are skipped.
+    async fn segments_of(
+        &self,
+        root: &StoredRef,
+        visited: &mut HashSet<[u8; 32]>,
+        out: &mut HashMap<[u8; 32], SegmentRef>,
+    ) -> Result<(), ClientError> {
+        let mut stack = vec![root.clone()];
+        while let Some(stored) = stack.pop() {
+            for piece in &stored.pieces {
+                out.insert(piece.segment().key, piece.segment().clone());
+            }
+            if !visited.insert(stored.id) {
+                continue;
+            }
+            let node = self
+                .trees
+                .node(&self.swarm, &stored.id, &stored.pieces)
+                .await
+                .map_err(ClientError::swarm("reading a snapshot's tree"))?;
+            for pack in &node.packs {
+                out.insert(pack.key, pack.clone());
+            }
+            for entry in &node.entries {
+                match &entry.kind {
+                    EntryKind::File { content, .. } => {
+                        for piece in node.locate_all(content).map_err(|e| ClientError::Usage(e.to_string()))? {
+                            out.insert(piece.segment().key, piece.segment().clone());
+                        }
+                    }
+                    EntryKind::Dir { id, node: pieces } => stack.push(StoredRef {
+                        id: *id,
+                        pieces: node.locate_all(pieces).map_err(|e| ClientError::Usage(e.to_string()))?,
+                    }),
+                    EntryKind::Symlink { .. } => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Audits every file under `prefix` in the newest snapshot with fresh
+    /// challenges (each segment once, however many files share it).
+    pub async fn status(&self, prefix: &str) -> Result<Vec<FileHealth>, ClientError> {
+        let Some(snapshot) = self.history.snapshots.last() else {
+            return Ok(Vec::new());
+        };
+        let mut files: Vec<(String, Vec<Located>, u64)> = Vec::new();
+        for listed in self.list(prefix).await? {
+            if listed.kind != "file" {
+                continue;
+            }
+            let Some((entry, node)) = self.find(snapshot, &listed.path).await? else {
+                continue;
+            };
+            if let EntryKind::File { content, size, .. } = &entry.kind {
+                let pieces = node.locate_all(content).map_err(|e| ClientError::Usage(e.to_string()))?;
+                files.push((listed.path, pieces, *size));
+            }
+        }
+        let mut audited: HashMap<[u8; 32], (usize, usize, usize)> = HashMap::new();
+        let mut out = Vec::new();
+        for (path, pieces, size) in files {
+            let mut worst: Option<(usize, usize, usize)> = None;
+            for piece in &pieces {
+                let segment = piece.segment();
+                let health = match audited.get(&segment.key) {
+                    Some(h) => *h,
+                    None => {
+                        let h = self.audit_segment(segment).await;
+                        audited.insert(segment.key, h);
+                        h
+                    }
+                };
+                if worst.is_none_or(|w| health.0 < w.0) {
+                    worst = Some(health);
+                }
+            }
+            let (healthy, total, k) = worst.unwrap_or((0, 0, 0));
             out.push(FileHealth {
                 path,
-                version: entry.version,
-                size: entry.size,
-                healthy_shards_min: worst,
+                version: 0,
+                size,
+                healthy_shards_min: healthy,
                 shards_per_segment: total,
                 k,
-                survives_node_losses: worst.saturating_sub(k),
-                empty: manifest.content.is_empty(),
+                survives_node_losses: healthy.saturating_sub(k),
+                empty: pieces.is_empty(),
             });
         }
         Ok(out)
     }
 
-    /// Stores the catalog and points a new root record at it; returns the
-    /// catalog's reference.
-    pub async fn commit(&mut self) -> Result<BlobRef, ClientError> {
-        let blob = self
-            .store_record(&self.catalog, "storing the catalog")
-            .await?;
+    /// Healthy shards of a segment (each audited with a fresh challenge),
+    /// shards per segment, and k.
+    async fn audit_segment(&self, segment: &SegmentRef) -> (usize, usize, usize) {
+        let coding = segment.coding();
+        let shard_len = segment.shard_len();
+        let mut healthy = 0;
+        for shard in &segment.shards {
+            let mut seed = [0u8; 32];
+            let _ = getrandom::fill(&mut seed);
+            if self.swarm.audit(shard.holder, shard.id, shard_len, seed).await {
+                healthy += 1;
+            }
+        }
+        (healthy, coding.total(), usize::from(coding.k))
+    }
+
+    /// Stores `history` and points a new root record at it; the history it
+    /// replaces is retired (deleted by the next prune). Returns where the
+    /// new history is stored.
+    async fn commit(&mut self, mut history: History) -> Result<StoredRef, ClientError> {
+        if let Some(previous) = &self.stored_as {
+            for piece in &previous.pieces {
+                if !history.retired.iter().any(|s| s.key == piece.segment().key) {
+                    history.retired.push(piece.segment().clone());
+                }
+            }
+        }
+        let bytes = tree::encode(&history);
+        let id = self.trees.id_of(&bytes);
+        let candidates = Arc::new(self.swarm.candidates().await);
+        let (blob, _) = self
+            .swarm
+            .put_blob(std::io::Cursor::new(bytes), &HashMap::new(), &candidates, &|_| {})
+            .await
+            .map_err(ClientError::swarm("storing the snapshot history"))?;
+        let stored = StoredRef {
+            id,
+            pieces: blob.segments.into_iter().map(Located::Segment).collect(),
+        };
         let seq = self.seq + 1;
-        self.swarm.put_root(seq, &blob).await.map_err(ClientError::swarm(
+        self.swarm.put_root(seq, &stored).await.map_err(ClientError::swarm(
             "publishing the new root record (another cairn may have changed your files at the same time; run the command again)",
         ))?;
         self.seq = seq;
-        self.home.save_cache(&CachedCatalog {
-            stored_as: blob.clone(),
-            catalog: self.catalog.clone(),
+        self.home.save_cache(&CachedHistory {
+            stored_as: stored.clone(),
+            history: history.clone(),
         })?;
-        Ok(blob)
+        self.history = history;
+        self.stored_as = Some(stored.clone());
+        Ok(stored)
     }
 
     /// Hands what was just stored to the steward. The data is stored
     /// either way; without a steward nothing repairs or renews it.
-    async fn track(&self, blobs: &[&BlobRef]) {
+    async fn track(&self, segments: &[SegmentRef]) {
         let Some(steward) = self.steward else {
             return;
         };
-        if let Err(e) = self.swarm.track(steward, blobs).await {
+        if let Err(e) = self.swarm.track(steward, segments).await {
             self.note(format!(
                 "warning: stored, but {e}; until the steward is told, nothing audits, repairs or renews this data: once it answers, put the same files again (unchanged data is not uploaded twice, and the steward is told)"
             ));
         }
     }
 
-    /// `blob` with holders from the steward where it knows better (shards
-    /// it repaired onto other nodes); as stored when there is no steward or
-    /// it cannot be asked.
-    async fn located(&self, blob: &BlobRef) -> BlobRef {
-        let mut blob = blob.clone();
-        if let Some(steward) = self.steward
-            && let Err(e) = self.swarm.relocate(steward, &mut blob).await
-        {
-            self.note(format!("note: {e}; reading from the holders as stored"));
-        }
-        blob
-    }
-
-    /// A version's entry and manifest, its content's holders as the
-    /// steward knows them now.
-    async fn version(
-        &self,
-        path: &str,
-        selector: Selector,
-    ) -> Result<(VersionEntry, Manifest), ClientError> {
-        let entry = self.catalog.select(path, selector)?.clone();
-        let manifest = self.manifest(&entry).await?;
-        Ok((entry, manifest))
-    }
-
-    async fn manifest(&self, entry: &VersionEntry) -> Result<Manifest, ClientError> {
-        let manifest_ref = self.located(&entry.manifest).await;
-        let bytes = self
-            .read_blob(&manifest_ref, "reading the file's manifest")
-            .await?;
-        let mut manifest: Manifest = decode(&bytes, "the manifest")?;
-        manifest.content = self.located(&manifest.content).await;
-        Ok(manifest)
-    }
-
     async fn download<W: Write + Send + 'static>(
         &self,
         path: &str,
-        manifest: &Manifest,
+        pieces: &[Located],
         out: W,
         progress: &dyn Progress,
     ) -> Result<(TransferStats, W), ClientError> {
         self.swarm
-            .get_blob(&manifest.content, out, &|n| progress.advance(n))
+            .read_pieces(pieces, out, &|n| progress.advance(n))
             .await
             .map_err(ClientError::swarm(format!("reading {path}")))
-    }
-
-    async fn read_blob(&self, blob: &BlobRef, what: &str) -> Result<Vec<u8>, ClientError> {
-        let (_, bytes) = self
-            .swarm
-            .get_blob(blob, Vec::new(), &|_| {})
-            .await
-            .map_err(ClientError::swarm(what))?;
-        Ok(bytes)
-    }
-
-    async fn store_record<T: Serialize>(
-        &self,
-        record: &T,
-        what: &str,
-    ) -> Result<BlobRef, ClientError> {
-        let bytes = postcard::to_stdvec(record).map_err(|e| ClientError::Decode {
-            what: what.to_owned(),
-            reason: e.to_string(),
-        })?;
-        let (blob, _) = self
-            .swarm
-            .put_blob(std::io::Cursor::new(bytes), &HashMap::new(), &|_| {})
-            .await
-            .map_err(ClientError::swarm(what))?;
-        Ok(blob)
-    }
-
-    /// The fewest healthy shards of any segment (each audited with a fresh
-    /// challenge), and shards per segment.
-    async fn audit_blob(&self, blob: &BlobRef) -> (usize, usize) {
-        let coding = blob.coding.unwrap_or(self.swarm.coding);
-        let mut worst = coding.total();
-        for segment in &blob.segments {
-            let shard_len = coding.shard_len(segment.plain_len as usize + TAG_LEN) as u64;
-            let mut healthy = 0;
-            for shard in &segment.shards {
-                let mut seed = [0u8; 32];
-                let _ = getrandom::fill(&mut seed);
-                if self
-                    .swarm
-                    .audit(shard.holder, shard.id, shard_len, seed)
-                    .await
-                {
-                    healthy += 1;
-                }
-            }
-            worst = worst.min(healthy);
-        }
-        (worst, coding.total())
     }
 
     fn note(&self, note: String) {
@@ -622,14 +1009,55 @@ impl Session {
     }
 }
 
-fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, ClientError> {
-    postcard::from_bytes(bytes).map_err(|e| ClientError::Decode {
-        what: what.to_owned(),
-        reason: e.to_string(),
-    })
+/// A segment's id as the steward knows it: BLAKE3 over its shard ids.
+fn segment_id(segment: &SegmentRef) -> [u8; 32] {
+    let mut hasher = blake3::Hasher::new();
+    for shard in &segment.shards {
+        hasher.update(&shard.id.0);
+    }
+    *hasher.finalize().as_bytes()
 }
 
-/// Checks that a read delivered every byte the manifest names.
+async fn tally(
+    deletes: &mut JoinSet<(Result<bool, cairn_net::NetError>, u64)>,
+    report: &mut PruneReport,
+) {
+    match deletes.join_next().await {
+        Some(Ok((Ok(true), len))) => {
+            report.shards_deleted += 1;
+            report.shard_bytes_freed += len;
+        }
+        Some(Ok((Ok(false), _))) => report.shards_already_gone += 1,
+        Some(Ok((Err(e), _))) => {
+            tracing::debug!("delete: {e}");
+            report.shards_left_to_expire += 1;
+        }
+        Some(Err(_)) => report.shards_left_to_expire += 1,
+        None => {}
+    }
+}
+
+/// What makes two entries the same version of a path.
+fn identity(entry: &Entry, node: &TreeNode) -> Vec<u8> {
+    let content = match &entry.kind {
+        EntryKind::File { content, .. } => tree::encode(&node.locate_all(content).unwrap_or_default()),
+        EntryKind::Symlink { target } => target.clone(),
+        EntryKind::Dir { id, .. } => id.to_vec(),
+    };
+    let mut out = tree::encode(&(entry.mode, entry.mtime_ns, entry_size(entry)));
+    out.extend(content);
+    out
+}
+
+fn entry_size(entry: &Entry) -> u64 {
+    match &entry.kind {
+        EntryKind::File { size, .. } => *size,
+        EntryKind::Symlink { target } => target.len() as u64,
+        EntryKind::Dir { .. } => 0,
+    }
+}
+
+/// Checks that a read delivered every byte the tree names.
 fn whole(path: &str, stats: &TransferStats, size: u64) -> Result<(), ClientError> {
     if stats.bytes != size {
         return Err(ClientError::ShortRead {
@@ -637,24 +1065,6 @@ fn whole(path: &str, stats: &TransferStats, size: u64) -> Result<(), ClientError
             read: stats.bytes,
             size,
         });
-    }
-    Ok(())
-}
-
-/// Files under `path` (itself if it is a file), sorted.
-fn files_under(path: &Path, out: &mut Vec<PathBuf>) -> Result<(), ClientError> {
-    let shown = path.display().to_string();
-    let meta = std::fs::metadata(path).map_err(ClientError::file(&shown))?;
-    if meta.is_dir() {
-        let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
-            .and_then(|dir| dir.map(|e| e.map(|e| e.path())).collect())
-            .map_err(ClientError::file(&shown))?;
-        entries.sort();
-        for entry in entries {
-            files_under(&entry, out)?;
-        }
-    } else if meta.is_file() {
-        out.push(path.to_owned());
     }
     Ok(())
 }

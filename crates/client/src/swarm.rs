@@ -3,7 +3,8 @@
 //! and keep the owner's root record on every node. Bounded memory: a few
 //! segments are in flight at once, whatever the size of the stream.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::future::Future;
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -12,11 +13,12 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use super::catalog::{BlobRef, RootPointer, SegmentRef, ShardRef};
+use super::catalog::{BlobRef, SegmentRef, ShardRef};
+use super::tree::{Located, RootPointer, SNAPSHOT_FORMAT, StoredRef};
 use super::chunk::{ChunkSizes, chunks};
 use super::keys::OwnerKeys;
 use super::placement::{self, Candidate};
-use super::segment::{self, Coding, TAG_LEN};
+use super::segment::{self, Coding};
 use cairn_host::unix_now;
 use cairn_net::identity::Identity;
 use cairn_net::pool::PoolConfig;
@@ -24,7 +26,7 @@ use cairn_net::{NetError, Peer, Pool};
 use cairn_proto::ids::{NodeId, ShardId};
 use cairn_proto::membership::MemberCert;
 use cairn_proto::root::RootRecord;
-use cairn_proto::{MAX_LOCATE, MAX_TRACK, NodeAddr, TrackSegment};
+use cairn_proto::{ErrorCode, MAX_LOCATE, MAX_TRACK, NodeAddr, TrackSegment};
 
 /// How long shards are kept before the steward must renew them.
 pub const LEASE: Duration = Duration::from_secs(90 * 24 * 3600);
@@ -39,6 +41,11 @@ const DOWN_FOR: Duration = Duration::from_secs(60);
 const ROOT_GRACE: Duration = Duration::from_millis(1000);
 /// Attempts to place one shard before the upload gives up.
 const PLACE_ATTEMPTS: usize = 4;
+/// How long a request waits on a node that answers RateLimited before
+/// that answer counts as the node's failure.
+const RATE_LIMIT_PATIENCE: Duration = Duration::from_secs(30);
+/// Pack segments kept decoded for reads that come back to the same pack.
+const PACK_CACHE: usize = 16;
 
 /// What went wrong moving data to or from the swarm.
 #[derive(Debug, thiserror::Error)]
@@ -112,11 +119,30 @@ pub struct TransferStats {
     pub unreachable: Vec<NodeId>,
 }
 
+impl TransferStats {
+    /// Adds what one segment's fetch met.
+    pub(crate) fn add(&mut self, report: FetchReport) {
+        self.shard_bytes += report.shard_bytes;
+        self.decoded += usize::from(report.decoded);
+        self.bad_shards.extend(report.bad);
+        for node in report.unreachable {
+            if !self.unreachable.contains(&node) {
+                self.unreachable.push(node);
+            }
+        }
+    }
+}
+
 /// The owner's connection to their nodes.
 pub struct Swarm {
     pool: Pool,
     keys: OwnerKeys,
     nodes: Mutex<Vec<NodeAddr>>,
+    /// Asked where shards are now when their recorded holders fail.
+    steward: Mutex<Option<NodeId>>,
+    /// Recently read packs by segment key, newest last; a pack being read
+    /// is in here already, so readers that want it too wait for that read.
+    packs: Mutex<VecDeque<([u8; 32], PackSlot)>>,
     /// Erasure coding of new data.
     pub coding: Coding,
 }
@@ -147,8 +173,45 @@ impl Swarm {
             pool,
             keys,
             nodes: Mutex::new(nodes),
+            steward: Mutex::new(None),
+            packs: Mutex::new(VecDeque::new()),
             coding,
         }))
+    }
+
+    /// The steward to ask where shards went when a read finds them moved.
+    pub fn set_steward(&self, steward: Option<NodeId>) {
+        *cairn_host::lock(&self.steward) = steward;
+    }
+
+    /// The owner's keys.
+    pub fn keys(&self) -> &OwnerKeys {
+        &self.keys
+    }
+
+    /// Runs `op` on a connection to `node`. A node that answers
+    /// RateLimited is waited for, as it asks, for a bounded time: it is
+    /// busy, not gone, and never counted as down for it.
+    pub async fn patiently<T, F, Fut>(&self, node: NodeId, op: F) -> Result<T, NetError>
+    where
+        F: Fn(Arc<Peer>) -> Fut,
+        Fut: Future<Output = Result<T, NetError>>,
+    {
+        let give_up = Instant::now() + RATE_LIMIT_PATIENCE;
+        let mut wait = Duration::from_millis(25);
+        loop {
+            let peer = self.peer(node).await?;
+            match op(peer).await {
+                Err(NetError::Remote {
+                    code: ErrorCode::RateLimited,
+                    ..
+                }) if Instant::now() + wait < give_up => {
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(1));
+                }
+                other => return other,
+            }
+        }
     }
 
     /// The nodes this client knows.
@@ -196,8 +259,10 @@ impl Swarm {
         for entry in self.nodes() {
             let this = Arc::clone(self);
             asks.spawn(async move {
-                let peer = this.peer(entry.node).await.ok()?;
-                let stat = peer.stat().await.ok()?;
+                let stat = this
+                    .patiently(entry.node, |peer| async move { peer.stat().await })
+                    .await
+                    .ok()?;
                 // A draining node refuses new shards: never plan on it.
                 if stat.ownership.draining {
                     return None;
@@ -220,16 +285,17 @@ impl Swarm {
         out
     }
 
-    /// Stores everything `reader` yields. Segments whose key is in `known`
-    /// are already stored and are reused without upload.
+    /// Stores everything `reader` yields on `candidates` (from
+    /// [`Swarm::candidates`], asked once per command). Segments whose key
+    /// is in `known` are already stored and are reused without upload.
     pub async fn put_blob<R: Read + Send + 'static>(
         self: &Arc<Self>,
         reader: R,
         known: &HashMap<[u8; 32], SegmentRef>,
+        candidates: &Arc<Vec<Candidate>>,
         progress: &(dyn Fn(u64) + Sync),
     ) -> Result<(BlobRef, TransferStats), SwarmError> {
         self.coding.validate()?;
-        let candidates = self.candidates().await;
         let known_keys: HashSet<[u8; 32]> = known.keys().copied().collect();
         let (tx, mut rx) = mpsc::channel::<Result<Sealed, SwarmError>>(2);
         let convergence = self.keys.convergence;
@@ -260,7 +326,6 @@ impl Swarm {
         let mut uploads = JoinSet::new();
         let mut done: BTreeMap<usize, SegmentRef> = BTreeMap::new();
         let mut next = 0usize;
-        let candidates = Arc::new(candidates);
         let result: Result<(), SwarmError> = async {
             loop {
                 while uploads.len() >= PUT_SEGMENTS_IN_FLIGHT {
@@ -289,7 +354,7 @@ impl Swarm {
                             .map(|(_, b)| b.len() as u64)
                             .sum::<u64>();
                         progress(sealed.plain_len);
-                        let (this, candidates) = (Arc::clone(self), Arc::clone(&candidates));
+                        let (this, candidates) = (Arc::clone(self), Arc::clone(candidates));
                         uploads.spawn(async move {
                             (index, this.upload_segment(sealed, candidates).await)
                         });
@@ -309,7 +374,6 @@ impl Swarm {
         stats.segments = done.len();
         Ok((
             BlobRef {
-                coding: Some(self.coding),
                 segments: done.into_values().collect(),
             },
             stats,
@@ -319,7 +383,7 @@ impl Swarm {
     /// Places and stores one segment's shards, all in parallel; a shard
     /// whose node fails goes to another node that holds none of this
     /// segment. Checks the fewer-than-k rule before anything is sent.
-    async fn upload_segment(
+    pub(crate) async fn upload_segment(
         self: Arc<Self>,
         sealed: segment::SealedSegment,
         candidates: Arc<Vec<Candidate>>,
@@ -345,10 +409,12 @@ impl Swarm {
                 let (id, body) = (ids[i], bodies[i].clone());
                 let this = Arc::clone(&self);
                 puts.spawn(async move {
-                    let outcome = match this.peer(node).await {
-                        Ok(peer) => peer.put(id, body, owner, lease).await.map(|_| ()),
-                        Err(e) => Err(e),
-                    };
+                    let outcome = this
+                        .patiently(node, |peer| {
+                            let body = body.clone();
+                            async move { peer.put(id, body, owner, lease).await.map(|_| ()) }
+                        })
+                        .await;
                     (i, node, outcome)
                 });
             }
@@ -368,6 +434,7 @@ impl Swarm {
                 return Ok(SegmentRef {
                     key,
                     plain_len,
+                    k: self.coding.k,
                     shards: ids
                         .iter()
                         .zip(&holders)
@@ -413,16 +480,27 @@ impl Swarm {
         )))
     }
 
-    /// Writes the bytes of `blob` to `out`, fetching k shards per segment
-    /// from the fastest holders, verifying each, decoding when needed.
+    /// Writes the bytes of `blob` to `out` (see [`Swarm::read_pieces`]).
     pub async fn get_blob<W: Write + Send + 'static>(
         self: &Arc<Self>,
         blob: &BlobRef,
         out: W,
         progress: &(dyn Fn(u64) + Sync),
     ) -> Result<(TransferStats, W), SwarmError> {
-        let coding = blob.coding.unwrap_or(self.coding);
-        coding.validate()?;
+        let pieces: Vec<Located> = blob.segments.iter().cloned().map(Located::Segment).collect();
+        self.read_pieces(&pieces, out, progress).await
+    }
+
+    /// Writes the bytes of `pieces` to `out`, in order: k shards per
+    /// segment from the fastest holders, each verified, decoded from parity
+    /// when needed; a pack read for one piece serves the next ones from a
+    /// small cache.
+    pub async fn read_pieces<W: Write + Send + 'static>(
+        self: &Arc<Self>,
+        pieces: &[Located],
+        out: W,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<(TransferStats, W), SwarmError> {
         // The output is written on a thread of its own, so that a slow disk
         // never stops new fetches from starting; the channel bounds memory.
         let (tx, mut rx) = mpsc::channel::<Vec<u8>>(8);
@@ -434,7 +512,7 @@ impl Swarm {
             out.flush()?;
             Ok::<W, std::io::Error>(out)
         });
-        let fetched = self.fetch_in_order(blob, coding, &tx, progress).await;
+        let fetched = self.fetch_in_order(pieces, &tx, progress).await;
         drop(tx);
         let written = writer
             .await
@@ -447,12 +525,11 @@ impl Swarm {
         Ok((stats, out))
     }
 
-    /// Fetches a blob's segments, several at once, and passes their
-    /// plaintext to `out` in order.
+    /// Fetches pieces, several at once, and passes their plaintext to
+    /// `out` in order.
     async fn fetch_in_order(
         self: &Arc<Self>,
-        blob: &BlobRef,
-        coding: Coding,
+        pieces: &[Located],
         out: &mpsc::Sender<Vec<u8>>,
         progress: &(dyn Fn(u64) + Sync),
     ) -> Result<TransferStats, SwarmError> {
@@ -461,16 +538,14 @@ impl Swarm {
         let mut ready: BTreeMap<usize, (Vec<u8>, FetchReport)> = BTreeMap::new();
         let mut next_to_start = 0usize;
         let mut next_to_write = 0usize;
-        let total = blob.segments.len();
+        let total = pieces.len();
         while next_to_write < total {
             while next_to_start < total && fetches.len() + ready.len() < GET_SEGMENTS_IN_FLIGHT {
                 let index = next_to_start;
                 next_to_start += 1;
-                let segment = blob.segments[index].clone();
+                let piece = pieces[index].clone();
                 let this = Arc::clone(self);
-                fetches.spawn(
-                    async move { (index, this.fetch_segment(index, segment, coding).await) },
-                );
+                fetches.spawn(async move { (index, this.fetch_piece(index, piece).await) });
             }
             if !ready.contains_key(&next_to_write) {
                 let (index, outcome) = join_one(&mut fetches).await?;
@@ -486,25 +561,111 @@ impl Swarm {
             progress(len);
             stats.bytes += len;
             stats.segments += 1;
-            stats.shard_bytes += report.shard_bytes;
-            stats.decoded += usize::from(report.decoded);
-            stats.bad_shards.extend(report.bad);
-            for node in report.unreachable {
-                if !stats.unreachable.contains(&node) {
-                    stats.unreachable.push(node);
-                }
-            }
+            stats.add(report);
             next_to_write += 1;
         }
         Ok(stats)
+    }
+
+    /// One piece's plaintext.
+    async fn fetch_piece(
+        self: Arc<Self>,
+        index: usize,
+        piece: Located,
+    ) -> Result<(Vec<u8>, FetchReport), SwarmError> {
+        match piece {
+            Located::Segment(segment) => self.fetch_moved(index, segment).await,
+            Located::Packed { pack, offset, len } => {
+                let (plain, report) = self.pack(index, pack).await?;
+                let range = offset as usize..offset as usize + len as usize;
+                let bytes = plain.get(range).ok_or_else(|| {
+                    SwarmError::Decode(format!(
+                        "a piece at {offset}+{len} lies outside its pack of {} bytes",
+                        plain.len()
+                    ))
+                })?;
+                Ok((bytes.to_vec(), report))
+            }
+        }
+    }
+
+    /// A pack's plaintext, from the cache or the swarm.
+    pub(crate) async fn pack(
+        self: &Arc<Self>,
+        index: usize,
+        pack: SegmentRef,
+    ) -> Result<(Arc<Vec<u8>>, FetchReport), SwarmError> {
+        let slot = {
+            let mut cache = cairn_host::lock(&self.packs);
+            match cache.iter().find(|(key, _)| *key == pack.key) {
+                Some((_, slot)) => Arc::clone(slot),
+                None => {
+                    let slot = PackSlot::default();
+                    cache.push_back((pack.key, Arc::clone(&slot)));
+                    if cache.len() > PACK_CACHE {
+                        cache.pop_front();
+                    }
+                    slot
+                }
+            }
+        };
+        let mut report = None;
+        let plain = slot
+            .get_or_try_init(|| async {
+                let (plain, fetched) = Arc::clone(self).fetch_moved(index, pack).await?;
+                report = Some(fetched);
+                Ok::<_, SwarmError>(Arc::new(plain))
+            })
+            .await?;
+        Ok((Arc::clone(plain), report.unwrap_or_default()))
+    }
+
+    /// The bytes of `pieces` in one buffer (for small files: no writer
+    /// thread, and packs come from the cache).
+    pub async fn read_pieces_whole(
+        self: &Arc<Self>,
+        pieces: &[Located],
+    ) -> Result<(Vec<u8>, TransferStats), SwarmError> {
+        let mut stats = TransferStats::default();
+        let mut out = Vec::with_capacity(pieces.iter().map(|p| p.len() as usize).sum());
+        for (index, piece) in pieces.iter().enumerate() {
+            let (bytes, report) = Arc::clone(self).fetch_piece(index, piece.clone()).await?;
+            stats.bytes += bytes.len() as u64;
+            stats.segments += 1;
+            stats.add(report);
+            out.extend_from_slice(&bytes);
+        }
+        Ok((out, stats))
+    }
+
+    /// A segment's plaintext; when its recorded holders cannot give k good
+    /// shards, the steward is asked where they are now (it may have moved
+    /// them in a repair) and the read is tried once more.
+    pub(crate) async fn fetch_moved(
+        self: Arc<Self>,
+        index: usize,
+        segment: SegmentRef,
+    ) -> Result<(Vec<u8>, FetchReport), SwarmError> {
+        let first = Arc::clone(&self).fetch_segment(index, segment.clone()).await;
+        let steward = *cairn_host::lock(&self.steward);
+        let (Err(SwarmError::Unreadable { .. }), Some(steward)) = (&first, steward) else {
+            return first;
+        };
+        let mut moved = segment;
+        match self.relocate(steward, std::slice::from_mut(&mut moved)).await {
+            Ok(n) if n > 0 => self.fetch_segment(index, moved).await,
+            // Nothing moved: the first error is the one to report.
+            _ => first,
+        }
     }
 
     async fn fetch_segment(
         self: Arc<Self>,
         index: usize,
         segment: SegmentRef,
-        coding: Coding,
     ) -> Result<(Vec<u8>, FetchReport), SwarmError> {
+        let coding = segment.coding();
+        coding.validate()?;
         let k = usize::from(coding.k);
         // Data shards first (no decoding), then parity; within each, up
         // nodes before down ones, faster before slower.
@@ -525,10 +686,9 @@ impl Swarm {
                 let this = Arc::clone(&self);
                 running.spawn(async move {
                     let started = Instant::now();
-                    let result = match this.peer(shard.holder).await {
-                        Ok(peer) => peer.get(shard.id).await,
-                        Err(e) => Err(e),
-                    };
+                    let result = this
+                        .patiently(shard.holder, |peer| async move { peer.get(shard.id).await })
+                        .await;
                     (i, shard, started.elapsed(), result)
                 });
             }
@@ -585,13 +745,14 @@ impl Swarm {
     pub async fn put_root(
         self: &Arc<Self>,
         seq: u64,
-        catalog: &BlobRef,
+        history: &StoredRef,
     ) -> Result<usize, SwarmError> {
         let mut nonce = [0u8; 12];
         getrandom::fill(&mut nonce)
             .map_err(|e| SwarmError::Task(format!("the system's random source: {e}")))?;
         let pointer = RootPointer {
-            catalog: catalog.clone(),
+            format: SNAPSHOT_FORMAT,
+            history: history.clone(),
             time: unix_now(),
             nodes: self.nodes(),
         };
@@ -600,7 +761,13 @@ impl Swarm {
         let mut puts = JoinSet::new();
         for node in self.nodes().iter().map(|n| n.node) {
             let (this, record) = (Arc::clone(self), record.clone());
-            puts.spawn(async move { this.peer(node).await?.put_root(record).await });
+            puts.spawn(async move {
+                this.patiently(node, |peer| {
+                    let record = record.clone();
+                    async move { peer.put_root(record).await }
+                })
+                .await
+            });
         }
         let mut kept = 0;
         let mut errors = Vec::new();
@@ -627,10 +794,9 @@ impl Swarm {
         for node in nodes.iter().map(|n| n.node) {
             let (this, tx) = (Arc::clone(self), tx.clone());
             tokio::spawn(async move {
-                let answer = match this.peer(node).await {
-                    Ok(peer) => peer.get_root(owner).await,
-                    Err(e) => Err(e),
-                };
+                let answer = this
+                    .patiently(node, |peer| async move { peer.get_root(owner).await })
+                    .await;
                 let _ = tx.send(answer).await;
             });
         }
@@ -693,65 +859,95 @@ impl Swarm {
         }
     }
 
-    /// Tells the steward `steward` about every segment of `blobs`, so it
-    /// audits, repairs and renews them; returns how many segments it tracks
-    /// for this owner.
-    pub async fn track(&self, steward: NodeId, blobs: &[&BlobRef]) -> Result<u64, SwarmError> {
+    /// Tells the steward `steward` about `segments`, so it audits, repairs
+    /// and renews them; returns how many segments it tracks for this owner.
+    pub async fn track(&self, steward: NodeId, segments: &[SegmentRef]) -> Result<u64, SwarmError> {
         let nodes: Vec<NodeAddr> = self.nodes().into_iter().collect();
         let lease_until = unix_now() + LEASE.as_secs();
-        let mut segments = Vec::new();
-        for blob in blobs {
-            let coding = blob.coding.unwrap_or(self.coding);
-            for segment in &blob.segments {
-                let cipher_len = usize::try_from(segment.plain_len).unwrap_or(usize::MAX) + TAG_LEN;
-                segments.push(TrackSegment {
+        let segments: Vec<TrackSegment> = segments
+            .iter()
+            .map(|segment| {
+                let coding = segment.coding();
+                TrackSegment {
                     k: coding.k,
                     m: coding.m,
-                    shard_len: coding.shard_len(cipher_len) as u64,
+                    shard_len: segment.shard_len(),
                     shards: segment.shards.iter().map(|s| (s.id, s.holder)).collect(),
                     lease_until,
-                });
-            }
-        }
-        let peer = self
-            .peer(steward)
-            .await
-            .map_err(|e| SwarmError::Steward(e.to_string()))?;
+                }
+            })
+            .collect();
         let owner = self.keys.owner_id();
         let mut tracked = 0;
         let node_batches = nodes.chunks(MAX_TRACK).map(<[NodeAddr]>::to_vec);
         let mut node_batches = node_batches.chain(std::iter::repeat(Vec::new()));
         for batch in segments.chunks(MAX_TRACK) {
-            tracked = peer
-                .track(
-                    owner,
-                    node_batches.next().unwrap_or_default(),
-                    batch.to_vec(),
-                )
+            let nodes = node_batches.next().unwrap_or_default();
+            tracked = self
+                .patiently(steward, |peer| {
+                    let (nodes, batch) = (nodes.clone(), batch.to_vec());
+                    async move { peer.track(owner, nodes, batch).await }
+                })
                 .await
                 .map_err(|e| SwarmError::Steward(e.to_string()))?;
         }
         Ok(tracked)
     }
 
-    /// Rewrites `blob`'s holders with where the steward says its shards are
-    /// now (after repairs); shards it does not know keep their holders.
-    pub async fn relocate(&self, steward: NodeId, blob: &mut BlobRef) -> Result<usize, SwarmError> {
-        let peer = self
-            .peer(steward)
-            .await
-            .map_err(|e| SwarmError::Steward(e.to_string()))?;
+    /// Tells the steward to stop tracking `segments` (ids: BLAKE3 over
+    /// each one's shard ids), signed with the owner's key: nobody else can.
+    pub async fn untrack(&self, steward: NodeId, segments: &[[u8; 32]]) -> Result<u64, SwarmError> {
         let owner = self.keys.owner_id();
-        let mut refs: Vec<&mut ShardRef> = blob
-            .segments
+        let mut tracked = 0;
+        for batch in segments.chunks(cairn_proto::MAX_UNTRACK) {
+            let not_after = unix_now() + 600;
+            let signature =
+                cairn_proto::signed::sign_untrack(&self.keys.signing, &steward, batch, not_after);
+            tracked = self
+                .patiently(steward, |peer| {
+                    let (batch, signature) = (batch.to_vec(), signature.clone());
+                    async move { peer.untrack(owner, batch, not_after, signature).await }
+                })
+                .await
+                .map_err(|e| SwarmError::Steward(e.to_string()))?;
+        }
+        Ok(tracked)
+    }
+
+    /// Deletes one shard at its holder with the owner's signature; `Ok(false)`
+    /// when the holder did not have it.
+    pub async fn delete(&self, shard: ShardRef) -> Result<bool, NetError> {
+        let not_after = unix_now() + 600;
+        let signature =
+            cairn_proto::signed::sign_delete(&self.keys.signing, &shard.holder, &shard.id, not_after);
+        self.patiently(shard.holder, |peer| {
+            let signature = signature.clone();
+            async move { peer.delete(shard.id, not_after, signature).await }
+        })
+        .await
+    }
+
+    /// Rewrites the holders of `segments` with where the steward says their
+    /// shards are now (after repairs); shards it does not know keep their
+    /// holders. Returns how many moved.
+    pub async fn relocate(
+        &self,
+        steward: NodeId,
+        segments: &mut [SegmentRef],
+    ) -> Result<usize, SwarmError> {
+        let owner = self.keys.owner_id();
+        let mut refs: Vec<&mut ShardRef> = segments
             .iter_mut()
             .flat_map(|s| s.shards.iter_mut())
             .collect();
         let mut moved = 0;
         for batch in refs.chunks_mut(MAX_LOCATE) {
             let ids: Vec<ShardId> = batch.iter().map(|r| r.id).collect();
-            let found = peer
-                .locate(owner, &ids)
+            let found = self
+                .patiently(steward, |peer| {
+                    let ids = ids.clone();
+                    async move { peer.locate(owner, &ids).await }
+                })
                 .await
                 .map_err(|e| SwarmError::Steward(e.to_string()))?;
             for (shard, holder) in batch.iter_mut().zip(found) {
@@ -772,13 +968,17 @@ impl Swarm {
     }
 }
 
+/// One pack in the cache: filled by the first reader that gets it.
+type PackSlot = Arc<tokio::sync::OnceCell<Arc<Vec<u8>>>>;
+
 enum Sealed {
     Known([u8; 32], u64),
     New(segment::SealedSegment),
 }
 
+/// What fetching one segment met.
 #[derive(Default)]
-struct FetchReport {
+pub(crate) struct FetchReport {
     shard_bytes: u64,
     decoded: bool,
     bad: Vec<(ShardId, NodeId)>,

@@ -371,6 +371,26 @@ impl Peer {
         }
     }
 
+    /// Asks the steward to stop tracking segments; signed by their owner.
+    pub async fn untrack(
+        &self,
+        owner: OwnerId,
+        segments: Vec<[u8; 32]>,
+        not_after: u64,
+        signature: Vec<u8>,
+    ) -> Result<u64, NetError> {
+        let request = Request::Untrack {
+            owner,
+            segments,
+            not_after,
+            signature,
+        };
+        match self.call(&request, Bytes::new()).await? {
+            (Response::Tracked { segments }, _) => Ok(segments),
+            (other, _) => Err(NetError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
     /// Gives the node its swarm membership certificate (the node's owner
     /// or an administrator only).
     pub async fn join(&self, cert: MemberCert, seeds: Vec<NodeAddr>) -> Result<OwnerId, NetError> {

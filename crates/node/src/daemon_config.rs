@@ -283,6 +283,10 @@ pub struct StoreSection {
     pub max_shard_mib: u64,
     /// Bytes per second scrub may read, MiB.
     pub scrub_mib_per_s: u64,
+    /// Seconds between rounds that delete shards whose lease ran out.
+    pub lease_gc_every_s: u64,
+    /// Most shards one such round deletes (the rest wait for the next).
+    pub lease_gc_per_round: usize,
 }
 
 impl Default for StoreSection {
@@ -292,6 +296,8 @@ impl Default for StoreSection {
             quota_gib: None,
             max_shard_mib: 16,
             scrub_mib_per_s: 8,
+            lease_gc_every_s: 600,
+            lease_gc_per_round: 1024,
         }
     }
 }

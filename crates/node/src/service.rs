@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use cairn_proto::NodeAddr;
 use cairn_proto::gossip::GossipMember;
@@ -53,6 +54,32 @@ pub struct RunningNode {
     stop_tx: tokio::sync::watch::Sender<bool>,
     serving_task: JoinHandle<()>,
     others: Vec<JoinHandle<()>>,
+}
+
+/// Deletes shards whose lease ran out (nobody renews them: their owner
+/// pruned them or is gone), a bounded number per round, until `stop`.
+async fn collect_expired_leases(
+    store: Arc<ShardStore>,
+    every: Duration,
+    per_round: usize,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stop.wait_for(|stopping| *stopping) => return,
+        }
+        let store = Arc::clone(&store);
+        let now = cairn_host::unix_now();
+        match tokio::task::spawn_blocking(move || store.collect_expired(now, per_round)).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(collected)) => info!("collected {collected} shards whose lease ran out"),
+            Ok(Err(e)) => warn!("collecting expired shards: {e}"),
+            Err(e) => warn!("collecting expired shards: {e}"),
+        }
+    }
 }
 
 impl RunningNode {
@@ -155,7 +182,13 @@ impl RunningNode {
             let server = Arc::clone(&server);
             async move { server.run(stop_rx).await }
         });
-        let others = [steward_task, gossip_task, discovery_task]
+        let leases_task = Some(tokio::spawn(collect_expired_leases(
+            Arc::clone(&store),
+            Duration::from_secs(config.store.lease_gc_every_s.max(1)),
+            config.store.lease_gc_per_round.max(1),
+            stop_rx.clone(),
+        )));
+        let others = [steward_task, gossip_task, discovery_task, leases_task]
             .into_iter()
             .flatten()
             .collect();

@@ -296,6 +296,18 @@ impl Steward {
         self.repairing.remove(&segment);
     }
 
+    /// Stops tracking `segment` if it is `owner`'s; another owner's
+    /// segment of that id is left alone.
+    pub fn untrack_owned(&mut self, owner: &OwnerId, segment: SegmentId) {
+        if self
+            .segments
+            .get(&segment)
+            .is_some_and(|tracked| tracked.owner == *owner)
+        {
+            self.untrack(segment);
+        }
+    }
+
     /// Segments tracked.
     pub fn len(&self) -> usize {
         self.segments.len()

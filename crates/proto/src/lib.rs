@@ -147,6 +147,19 @@ pub enum Request {
     },
     /// The swarm's members as this node's gossip knows them.
     Members,
+    /// Stop stewarding these segments of the owner's (they were pruned):
+    /// signed by the owner, so nobody else can make a steward drop them.
+    Untrack {
+        /// The owner.
+        owner: OwnerId,
+        /// Segment ids (BLAKE3 over the segment's shard ids in order), at
+        /// most [`MAX_UNTRACK`].
+        segments: Vec<[u8; 32]>,
+        /// Unix time after which the signature is void.
+        not_after: u64,
+        /// The owner's signature over [`signed::untrack_message`].
+        signature: Vec<u8>,
+    },
     /// Where are these shards of the owner's now (after repairs)?
     Locate {
         /// The owner.
@@ -160,6 +173,8 @@ pub enum Request {
 pub const MAX_TRACK: usize = 64;
 /// Most shards in one `Locate`.
 pub const MAX_LOCATE: usize = 1024;
+/// Most segments in one `Untrack`.
+pub const MAX_UNTRACK: usize = 1024;
 
 /// A node and where to reach it: the one shape for it everywhere (on the
 /// wire, in the owner's root record, in `client.toml` and `swarm.toml`).
@@ -234,7 +249,8 @@ pub enum Response {
     Root(Option<root::RootRecord>),
     /// Answer to `Claim`, `Transfer` and `Drain`: who owns the box now.
     Ownership(OwnershipInfo),
-    /// Answer to `Track`: how many segments the steward now keeps for the owner.
+    /// Answer to `Track` and `Untrack`: how many segments the steward now
+    /// keeps for the owner.
     Tracked {
         /// Segments tracked for this owner.
         segments: u64,

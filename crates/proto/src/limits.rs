@@ -115,6 +115,25 @@ pub fn validate(request: &Request, limits: &Limits) -> Result<(), Refusal> {
             }
             Ok(())
         }
+        Request::Untrack {
+            segments,
+            signature,
+            ..
+        } => {
+            if segments.len() > super::MAX_UNTRACK {
+                return Err(Refusal::new(
+                    ErrorCode::TooLarge,
+                    format!("at most {} segments per Untrack", super::MAX_UNTRACK),
+                ));
+            }
+            if signature.len() != 64 {
+                return Err(Refusal::new(
+                    ErrorCode::BadRequest,
+                    "an owner signature is 64 bytes (Ed25519)",
+                ));
+            }
+            Ok(())
+        }
         Request::Locate { shards, .. } if shards.len() > super::MAX_LOCATE => Err(Refusal::new(
             ErrorCode::TooLarge,
             format!("at most {} shards per Locate", super::MAX_LOCATE),

@@ -171,6 +171,32 @@ pub fn verify_expiring(
     verify(owner, message, signature)
 }
 
+/// What an owner signs to make a steward drop segments: the steward's
+/// id, the expiry and a hash of the segment ids (so the message stays
+/// small however many there are).
+pub fn untrack_message(steward: &NodeId, segments: &[[u8; 32]], not_after: u64) -> Vec<u8> {
+    let mut hasher = blake3::Hasher::new();
+    for segment in segments {
+        hasher.update(segment);
+    }
+    let mut out = Vec::with_capacity(96);
+    out.extend_from_slice(b"cairn/1 untrack\0");
+    out.extend_from_slice(&steward.0);
+    out.extend_from_slice(hasher.finalize().as_bytes());
+    out.extend_from_slice(&not_after.to_le_bytes());
+    out
+}
+
+/// Signs an untrack with the owner's key.
+pub fn sign_untrack(
+    key: &SigningKey,
+    steward: &NodeId,
+    segments: &[[u8; 32]],
+    not_after: u64,
+) -> Vec<u8> {
+    sign(key, &untrack_message(steward, segments, not_after))
+}
+
 /// Signs a delete with the owner's key.
 pub fn sign_delete(key: &SigningKey, node: &NodeId, shard: &ShardId, not_after: u64) -> Vec<u8> {
     sign(key, &delete_message(node, shard, not_after))
@@ -317,6 +343,7 @@ mod tests {
             member_message(&owner, &node, Role::Node, 1),
             removal_message(&owner, &node),
             root_message(&owner, 1, b""),
+            untrack_message(&node, &[[1; 32]], 1),
         ]
         .iter()
         .map(|m| m[..=m.iter().position(|&b| b == 0).unwrap()].to_vec())

@@ -470,6 +470,32 @@ async fn handle<B: Body>(
             Response::Members(shared.services.gossip.members()),
             Vec::new(),
         )),
+        Request::Untrack {
+            owner,
+            segments,
+            not_after,
+            signature,
+        } => {
+            let steward = steward_of(shared)?;
+            let message =
+                signed::untrack_message(&shared.config.identity.id, &segments, not_after);
+            signed::verify_expiring(&owner, &message, &signature, not_after, unix_now()).map_err(
+                |e| Refusal {
+                    code: match e {
+                        signed::OwnerAuthError::Expired { .. } => ErrorCode::Expired,
+                        _ => ErrorCode::Forbidden,
+                    },
+                    message: format!("untrack refused: {e}"),
+                },
+            )?;
+            let count = blocking(move || steward.untrack(&owner, &segments))
+                .await?
+                .map_err(|e| Refusal {
+                    code: ErrorCode::Internal,
+                    message: e.to_string(),
+                })?;
+            Ok((Response::Tracked { segments: count }, Vec::new()))
+        }
         Request::Locate { owner, shards } => {
             let steward = steward_of(shared)?;
             let found = steward.locate(&owner, &shards);

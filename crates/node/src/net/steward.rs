@@ -161,6 +161,20 @@ impl StewardService {
         Ok(count)
     }
 
+    /// Stops tracking those of `segments` that are `owner`'s (the owner
+    /// signed for it), durably; returns how many the owner still has.
+    pub fn untrack(&self, owner: &OwnerId, segments: &[[u8; 32]]) -> Result<u64, StewardError> {
+        let count = {
+            let mut state = lock(&self.state);
+            for segment in segments {
+                state.steward.untrack_owned(owner, crate::steward::SegmentId(*segment));
+            }
+            state.steward.count(owner) as u64
+        };
+        self.save()?;
+        Ok(count)
+    }
+
     /// Where the owner's shards are now (`None`: not in the table).
     pub fn locate(&self, owner: &OwnerId, shards: &[ShardId]) -> Vec<Option<NodeId>> {
         let state = lock(&self.state);

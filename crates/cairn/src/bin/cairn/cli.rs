@@ -92,12 +92,62 @@ pub enum Command {
         #[arg(long)]
         undo: bool,
     },
-    /// Store files and directories (each put is a new version).
+    /// Store files and directories: a new snapshot in which these paths are
+    /// as they are now and everything else as before. Unchanged files are
+    /// not read again; symbolic links are stored as links, never followed.
+    /// Exits 3 when some file could not be read (the rest is stored).
     Put {
         /// Files or directories.
         #[arg(required = true)]
         paths: Vec<PathBuf>,
+        /// Leave out what matches: a pattern without `/` matches a name
+        /// anywhere (`*.tmp`, `node_modules`), one with `/` the whole path.
+        #[arg(long, value_name = "PATTERN")]
+        exclude: Vec<String>,
+        /// Leave out the patterns in this file (one per line, # comments).
+        #[arg(long, value_name = "FILE")]
+        exclude_file: Vec<PathBuf>,
     },
+    /// Bring back a directory tree, a file or a link, with modes, mtimes,
+    /// links and empty directories, into TARGET/NAME (`/` restores all).
+    Restore {
+        /// The path as stored (see `cairn ls`).
+        path: String,
+        /// Where to put it.
+        #[arg(long)]
+        target: PathBuf,
+        /// From the newest snapshot taken at or before this time (RFC 3339,
+        /// or Unix seconds).
+        #[arg(long, conflicts_with = "snapshot")]
+        at: Option<String>,
+        /// From this snapshot (its id or a unique start of it).
+        #[arg(long)]
+        snapshot: Option<String>,
+    },
+    /// List the snapshots, oldest first.
+    Snapshots,
+    /// Forget snapshots the rules do not keep (the newest is always kept);
+    /// their data is deleted by `cairn prune`.
+    Forget {
+        /// Keep the newest N snapshots.
+        #[arg(long, default_value_t = 0, value_name = "N")]
+        keep_last: usize,
+        /// Keep the newest snapshot of each of the newest N days.
+        #[arg(long, default_value_t = 0, value_name = "N")]
+        keep_daily: usize,
+        /// … of each of the newest N weeks.
+        #[arg(long, default_value_t = 0, value_name = "N")]
+        keep_weekly: usize,
+        /// … of each of the newest N months.
+        #[arg(long, default_value_t = 0, value_name = "N")]
+        keep_monthly: usize,
+        /// Prune right after.
+        #[arg(long)]
+        prune: bool,
+    },
+    /// Delete the data that only forgotten snapshots used, at the nodes that
+    /// hold it, so that their space comes back.
+    Prune,
     /// Read a file back.
     Get {
         /// The path as stored (see `cairn ls`).
@@ -112,9 +162,9 @@ pub enum Command {
         #[arg(long)]
         version: Option<u32>,
     },
-    /// List stored files.
+    /// List the files and links of the newest snapshot.
     Ls {
-        /// Only paths starting with this.
+        /// Only this file or what is below this directory.
         prefix: Option<String>,
     },
     /// List the versions of a file.
@@ -122,14 +172,16 @@ pub enum Command {
         /// The path as stored.
         path: String,
     },
-    /// Remove a file (earlier versions stay readable by --version or --at).
+    /// Leave a file or directory out of a new snapshot (earlier snapshots
+    /// keep it: it stays readable by --version or --at until they are
+    /// forgotten and pruned).
     Rm {
         /// The path as stored.
         path: String,
     },
     /// Check that the shards of files are held, and which losses they survive.
     Status {
-        /// Only paths starting with this.
+        /// Only this file or what is below this directory.
         prefix: Option<String>,
     },
     /// Found a swarm, invite to it, accept an invite, remove a member.

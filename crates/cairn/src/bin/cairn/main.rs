@@ -17,7 +17,7 @@ use serde::Serialize;
 use cairn_client::account::{self, NodeReport};
 use cairn_client::home::parse_node;
 use cairn_client::session::{FileHealth, GetReport, TransferReport};
-use cairn_client::{ClientHome, Progress, Selector, Session};
+use cairn_client::{ClientHome, Excludes, Policy, Progress, Selector, Session, SnapshotPick};
 use cairn_node::net::discovery::LanDiscovery;
 use cairn_proto::NodeAddr;
 
@@ -28,6 +28,10 @@ async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     match run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<Partial>().is_some() => {
+            eprintln!("cairn: {e}");
+            std::process::ExitCode::from(3)
+        }
         Err(e) => {
             eprintln!("cairn: {e}");
             let mut source = e.source();
@@ -39,6 +43,23 @@ async fn main() -> std::process::ExitCode {
         }
     }
 }
+
+/// A put stored what it could read and left some files out (or kept their
+/// previous version): exit status 3, as restic's.
+#[derive(Debug)]
+struct Partial(usize);
+
+impl std::fmt::Display for Partial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} warnings (above): some files or directories could not be read; everything else is stored",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for Partial {}
 
 /// Prints a report: as one JSON line with `--json`, else as `text` says.
 struct Out {
@@ -93,8 +114,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             out.show(&report, |r| {
                 format!(
-                    "recovered owner {}: {} files, {} nodes",
-                    r.owner, r.files, r.nodes
+                    "recovered owner {}: {} snapshots, {} nodes",
+                    r.owner, r.snapshots, r.nodes
                 )
             });
         }
@@ -162,23 +183,115 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             });
         }
-        Command::Put { paths } => {
-            let mut session = Session::open(home).await?;
-            let result = session.put_paths(&paths, &Bar::new()).await;
-            notes(&session);
-            for stored in result? {
-                out.show(&stored, |r| {
-                    format!(
-                        "stored {} ({}, version {}): {} segments, {} already stored, {} of shards uploaded",
-                        r.stored,
-                        size(r.size),
-                        r.version,
-                        r.transfer.segments,
-                        r.transfer.reused_segments,
-                        size(r.transfer.shard_bytes)
-                    )
-                });
+        Command::Put {
+            paths,
+            exclude,
+            exclude_file,
+        } => {
+            let mut excludes = Excludes { patterns: exclude };
+            for file in &exclude_file {
+                excludes.add_file(file)?;
             }
+            let mut session = Session::open(home).await?;
+            let result = session.put(&paths, &excludes, &Bar::new()).await;
+            notes(&session);
+            let summary = result?;
+            for warning in &summary.warnings {
+                eprintln!("warning: {warning}");
+            }
+            out.show(&summary, |r| {
+                let made = match &r.snapshot {
+                    Some(id) => format!("snapshot {id}"),
+                    None => "nothing changed, no new snapshot".to_owned(),
+                };
+                format!(
+                    "{made}: {} new, {} changed, {} unchanged files ({} read); {} segments with {} of shards uploaded, {} chunks already stored",
+                    r.files_new,
+                    r.files_changed,
+                    r.files_unchanged,
+                    size(r.bytes_read),
+                    r.segments_uploaded,
+                    size(r.shard_bytes),
+                    r.chunks_reused
+                )
+            });
+            session.close().await;
+            if summary.partial {
+                return Err(Partial(summary.warnings.len()).into());
+            }
+        }
+        Command::Restore {
+            path,
+            target,
+            at,
+            snapshot,
+        } => {
+            let pick = match (at, snapshot) {
+                (Some(at), _) => SnapshotPick::At(parse_time(&at)?),
+                (None, Some(id)) => SnapshotPick::Id(id),
+                (None, None) => SnapshotPick::Latest,
+            };
+            let session = Session::open(home).await?;
+            let result = session.restore(&path, &pick, &target, &Bar::new()).await;
+            notes(&session);
+            out.show(&result?, |r| {
+                format!(
+                    "restored {} from snapshot {} to {}: {} files ({}), {} directories, {} links",
+                    path,
+                    r.snapshot,
+                    r.restored_to,
+                    r.files,
+                    size(r.bytes),
+                    r.dirs,
+                    r.symlinks
+                )
+            });
+            session.close().await;
+        }
+        Command::Snapshots => {
+            let session = Session::open(home).await?;
+            notes(&session);
+            for snapshot in session.snapshots() {
+                out.show(&snapshot, |s| format!("{}  {}  {}", s.id, when(s.time), s.made_by));
+            }
+            session.close().await;
+        }
+        Command::Forget {
+            keep_last,
+            keep_daily,
+            keep_weekly,
+            keep_monthly,
+            prune,
+        } => {
+            let policy = Policy {
+                last: keep_last,
+                daily: keep_daily,
+                weekly: keep_weekly,
+                monthly: keep_monthly,
+            };
+            let mut session = Session::open(home).await?;
+            let result = session.forget(policy).await;
+            notes(&session);
+            out.show(&result?, |r| {
+                format!(
+                    "kept {} snapshots, forgot {}{}",
+                    r.kept.len(),
+                    r.forgotten.len(),
+                    if prune { "" } else { " (`cairn prune` gives their space back)" }
+                )
+            });
+            if prune {
+                let result = session.prune().await;
+                notes(&session);
+                out.show(&result?, prune_line);
+            }
+            session.close().await;
+        }
+        Command::Prune => {
+            let mut session = Session::open(home).await?;
+            let result = session.prune().await;
+            notes(&session);
+            out.show(&result?, prune_line);
             session.close().await;
         }
         Command::Get {
@@ -226,16 +339,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Ls { prefix } => {
             let session = Session::open(home).await?;
+            let listed = session.list(prefix.as_deref().unwrap_or("/")).await;
             notes(&session);
-            for entry in session.list(prefix.as_deref().unwrap_or("")) {
+            for entry in listed? {
                 out.show(&entry, |e| {
-                    format!(
-                        "{:>10}  {}  v{}  {}",
-                        size(e.size),
-                        when(e.time),
-                        e.version,
-                        e.path
-                    )
+                    let link = if e.kind == "symlink" { "  (link)" } else { "" };
+                    format!("{:>10}  {}  {}{link}", size(e.size), when(e.time), e.path)
                 });
             }
             session.close().await;
@@ -243,7 +352,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Versions { path } => {
             let session = Session::open(home).await?;
             notes(&session);
-            let versions = session.versions(&path);
+            let versions = session.versions(&path).await;
             session.close().await;
             for v in versions? {
                 out.show(&v, |v| {
@@ -261,15 +370,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             notes(&session);
             out.show(&result?, |r| {
                 format!(
-                    "removed {} (earlier versions stay readable with --version or --at)",
-                    r.removed
+                    "removed {} in snapshot {} (earlier versions stay readable with --version or --at)",
+                    r.removed, r.snapshot
                 )
             });
             session.close().await;
         }
         Command::Status { prefix } => {
             let session = Session::open(home).await?;
-            let result = session.status(prefix.as_deref().unwrap_or("")).await;
+            let result = session.status(prefix.as_deref().unwrap_or("/")).await;
             notes(&session);
             for file in result? {
                 out.show(&file, health_line);
@@ -499,6 +608,19 @@ fn health_line(file: &FileHealth) -> String {
             if spare == 1 { "" } else { "s" }
         )
     }
+}
+
+fn prune_line(r: &cairn_client::session::PruneReport) -> String {
+    format!(
+        "pruned {} forgotten snapshots: {} segments ({} shards, {}) deleted, {} shards were already gone, {} left to expire; {} segments still in use",
+        r.snapshots_pruned,
+        r.segments_deleted,
+        r.shards_deleted,
+        size(r.shard_bytes_freed),
+        r.shards_already_gone,
+        r.shards_left_to_expire,
+        r.segments_kept
+    )
 }
 
 /// A progress bar on a terminal; nothing otherwise.
