@@ -2,20 +2,21 @@
 //! loopback, driven through the `cairn` binary. Round trips of empty, tiny,
 //! odd-sized and multi-segment files; reads with m nodes down; versions and
 //! `--at`; recovery from the phrase into an empty client directory; and what
-//! the nodes can see: no plaintext, no file names, fewer than k shards of
-//! any segment on any node.
+//! the nodes can see (packed small files included): no plaintext, no file
+//! names, fewer than k shards of any segment on any node.
 
 mod common;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
-use cairn_client::catalog::{BlobRef, Catalog, Manifest};
+use cairn_client::catalog::SegmentRef;
 use cairn_client::keys::OwnerSecret;
+use cairn_client::local::TreeCache;
 use cairn_client::segment::Coding;
 use cairn_client::swarm::Swarm;
+use cairn_client::tree::{self, EntryKind, History, StoredRef};
 use cairn_proto::ids::{NodeId, ShardId};
 use common::daemon::Daemon;
 use common::owner::Owner;
@@ -115,8 +116,8 @@ fn files_round_trip_with_m_nodes_down_and_every_version_stays_readable() {
         (path, bytes)
     })
     .collect();
-    let stored = owner.json(&["put", &path_str(data.path())]);
-    assert_eq!(stored.len(), files.len());
+    let stored = owner.json(&["put", &path_str(data.path())]).remove(0);
+    assert_eq!(stored["files_new"], files.len());
     for (path, bytes) in &files {
         let (back, report) = get(&owner, &path_str(path), &[]);
         assert_eq!(&back, bytes, "{}", path.display());
@@ -230,8 +231,8 @@ fn an_edit_in_the_middle_uploads_only_a_few_mib() {
     let mut bytes = random_bytes(32 << 20, 9);
     std::fs::write(&path, &bytes).unwrap();
     let first = owner.json(&["put", &path_str(&path)]).remove(0);
-    let first_upload = first["transfer"]["shard_bytes"].as_u64().unwrap();
-    let segments = first["transfer"]["segments"].as_u64().unwrap();
+    let first_upload = first["shard_bytes"].as_u64().unwrap();
+    let segments = first["segments_uploaded"].as_u64().unwrap();
     assert!(
         first_upload >= 48 << 20,
         "4+2 coding stores 1.5x: {first_upload}"
@@ -240,16 +241,18 @@ fn an_edit_in_the_middle_uploads_only_a_few_mib() {
     bytes[middle..middle + (1 << 20)].copy_from_slice(&random_bytes(1 << 20, 10));
     std::fs::write(&path, &bytes).unwrap();
     let second = owner.json(&["put", &path_str(&path)]).remove(0);
-    let upload = second["transfer"]["shard_bytes"].as_u64().unwrap();
+    let upload = second["shard_bytes"].as_u64().unwrap();
     // The changed MiB and the chunks around it (chunks are at most 4 MiB), times 1.5.
     assert!(
         upload <= 12 << 20,
         "re-putting after a 1 MiB edit uploaded {upload} bytes of shards"
     );
-    let reused = second["transfer"]["reused_segments"].as_u64().unwrap();
+    let reused = second["chunks_reused"].as_u64().unwrap();
+    // The first put's segments also hold the tree nodes on the path to the
+    // file (one small pack per level) and the history.
     assert!(
-        reused + 4 >= segments,
-        "{reused} of {segments} segments reused"
+        reused + 4 + 8 >= segments,
+        "{reused} chunks of {segments} segments reused"
     );
     eprintln!(
         "1 MiB edit: {upload} bytes of shards re-uploaded, {reused} of {segments} segments reused"
@@ -269,7 +272,16 @@ async fn nodes_see_no_plaintext_no_names_and_fewer_than_k_shards_and_the_phrase_
         canary[at..at + 19].copy_from_slice(b"CAIRN-CANARY-7f3a9c");
     }
     std::fs::write(&path, &canary).unwrap();
-    owner.json(&["put", &path_str(&path)]);
+    // Small files go into packs with others: each holds the canary too,
+    // and so do their names.
+    let small = dir.path().join("small-NAMECANARY");
+    std::fs::create_dir(&small).unwrap();
+    for i in 0..200 {
+        let mut bytes = random_bytes(3000 + i * 37, 100 + i as u64);
+        bytes[100..119].copy_from_slice(b"CAIRN-CANARY-7f3a9c");
+        std::fs::write(small.join(format!("note-{i}-NAMECANARY.txt")), bytes).unwrap();
+    }
+    owner.json(&["put", &path_str(dir.path())]);
 
     // No node's directory (data disk, index, state) holds the canary or the name.
     for node in swarm.running() {
@@ -325,34 +337,66 @@ async fn nodes_see_no_plaintext_no_names_and_fewer_than_k_shards_and_the_phrase_
     )
     .unwrap();
     let (_, pointer) = client.latest_root().await.unwrap().unwrap();
-    let catalog: Catalog =
-        postcard::from_bytes(&read_blob(&client, &pointer.catalog).await).unwrap();
-    let entry = catalog
-        .select(&path_str(&path), cairn_client::catalog::Selector::Latest)
+    // Every segment the snapshot uses: the history, every tree node's
+    // storage and pack table, and every file's content.
+    let cache_dir = tempfile::tempdir().unwrap();
+    let trees = TreeCache::new(cache_dir.path().to_owned(), secret.keys().convergence);
+    let (_, bytes) = client
+        .read_pieces(&pointer.history.pieces, Vec::new(), &|_| {})
+        .await
         .unwrap();
-    let manifest: Manifest =
-        postcard::from_bytes(&read_blob(&client, &entry.manifest).await).unwrap();
-    let mut segments = 0;
-    for blob in [&pointer.catalog, &entry.manifest, &manifest.content] {
-        for segment in &blob.segments {
-            let mut per_node: HashMap<NodeId, usize> = HashMap::new();
-            for shard in &segment.shards {
-                let holders = held.get(&shard.id).cloned().unwrap_or_default();
-                assert!(
-                    holders.contains(&shard.holder),
-                    "shard {} not where the catalog says",
-                    shard.id
-                );
-                for holder in holders {
-                    *per_node.entry(holder).or_default() += 1;
-                }
-            }
-            assert!(
-                per_node.values().all(|&n| n < 4),
-                "a node holds k shards: {per_node:?}"
-            );
-            segments += 1;
+    let history: History = tree::decode(&bytes, "the history").unwrap();
+    let mut used: HashMap<[u8; 32], SegmentRef> = HashMap::new();
+    for piece in &pointer.history.pieces {
+        used.insert(piece.segment().key, piece.segment().clone());
+    }
+    let mut stack: Vec<StoredRef> = history.snapshots.iter().map(|s| s.root.clone()).collect();
+    let mut packed_files = 0;
+    while let Some(stored) = stack.pop() {
+        for piece in &stored.pieces {
+            used.insert(piece.segment().key, piece.segment().clone());
         }
+        let node = trees.node(&client, &stored.id, &stored.pieces).await.unwrap();
+        for pack in &node.packs {
+            used.insert(pack.key, pack.clone());
+        }
+        for entry in &node.entries {
+            match &entry.kind {
+                EntryKind::File { content, .. } => {
+                    for piece in node.locate_all(content).unwrap() {
+                        packed_files +=
+                            usize::from(matches!(piece, tree::Located::Packed { .. }));
+                        used.insert(piece.segment().key, piece.segment().clone());
+                    }
+                }
+                EntryKind::Dir { id, node: pieces } => stack.push(StoredRef {
+                    id: *id,
+                    pieces: node.locate_all(pieces).unwrap(),
+                }),
+                EntryKind::Symlink { .. } => {}
+            }
+        }
+    }
+    assert!(packed_files >= 200, "the small files are packed: {packed_files}");
+    let mut segments = 0;
+    for segment in used.values() {
+        let mut per_node: HashMap<NodeId, usize> = HashMap::new();
+        for shard in &segment.shards {
+            let holders = held.get(&shard.id).cloned().unwrap_or_default();
+            assert!(
+                holders.contains(&shard.holder),
+                "shard {} not where the tree says",
+                shard.id
+            );
+            for holder in holders {
+                *per_node.entry(holder).or_default() += 1;
+            }
+        }
+        assert!(
+            per_node.values().all(|&n| n < 4),
+            "a node holds k shards: {per_node:?}"
+        );
+        segments += 1;
     }
     assert!(segments >= 5, "the canary file spans several segments");
     client.close().await;
@@ -366,19 +410,20 @@ async fn nodes_see_no_plaintext_no_names_and_fewer_than_k_shards_and_the_phrase_
     let first = swarm.running().next().unwrap();
     let spec = format!("{}@{}", first.id.to_human(), first.addr);
     let recovered = fresh.json_in(&["recover", "--node", &spec], Some(&phrase));
-    assert_eq!(recovered[0]["files"], 1);
+    assert_eq!(recovered[0]["snapshots"], 1);
     assert_eq!(recovered[0]["nodes"], NODES);
     assert_eq!(get(&fresh, &path_str(&path), &[]).0, canary);
+    let note = small.join("note-7-NAMECANARY.txt");
+    assert_eq!(
+        get(&fresh, &path_str(&note), &[]).0,
+        std::fs::read(&note).unwrap()
+    );
     assert!(
         !Owner::new()
             .run(&["recover", "--node", &spec], Some("not the phrase"))
             .status
             .success()
     );
-}
-
-async fn read_blob(client: &Arc<Swarm>, blob: &BlobRef) -> Vec<u8> {
-    client.get_blob(blob, Vec::new(), &|_| {}).await.unwrap().1
 }
 
 fn walk(dir: &Path) -> Vec<PathBuf> {

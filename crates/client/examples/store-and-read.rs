@@ -11,7 +11,7 @@
 
 use std::path::{Path, PathBuf};
 
-use cairn_client::{ClientError, ClientHome, NoProgress, Selector, Session};
+use cairn_client::{ClientError, ClientHome, Excludes, NoProgress, Selector, Session};
 
 /// What the round trip did.
 #[derive(Debug)]
@@ -28,21 +28,20 @@ pub struct RoundTrip {
     pub same: bool,
 }
 
-/// Stores `file` as a new version, reads that version back into memory and
+/// Stores `file` in a new snapshot, reads it back into memory and
 /// compares it with the file.
 pub async fn store_and_read(client_dir: &Path, file: &Path) -> Result<RoundTrip, ClientError> {
     let mut session = Session::open(ClientHome::at(client_dir)).await?;
-    let stored = session
-        .put_paths(&[file.to_owned()], &NoProgress)
-        .await?
-        .remove(0);
+    let stored = session.put(&[file.to_owned()], &Excludes::default(), &NoProgress).await?;
+    let path = std::path::absolute(file)
+        .map_err(|source| ClientError::File {
+            path: file.display().to_string(),
+            source,
+        })?
+        .display()
+        .to_string();
     let (read, bytes) = session
-        .get_to_writer(
-            &stored.stored,
-            Selector::Version(stored.version),
-            Vec::new(),
-            &NoProgress,
-        )
+        .get_to_writer(&path, Selector::Latest, Vec::new(), &NoProgress)
         .await?;
     session.close().await;
     let original = std::fs::read(file).map_err(|source| ClientError::File {
@@ -50,10 +49,10 @@ pub async fn store_and_read(client_dir: &Path, file: &Path) -> Result<RoundTrip,
         source,
     })?;
     Ok(RoundTrip {
-        stored: stored.stored,
+        stored: path,
         version: read.version,
-        size: stored.size,
-        uploaded: stored.transfer.shard_bytes,
+        size: bytes.len() as u64,
+        uploaded: stored.shard_bytes,
         same: bytes == original,
     })
 }

@@ -4,18 +4,22 @@
 //! Plain code: the owner's keys and recovery phrase ([`keys`]), chunking
 //! ([`chunk`]), sealing chunks into encrypted, erasure-coded shards and
 //! opening or rebuilding them ([`segment`]), choosing where shards go
-//! ([`placement`]), and the catalog, manifests and root pointer
-//! ([`catalog`]). I/O: [`swarm::Swarm`] moves blobs to and from the nodes;
-//! [`Session`] is the file-level API on top (put paths, get a path, list,
-//! versions, remove, status, commit), and [`account`] the owner's identity,
-//! nodes and swarm. Every operation returns a report type; nothing here
+//! ([`placement`]), references to stored segments and the sealed root
+//! pointer ([`catalog`]), snapshots as trees of directory nodes with packed
+//! small files ([`tree`], format in `docs/SNAPSHOTS.md`) and retention
+//! rules ([`retention`]). I/O: [`swarm::Swarm`] moves pieces to and from
+//! the nodes; [`backup`] builds a new snapshot from the previous one,
+//! [`restore`] brings trees back, [`local`] keeps the tree cache and the
+//! put journal; [`Session`] is the file-level API on top (put, get, restore,
+//! list, versions, remove, forget, prune, status), and [`account`] the
+//! owner's identity, nodes and swarm. Every operation returns a report type; nothing here
 //! prints, parses arguments or touches a node's store.
 //!
 //! Storing a file and reading it back (the `store-and-read` example runs
 //! this against a local swarm):
 //!
 //! ```no_run
-//! use cairn_client::{ClientError, ClientHome, NoProgress, Selector, Session, account};
+//! use cairn_client::{ClientError, ClientHome, Excludes, NoProgress, Selector, Session, account};
 //! use cairn_proto::{NodeAddr, NodeId};
 //!
 //! async fn store_and_read(node: NodeId) -> Result<Vec<u8>, ClientError> {
@@ -26,9 +30,9 @@
 //!     account::add_node(&home, &entry, true)?;
 //!
 //!     let mut session = Session::open(home).await?;
-//!     let stored = session.put_paths(&["report.pdf".into()], &NoProgress).await?;
+//!     session.put(&["/home/me/report.pdf".into()], &Excludes::default(), &NoProgress).await?;
 //!     let (_, bytes) = session
-//!         .get_to_writer(&stored[0].stored, Selector::Latest, Vec::new(), &NoProgress)
+//!         .get_to_writer("/home/me/report.pdf", Selector::Latest, Vec::new(), &NoProgress)
 //!         .await?;
 //!     session.close().await;
 //!     Ok(bytes)

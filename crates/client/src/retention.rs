@@ -95,7 +95,7 @@ mod tests {
         assert_eq!(civil_from_days(19_782), (2024, 2, 29));
         assert_eq!(civil_from_days(19_783), (2024, 3, 1));
         // 2026-12-02.
-        assert_eq!(civil_from_days(20_424), (2026, 12, 2));
+        assert_eq!(civil_from_days(20_789), (2026, 12, 2));
     }
 
     #[test]

@@ -351,6 +351,7 @@ mod tests {
         SegmentRef {
             key: [key; 32],
             plain_len: 100,
+            k: 4,
             shards: vec![crate::catalog::ShardRef {
                 id: ShardId([key; 32]),
                 holder: NodeId([1; 32]),

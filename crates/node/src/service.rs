@@ -178,16 +178,16 @@ impl RunningNode {
         } else {
             None
         };
-        let serving_task = tokio::spawn({
-            let server = Arc::clone(&server);
-            async move { server.run(stop_rx).await }
-        });
         let leases_task = Some(tokio::spawn(collect_expired_leases(
             Arc::clone(&store),
             Duration::from_secs(config.store.lease_gc_every_s.max(1)),
             config.store.lease_gc_per_round.max(1),
             stop_rx.clone(),
         )));
+        let serving_task = tokio::spawn({
+            let server = Arc::clone(&server);
+            async move { server.run(stop_rx).await }
+        });
         let others = [steward_task, gossip_task, discovery_task, leases_task]
             .into_iter()
             .flatten()
