@@ -356,7 +356,10 @@ async fn nodes_see_no_plaintext_no_names_and_fewer_than_k_shards_and_the_phrase_
         for piece in &stored.pieces {
             used.insert(piece.segment().key, piece.segment().clone());
         }
-        let node = trees.node(&client, &stored.id, &stored.pieces).await.unwrap();
+        let node = trees
+            .node(&client, &stored.id, &stored.pieces)
+            .await
+            .unwrap();
         for pack in &node.packs {
             used.insert(pack.key, pack.clone());
         }
@@ -364,8 +367,7 @@ async fn nodes_see_no_plaintext_no_names_and_fewer_than_k_shards_and_the_phrase_
             match &entry.kind {
                 EntryKind::File { content, .. } => {
                     for piece in node.locate_all(content).unwrap() {
-                        packed_files +=
-                            usize::from(matches!(piece, tree::Located::Packed { .. }));
+                        packed_files += usize::from(matches!(piece, tree::Located::Packed { .. }));
                         used.insert(piece.segment().key, piece.segment().clone());
                     }
                 }
@@ -377,7 +379,10 @@ async fn nodes_see_no_plaintext_no_names_and_fewer_than_k_shards_and_the_phrase_
             }
         }
     }
-    assert!(packed_files >= 200, "the small files are packed: {packed_files}");
+    assert!(
+        packed_files >= 200,
+        "the small files are packed: {packed_files}"
+    );
     let mut segments = 0;
     for segment in used.values() {
         let mut per_node: HashMap<NodeId, usize> = HashMap::new();

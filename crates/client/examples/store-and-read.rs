@@ -32,7 +32,9 @@ pub struct RoundTrip {
 /// compares it with the file.
 pub async fn store_and_read(client_dir: &Path, file: &Path) -> Result<RoundTrip, ClientError> {
     let mut session = Session::open(ClientHome::at(client_dir)).await?;
-    let stored = session.put(&[file.to_owned()], &Excludes::default(), &NoProgress).await?;
+    let stored = session
+        .put(&[file.to_owned()], &Excludes::default(), &NoProgress)
+        .await?;
     let path = std::path::absolute(file)
         .map_err(|source| ClientError::File {
             path: file.display().to_string(),

@@ -66,6 +66,10 @@ pub struct NodeReport {
     pub up: bool,
     /// Free bytes on its disks.
     pub free: Option<u64>,
+    /// Bytes of shards it holds (its store's own count).
+    pub used: Option<u64>,
+    /// Shards it holds.
+    pub shards: Option<u64>,
     /// `healthy`, `degraded`, …
     pub state: Option<String>,
     /// Why it is not healthy.
@@ -262,6 +266,8 @@ fn node_report(node: NodeAddr, stat: Option<&StatInfo>, me: OwnerId) -> NodeRepo
         site: node.site,
         up: stat.is_some(),
         free: stat.map(StatInfo::free),
+        used: stat.map(|s| s.disks.iter().map(|d| d.used).sum()),
+        shards: stat.map(|s| s.disks.iter().map(|d| d.shards).sum()),
         state: stat.map(|s| s.state.clone()),
         reasons: stat.map(|s| s.reasons.clone()),
         draining: stat.map(|s| s.ownership.draining),

@@ -173,29 +173,48 @@ struct Job {
     pack: bool,
 }
 
-/// Collects small pieces into one pack.
+/// Collects small pieces into one pack. The pack's upload number is
+/// taken when its first piece comes, so that segments sealed meanwhile
+/// never take it.
 #[derive(Default)]
 struct Packer {
+    seq: Option<u64>,
     buf: Vec<u8>,
     pieces: Vec<([u8; 32], u32, u32)>,
 }
 
+/// A full pack, ready to seal.
+struct Pack {
+    seq: u64,
+    plain: Vec<u8>,
+    pieces: Vec<([u8; 32], u32, u32)>,
+}
+
 impl Packer {
-    fn add(&mut self, key: [u8; 32], bytes: &[u8]) -> (u32, u32) {
+    /// Adds a piece; where it will be once the pack is uploaded.
+    fn add(&mut self, sealer: &mut Sealer, key: [u8; 32], bytes: &[u8]) -> Pending {
+        let seq = *self.seq.get_or_insert_with(|| sealer.reserve());
         let offset = self.buf.len() as u32;
         self.buf.extend_from_slice(bytes);
         self.pieces.push((key, offset, bytes.len() as u32));
-        (offset, bytes.len() as u32)
+        Pending::Packed {
+            seq,
+            offset,
+            len: bytes.len() as u32,
+        }
     }
 
-    fn take(&mut self) -> Option<(Vec<u8>, Vec<([u8; 32], u32, u32)>)> {
-        if self.pieces.is_empty() {
-            return None;
-        }
-        Some((
-            std::mem::take(&mut self.buf),
-            std::mem::take(&mut self.pieces),
-        ))
+    fn full(&self) -> bool {
+        self.buf.len() >= PACK_TARGET
+    }
+
+    fn take(&mut self) -> Option<Pack> {
+        let seq = self.seq.take()?;
+        Some(Pack {
+            seq,
+            plain: std::mem::take(&mut self.buf),
+            pieces: std::mem::take(&mut self.pieces),
+        })
     }
 }
 
@@ -208,15 +227,29 @@ struct Sealer {
 }
 
 impl Sealer {
-    fn seal(&mut self, plain: &[u8], pieces: Vec<([u8; 32], u32, u32)>, pack: bool) -> Result<Job, SwarmError> {
-        let sealed = segment::seal(&self.convergence, self.coding, plain)?;
-        let seq = self.next_seq;
+    /// A fresh upload number.
+    fn reserve(&mut self) -> u64 {
         self.next_seq += 1;
+        self.next_seq - 1
+    }
+
+    /// A chunk as a segment of its own.
+    fn seal_chunk(&mut self, key: [u8; 32], plain: &[u8]) -> Result<Job, SwarmError> {
+        let sealed = segment::seal(&self.convergence, self.coding, plain)?;
         Ok(Job {
-            seq,
+            seq: self.reserve(),
             sealed,
-            pieces,
-            pack,
+            pieces: vec![(key, 0, plain.len() as u32)],
+            pack: false,
+        })
+    }
+
+    fn seal_pack(&self, pack: Pack) -> Result<Job, SwarmError> {
+        Ok(Job {
+            seq: pack.seq,
+            sealed: segment::seal(&self.convergence, self.coding, &pack.plain)?,
+            pieces: pack.pieces,
+            pack: true,
         })
     }
 }
@@ -238,7 +271,12 @@ impl Uploader {
         while self.running.len() >= UPLOADS_IN_FLIGHT {
             self.join_one().await?;
         }
-        self.shard_bytes += job.sealed.shards.iter().map(|(_, b)| b.len() as u64).sum::<u64>();
+        self.shard_bytes += job
+            .sealed
+            .shards
+            .iter()
+            .map(|(_, b)| b.len() as u64)
+            .sum::<u64>();
         self.pieces.insert(job.seq, (job.pieces, job.pack));
         let (swarm, candidates) = (Arc::clone(&self.swarm), Arc::clone(&self.candidates));
         let seq = job.seq;
@@ -286,10 +324,16 @@ impl Uploader {
     }
 
     fn resolve(&self, pending: &Pending) -> Result<Located, ClientError> {
-        let missing = || ClientError::swarm("building the snapshot")(SwarmError::Task("an upload's result is missing".into()));
+        let missing = || {
+            ClientError::swarm("building the snapshot")(SwarmError::Task(
+                "an upload's result is missing".into(),
+            ))
+        };
         Ok(match pending {
             Pending::Done(located) => located.clone(),
-            Pending::Segment(seq) => Located::Segment(self.done.get(seq).cloned().ok_or_else(missing)?),
+            Pending::Segment(seq) => {
+                Located::Segment(self.done.get(seq).cloned().ok_or_else(missing)?)
+            }
             Pending::Packed { seq, offset, len } => Located::Packed {
                 pack: self.done.get(seq).cloned().ok_or_else(missing)?,
                 offset: *offset,
@@ -348,8 +392,8 @@ impl Walker {
     }
 
     fn flush_pack(&mut self) -> Result<(), Stop> {
-        if let Some((plain, pieces)) = self.packer.take() {
-            let job = self.sealer.seal(&plain, pieces, true)?;
+        if let Some(pack) = self.packer.take() {
+            let job = self.sealer.seal_pack(pack)?;
             self.send(job)?;
         }
         Ok(())
@@ -397,7 +441,12 @@ impl Walker {
         Ok(())
     }
 
-    fn from_old(&mut self, node: &TreeNode, entry: &Entry, depth: usize) -> Result<MemEntry, ClientError> {
+    fn from_old(
+        &mut self,
+        node: &TreeNode,
+        entry: &Entry,
+        depth: usize,
+    ) -> Result<MemEntry, ClientError> {
         let kind = match &entry.kind {
             EntryKind::File {
                 size,
@@ -477,14 +526,21 @@ impl Walker {
                 Some((node, e)) => match &e.kind {
                     EntryKind::Dir { id, node: pieces } => Some(StoredRef {
                         id: *id,
-                        pieces: node.locate_all(pieces).map_err(|e| ClientError::Usage(e.to_string()))?,
+                        pieces: node
+                            .locate_all(pieces)
+                            .map_err(|e| ClientError::Usage(e.to_string()))?,
                     }),
                     _ => None,
                 },
                 None => None,
             };
             let Some(index) = self.scan_dir(path, old_dir, depth + 1)? else {
-                return self.unreadable(&shown, &std::io::Error::other("cannot list it"), old, depth);
+                return self.unreadable(
+                    &shown,
+                    &std::io::Error::other("cannot list it"),
+                    old,
+                    depth,
+                );
             };
             let same = !self.dirs[index].loaded && old.is_some_and(|(_, e)| same_meta(e));
             (MemKind::Dir(index), same)
@@ -518,10 +574,19 @@ impl Walker {
                 )
             } else {
                 // Large chunks of the previous version are reused by key.
-                if let Some((node, Entry { kind: EntryKind::File { content, .. }, .. })) = old {
+                if let Some((
+                    node,
+                    Entry {
+                        kind: EntryKind::File { content, .. },
+                        ..
+                    },
+                )) = old
+                {
                     for piece in node.locate_all(content).unwrap_or_default() {
                         if let Located::Segment(s) = &piece {
-                            self.known.entry(s.key).or_insert(Pending::Done(piece.clone()));
+                            self.known
+                                .entry(s.key)
+                                .or_insert(Pending::Done(piece.clone()));
                         }
                     }
                 }
@@ -572,7 +637,9 @@ impl Walker {
         self.summary.partial = true;
         match old {
             Some((node, entry)) => {
-                self.warn(format!("{shown}: cannot be read ({error}); its previous version is kept"));
+                self.warn(format!(
+                    "{shown}: cannot be read ({error}); its previous version is kept"
+                ));
                 Ok(Some(self.from_old(node, entry, depth)?))
             }
             None => {
@@ -616,7 +683,10 @@ impl Walker {
                 entries.push(entry);
             }
         }
-        let same = all_same && old_node.as_ref().is_some_and(|n| n.entries.len() == entries.len());
+        let same = all_same
+            && old_node
+                .as_ref()
+                .is_some_and(|n| n.entries.len() == entries.len());
         self.dirs.push(MemDir {
             depth,
             loaded: !same,
@@ -644,20 +714,13 @@ impl Walker {
                 continue;
             }
             let pending = if plain.len() < PACK_PIECE_MAX {
-                let (offset, len) = self.packer.add(key, &plain);
-                let pending = Pending::Packed {
-                    seq: self.sealer.next_seq,
-                    offset,
-                    len,
-                };
-                if self.packer.buf.len() >= PACK_TARGET {
+                let pending = self.packer.add(&mut self.sealer, key, &plain);
+                if self.packer.full() {
                     self.flush_pack()?;
                 }
                 pending
             } else {
-                let job = self
-                    .sealer
-                    .seal(&plain, vec![(key, 0, plain.len() as u32)], false)?;
+                let job = self.sealer.seal_chunk(key, &plain)?;
                 let pending = Pending::Segment(job.seq);
                 self.send(job)?;
                 pending
@@ -672,7 +735,8 @@ impl Walker {
     fn apply(&mut self, root: usize, change: &Change) -> Result<(), Stop> {
         let (path, names) = match change {
             Change::Put(path) => {
-                let absolute = std::path::absolute(path).map_err(ClientError::file(&path.display().to_string()))?;
+                let absolute = std::path::absolute(path)
+                    .map_err(ClientError::file(&path.display().to_string()))?;
                 let names = tree::path_names(&absolute.to_string_lossy());
                 (Some(absolute), names)
             }
@@ -707,7 +771,8 @@ impl Walker {
                         ))));
                     }
                     // An ancestor the tree did not have (or had as a file).
-                    let meta = std::fs::metadata(&at).map_err(ClientError::file(&at.display().to_string()))?;
+                    let meta = std::fs::metadata(&at)
+                        .map_err(ClientError::file(&at.display().to_string()))?;
                     self.dirs.push(MemDir {
                         depth: depth + 1,
                         old: None,
@@ -733,7 +798,9 @@ impl Walker {
         match path {
             Some(path) => {
                 let old_node = self.dirs[dir].old.as_ref().and_then(|(_, n)| n.clone());
-                let old_entry = old_node.as_ref().and_then(|n| n.entry(last).map(|e| (n, e)));
+                let old_entry = old_node
+                    .as_ref()
+                    .and_then(|n| n.entry(last).map(|e| (n, e)));
                 if self.excluded(&path) {
                     return Ok(());
                 }
@@ -811,7 +878,10 @@ pub(crate) async fn build(
         excludes,
     } = build;
     let (names, paths) = excludes.compile()?;
-    let candidates = Arc::new(swarm.candidates().await);
+    let candidates = swarm
+        .placement_candidates()
+        .await
+        .map_err(ClientError::swarm("asking your nodes for room"))?;
     let journaled = journal.load();
     let mut new_segments: HashMap<[u8; 32], SegmentRef> = journaled
         .values()
@@ -985,26 +1055,22 @@ async fn write_trees(
             let id = trees.id_of(&bytes);
             trees.put(&id, &bytes);
             let pieces = if bytes.len() <= TREE_PIECE_MAX {
-                let (offset, len) = packer.add(id, &bytes);
-                if packer.buf.len() >= PACK_TARGET {
-                    let (plain, pieces) = packer.take().unwrap_or_default();
-                    let job = sealer.seal(&plain, pieces, true).map_err(ClientError::swarm("sealing"))?;
-                    let seq = job.seq;
+                let pending = packer.add(sealer, id, &bytes);
+                if packer.full()
+                    && let Some(pack) = packer.take()
+                {
+                    let job = sealer
+                        .seal_pack(pack)
+                        .map_err(ClientError::swarm("sealing"))?;
                     uploader.submit(job).await?;
-                    vec![Pending::Packed { seq, offset, len }]
-                } else {
-                    vec![Pending::Packed {
-                        seq: sealer.next_seq,
-                        offset,
-                        len,
-                    }]
                 }
+                vec![pending]
             } else {
                 let mut pieces = Vec::new();
                 for chunk in bytes.chunks(PACK_TARGET) {
                     let key = segment::chunk_key(&sealer.convergence, chunk);
                     let job = sealer
-                        .seal(chunk, vec![(key, 0, chunk.len() as u32)], false)
+                        .seal_chunk(key, chunk)
                         .map_err(ClientError::swarm("sealing"))?;
                     pieces.push(Pending::Segment(job.seq));
                     uploader.submit(job).await?;
@@ -1013,8 +1079,10 @@ async fn write_trees(
             };
             placed.push((index, id, pieces));
         }
-        if let Some((plain, pieces)) = packer.take() {
-            let job = sealer.seal(&plain, pieces, true).map_err(ClientError::swarm("sealing"))?;
+        if let Some(pack) = packer.take() {
+            let job = sealer
+                .seal_pack(pack)
+                .map_err(ClientError::swarm("sealing"))?;
             uploader.submit(job).await?;
         }
         uploader.finish().await?;
@@ -1026,9 +1094,11 @@ async fn write_trees(
             written.insert(index, StoredRef { id, pieces });
         }
     }
-    written
-        .remove(&0)
-        .ok_or_else(|| ClientError::swarm("building the snapshot")(SwarmError::Task("the root was not written".into())))
+    written.remove(&0).ok_or_else(|| {
+        ClientError::swarm("building the snapshot")(SwarmError::Task(
+            "the root was not written".into(),
+        ))
+    })
 }
 
 /// The loaded directories still in the tree (a replaced subtree is not):
@@ -1084,7 +1154,11 @@ fn node_of(
                         .old
                         .as_ref()
                         .map(|(r, _)| r.clone())
-                        .ok_or_else(|| ClientError::swarm("building the snapshot")(SwarmError::Task("a directory was neither written nor kept".into())))?,
+                        .ok_or_else(|| {
+                            ClientError::swarm("building the snapshot")(SwarmError::Task(
+                                "a directory was neither written nor kept".into(),
+                            ))
+                        })?,
                 };
                 EntryKind::Dir {
                     id: stored.id,

@@ -44,7 +44,8 @@ impl SegmentRef {
 
     /// Bytes of each of its shards.
     pub fn shard_len(&self) -> u64 {
-        let cipher = usize::try_from(self.plain_len).unwrap_or(usize::MAX) + super::segment::TAG_LEN;
+        let cipher =
+            usize::try_from(self.plain_len).unwrap_or(usize::MAX) + super::segment::TAG_LEN;
         self.coding().shard_len(cipher) as u64
     }
 }
@@ -153,7 +154,8 @@ pub fn open_root(manifest_key: &[u8; 32], payload: &[u8]) -> Result<RootPointer,
             "it was written by a cairn from before snapshots (a single catalog); restore those files with that cairn, then put them with this one".into(),
         ));
     }
-    tree::decode(plain, "the root record's payload").map_err(|e| CatalogError::BadRoot(e.to_string()))
+    tree::decode(plain, "the root record's payload")
+        .map_err(|e| CatalogError::BadRoot(e.to_string()))
 }
 
 #[cfg(test)]

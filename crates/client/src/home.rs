@@ -17,11 +17,11 @@ use cairn_proto::ids::NodeId;
 use cairn_proto::membership::MemberCert;
 
 use crate::ClientError;
-use crate::local::{Journal, TreeCache};
-use crate::tree::{History, StoredRef};
 use crate::keys::OwnerSecret;
+use crate::local::{Journal, TreeCache};
 use crate::segment::Coding;
 use crate::swarm::Swarm;
+use crate::tree::{History, StoredRef};
 
 /// The client's settings, `client.toml`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

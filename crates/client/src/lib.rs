@@ -56,9 +56,9 @@ pub mod swarm;
 pub mod tree;
 mod writeback;
 
+pub use backup::{Excludes, PutSummary};
 pub use catalog::Selector;
 pub use error::ClientError;
 pub use home::{ClientConfig, ClientHome};
-pub use backup::{Excludes, PutSummary};
 pub use retention::Policy;
 pub use session::{NoProgress, Progress, Session, SnapshotPick};

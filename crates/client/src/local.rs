@@ -81,7 +81,8 @@ impl TreeCache {
                 "a tree node read back does not match its id".into(),
             ));
         }
-        let node = tree::decode(&bytes, "a tree node").map_err(|e| SwarmError::Decode(e.to_string()))?;
+        let node =
+            tree::decode(&bytes, "a tree node").map_err(|e| SwarmError::Decode(e.to_string()))?;
         self.put(id, &bytes);
         Ok(node)
     }
@@ -181,7 +182,9 @@ mod tests {
                 shards: Vec::new(),
             })
         };
-        journal.append(&[([1; 32], piece(1)), ([2; 32], piece(2))]).unwrap();
+        journal
+            .append(&[([1; 32], piece(1)), ([2; 32], piece(2))])
+            .unwrap();
         journal.append(&[([3; 32], piece(3))]).unwrap();
         // A record cut short by a kill.
         let mut bytes = std::fs::read(&path).unwrap();

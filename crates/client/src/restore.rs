@@ -76,7 +76,9 @@ pub(crate) async fn restore(
         let shown = dest.display().to_string();
         match &entry.kind {
             EntryKind::Dir { id, node } => {
-                let pieces = parent.locate_all(node).map_err(|e| ClientError::Usage(e.to_string()))?;
+                let pieces = parent
+                    .locate_all(node)
+                    .map_err(|e| ClientError::Usage(e.to_string()))?;
                 let node = trees
                     .node(swarm, id, &pieces)
                     .await
@@ -112,7 +114,9 @@ pub(crate) async fn restore(
                     size: *size,
                     mode: entry.mode,
                     mtime_ns: entry.mtime_ns,
-                    pieces: parent.locate_all(content).map_err(|e| ClientError::Usage(e.to_string()))?,
+                    pieces: parent
+                        .locate_all(content)
+                        .map_err(|e| ClientError::Usage(e.to_string()))?,
                 });
             }
         }
@@ -121,7 +125,8 @@ pub(crate) async fn restore(
     progress.start(&summary.restored_to, total);
     // Files of one pack next to each other, so the pack cache serves them.
     files.sort_by(|a, b| first_key(&a.pieces).cmp(&first_key(&b.pieces)));
-    let (small, large): (Vec<FileJob>, Vec<FileJob>) = files.into_iter().partition(|f| f.size <= SMALL_FILE);
+    let (small, large): (Vec<FileJob>, Vec<FileJob>) =
+        files.into_iter().partition(|f| f.size <= SMALL_FILE);
     let mut stats = TransferStats::default();
     for (jobs, in_flight) in [(small, SMALL_IN_FLIGHT), (large, LARGE_IN_FLIGHT)] {
         let mut running = JoinSet::new();
@@ -138,11 +143,16 @@ pub(crate) async fn restore(
     }
     for (dir, mode, mtime_ns) in dirs.iter().rev() {
         let shown = dir.display().to_string();
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(*mode)).map_err(ClientError::file(&shown))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(*mode))
+            .map_err(ClientError::file(&shown))?;
         set_mtime(dir, *mtime_ns).map_err(ClientError::file(&shown))?;
     }
     // One sync for everything written, instead of one per file.
-    let sync_at = if entry_is_dir(entry) { dest.to_owned() } else { dest.parent().unwrap_or(dest).to_owned() };
+    let sync_at = if entry_is_dir(entry) {
+        dest.to_owned()
+    } else {
+        dest.parent().unwrap_or(dest).to_owned()
+    };
     std::fs::File::open(&sync_at)
         .and_then(|dir| rustix::fs::syncfs(&dir).map_err(std::io::Error::from))
         .map_err(ClientError::file(&sync_at.display().to_string()))?;
@@ -173,6 +183,7 @@ async fn collect(
     progress.advance(bytes);
     summary.files += 1;
     summary.bytes += bytes;
+    stats.bytes += file_stats.bytes;
     stats.shard_bytes += file_stats.shard_bytes;
     stats.segments += file_stats.segments;
     stats.decoded += file_stats.decoded;
@@ -187,26 +198,37 @@ async fn collect(
 
 /// Writes one file beside its name, checks it is whole, sets its mode and
 /// mtime, and renames it into place.
-async fn restore_file(swarm: Arc<Swarm>, job: FileJob) -> Result<(u64, TransferStats), ClientError> {
+async fn restore_file(
+    swarm: Arc<Swarm>,
+    job: FileJob,
+) -> Result<(u64, TransferStats), ClientError> {
     let shown = job.dest.display().to_string();
     let tmp = job.dest.with_file_name(format!(
         ".{}.cairn-partial",
-        job.dest.file_name().map_or("out".into(), |n| n.to_string_lossy())
+        job.dest
+            .file_name()
+            .map_or("out".into(), |n| n.to_string_lossy())
     ));
     let file = std::fs::File::create(&tmp).map_err(ClientError::file(&shown))?;
     let read = if job.size <= SMALL_FILE {
-        swarm.read_pieces_whole(&job.pieces).await.and_then(|(bytes, stats)| {
-            use std::io::Write;
-            let mut file = file;
-            file.write_all(&bytes)
-                .map_err(|source| SwarmError::Io {
-                    what: "writing the file".into(),
-                    source,
-                })
-                .map(|()| stats)
-        })
+        swarm
+            .read_pieces_whole(&job.pieces)
+            .await
+            .and_then(|(bytes, stats)| {
+                use std::io::Write;
+                let mut file = file;
+                file.write_all(&bytes)
+                    .map_err(|source| SwarmError::Io {
+                        what: "writing the file".into(),
+                        source,
+                    })
+                    .map(|()| stats)
+            })
     } else {
-        swarm.read_pieces(&job.pieces, file, &|_| {}).await.map(|(stats, _)| stats)
+        swarm
+            .read_pieces(&job.pieces, file, &|_| {})
+            .await
+            .map(|(stats, _)| stats)
     };
     let finished = read
         .map_err(ClientError::swarm(format!("restoring {shown}")))
@@ -243,8 +265,13 @@ fn set_mtime(path: &Path, mtime_ns: i64) -> std::io::Result<()> {
         last_access: time,
         last_modification: time,
     };
-    rustix::fs::utimensat(rustix::fs::CWD, path, &times, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
-        .map_err(std::io::Error::from)
+    rustix::fs::utimensat(
+        rustix::fs::CWD,
+        path,
+        &times,
+        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+    )
+    .map_err(std::io::Error::from)
 }
 
 /// The entry at `names` below the root `root`, with the node that holds it
@@ -267,7 +294,10 @@ pub(crate) async fn find(
             name: Vec::new(),
             mode: 0o755,
             mtime_ns: 0,
-            kind: EntryKind::Dir { id: root.id, node: pieces },
+            kind: EntryKind::Dir {
+                id: root.id,
+                node: pieces,
+            },
         };
         return Ok(Some((entry, builder.finish())));
     };
@@ -279,7 +309,11 @@ pub(crate) async fn find(
         else {
             return Ok(None);
         };
-        let (id, pieces) = (*id, node.locate_all(pieces).map_err(|e| ClientError::Usage(e.to_string()))?);
+        let (id, pieces) = (
+            *id,
+            node.locate_all(pieces)
+                .map_err(|e| ClientError::Usage(e.to_string()))?,
+        );
         node = trees
             .node(swarm, &id, &pieces)
             .await

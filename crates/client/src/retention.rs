@@ -100,13 +100,31 @@ mod tests {
 
     #[test]
     fn the_newest_is_always_kept() {
-        assert_eq!(keep(&[1, 2, 3], Policy::default()), vec![false, false, true]);
-        assert!(keep(&[], Policy { last: 3, ..Policy::default() }).is_empty());
+        assert_eq!(
+            keep(&[1, 2, 3], Policy::default()),
+            vec![false, false, true]
+        );
+        assert!(
+            keep(
+                &[],
+                Policy {
+                    last: 3,
+                    ..Policy::default()
+                }
+            )
+            .is_empty()
+        );
     }
 
     #[test]
     fn last_keeps_the_newest_n() {
-        let kept = keep(&[1, 2, 3, 4], Policy { last: 2, ..Policy::default() });
+        let kept = keep(
+            &[1, 2, 3, 4],
+            Policy {
+                last: 2,
+                ..Policy::default()
+            },
+        );
         assert_eq!(kept, vec![false, false, true, true]);
     }
 
@@ -116,7 +134,13 @@ mod tests {
         let times: Vec<u64> = (0..5)
             .flat_map(|d| [d * DAY + 100, d * DAY + 200])
             .collect();
-        let kept = keep(&times, Policy { daily: 3, ..Policy::default() });
+        let kept = keep(
+            &times,
+            Policy {
+                daily: 3,
+                ..Policy::default()
+            },
+        );
         let expected: Vec<bool> = (0..10).map(|i| i >= 4 && i % 2 == 1).collect();
         assert_eq!(kept, expected);
     }
@@ -126,14 +150,26 @@ mod tests {
         // One snapshot a day for 70 days from 2026-01-01 (a Thursday).
         let start = 20_454 * DAY;
         let times: Vec<u64> = (0..70).map(|d| start + d * DAY).collect();
-        let weekly = keep(&times, Policy { weekly: 2, ..Policy::default() });
+        let weekly = keep(
+            &times,
+            Policy {
+                weekly: 2,
+                ..Policy::default()
+            },
+        );
         // The newest day, and the Sunday that closed the week before it.
         let kept: Vec<usize> = (0..70).filter(|&i| weekly[i]).collect();
         assert_eq!(kept.len(), 2);
         assert_eq!(kept[1], 69);
         assert_eq!(iso_week(times[kept[0]]) + 1, iso_week(times[69]));
         assert_eq!(iso_week(times[kept[0]] + DAY), iso_week(times[69]));
-        let monthly = keep(&times, Policy { monthly: 12, ..Policy::default() });
+        let monthly = keep(
+            &times,
+            Policy {
+                monthly: 12,
+                ..Policy::default()
+            },
+        );
         // January's last day, February's last day, and March's newest.
         let kept: Vec<usize> = (0..70).filter(|&i| monthly[i]).collect();
         assert_eq!(kept, vec![30, 58, 69]);

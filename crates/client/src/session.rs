@@ -292,32 +292,35 @@ impl Session {
             .map_err(ClientError::swarm("finding your newest root record"))?;
         if let Some((seq, pointer)) = root {
             session.seq = seq;
-            session.history = match session.home.cache() {
-                Some(cache) if cache.stored_as == pointer.history => cache.history,
-                _ => {
-                    let (_, bytes) = session
-                        .swarm
-                        .read_pieces(&pointer.history.pieces, Vec::new(), &|_| {})
-                        .await
-                        .map_err(ClientError::swarm("reading your snapshot history from the swarm"))?;
-                    if session.trees.id_of(&bytes) != pointer.history.id {
-                        return Err(ClientError::Decode {
-                            what: "the snapshot history".into(),
-                            reason: "it does not match the id the root record names".into(),
-                        });
-                    }
-                    let history: History = tree::decode(&bytes, "the snapshot history")
-                        .map_err(|e| ClientError::Decode {
-                            what: "the snapshot history".into(),
-                            reason: e.to_string(),
+            session.history =
+                match session.home.cache() {
+                    Some(cache) if cache.stored_as == pointer.history => cache.history,
+                    _ => {
+                        let (_, bytes) = session
+                            .swarm
+                            .read_pieces(&pointer.history.pieces, Vec::new(), &|_| {})
+                            .await
+                            .map_err(ClientError::swarm(
+                                "reading your snapshot history from the swarm",
+                            ))?;
+                        if session.trees.id_of(&bytes) != pointer.history.id {
+                            return Err(ClientError::Decode {
+                                what: "the snapshot history".into(),
+                                reason: "it does not match the id the root record names".into(),
+                            });
+                        }
+                        let history: History = tree::decode(&bytes, "the snapshot history")
+                            .map_err(|e| ClientError::Decode {
+                                what: "the snapshot history".into(),
+                                reason: e.to_string(),
+                            })?;
+                        session.home.save_cache(&CachedHistory {
+                            stored_as: pointer.history.clone(),
+                            history: history.clone(),
                         })?;
-                    session.home.save_cache(&CachedHistory {
-                        stored_as: pointer.history.clone(),
-                        history: history.clone(),
-                    })?;
-                    history
-                }
-            };
+                        history
+                    }
+                };
             session.stored_as = Some(pointer.history);
         }
         Ok(session)
@@ -368,7 +371,10 @@ impl Session {
             "put {}",
             paths
                 .iter()
-                .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()).display().to_string())
+                .map(|p| std::path::absolute(p)
+                    .unwrap_or_else(|_| p.clone())
+                    .display()
+                    .to_string())
                 .collect::<Vec<_>>()
                 .join(" ")
         );
@@ -446,10 +452,16 @@ impl Session {
     /// it), commits and tells the steward.
     pub async fn remove(&mut self, path: &str) -> Result<RemoveReport, ClientError> {
         let built = self
-            .build(vec![Change::Remove(path.to_owned())], &Excludes::default(), Arc::new(|_| {}))
+            .build(
+                vec![Change::Remove(path.to_owned())],
+                &Excludes::default(),
+                Arc::new(|_| {}),
+            )
             .await?;
         let Some(root) = built.root else {
-            return Err(ClientError::Usage(format!("{path} is not stored; `cairn ls` lists what is")));
+            return Err(ClientError::Usage(format!(
+                "{path} is not stored; `cairn ls` lists what is"
+            )));
         };
         let snapshot = Snapshot {
             time: cairn_host::unix_now(),
@@ -471,7 +483,11 @@ impl Session {
 
     /// Every kept snapshot, oldest first.
     pub fn snapshots(&self) -> Vec<SnapshotReport> {
-        self.history.snapshots.iter().map(SnapshotReport::from).collect()
+        self.history
+            .snapshots
+            .iter()
+            .map(SnapshotReport::from)
+            .collect()
     }
 
     fn pick(&self, pick: &SnapshotPick) -> Result<&Snapshot, ClientError> {
@@ -480,8 +496,10 @@ impl Session {
             SnapshotPick::Latest => snapshots.last(),
             SnapshotPick::At(time) => snapshots.iter().rev().find(|s| s.time <= *time),
             SnapshotPick::Id(id) => {
-                let matching: Vec<&Snapshot> =
-                    snapshots.iter().filter(|s| s.short_id().starts_with(id.as_str())).collect();
+                let matching: Vec<&Snapshot> = snapshots
+                    .iter()
+                    .filter(|s| s.short_id().starts_with(id.as_str()))
+                    .collect();
                 if matching.len() > 1 {
                     return Err(ClientError::Usage(format!(
                         "{id} names {} snapshots; give more of its id (`cairn snapshots` lists them)",
@@ -501,8 +519,18 @@ impl Session {
     }
 
     /// The entry at `path` in `snapshot`, with the node holding it.
-    async fn find(&self, snapshot: &Snapshot, path: &str) -> Result<Option<(Entry, TreeNode)>, ClientError> {
-        restore::find(&self.swarm, &self.trees, &snapshot.root, &tree::path_names(path)).await
+    async fn find(
+        &self,
+        snapshot: &Snapshot,
+        path: &str,
+    ) -> Result<Option<(Entry, TreeNode)>, ClientError> {
+        restore::find(
+            &self.swarm,
+            &self.trees,
+            &snapshot.root,
+            &tree::path_names(path),
+        )
+        .await
     }
 
     /// Every version of `path`, oldest first: each run of snapshots with
@@ -539,7 +567,11 @@ impl Session {
     }
 
     /// The file `path` names under `selector`, with its pieces.
-    async fn select_file(&self, path: &str, selector: Selector) -> Result<(u32, u64, u32, Vec<Located>), ClientError> {
+    async fn select_file(
+        &self,
+        path: &str,
+        selector: Selector,
+    ) -> Result<(u32, u64, u32, Vec<Located>), ClientError> {
         let versions = self.versions(path).await?;
         let version = match selector {
             Selector::Latest => versions.last(),
@@ -567,7 +599,9 @@ impl Session {
         };
         match &entry.kind {
             EntryKind::File { size, content, .. } => {
-                let pieces = node.locate_all(content).map_err(|e| ClientError::Usage(e.to_string()))?;
+                let pieces = node
+                    .locate_all(content)
+                    .map_err(|e| ClientError::Usage(e.to_string()))?;
                 Ok((version.version, *size, entry.mode, pieces))
             }
             EntryKind::Dir { .. } => Err(ClientError::Usage(format!(
@@ -680,12 +714,14 @@ impl Session {
                 snapshot.short_id()
             )));
         };
-        std::fs::create_dir_all(target).map_err(ClientError::file(&target.display().to_string()))?;
+        std::fs::create_dir_all(target)
+            .map_err(ClientError::file(&target.display().to_string()))?;
         let dest = match names.last() {
             Some(name) => target.join(std::ffi::OsStr::from_bytes(name)),
             None => target.to_owned(),
         };
-        let mut summary = restore::restore(&self.swarm, &self.trees, &entry, &node, &dest, progress).await?;
+        let mut summary =
+            restore::restore(&self.swarm, &self.trees, &entry, &node, &dest, progress).await?;
         summary.snapshot = snapshot.short_id();
         Ok(summary)
     }
@@ -708,7 +744,12 @@ impl Session {
         while let Some((path, entry, node)) = stack.pop() {
             let time = entry.mtime_ns.div_euclid(1_000_000_000).max(0) as u64;
             match &entry.kind {
-                EntryKind::File { size, .. } => out.push(ListEntry { path, kind: "file", size: *size, time }),
+                EntryKind::File { size, .. } => out.push(ListEntry {
+                    path,
+                    kind: "file",
+                    size: *size,
+                    time,
+                }),
                 EntryKind::Symlink { target } => out.push(ListEntry {
                     path,
                     kind: "symlink",
@@ -716,7 +757,9 @@ impl Session {
                     time,
                 }),
                 EntryKind::Dir { id, node: pieces } => {
-                    let pieces = node.locate_all(pieces).map_err(|e| ClientError::Usage(e.to_string()))?;
+                    let pieces = node
+                        .locate_all(pieces)
+                        .map_err(|e| ClientError::Usage(e.to_string()))?;
                     let child = Arc::new(
                         self.trees
                             .node(&self.swarm, id, &pieces)
@@ -753,7 +796,8 @@ impl Session {
         if !forgotten.is_empty() {
             history.forgotten.extend(forgotten);
             let stored = self.commit(history).await?;
-            let segments: Vec<SegmentRef> = stored.pieces.iter().map(|p| p.segment().clone()).collect();
+            let segments: Vec<SegmentRef> =
+                stored.pieces.iter().map(|p| p.segment().clone()).collect();
             self.track(&segments).await;
         }
         Ok(report)
@@ -773,7 +817,8 @@ impl Session {
         let mut visited = HashSet::new();
         let mut used: HashMap<[u8; 32], SegmentRef> = HashMap::new();
         for snapshot in &self.history.snapshots {
-            self.segments_of(&snapshot.root, &mut visited, &mut used).await?;
+            self.segments_of(&snapshot.root, &mut visited, &mut used)
+                .await?;
         }
         if let Some(stored) = &self.stored_as {
             for piece in &stored.pieces {
@@ -782,7 +827,8 @@ impl Session {
         }
         let mut candidates: HashMap<[u8; 32], SegmentRef> = HashMap::new();
         for snapshot in &self.history.forgotten {
-            self.segments_of(&snapshot.root, &mut visited, &mut candidates).await?;
+            self.segments_of(&snapshot.root, &mut visited, &mut candidates)
+                .await?;
         }
         for segment in &self.history.retired {
             candidates.insert(segment.key, segment.clone());
@@ -858,13 +904,18 @@ impl Session {
             for entry in &node.entries {
                 match &entry.kind {
                     EntryKind::File { content, .. } => {
-                        for piece in node.locate_all(content).map_err(|e| ClientError::Usage(e.to_string()))? {
+                        for piece in node
+                            .locate_all(content)
+                            .map_err(|e| ClientError::Usage(e.to_string()))?
+                        {
                             out.insert(piece.segment().key, piece.segment().clone());
                         }
                     }
                     EntryKind::Dir { id, node: pieces } => stack.push(StoredRef {
                         id: *id,
-                        pieces: node.locate_all(pieces).map_err(|e| ClientError::Usage(e.to_string()))?,
+                        pieces: node
+                            .locate_all(pieces)
+                            .map_err(|e| ClientError::Usage(e.to_string()))?,
                     }),
                     EntryKind::Symlink { .. } => {}
                 }
@@ -888,7 +939,9 @@ impl Session {
                 continue;
             };
             if let EntryKind::File { content, size, .. } = &entry.kind {
-                let pieces = node.locate_all(content).map_err(|e| ClientError::Usage(e.to_string()))?;
+                let pieces = node
+                    .locate_all(content)
+                    .map_err(|e| ClientError::Usage(e.to_string()))?;
                 files.push((listed.path, pieces, *size));
             }
         }
@@ -934,7 +987,11 @@ impl Session {
         for shard in &segment.shards {
             let mut seed = [0u8; 32];
             let _ = getrandom::fill(&mut seed);
-            if self.swarm.audit(shard.holder, shard.id, shard_len, seed).await {
+            if self
+                .swarm
+                .audit(shard.holder, shard.id, shard_len, seed)
+                .await
+            {
                 healthy += 1;
             }
         }
@@ -954,10 +1011,19 @@ impl Session {
         }
         let bytes = tree::encode(&history);
         let id = self.trees.id_of(&bytes);
-        let candidates = Arc::new(self.swarm.candidates().await);
+        let candidates = self
+            .swarm
+            .placement_candidates()
+            .await
+            .map_err(ClientError::swarm("asking your nodes for room"))?;
         let (blob, _) = self
             .swarm
-            .put_blob(std::io::Cursor::new(bytes), &HashMap::new(), &candidates, &|_| {})
+            .put_blob(
+                std::io::Cursor::new(bytes),
+                &HashMap::new(),
+                &candidates,
+                &|_| {},
+            )
             .await
             .map_err(ClientError::swarm("storing the snapshot history"))?;
         let stored = StoredRef {
@@ -1040,7 +1106,9 @@ async fn tally(
 /// What makes two entries the same version of a path.
 fn identity(entry: &Entry, node: &TreeNode) -> Vec<u8> {
     let content = match &entry.kind {
-        EntryKind::File { content, .. } => tree::encode(&node.locate_all(content).unwrap_or_default()),
+        EntryKind::File { content, .. } => {
+            tree::encode(&node.locate_all(content).unwrap_or_default())
+        }
         EntryKind::Symlink { target } => target.clone(),
         EntryKind::Dir { id, .. } => id.to_vec(),
     };

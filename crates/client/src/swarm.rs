@@ -14,11 +14,11 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use super::catalog::{BlobRef, SegmentRef, ShardRef};
-use super::tree::{Located, RootPointer, SNAPSHOT_FORMAT, StoredRef};
 use super::chunk::{ChunkSizes, chunks};
 use super::keys::OwnerKeys;
 use super::placement::{self, Candidate};
 use super::segment::{self, Coding};
+use super::tree::{Located, RootPointer, SNAPSHOT_FORMAT, StoredRef};
 use cairn_host::unix_now;
 use cairn_net::identity::Identity;
 use cairn_net::pool::PoolConfig;
@@ -57,6 +57,18 @@ pub enum SwarmError {
         what: String,
         /// The cause.
         source: std::io::Error,
+    },
+    /// Fewer nodes answer (and take shards) than a segment has shards.
+    #[error(
+        "only {have} of your nodes can take shards now and {need} are needed ({why}); start them, or add nodes"
+    )]
+    TooFewNodes {
+        /// Nodes that answered and are not draining.
+        have: usize,
+        /// k + m.
+        need: usize,
+        /// What the others said.
+        why: String,
     },
     /// Not enough nodes to place shards.
     #[error(transparent)]
@@ -255,6 +267,12 @@ impl Swarm {
 
     /// Nodes that answer, with their free space, for placement.
     pub async fn candidates(self: &Arc<Self>) -> Vec<Candidate> {
+        self.placeable().await.0
+    }
+
+    /// Nodes that answer, with their free space, and why each other node
+    /// cannot take shards now.
+    pub async fn placeable(self: &Arc<Self>) -> (Vec<Candidate>, Vec<String>) {
         let mut asks = JoinSet::new();
         for entry in self.nodes() {
             let this = Arc::clone(self);
@@ -262,27 +280,44 @@ impl Swarm {
                 let stat = this
                     .patiently(entry.node, |peer| async move { peer.stat().await })
                     .await
-                    .ok()?;
+                    .map_err(|e| format!("{}: {e}", entry.node.to_human()))?;
                 // A draining node refuses new shards: never plan on it.
                 if stat.ownership.draining {
-                    return None;
+                    return Err(format!("{}: draining", entry.node.to_human()));
                 }
                 let free = stat.free();
-                Some(Candidate {
+                Ok(Candidate {
                     node: entry.node,
                     site: entry.site.clone(),
                     free,
                 })
             });
         }
-        let mut out = Vec::new();
+        let (mut out, mut problems) = (Vec::new(), Vec::new());
         while let Some(done) = asks.join_next().await {
-            if let Ok(Some(candidate)) = done {
-                out.push(candidate);
+            match done {
+                Ok(Ok(candidate)) => out.push(candidate),
+                Ok(Err(problem)) => problems.push(problem),
+                Err(e) => problems.push(e.to_string()),
             }
         }
         out.sort_by_key(|c| c.node);
-        out
+        problems.sort();
+        (out, problems)
+    }
+
+    /// [`Swarm::placeable`], or an error naming every node that cannot
+    /// take shards and why, when fewer than k + m can.
+    pub async fn placement_candidates(self: &Arc<Self>) -> Result<Arc<Vec<Candidate>>, SwarmError> {
+        let (candidates, problems) = self.placeable().await;
+        if candidates.len() < self.coding.total() {
+            return Err(SwarmError::TooFewNodes {
+                have: candidates.len(),
+                need: self.coding.total(),
+                why: problems.join("; "),
+            });
+        }
+        Ok(Arc::new(candidates))
     }
 
     /// Stores everything `reader` yields on `candidates` (from
@@ -402,6 +437,8 @@ impl Swarm {
             .unzip();
         let mut pending: Vec<usize> = (0..holders.len()).collect();
         let mut failed: Vec<NodeId> = Vec::new();
+        // Why each failed node failed, for the error if no home is left.
+        let mut causes: Vec<String> = Vec::new();
         for attempt in 0..PLACE_ATTEMPTS {
             let mut puts = JoinSet::new();
             for &i in &pending {
@@ -426,6 +463,7 @@ impl Swarm {
                     if !matches!(e, NetError::Remote { .. }) {
                         self.mark_down(node);
                     }
+                    causes.push(format!("{}: {e}", node.to_human()));
                     failed.push(node);
                     retry.push(i);
                 }
@@ -467,7 +505,8 @@ impl Swarm {
                 shard_len,
                 seed,
                 &exclude,
-            )?;
+            )
+            .map_err(|e| SwarmError::Upload(format!("{e}, after {}", causes.join("; "))))?;
             for (i, node) in retry.iter().zip(fresh) {
                 holders[*i] = node;
             }
@@ -475,8 +514,9 @@ impl Swarm {
             pending = retry;
         }
         Err(SwarmError::Upload(format!(
-            "{} shards of a segment found no node after {PLACE_ATTEMPTS} attempts",
-            pending.len()
+            "{} shards of a segment found no node after {PLACE_ATTEMPTS} attempts ({})",
+            pending.len(),
+            causes.join("; ")
         )))
     }
 
@@ -487,7 +527,12 @@ impl Swarm {
         out: W,
         progress: &(dyn Fn(u64) + Sync),
     ) -> Result<(TransferStats, W), SwarmError> {
-        let pieces: Vec<Located> = blob.segments.iter().cloned().map(Located::Segment).collect();
+        let pieces: Vec<Located> = blob
+            .segments
+            .iter()
+            .cloned()
+            .map(Located::Segment)
+            .collect();
         self.read_pieces(&pieces, out, progress).await
     }
 
@@ -646,13 +691,18 @@ impl Swarm {
         index: usize,
         segment: SegmentRef,
     ) -> Result<(Vec<u8>, FetchReport), SwarmError> {
-        let first = Arc::clone(&self).fetch_segment(index, segment.clone()).await;
+        let first = Arc::clone(&self)
+            .fetch_segment(index, segment.clone())
+            .await;
         let steward = *cairn_host::lock(&self.steward);
         let (Err(SwarmError::Unreadable { .. }), Some(steward)) = (&first, steward) else {
             return first;
         };
         let mut moved = segment;
-        match self.relocate(steward, std::slice::from_mut(&mut moved)).await {
+        match self
+            .relocate(steward, std::slice::from_mut(&mut moved))
+            .await
+        {
             Ok(n) if n > 0 => self.fetch_segment(index, moved).await,
             // Nothing moved: the first error is the one to report.
             _ => first,
@@ -918,8 +968,12 @@ impl Swarm {
     /// when the holder did not have it.
     pub async fn delete(&self, shard: ShardRef) -> Result<bool, NetError> {
         let not_after = unix_now() + 600;
-        let signature =
-            cairn_proto::signed::sign_delete(&self.keys.signing, &shard.holder, &shard.id, not_after);
+        let signature = cairn_proto::signed::sign_delete(
+            &self.keys.signing,
+            &shard.holder,
+            &shard.id,
+            not_after,
+        );
         self.patiently(shard.holder, |peer| {
             let signature = signature.clone();
             async move { peer.delete(shard.id, not_after, signature).await }

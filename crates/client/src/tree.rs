@@ -427,7 +427,10 @@ mod tests {
 
     #[test]
     fn paths_resolve_lexically() {
-        assert_eq!(path_names("/a//b/./c/../d"), vec![b"a".to_vec(), b"b".to_vec(), b"d".to_vec()]);
+        assert_eq!(
+            path_names("/a//b/./c/../d"),
+            vec![b"a".to_vec(), b"b".to_vec(), b"d".to_vec()]
+        );
         assert!(path_names("/").is_empty());
         assert!(path_names("/..").is_empty());
     }

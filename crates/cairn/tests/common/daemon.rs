@@ -45,7 +45,8 @@ impl Daemon {
     }
 
     /// Starts a daemon with `extra` appended to its configuration (`{dir}`
-    /// is its directory).
+    /// is its directory). Every test daemon collects expired leases each
+    /// second, so that tests see expiry promptly.
     pub fn start_configured(allow: &[NodeId], env: &[(&str, &str)], extra: &str) -> Self {
         Self::start_with_files(allow, env, extra, &[])
     }
@@ -94,7 +95,7 @@ impl Daemon {
         std::fs::write(
             &config,
             format!(
-                "state_dir = '{}'\nlisten = '{addr}'\ndisks = ['{}']\n[store]\nreserve_mib = 0\nmax_shard_mib = 2\n[network]\nmax_buffered_mib = 2\nallow = [{}]\n{}",
+                "state_dir = '{}'\nlisten = '{addr}'\ndisks = ['{}']\n[store]\nreserve_mib = 0\nmax_shard_mib = 2\nlease_gc_every_s = 1\n[network]\nmax_buffered_mib = 2\nallow = [{}]\n{}",
                 dir.path().join("state").display(),
                 disk.display(),
                 allow.join(", "),

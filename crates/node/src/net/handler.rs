@@ -29,6 +29,10 @@ use cairn_proto::{
 };
 use cairn_store::{PutOutcome, ShardStore, StoreError};
 
+/// How long a put waits for room in the body budget before the peer is
+/// told to retry (RateLimited).
+const BUDGET_WAIT: Duration = Duration::from_secs(10);
+
 /// What a request produces: a response frame and a raw body (empty for
 /// most answers).
 pub type Answer = (Response, Vec<u8>);
@@ -263,13 +267,18 @@ async fn handle<B: Body>(
                 });
             }
             // `validate` bounded `len` by the shard limit; the budget bounds all
-            // bodies together, so many peers cannot exhaust memory. Waiting here
-            // is bounded by the request timeout.
+            // bodies together, so many peers cannot exhaust memory. A peer
+            // that waits too long is told to come back (it is busy, not gone).
             let kib = u32::try_from(len.div_ceil(1024)).unwrap_or(u32::MAX);
-            let _budget = shared
-                .body_budget
-                .acquire_many(kib)
+            let _budget = tokio::time::timeout(BUDGET_WAIT, shared.body_budget.acquire_many(kib))
                 .await
+                .map_err(|_| Refusal {
+                    code: ErrorCode::RateLimited,
+                    message: format!(
+                        "busy receiving other shards for {} s; retry shortly",
+                        BUDGET_WAIT.as_secs()
+                    ),
+                })?
                 .map_err(|_| Refusal {
                     code: ErrorCode::Internal,
                     message: "the node is stopping".into(),
@@ -477,8 +486,7 @@ async fn handle<B: Body>(
             signature,
         } => {
             let steward = steward_of(shared)?;
-            let message =
-                signed::untrack_message(&shared.config.identity.id, &segments, not_after);
+            let message = signed::untrack_message(&shared.config.identity.id, &segments, not_after);
             signed::verify_expiring(&owner, &message, &signature, not_after, unix_now()).map_err(
                 |e| Refusal {
                     code: match e {

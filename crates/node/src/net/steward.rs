@@ -167,7 +167,9 @@ impl StewardService {
         let count = {
             let mut state = lock(&self.state);
             for segment in segments {
-                state.steward.untrack_owned(owner, crate::steward::SegmentId(*segment));
+                state
+                    .steward
+                    .untrack_owned(owner, crate::steward::SegmentId(*segment));
             }
             state.steward.count(owner) as u64
         };

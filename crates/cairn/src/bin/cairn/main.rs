@@ -252,7 +252,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let session = Session::open(home).await?;
             notes(&session);
             for snapshot in session.snapshots() {
-                out.show(&snapshot, |s| format!("{}  {}  {}", s.id, when(s.time), s.made_by));
+                out.show(&snapshot, |s| {
+                    format!("{}  {}  {}", s.id, when(s.time), s.made_by)
+                });
             }
             session.close().await;
         }
@@ -277,7 +279,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     "kept {} snapshots, forgot {}{}",
                     r.kept.len(),
                     r.forgotten.len(),
-                    if prune { "" } else { " (`cairn prune` gives their space back)" }
+                    if prune {
+                        ""
+                    } else {
+                        " (`cairn prune` gives their space back)"
+                    }
                 )
             });
             if prune {
