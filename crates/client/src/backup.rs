@@ -882,7 +882,8 @@ pub(crate) async fn build(
         .placement_candidates()
         .await
         .map_err(ClientError::swarm("asking your nodes for room"))?;
-    let journaled = journal.load();
+    // Half a lease: what the journal names is surely still stored.
+    let journaled = journal.load(crate::swarm::LEASE / 2);
     let mut new_segments: HashMap<[u8; 32], SegmentRef> = journaled
         .values()
         .map(|l| (l.segment().key, l.segment().clone()))

@@ -105,12 +105,23 @@ impl Journal {
         }
     }
 
-    /// Everything recorded so far.
-    pub fn load(&self) -> HashMap<[u8; 32], Located> {
+    /// Everything recorded so far; nothing if the journal was last
+    /// written longer ago than `max_age` (its shards' leases, never
+    /// renewed, may be running out: reusing them could lose data).
+    pub fn load(&self, max_age: std::time::Duration) -> HashMap<[u8; 32], Located> {
         let mut out = HashMap::new();
         let Ok(mut file) = std::fs::File::open(&self.path) else {
             return out;
         };
+        let fresh = file
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|written| written.elapsed().ok())
+            .is_some_and(|age| age <= max_age);
+        if !fresh {
+            return out;
+        }
         let mut bytes = Vec::new();
         if file.read_to_end(&mut bytes).is_err() {
             return out;
@@ -191,11 +202,15 @@ mod tests {
         bytes.extend_from_slice(&100u32.to_le_bytes());
         bytes.extend_from_slice(&[2, 0, 1]);
         std::fs::write(&path, &bytes).unwrap();
-        let loaded = Journal::at(&path).load();
+        let loaded = Journal::at(&path).load(std::time::Duration::from_secs(60));
         assert_eq!(loaded.len(), 3);
         assert_eq!(loaded[&[2; 32]], piece(2));
         journal.clear().unwrap();
-        assert!(Journal::at(&path).load().is_empty());
+        assert!(
+            Journal::at(&path)
+                .load(std::time::Duration::from_secs(60))
+                .is_empty()
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! renamed into place only when it is whole, and the restore ends with
 //! one sync of the target's file system, so "done" means durable.
 
+use std::collections::BTreeMap;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -21,8 +22,10 @@ use crate::tree::{Entry, EntryKind, Located, StoredRef, TreeNode};
 
 /// Files up to this size are read whole into memory, many at once.
 const SMALL_FILE: u64 = 1 << 20;
-/// Small files restored at once.
+/// Small files restored at once (those not all in one pack).
 const SMALL_IN_FLIGHT: usize = 32;
+/// Packs whose files are restored at once.
+const PACKS_IN_FLIGHT: usize = 8;
 /// Large files restored at once (each has many segments in flight).
 const LARGE_IN_FLIGHT: usize = 2;
 
@@ -123,19 +126,38 @@ pub(crate) async fn restore(
     }
     let total: u64 = files.iter().map(|f| f.size).sum();
     progress.start(&summary.restored_to, total);
-    // Files of one pack next to each other, so the pack cache serves them.
-    files.sort_by(|a, b| first_key(&a.pieces).cmp(&first_key(&b.pieces)));
-    let (small, large): (Vec<FileJob>, Vec<FileJob>) =
-        files.into_iter().partition(|f| f.size <= SMALL_FILE);
+    // Small files whose bytes all lie in one pack are restored pack by
+    // pack, several packs at once: each pack is fetched once, and enough
+    // packs are in flight to keep the nodes busy.
+    let mut by_pack: BTreeMap<[u8; 32], Vec<FileJob>> = BTreeMap::new();
+    let (mut small, mut large) = (Vec::new(), Vec::new());
+    for job in files {
+        match single_pack(&job.pieces) {
+            Some(pack) if job.size <= SMALL_FILE => by_pack.entry(pack).or_default().push(job),
+            _ if job.size <= SMALL_FILE => small.push(vec![job]),
+            _ => large.push(vec![job]),
+        }
+    }
+    let packs: Vec<Vec<FileJob>> = by_pack.into_values().collect();
     let mut stats = TransferStats::default();
-    for (jobs, in_flight) in [(small, SMALL_IN_FLIGHT), (large, LARGE_IN_FLIGHT)] {
+    for (groups, in_flight) in [
+        (packs, PACKS_IN_FLIGHT),
+        (small, SMALL_IN_FLIGHT),
+        (large, LARGE_IN_FLIGHT),
+    ] {
         let mut running = JoinSet::new();
-        for job in jobs {
+        for group in groups {
             while running.len() >= in_flight {
                 collect(&mut running, &mut stats, &mut summary, progress).await?;
             }
             let swarm = Arc::clone(swarm);
-            running.spawn(async move { restore_file(swarm, job).await });
+            running.spawn(async move {
+                let mut done = Vec::with_capacity(group.len());
+                for job in group {
+                    done.push(restore_file(Arc::clone(&swarm), job).await?);
+                }
+                Ok(done)
+            });
         }
         while !running.is_empty() {
             collect(&mut running, &mut stats, &mut summary, progress).await?;
@@ -165,12 +187,18 @@ fn entry_is_dir(entry: &Entry) -> bool {
     matches!(entry.kind, EntryKind::Dir { .. })
 }
 
-fn first_key(pieces: &[Located]) -> [u8; 32] {
-    pieces.first().map_or([0; 32], |p| p.segment().key)
+/// The pack every piece lies in, if there is one (`[0; 32]` for no piece).
+fn single_pack(pieces: &[Located]) -> Option<[u8; 32]> {
+    let mut packs = pieces.iter().map(|p| match p {
+        Located::Packed { pack, .. } => Some(pack.key),
+        Located::Segment(_) => None,
+    });
+    let first = packs.next().unwrap_or(Some([0; 32]))?;
+    packs.all(|p| p == Some(first)).then_some(first)
 }
 
 async fn collect(
-    running: &mut JoinSet<Result<(u64, TransferStats), ClientError>>,
+    running: &mut JoinSet<Result<Vec<(u64, TransferStats)>, ClientError>>,
     stats: &mut TransferStats,
     summary: &mut RestoreSummary,
     progress: &dyn Progress,
@@ -178,8 +206,21 @@ async fn collect(
     let Some(joined) = running.join_next().await else {
         return Ok(());
     };
-    let (bytes, file_stats) =
+    let files =
         joined.map_err(|e| ClientError::swarm("restoring")(SwarmError::Task(e.to_string())))??;
+    for (bytes, file_stats) in files {
+        add_file(stats, summary, progress, bytes, file_stats);
+    }
+    Ok(())
+}
+
+fn add_file(
+    stats: &mut TransferStats,
+    summary: &mut RestoreSummary,
+    progress: &dyn Progress,
+    bytes: u64,
+    file_stats: TransferStats,
+) {
     progress.advance(bytes);
     summary.files += 1;
     summary.bytes += bytes;
@@ -193,11 +234,11 @@ async fn collect(
             stats.unreachable.push(node);
         }
     }
-    Ok(())
 }
 
 /// Writes one file beside its name, checks it is whole, sets its mode and
-/// mtime, and renames it into place.
+/// mtime, and renames it into place. File system calls run on blocking
+/// threads, so that they never hold up the network.
 async fn restore_file(
     swarm: Arc<Swarm>,
     job: FileJob,
@@ -209,43 +250,48 @@ async fn restore_file(
             .file_name()
             .map_or("out".into(), |n| n.to_string_lossy())
     ));
-    let file = std::fs::File::create(&tmp).map_err(ClientError::file(&shown))?;
     let read = if job.size <= SMALL_FILE {
-        swarm
-            .read_pieces_whole(&job.pieces)
-            .await
-            .and_then(|(bytes, stats)| {
-                use std::io::Write;
-                let mut file = file;
-                file.write_all(&bytes)
-                    .map_err(|source| SwarmError::Io {
-                        what: "writing the file".into(),
-                        source,
-                    })
-                    .map(|()| stats)
-            })
+        match swarm.read_pieces_whole(&job.pieces).await {
+            Ok((bytes, stats)) => {
+                let tmp = tmp.clone();
+                blocking(move || std::fs::write(&tmp, &bytes))
+                    .await
+                    .map_err(ClientError::file(&shown))?;
+                Ok(stats)
+            }
+            Err(e) => Err(e),
+        }
     } else {
+        let file = blocking({
+            let tmp = tmp.clone();
+            move || std::fs::File::create(&tmp)
+        })
+        .await
+        .map_err(ClientError::file(&shown))?;
         swarm
             .read_pieces(&job.pieces, file, &|_| {})
             .await
             .map(|(stats, _)| stats)
     };
-    let finished = read
-        .map_err(ClientError::swarm(format!("restoring {shown}")))
-        .and_then(|stats| {
-            if stats.bytes != job.size {
-                return Err(ClientError::ShortRead {
-                    path: shown.clone(),
-                    read: stats.bytes,
-                    size: job.size,
-                });
-            }
-            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(job.mode))
-                .and_then(|()| set_mtime(&tmp, job.mtime_ns))
-                .and_then(|()| std::fs::rename(&tmp, &job.dest))
-                .map_err(ClientError::file(&shown))?;
-            Ok(stats)
-        });
+    let finished = match read.map_err(ClientError::swarm(format!("restoring {shown}"))) {
+        Ok(stats) if stats.bytes != job.size => Err(ClientError::ShortRead {
+            path: shown.clone(),
+            read: stats.bytes,
+            size: job.size,
+        }),
+        Ok(stats) => {
+            let (tmp, dest) = (tmp.clone(), job.dest.clone());
+            blocking(move || {
+                std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(job.mode))?;
+                set_mtime(&tmp, job.mtime_ns)?;
+                std::fs::rename(&tmp, &dest)
+            })
+            .await
+            .map_err(ClientError::file(&shown))
+            .map(|()| stats)
+        }
+        Err(e) => Err(e),
+    };
     match finished {
         Ok(stats) => Ok((job.size, stats)),
         Err(e) => {
@@ -253,6 +299,15 @@ async fn restore_file(
             Err(e)
         }
     }
+}
+
+/// Runs file system work on a blocking thread.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
 }
 
 /// Sets a path's mtime (and atime, to the same) without following a link.

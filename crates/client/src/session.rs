@@ -214,12 +214,12 @@ pub enum SnapshotPick {
 pub struct FileHealth {
     /// The path.
     pub path: String,
-    /// Its newest version.
-    pub version: u32,
+    /// The snapshot audited (the newest).
+    pub snapshot: String,
     /// Its size.
     #[serde(skip)]
     pub size: u64,
-    /// Healthy shards of its weakest segment (content or manifest).
+    /// Healthy shards of its weakest segment (a pack or a chunk of its own).
     pub healthy_shards_min: usize,
     /// Shards per segment (k + m).
     pub shards_per_segment: usize,
@@ -966,7 +966,7 @@ impl Session {
             let (healthy, total, k) = worst.unwrap_or((0, 0, 0));
             out.push(FileHealth {
                 path,
-                version: 0,
+                snapshot: snapshot.short_id(),
                 size,
                 healthy_shards_min: healthy,
                 shards_per_segment: total,

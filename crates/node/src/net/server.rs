@@ -250,7 +250,10 @@ impl Body for quinn::RecvStream {
             match tokio::time::timeout(BODY_STALL, self.read_chunk(len - body.len(), true)).await {
                 Ok(Ok(Some(chunk))) => body.extend_from_slice(&chunk.bytes),
                 Ok(Ok(None)) => {
-                    return Err(format!("the stream ended after {} of {len} bytes", body.len()));
+                    return Err(format!(
+                        "the stream ended after {} of {len} bytes",
+                        body.len()
+                    ));
                 }
                 Ok(Err(e)) => return Err(e.to_string()),
                 Err(_) => {

@@ -605,9 +605,9 @@ fn health_line(file: &FileHealth) -> String {
     } else {
         let spare = file.survives_node_losses;
         format!(
-            "{} (version {}, {}): {}/{} shards healthy in its weakest segment; survives the loss of any {spare} more node{}",
+            "{} (snapshot {}, {}): {}/{} shards healthy in its weakest segment; survives the loss of any {spare} more node{}",
             file.path,
-            file.version,
+            file.snapshot,
             size(file.size),
             file.healthy_shards_min,
             file.shards_per_segment,
