@@ -23,11 +23,11 @@ use crate::tree::{Entry, EntryKind, Located, StoredRef, TreeNode};
 /// Files up to this size are read whole into memory, many at once.
 const SMALL_FILE: u64 = 1 << 20;
 /// Small files restored at once (those not all in one pack).
-const SMALL_IN_FLIGHT: usize = 32;
+const SMALL_IN_FLIGHT: usize = 16;
 /// Packs whose files are restored at once.
 const PACKS_IN_FLIGHT: usize = 8;
 /// Large files restored at once (each has many segments in flight).
-const LARGE_IN_FLIGHT: usize = 2;
+const LARGE_IN_FLIGHT: usize = 4;
 
 /// What a restore brought back.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -139,30 +139,43 @@ pub(crate) async fn restore(
         }
     }
     let packs: Vec<Vec<FileJob>> = by_pack.into_values().collect();
-    let mut stats = TransferStats::default();
-    for (groups, in_flight) in [
-        (packs, PACKS_IN_FLIGHT),
-        (small, SMALL_IN_FLIGHT),
-        (large, LARGE_IN_FLIGHT),
-    ] {
-        let mut running = JoinSet::new();
-        for group in groups {
-            while running.len() >= in_flight {
-                collect(&mut running, &mut stats, &mut summary, progress).await?;
-            }
-            let swarm = Arc::clone(swarm);
-            running.spawn(async move {
-                let mut done = Vec::with_capacity(group.len());
-                for job in group {
-                    done.push(restore_file(Arc::clone(&swarm), job).await?);
+    // Three lanes at once, so that neither waits for the other's tail:
+    // packs of small files, other small files, large files.
+    let tally = std::sync::Mutex::new((TransferStats::default(), summary));
+    let lane = |groups: Vec<Vec<FileJob>>, in_flight: usize| {
+        let tally = &tally;
+        async move {
+            let mut running = JoinSet::new();
+            for group in groups {
+                while running.len() >= in_flight {
+                    collect(&mut running, tally, progress).await?;
                 }
-                Ok(done)
-            });
+                let swarm = Arc::clone(swarm);
+                running.spawn(async move {
+                    let mut done = Vec::with_capacity(group.len());
+                    for job in group {
+                        done.push(restore_file(Arc::clone(&swarm), job).await?);
+                    }
+                    Ok(done)
+                });
+            }
+            while !running.is_empty() {
+                collect(&mut running, tally, progress).await?;
+            }
+            Ok::<(), ClientError>(())
         }
-        while !running.is_empty() {
-            collect(&mut running, &mut stats, &mut summary, progress).await?;
-        }
-    }
+    };
+    let (packed, small, large) = tokio::join!(
+        lane(packs, PACKS_IN_FLIGHT),
+        lane(small, SMALL_IN_FLIGHT),
+        lane(large, LARGE_IN_FLIGHT)
+    );
+    packed?;
+    small?;
+    large?;
+    let (stats, mut summary) = tally
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     for (dir, mode, mtime_ns) in dirs.iter().rev() {
         let shown = dir.display().to_string();
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(*mode))
@@ -199,8 +212,7 @@ fn single_pack(pieces: &[Located]) -> Option<[u8; 32]> {
 
 async fn collect(
     running: &mut JoinSet<Result<Vec<(u64, TransferStats)>, ClientError>>,
-    stats: &mut TransferStats,
-    summary: &mut RestoreSummary,
+    tally: &std::sync::Mutex<(TransferStats, RestoreSummary)>,
     progress: &dyn Progress,
 ) -> Result<(), ClientError> {
     let Some(joined) = running.join_next().await else {
@@ -208,6 +220,8 @@ async fn collect(
     };
     let files =
         joined.map_err(|e| ClientError::swarm("restoring")(SwarmError::Task(e.to_string())))??;
+    let mut tally = cairn_host::lock(tally);
+    let (stats, summary) = &mut *tally;
     for (bytes, file_stats) in files {
         add_file(stats, summary, progress, bytes, file_stats);
     }
@@ -250,16 +264,27 @@ async fn restore_file(
             .file_name()
             .map_or("out".into(), |n| n.to_string_lossy())
     ));
-    let read = if job.size <= SMALL_FILE {
+    let (mode, mtime_ns, dest) = (job.mode, job.mtime_ns, job.dest.clone());
+    // Mode, mtime, then the rename: one trip to a blocking thread.
+    let finish = move |tmp: PathBuf| -> std::io::Result<()> {
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))?;
+        set_mtime(&tmp, mtime_ns)?;
+        std::fs::rename(&tmp, &dest)
+    };
+    let finished = if job.size <= SMALL_FILE {
         match swarm.read_pieces_whole(&job.pieces).await {
-            Ok((bytes, stats)) => {
+            Ok((bytes, stats)) if stats.bytes == job.size => {
                 let tmp = tmp.clone();
-                blocking(move || std::fs::write(&tmp, &bytes))
-                    .await
-                    .map_err(ClientError::file(&shown))?;
-                Ok(stats)
+                blocking(move || {
+                    std::fs::write(&tmp, &bytes)?;
+                    finish(tmp)
+                })
+                .await
+                .map_err(ClientError::file(&shown))
+                .map(|()| stats)
             }
-            Err(e) => Err(e),
+            Ok((_, stats)) => Err(short(&shown, &stats, job.size)),
+            Err(e) => Err(ClientError::swarm(format!("restoring {shown}"))(e)),
         }
     } else {
         let file = blocking({
@@ -268,29 +293,17 @@ async fn restore_file(
         })
         .await
         .map_err(ClientError::file(&shown))?;
-        swarm
-            .read_pieces(&job.pieces, file, &|_| {})
-            .await
-            .map(|(stats, _)| stats)
-    };
-    let finished = match read.map_err(ClientError::swarm(format!("restoring {shown}"))) {
-        Ok(stats) if stats.bytes != job.size => Err(ClientError::ShortRead {
-            path: shown.clone(),
-            read: stats.bytes,
-            size: job.size,
-        }),
-        Ok(stats) => {
-            let (tmp, dest) = (tmp.clone(), job.dest.clone());
-            blocking(move || {
-                std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(job.mode))?;
-                set_mtime(&tmp, job.mtime_ns)?;
-                std::fs::rename(&tmp, &dest)
-            })
-            .await
-            .map_err(ClientError::file(&shown))
-            .map(|()| stats)
+        match swarm.read_pieces(&job.pieces, file, &|_| {}).await {
+            Ok((stats, _)) if stats.bytes == job.size => {
+                let tmp = tmp.clone();
+                blocking(move || finish(tmp))
+                    .await
+                    .map_err(ClientError::file(&shown))
+                    .map(|()| stats)
+            }
+            Ok((stats, _)) => Err(short(&shown, &stats, job.size)),
+            Err(e) => Err(ClientError::swarm(format!("restoring {shown}"))(e)),
         }
-        Err(e) => Err(e),
     };
     match finished {
         Ok(stats) => Ok((job.size, stats)),
@@ -298,6 +311,14 @@ async fn restore_file(
             let _ = std::fs::remove_file(&tmp);
             Err(e)
         }
+    }
+}
+
+fn short(shown: &str, stats: &TransferStats, size: u64) -> ClientError {
+    ClientError::ShortRead {
+        path: shown.to_owned(),
+        read: stats.bytes,
+        size,
     }
 }
 
