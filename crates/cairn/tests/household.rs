@@ -579,7 +579,7 @@ fn a_put_killed_half_way_sends_only_what_was_missing_when_run_again() {
     // chunk here.
     let resent = sent.saturating_sub(used_done - used_killed);
     eprintln!("re-sent {resent} bytes the nodes already had");
-    assert!(resent <= 8 * 3 << 20, "{rerun}");
+    assert!(resent <= (8 * 3) << 20, "{rerun}");
     // A rerun that sent everything again would have sent all of it.
     assert!(sent < used_done * 80 / 100, "{rerun}");
     let (target, _) = restore(cli, tree_str, &[]);

@@ -163,13 +163,16 @@ struct MemDir {
     entries: Vec<MemEntry>,
 }
 
+/// A chunk in a segment: `(chunk key, offset, len)`.
+type PieceAt = ([u8; 32], u32, u32);
+
 /// A sealed segment on its way to the uploader, with the chunks it holds.
 struct Job {
     seq: u64,
     sealed: SealedSegment,
     /// `(chunk key, offset, len)` of each piece; a segment of its own has
     /// one at offset 0 and is not a pack.
-    pieces: Vec<([u8; 32], u32, u32)>,
+    pieces: Vec<PieceAt>,
     pack: bool,
 }
 
@@ -180,14 +183,14 @@ struct Job {
 struct Packer {
     seq: Option<u64>,
     buf: Vec<u8>,
-    pieces: Vec<([u8; 32], u32, u32)>,
+    pieces: Vec<PieceAt>,
 }
 
 /// A full pack, ready to seal.
 struct Pack {
     seq: u64,
     plain: Vec<u8>,
-    pieces: Vec<([u8; 32], u32, u32)>,
+    pieces: Vec<PieceAt>,
 }
 
 impl Packer {
@@ -260,7 +263,7 @@ struct Uploader {
     candidates: Arc<Vec<Candidate>>,
     journal: Arc<Journal>,
     running: JoinSet<(u64, Result<SegmentRef, SwarmError>)>,
-    pieces: HashMap<u64, (Vec<([u8; 32], u32, u32)>, bool)>,
+    pieces: HashMap<u64, (Vec<PieceAt>, bool)>,
     done: HashMap<u64, SegmentRef>,
     uploaded: u64,
     shard_bytes: u64,
@@ -430,7 +433,7 @@ impl Walker {
         };
         let mut entries = Vec::with_capacity(node.entries.len());
         for entry in &node.entries {
-            entries.push(self.from_old(&node, entry, depth)?);
+            entries.push(self.entry_from_old(&node, entry, depth)?);
         }
         let dir = &mut self.dirs[index];
         dir.entries = entries;
@@ -441,7 +444,7 @@ impl Walker {
         Ok(())
     }
 
-    fn from_old(
+    fn entry_from_old(
         &mut self,
         node: &TreeNode,
         entry: &Entry,
@@ -640,7 +643,7 @@ impl Walker {
                 self.warn(format!(
                     "{shown}: cannot be read ({error}); its previous version is kept"
                 ));
-                Ok(Some(self.from_old(node, entry, depth)?))
+                Ok(Some(self.entry_from_old(node, entry, depth)?))
             }
             None => {
                 self.warn(format!("{shown}: cannot be read ({error}); not stored"));

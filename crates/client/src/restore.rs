@@ -25,7 +25,7 @@ const SMALL_FILE: u64 = 1 << 20;
 /// Small files restored at once (those not all in one pack).
 const SMALL_IN_FLIGHT: usize = 16;
 /// Packs whose files are restored at once.
-const PACKS_IN_FLIGHT: usize = 8;
+const PACKS_IN_FLIGHT: usize = 12;
 /// Large files restored at once (each has many segments in flight).
 const LARGE_IN_FLIGHT: usize = 4;
 
@@ -127,8 +127,8 @@ pub(crate) async fn restore(
     let total: u64 = files.iter().map(|f| f.size).sum();
     progress.start(&summary.restored_to, total);
     // Small files whose bytes all lie in one pack are restored pack by
-    // pack, several packs at once: each pack is fetched once, and enough
-    // packs are in flight to keep the nodes busy.
+    // pack, several packs at once: each pack is fetched once and its files
+    // written in one trip to a blocking thread.
     let mut by_pack: BTreeMap<[u8; 32], Vec<FileJob>> = BTreeMap::new();
     let (mut small, mut large) = (Vec::new(), Vec::new());
     for job in files {
@@ -152,6 +152,9 @@ pub(crate) async fn restore(
                 }
                 let swarm = Arc::clone(swarm);
                 running.spawn(async move {
+                    if group.len() > 1 || single_pack(&group[0].pieces).is_some() {
+                        return restore_packed(swarm, group).await;
+                    }
                     let mut done = Vec::with_capacity(group.len());
                     for job in group {
                         done.push(restore_file(Arc::clone(&swarm), job).await?);
@@ -250,6 +253,79 @@ fn add_file(
     }
 }
 
+/// Restores files whose bytes all lie in one pack: the pack is fetched
+/// once, then every file is written (beside its name, renamed when whole)
+/// in one trip to a blocking thread.
+async fn restore_packed(
+    swarm: Arc<Swarm>,
+    jobs: Vec<FileJob>,
+) -> Result<Vec<(u64, TransferStats)>, ClientError> {
+    let pack = jobs.iter().find_map(|job| match job.pieces.first() {
+        Some(Located::Packed { pack, .. }) => Some(pack.clone()),
+        _ => None,
+    });
+    let mut first = TransferStats::default();
+    let plain = match pack {
+        Some(pack) => {
+            let (plain, report) = swarm
+                .pack(0, pack)
+                .await
+                .map_err(ClientError::swarm("restoring files from a pack"))?;
+            first.add(report);
+            plain
+        }
+        // Only empty files.
+        None => Arc::new(Vec::new()),
+    };
+    tokio::task::spawn_blocking(move || {
+        let mut done = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            let shown = job.dest.display().to_string();
+            let mut bytes = Vec::with_capacity(job.size as usize);
+            for piece in &job.pieces {
+                if let Located::Packed { offset, len, .. } = piece {
+                    let range = *offset as usize..*offset as usize + *len as usize;
+                    let slice = plain.get(range).ok_or_else(|| {
+                        ClientError::swarm(format!("restoring {shown}"))(SwarmError::Decode(
+                            format!("a piece at {offset}+{len} lies outside its pack"),
+                        ))
+                    })?;
+                    bytes.extend_from_slice(slice);
+                }
+            }
+            let mut stats = std::mem::take(&mut first);
+            stats.bytes = bytes.len() as u64;
+            if stats.bytes != job.size {
+                return Err(short(&shown, &stats, job.size));
+            }
+            let tmp = partial_name(&job.dest);
+            let written = std::fs::write(&tmp, &bytes)
+                .and_then(|()| {
+                    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(job.mode))
+                })
+                .and_then(|()| set_mtime(&tmp, job.mtime_ns))
+                .and_then(|()| std::fs::rename(&tmp, &job.dest));
+            if let Err(e) = written {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(ClientError::file(&shown)(e));
+            }
+            done.push((job.size, stats));
+        }
+        Ok(done)
+    })
+    .await
+    .map_err(|e| ClientError::swarm("restoring")(SwarmError::Task(e.to_string())))?
+}
+
+/// Where a file is written until it is whole.
+fn partial_name(dest: &Path) -> PathBuf {
+    dest.with_file_name(format!(
+        ".{}.cairn-partial",
+        dest.file_name()
+            .map_or("out".into(), |n| n.to_string_lossy())
+    ))
+}
+
 /// Writes one file beside its name, checks it is whole, sets its mode and
 /// mtime, and renames it into place. File system calls run on blocking
 /// threads, so that they never hold up the network.
@@ -258,12 +334,7 @@ async fn restore_file(
     job: FileJob,
 ) -> Result<(u64, TransferStats), ClientError> {
     let shown = job.dest.display().to_string();
-    let tmp = job.dest.with_file_name(format!(
-        ".{}.cairn-partial",
-        job.dest
-            .file_name()
-            .map_or("out".into(), |n| n.to_string_lossy())
-    ));
+    let tmp = partial_name(&job.dest);
     let (mode, mtime_ns, dest) = (job.mode, job.mtime_ns, job.dest.clone());
     // Mode, mtime, then the rename: one trip to a blocking thread.
     let finish = move |tmp: PathBuf| -> std::io::Result<()> {

@@ -24,6 +24,9 @@ impl Policy {
     }
 }
 
+/// The bucket (day, week, month) a time falls in.
+type Bucket = fn(u64) -> i64;
+
 /// For snapshots taken at `times` (oldest first), which to keep.
 pub fn keep(times: &[u64], policy: Policy) -> Vec<bool> {
     let mut kept = vec![false; times.len()];
@@ -34,7 +37,7 @@ pub fn keep(times: &[u64], policy: Policy) -> Vec<bool> {
     for &i in newest_first.iter().take(policy.last) {
         kept[i] = true;
     }
-    let buckets: [(usize, fn(u64) -> i64); 3] = [
+    let buckets: [(usize, Bucket); 3] = [
         (policy.daily, |t| (t / 86_400) as i64),
         (policy.weekly, iso_week),
         (policy.monthly, month),

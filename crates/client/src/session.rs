@@ -541,10 +541,7 @@ impl Session {
         let mut last: Option<Vec<u8>> = None;
         for snapshot in &self.history.snapshots {
             let found = self.find(snapshot, path).await?;
-            let identity = match &found {
-                Some((entry, node)) => Some(identity(entry, node)),
-                None => None,
-            };
+            let identity = found.as_ref().map(|(entry, node)| identity(entry, node));
             if identity == last {
                 continue;
             }
@@ -782,13 +779,14 @@ impl Session {
         let times: Vec<u64> = self.history.snapshots.iter().map(|s| s.time).collect();
         let keep = retention::keep(&times, policy);
         let mut history = self.history.clone();
-        let (kept, forgotten): (Vec<(Snapshot, bool)>, Vec<(Snapshot, bool)>) = history
-            .snapshots
-            .drain(..)
-            .zip(keep)
-            .partition(|(_, keep)| *keep);
-        history.snapshots = kept.into_iter().map(|(s, _)| s).collect();
-        let forgotten: Vec<Snapshot> = forgotten.into_iter().map(|(s, _)| s).collect();
+        let mut forgotten: Vec<Snapshot> = Vec::new();
+        for (snapshot, keep) in std::mem::take(&mut history.snapshots).into_iter().zip(keep) {
+            if keep {
+                history.snapshots.push(snapshot);
+            } else {
+                forgotten.push(snapshot);
+            }
+        }
         let report = ForgetReport {
             kept: history.snapshots.iter().map(SnapshotReport::from).collect(),
             forgotten: forgotten.iter().map(SnapshotReport::from).collect(),
