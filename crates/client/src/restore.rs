@@ -126,6 +126,13 @@ pub(crate) async fn restore(
     }
     let total: u64 = files.iter().map(|f| f.size).sum();
     progress.start(&summary.restored_to, total);
+    let sync_at = if entry_is_dir(entry) {
+        dest.to_owned()
+    } else {
+        dest.parent().unwrap_or(dest).to_owned()
+    };
+    let flusher =
+        Flusher::start(&sync_at).map_err(ClientError::file(&sync_at.display().to_string()))?;
     // Small files whose bytes all lie in one pack are restored pack by
     // pack, several packs at once: each pack is fetched once and its files
     // written in one trip to a blocking thread.
@@ -143,12 +150,12 @@ pub(crate) async fn restore(
     // packs of small files, other small files, large files.
     let tally = std::sync::Mutex::new((TransferStats::default(), summary));
     let lane = |groups: Vec<Vec<FileJob>>, in_flight: usize| {
-        let tally = &tally;
+        let (tally, flusher) = (&tally, &flusher);
         async move {
             let mut running = JoinSet::new();
             for group in groups {
                 while running.len() >= in_flight {
-                    collect(&mut running, tally, progress).await?;
+                    collect(&mut running, tally, progress, flusher).await?;
                 }
                 let swarm = Arc::clone(swarm);
                 running.spawn(async move {
@@ -163,7 +170,7 @@ pub(crate) async fn restore(
                 });
             }
             while !running.is_empty() {
-                collect(&mut running, tally, progress).await?;
+                collect(&mut running, tally, progress, flusher).await?;
             }
             Ok::<(), ClientError>(())
         }
@@ -185,14 +192,10 @@ pub(crate) async fn restore(
             .map_err(ClientError::file(&shown))?;
         set_mtime(dir, *mtime_ns).map_err(ClientError::file(&shown))?;
     }
-    // One sync for everything written, instead of one per file.
-    let sync_at = if entry_is_dir(entry) {
-        dest.to_owned()
-    } else {
-        dest.parent().unwrap_or(dest).to_owned()
-    };
-    std::fs::File::open(&sync_at)
-        .and_then(|dir| rustix::fs::syncfs(&dir).map_err(std::io::Error::from))
+    // One sync for everything written (most of it already on its way),
+    // instead of one per file.
+    flusher
+        .finish()
         .map_err(ClientError::file(&sync_at.display().to_string()))?;
     progress.finish();
     summary.transfer = TransferReport::from(&stats);
@@ -217,6 +220,7 @@ async fn collect(
     running: &mut JoinSet<Result<Vec<(u64, TransferStats)>, ClientError>>,
     tally: &std::sync::Mutex<(TransferStats, RestoreSummary)>,
     progress: &dyn Progress,
+    flusher: &Flusher,
 ) -> Result<(), ClientError> {
     let Some(joined) = running.join_next().await else {
         return Ok(());
@@ -228,7 +232,60 @@ async fn collect(
     for (bytes, file_stats) in files {
         add_file(stats, summary, progress, bytes, file_stats);
     }
+    flusher.wrote(summary.bytes);
     Ok(())
+}
+
+/// Starts writing back what the restore wrote while it goes on (a syncfs
+/// on a thread of its own every so many MiB), so that the final sync has
+/// little left to do and the disk works while the network does.
+struct Flusher {
+    requests: std::sync::mpsc::SyncSender<()>,
+    thread: std::thread::JoinHandle<std::io::Result<()>>,
+    next: std::sync::atomic::AtomicU64,
+    dir: std::fs::File,
+}
+
+impl Flusher {
+    const EVERY: u64 = 64 << 20;
+
+    fn start(dir: &Path) -> std::io::Result<Self> {
+        let dir = std::fs::File::open(dir)?;
+        let on_thread = dir.try_clone()?;
+        // One request may wait; more are dropped while a sync runs.
+        let (requests, wanted) = std::sync::mpsc::sync_channel::<()>(1);
+        let thread = std::thread::spawn(move || {
+            while wanted.recv().is_ok() {
+                rustix::fs::syncfs(&on_thread)?;
+            }
+            Ok(())
+        });
+        Ok(Self {
+            requests,
+            thread,
+            next: std::sync::atomic::AtomicU64::new(Self::EVERY),
+            dir,
+        })
+    }
+
+    /// `total` bytes are written so far.
+    fn wrote(&self, total: u64) {
+        use std::sync::atomic::Ordering;
+        let next = self.next.load(Ordering::Relaxed);
+        if total >= next {
+            self.next.store(total + Self::EVERY, Ordering::Relaxed);
+            let _ = self.requests.try_send(());
+        }
+    }
+
+    /// Waits for the syncs under way, then syncs what is left.
+    fn finish(self) -> std::io::Result<()> {
+        drop(self.requests);
+        self.thread
+            .join()
+            .map_err(|_| std::io::Error::other("the writeback thread failed"))??;
+        rustix::fs::syncfs(&self.dir).map_err(std::io::Error::from)
+    }
 }
 
 fn add_file(
