@@ -100,6 +100,17 @@ pub(crate) async fn restore(
                 }
                 let node = Arc::new(node);
                 for child in node.entries.iter().rev() {
+                    // A name that could climb out of the target is never
+                    // used, whatever a tree says.
+                    if matches!(&child.name[..], b"" | b"." | b"..")
+                        || child.name.contains(&b'/')
+                        || child.name.contains(&0)
+                    {
+                        return Err(ClientError::Usage(format!(
+                            "{shown} holds the name {:?}, which no directory can; the snapshot is damaged",
+                            String::from_utf8_lossy(&child.name)
+                        )));
+                    }
                     let name = std::ffi::OsStr::from_bytes(&child.name);
                     stack.push((dest.join(name), child.clone(), Arc::clone(&node)));
                 }
@@ -356,11 +367,12 @@ async fn restore_packed(
                 return Err(short(&shown, &stats, job.size));
             }
             let tmp = partial_name(&job.dest);
-            let written = std::fs::write(&tmp, &bytes)
-                .and_then(|()| {
-                    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(job.mode))
+            let written = std::fs::File::create(&tmp)
+                .and_then(|mut file| {
+                    use std::io::Write;
+                    file.write_all(&bytes)?;
+                    finish_file(&file, job.mode, job.mtime_ns)
                 })
-                .and_then(|()| set_mtime(&tmp, job.mtime_ns))
                 .and_then(|()| std::fs::rename(&tmp, &job.dest));
             if let Err(e) = written {
                 let _ = std::fs::remove_file(&tmp);
@@ -394,9 +406,9 @@ async fn restore_file(
     let tmp = partial_name(&job.dest);
     let (mode, mtime_ns, dest) = (job.mode, job.mtime_ns, job.dest.clone());
     // Mode, mtime, then the rename: one trip to a blocking thread.
-    let finish = move |tmp: PathBuf| -> std::io::Result<()> {
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))?;
-        set_mtime(&tmp, mtime_ns)?;
+    let finish = move |file: std::fs::File, tmp: PathBuf| -> std::io::Result<()> {
+        finish_file(&file, mode, mtime_ns)?;
+        drop(file);
         std::fs::rename(&tmp, &dest)
     };
     let finished = if job.size <= SMALL_FILE {
@@ -404,8 +416,10 @@ async fn restore_file(
             Ok((bytes, stats)) if stats.bytes == job.size => {
                 let tmp = tmp.clone();
                 blocking(move || {
-                    std::fs::write(&tmp, &bytes)?;
-                    finish(tmp)
+                    use std::io::Write;
+                    let mut file = std::fs::File::create(&tmp)?;
+                    file.write_all(&bytes)?;
+                    finish(file, tmp)
                 })
                 .await
                 .map_err(ClientError::file(&shown))
@@ -422,9 +436,9 @@ async fn restore_file(
         .await
         .map_err(ClientError::file(&shown))?;
         match swarm.read_pieces(&job.pieces, file, &|_| {}).await {
-            Ok((stats, _)) if stats.bytes == job.size => {
+            Ok((stats, file)) if stats.bytes == job.size => {
                 let tmp = tmp.clone();
-                blocking(move || finish(tmp))
+                blocking(move || finish(file, tmp))
                     .await
                     .map_err(ClientError::file(&shown))
                     .map(|()| stats)
@@ -440,6 +454,19 @@ async fn restore_file(
             Err(e)
         }
     }
+}
+
+/// Gives a written file its mode and mtime through its descriptor (no
+/// path lookups).
+fn finish_file(file: &std::fs::File, mode: u32, mtime_ns: i64) -> std::io::Result<()> {
+    file.set_permissions(std::fs::Permissions::from_mode(mode))?;
+    let since_epoch = std::time::Duration::from_nanos(mtime_ns.unsigned_abs());
+    let mtime = if mtime_ns >= 0 {
+        std::time::UNIX_EPOCH + since_epoch
+    } else {
+        std::time::UNIX_EPOCH - since_epoch
+    };
+    file.set_modified(mtime)
 }
 
 fn short(shown: &str, stats: &TransferStats, size: u64) -> ClientError {
