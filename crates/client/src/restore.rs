@@ -349,7 +349,8 @@ async fn restore_packed(
         let mut done = Vec::with_capacity(jobs.len());
         for job in jobs {
             let shown = job.dest.display().to_string();
-            let mut bytes = Vec::with_capacity(job.size as usize);
+            // The file's slices of the pack, written as they are (no copy).
+            let mut slices: Vec<&[u8]> = Vec::with_capacity(job.pieces.len());
             for piece in &job.pieces {
                 if let Located::Packed { offset, len, .. } = piece {
                     let range = *offset as usize..*offset as usize + *len as usize;
@@ -358,11 +359,11 @@ async fn restore_packed(
                             format!("a piece at {offset}+{len} lies outside its pack"),
                         ))
                     })?;
-                    bytes.extend_from_slice(slice);
+                    slices.push(slice);
                 }
             }
             let mut stats = std::mem::take(&mut first);
-            stats.bytes = bytes.len() as u64;
+            stats.bytes = slices.iter().map(|s| s.len() as u64).sum();
             if stats.bytes != job.size {
                 return Err(short(&shown, &stats, job.size));
             }
@@ -370,7 +371,9 @@ async fn restore_packed(
             let written = std::fs::File::create(&tmp)
                 .and_then(|mut file| {
                     use std::io::Write;
-                    file.write_all(&bytes)?;
+                    for slice in &slices {
+                        file.write_all(slice)?;
+                    }
                     finish_file(&file, job.mode, job.mtime_ns)
                 })
                 .and_then(|()| std::fs::rename(&tmp, &job.dest));
