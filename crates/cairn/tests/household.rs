@@ -28,7 +28,8 @@ use cairn_net::identity::Identity;
 use cairn_proto::ids::{NodeId, ShardId};
 use cairn_proto::signed;
 use common::daemon::Daemon;
-use common::owner::CAIRN;
+use common::owner::{CAIRN, Owner};
+use common::random_bytes;
 
 const NODES: usize = 6;
 /// The user the owner's tool runs as when the tests run as root.
@@ -69,83 +70,29 @@ fn open_dir() -> tempfile::TempDir {
 }
 
 /// The owner's tool, run as the unprivileged user when we are root.
-struct Cli {
-    home: tempfile::TempDir,
+fn owner() -> Owner {
+    if root() {
+        Owner::running_as(NOBODY)
+    } else {
+        Owner::new()
+    }
 }
 
-impl Cli {
-    fn new() -> Self {
-        Self { home: open_dir() }
-    }
-
-    fn run(&self, args: &[&str], stdin: Option<&str>) -> Output {
-        let started = Instant::now();
-        let mut command = Command::new(CAIRN);
-        command
-            .arg("--json")
-            .args(args)
-            .env("CAIRN_HOME", self.home.path())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        if root() {
-            command.uid(NOBODY).gid(NOBODY);
-        }
-        let mut child = command.spawn().unwrap();
-        if let Some(text) = stdin {
-            use std::io::Write;
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(text.as_bytes())
-                .unwrap();
-        }
-        let out = child.wait_with_output().unwrap();
-        eprintln!("cairn {args:?} took {:?}", started.elapsed());
-        out
-    }
-
-    /// Runs and parses the JSON lines; the exit status must be `status`.
-    fn json_status(
-        &self,
-        args: &[&str],
-        stdin: Option<&str>,
-        status: i32,
-    ) -> Vec<serde_json::Value> {
-        let out = self.run(args, stdin);
-        assert_eq!(
-            out.status.code(),
-            Some(status),
-            "cairn {args:?}:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout)
-            .unwrap()
-            .lines()
-            .map(|line| serde_json::from_str(line).unwrap())
-            .collect()
-    }
-
-    fn json(&self, args: &[&str]) -> Vec<serde_json::Value> {
-        self.json_status(args, None, 0)
-    }
-
-    fn one(&self, args: &[&str]) -> serde_json::Value {
-        self.json(args).remove(0)
-    }
+/// The one JSON line `cairn ARGS` prints.
+fn one(cli: &Owner, args: &[&str]) -> serde_json::Value {
+    cli.json(args).remove(0)
 }
 
 /// An owner with `NODES` nodes in its own swarm, node 0 its steward.
 struct Household {
-    cli: Cli,
+    cli: Owner,
     nodes: Vec<Daemon>,
 }
 
 impl Household {
     fn start() -> Self {
-        let cli = Cli::new();
-        let init = cli.one(&["init"]);
+        let cli = owner();
+        let init = one(&cli, &["init"]);
         let client = NodeId::from_human(init["client_key"].as_str().unwrap()).unwrap();
         cli.json(&["swarm", "create"]);
         let nodes: Vec<Daemon> = (0..NODES).map(|_| Daemon::start(&[client])).collect();
@@ -159,7 +106,7 @@ impl Household {
                 args.push("--steward");
             }
             cli.json(&args);
-            let invite = cli.one(&["swarm", "invite", &id]);
+            let invite = one(&cli, &["swarm", "invite", &id]);
             let ticket = invite["ticket"].as_str().unwrap();
             cli.json(&["join", &id, "--invite", ticket]);
         }
@@ -174,15 +121,6 @@ impl Household {
             .map(|n| n["used"].as_u64().unwrap())
             .sum()
     }
-}
-
-fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut out = vec![0u8; len];
-    blake3::Hasher::new()
-        .update(&seed.to_le_bytes())
-        .finalize_xof()
-        .fill(&mut out);
-    out
 }
 
 /// A small deterministic generator (SplitMix64).
@@ -337,12 +275,12 @@ fn assert_same(expected: &BTreeMap<String, Item>, restored: &BTreeMap<String, It
 /// Names left out of every snapshot of the generated tree.
 const NOT_STORED: [&str; 3] = ["scratch.tmp", "cache", "secret.bin"];
 
-fn restore(cli: &Cli, path: &str, extra: &[&str]) -> (tempfile::TempDir, serde_json::Value) {
+fn restore(cli: &Owner, path: &str, extra: &[&str]) -> (tempfile::TempDir, serde_json::Value) {
     let target = open_dir();
     let target_str = target.path().to_str().unwrap().to_owned();
     let mut args = vec!["restore", path, "--target", &target_str];
     args.extend_from_slice(extra);
-    let report = cli.one(&args);
+    let report = one(&cli, &args);
     (target, report)
 }
 
@@ -487,12 +425,8 @@ fn a_home_directory_is_put_changed_restored_forgotten_pruned_and_recovered() {
     assert_eq!(again["segments_deleted"], 1, "{again}");
 
     // A fresh machine: the phrase and one node bring the latest tree back.
-    let secret: [u8; 32] = std::fs::read(cli.home.path().join("secret"))
-        .unwrap()
-        .try_into()
-        .unwrap();
-    let phrase = cairn_client::keys::OwnerSecret::from_bytes(secret).phrase();
-    let fresh = Cli::new();
+    let phrase = cli.secret().phrase();
+    let fresh = owner();
     let first_node = &house.nodes[0];
     let spec = format!("{}@{}", first_node.id.to_human(), first_node.addr);
     let recovered = fresh.json_status(&["recover", "--node", &spec], Some(&phrase), 0);
@@ -566,7 +500,7 @@ fn a_put_killed_half_way_sends_only_what_was_missing_when_run_again() {
         "a killed put commits nothing"
     );
 
-    let rerun = cli.one(&["put", tree_str]);
+    let rerun = one(&cli, &["put", tree_str]);
     let used_done = house.used();
     let sent = rerun["shard_bytes"].as_u64().unwrap();
     eprintln!(

@@ -20,6 +20,7 @@ use cairn_client::tree::{self, EntryKind, History, StoredRef};
 use cairn_proto::ids::{NodeId, ShardId};
 use common::daemon::Daemon;
 use common::owner::Owner;
+use common::random_bytes;
 
 const NODES: usize = 8;
 
@@ -72,15 +73,6 @@ impl Swarmlet {
     fn running(&self) -> impl Iterator<Item = &Daemon> {
         self.nodes.iter().flatten()
     }
-}
-
-fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut out = vec![0u8; len];
-    blake3::Hasher::new()
-        .update(&seed.to_le_bytes())
-        .finalize_xof()
-        .fill(&mut out);
-    out
 }
 
 fn path_str(path: &Path) -> String {

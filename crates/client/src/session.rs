@@ -410,18 +410,7 @@ impl Session {
         progress.finish();
         let mut summary = built.summary;
         if let Some(root) = built.root {
-            let snapshot = Snapshot {
-                time: cairn_host::unix_now(),
-                made_by,
-                root,
-            };
-            summary.snapshot = Some(snapshot.short_id());
-            let mut history = self.history.clone();
-            history.snapshots.push(snapshot);
-            let stored = self.commit(history).await?;
-            let mut segments = built.new_segments;
-            segments.extend(stored.pieces.iter().map(|p| p.segment().clone()));
-            self.track(&segments).await;
+            summary.snapshot = Some(self.add_snapshot(root, made_by, built.new_segments).await?);
         }
         // Everything journalled is in the snapshot now (or was not needed:
         // never tracked, its leases run out).
@@ -463,22 +452,35 @@ impl Session {
                 "{path} is not stored; `cairn ls` lists what is"
             )));
         };
+        let id = self
+            .add_snapshot(root, format!("rm {path}"), built.new_segments)
+            .await?;
+        Ok(RemoveReport {
+            removed: path.to_owned(),
+            snapshot: id,
+        })
+    }
+
+    /// Commits a new snapshot of `root` and tells the steward about what
+    /// it added; returns the snapshot's id.
+    async fn add_snapshot(
+        &mut self,
+        root: StoredRef,
+        made_by: String,
+        mut new_segments: Vec<SegmentRef>,
+    ) -> Result<String, ClientError> {
         let snapshot = Snapshot {
             time: cairn_host::unix_now(),
-            made_by: format!("rm {path}"),
+            made_by,
             root,
         };
         let id = snapshot.short_id();
         let mut history = self.history.clone();
         history.snapshots.push(snapshot);
         let stored = self.commit(history).await?;
-        let mut segments = built.new_segments;
-        segments.extend(stored.pieces.iter().map(|p| p.segment().clone()));
-        self.track(&segments).await;
-        Ok(RemoveReport {
-            removed: path.to_owned(),
-            snapshot: id,
-        })
+        new_segments.extend(stored.pieces.iter().map(|p| p.segment().clone()));
+        self.track(&new_segments).await;
+        Ok(id)
     }
 
     /// Every kept snapshot, oldest first.
@@ -943,20 +945,34 @@ impl Session {
                 files.push((listed.path, pieces, *size));
             }
         }
+        // Each segment once, at its holders as the steward knows them now
+        // (it may have repaired or moved shards since the put).
+        let mut segments: Vec<SegmentRef> = Vec::new();
+        let mut seen = HashSet::new();
+        for (_, pieces, _) in &files {
+            for piece in pieces {
+                if seen.insert(piece.segment().key) {
+                    segments.push(piece.segment().clone());
+                }
+            }
+        }
+        if let Some(steward) = self.steward
+            && let Err(e) = self.swarm.relocate(steward, &mut segments).await
+        {
+            self.note(format!("note: {e}; auditing the holders as recorded"));
+        }
         let mut audited: HashMap<[u8; 32], (usize, usize, usize)> = HashMap::new();
+        for segment in &segments {
+            audited.insert(segment.key, self.audit_segment(segment).await);
+        }
         let mut out = Vec::new();
         for (path, pieces, size) in files {
             let mut worst: Option<(usize, usize, usize)> = None;
             for piece in &pieces {
-                let segment = piece.segment();
-                let health = match audited.get(&segment.key) {
-                    Some(h) => *h,
-                    None => {
-                        let h = self.audit_segment(segment).await;
-                        audited.insert(segment.key, h);
-                        h
-                    }
-                };
+                let health = audited
+                    .get(&piece.segment().key)
+                    .copied()
+                    .unwrap_or_default();
                 if worst.is_none_or(|w| health.0 < w.0) {
                     worst = Some(health);
                 }

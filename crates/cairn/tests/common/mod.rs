@@ -3,3 +3,13 @@
 
 pub mod daemon;
 pub mod owner;
+
+/// `len` bytes that depend only on `seed`.
+pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut out = vec![0u8; len];
+    blake3::Hasher::new()
+        .update(&seed.to_le_bytes())
+        .finalize_xof()
+        .fill(&mut out);
+    out
+}

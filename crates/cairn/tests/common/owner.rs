@@ -12,6 +12,8 @@ pub const CAIRN: &str = env!("CARGO_BIN_EXE_cairn");
 pub struct Owner {
     /// The `CAIRN_HOME`.
     pub home: tempfile::TempDir,
+    /// The user (and group) the tool runs as, when not this process's.
+    pub uid: Option<u32>,
 }
 
 impl Owner {
@@ -19,7 +21,19 @@ impl Owner {
     pub fn new() -> Self {
         Self {
             home: tempfile::tempdir().unwrap(),
+            uid: None,
         }
+    }
+
+    /// A fresh home whose tool runs as `uid` (group `uid` too): the home
+    /// is made theirs. Only root may do this.
+    pub fn running_as(uid: u32) -> Self {
+        let owner = Self {
+            uid: Some(uid),
+            ..Self::new()
+        };
+        std::os::unix::fs::chown(owner.home.path(), Some(uid), Some(uid)).unwrap();
+        owner
     }
 
     /// Runs `cairn ARGS` (with `stdin`), logging how long it took.
@@ -31,14 +45,18 @@ impl Owner {
     }
 
     fn run_inner(&self, args: &[&str], stdin: Option<&str>) -> Output {
-        let mut child = Command::new(CAIRN)
+        let mut command = Command::new(CAIRN);
+        command
             .args(args)
             .env("CAIRN_HOME", self.home.path())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+            .stderr(Stdio::piped());
+        if let Some(uid) = self.uid {
+            use std::os::unix::process::CommandExt;
+            command.uid(uid).gid(uid);
+        }
+        let mut child = command.spawn().unwrap();
         if let Some(text) = stdin {
             use std::io::Write;
             child
@@ -59,12 +77,23 @@ impl Owner {
 
     /// Like [`Owner::json`], with standard input.
     pub fn json_in(&self, args: &[&str], stdin: Option<&str>) -> Vec<serde_json::Value> {
+        self.json_status(args, stdin, 0)
+    }
+
+    /// Like [`Owner::json_in`], expecting the exit status `status`.
+    pub fn json_status(
+        &self,
+        args: &[&str],
+        stdin: Option<&str>,
+        status: i32,
+    ) -> Vec<serde_json::Value> {
         let mut all = vec!["--json"];
         all.extend_from_slice(args);
         let out = self.run(&all, stdin);
-        assert!(
-            out.status.success(),
-            "cairn {args:?} failed:\n{}",
+        assert_eq!(
+            out.status.code(),
+            Some(status),
+            "cairn {args:?}:\n{}",
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8(out.stdout)
