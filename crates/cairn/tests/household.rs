@@ -123,20 +123,17 @@ impl Household {
     }
 }
 
-/// A small deterministic generator (SplitMix64).
-struct Rng(u64);
+/// Numbers below `n` that depend only on the seed and how many came before.
+struct Draws {
+    seed: u64,
+    drawn: u64,
+}
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
+impl Draws {
     fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
+        self.drawn += 1;
+        let bytes = random_bytes(8, self.seed.wrapping_mul(1 << 32) ^ self.drawn);
+        u64::from_le_bytes(bytes.try_into().unwrap()) % n
     }
 }
 
@@ -144,7 +141,7 @@ impl Rng {
 /// directories (mostly small, some of a few hundred KiB, a few of MiBs),
 /// plus links, empty directories, excluded files and an unreadable file.
 fn generate(root: &Path, files: usize, seed: u64) {
-    let mut rng = Rng(seed);
+    let mut rng = Draws { seed, drawn: 0 };
     let dirs = [
         "docs",
         "docs/letters",

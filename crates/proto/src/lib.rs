@@ -147,6 +147,13 @@ pub enum Request {
     },
     /// The swarm's members as this node's gossip knows them.
     Members,
+    /// Where are these shards of the owner's now (after repairs)?
+    Locate {
+        /// The owner.
+        owner: OwnerId,
+        /// The shards, at most [`MAX_LOCATE`].
+        shards: Vec<ShardId>,
+    },
     /// Stop stewarding these segments of the owner's (they were pruned):
     /// signed by the owner, so nobody else can make a steward drop them.
     Untrack {
@@ -159,13 +166,6 @@ pub enum Request {
         not_after: u64,
         /// The owner's signature over [`signed::untrack_message`].
         signature: Vec<u8>,
-    },
-    /// Where are these shards of the owner's now (after repairs)?
-    Locate {
-        /// The owner.
-        owner: OwnerId,
-        /// The shards, at most [`MAX_LOCATE`].
-        shards: Vec<ShardId>,
     },
 }
 

@@ -143,6 +143,15 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
             },
         ),
         (
+            "request-untrack",
+            Request::Untrack {
+                owner: OwnerId([9; 32]),
+                segments: vec![[5; 32]],
+                not_after: 1_800_000_000,
+                signature: vec![3; 64],
+            },
+        ),
+        (
             "request-drain",
             Request::Drain {
                 draining: true,

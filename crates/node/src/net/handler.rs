@@ -432,10 +432,7 @@ async fn handle<B: Body>(
             let steward = steward_of(shared)?;
             let count = blocking(move || steward.track(owner, &nodes, &segments))
                 .await?
-                .map_err(|e| Refusal {
-                    code: ErrorCode::Internal,
-                    message: e.to_string(),
-                })?;
+                .map_err(internal)?;
             Ok((Response::Tracked { segments: count }, Vec::new()))
         }
         Request::Join { cert, seeds } => {
@@ -498,10 +495,7 @@ async fn handle<B: Body>(
             )?;
             let count = blocking(move || steward.untrack(&owner, &segments))
                 .await?
-                .map_err(|e| Refusal {
-                    code: ErrorCode::Internal,
-                    message: e.to_string(),
-                })?;
+                .map_err(internal)?;
             Ok((Response::Tracked { segments: count }, Vec::new()))
         }
         Request::Locate { owner, shards } => {
@@ -509,6 +503,14 @@ async fn handle<B: Body>(
             let found = steward.locate(&owner, &shards);
             Ok((Response::Locations(found), Vec::new()))
         }
+    }
+}
+
+/// A failure of the node itself (its steward table could not be saved, say).
+fn internal(error: impl std::fmt::Display) -> Refusal {
+    Refusal {
+        code: ErrorCode::Internal,
+        message: error.to_string(),
     }
 }
 
