@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cairn_net::Peer;
@@ -277,7 +277,7 @@ fn restore(cli: &Owner, path: &str, extra: &[&str]) -> (tempfile::TempDir, serde
     let target_str = target.path().to_str().unwrap().to_owned();
     let mut args = vec!["restore", path, "--target", &target_str];
     args.extend_from_slice(extra);
-    let report = one(&cli, &args);
+    let report = one(cli, &args);
     (target, report)
 }
 
@@ -497,7 +497,7 @@ fn a_put_killed_half_way_sends_only_what_was_missing_when_run_again() {
         "a killed put commits nothing"
     );
 
-    let rerun = one(&cli, &["put", tree_str]);
+    let rerun = one(cli, &["put", tree_str]);
     let used_done = house.used();
     let sent = rerun["shard_bytes"].as_u64().unwrap();
     eprintln!(
