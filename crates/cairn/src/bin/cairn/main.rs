@@ -276,7 +276,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             notes(&session);
             out.show(&result?, |r| {
                 format!(
-                    "kept {} snapshots, forgot {}{}",
+                    "snapshots kept: {}, forgotten: {}{}",
                     r.kept.len(),
                     r.forgotten.len(),
                     if prune {
