@@ -11,7 +11,7 @@
 //! last, deepest first, one level per round of packs, since a node names
 //! the packs of what is below it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -356,6 +356,10 @@ struct Walker {
     chunk_seed: u64,
     sealer: Sealer,
     known: HashMap<[u8; 32], Pending>,
+    /// Segments the journal names (uploaded by a put that did not commit).
+    journaled: HashSet<[u8; 32]>,
+    /// Those of them this put reuses: the steward must be told of them.
+    journal_reused: HashMap<[u8; 32], SegmentRef>,
     packer: Packer,
     jobs: mpsc::Sender<Job>,
     dirs: Vec<MemDir>,
@@ -712,6 +716,12 @@ impl Walker {
             (self.progress)(plain.len() as u64);
             let key = segment::chunk_key(&self.sealer.convergence, &plain);
             if let Some(known) = self.known.get(&key) {
+                if let Pending::Done(located) = known
+                    && self.journaled.contains(&located.segment().key)
+                {
+                    let segment = located.segment();
+                    self.journal_reused.insert(segment.key, segment.clone());
+                }
                 self.summary.chunks_reused += 1;
                 content.push(known.clone());
                 continue;
@@ -740,10 +750,10 @@ impl Walker {
             Change::Put(path) => {
                 let absolute = std::path::absolute(path)
                     .map_err(ClientError::file(&path.display().to_string()))?;
-                let names = tree::path_names(&absolute.to_string_lossy());
+                let names = tree::path_names(absolute.as_os_str().as_bytes());
                 (Some(absolute), names)
             }
-            Change::Remove(path) => (None, tree::path_names(path)),
+            Change::Remove(path) => (None, tree::path_names(path.as_bytes())),
         };
         let Some((last, ancestors)) = names.split_last() else {
             // The whole namespace: scan / itself.
@@ -859,9 +869,12 @@ pub(crate) struct Build {
 }
 
 /// What a build made: the new root (`None` when nothing changed) and the
-/// segments it uploaded or took from the journal, for the steward.
+/// segments it uploaded or reused from the journal, for the steward. (A
+/// journalled segment nothing reuses is never tracked: its lease runs out.)
 pub(crate) struct Built {
     pub root: Option<StoredRef>,
+    /// The nodes asked for room, for the commit that follows.
+    pub candidates: Arc<Vec<Candidate>>,
     pub new_segments: Vec<SegmentRef>,
     pub summary: PutSummary,
 }
@@ -886,12 +899,9 @@ pub(crate) async fn build(
         .await
         .map_err(ClientError::swarm("asking your nodes for room"))?;
     // Half a lease: what the journal names is surely still stored.
-    let journaled = journal.load(crate::swarm::LEASE / 2);
-    let mut new_segments: HashMap<[u8; 32], SegmentRef> = journaled
-        .values()
-        .map(|l| (l.segment().key, l.segment().clone()))
-        .collect();
-    let known = journaled
+    let journal_pieces = journal.load(crate::swarm::LEASE / 2);
+    let journaled = journal_pieces.values().map(|l| l.segment().key).collect();
+    let known = journal_pieces
         .into_iter()
         .map(|(key, located)| (key, Pending::Done(located)))
         .collect();
@@ -910,6 +920,8 @@ pub(crate) async fn build(
             next_seq: 0,
         },
         known,
+        journaled,
+        journal_reused: HashMap::new(),
         packer: Packer::default(),
         jobs: tx,
         dirs: Vec::new(),
@@ -942,13 +954,14 @@ pub(crate) async fn build(
             dirs,
             summary,
             sealer,
+            journal_reused,
             ..
         } = walker;
-        (outcome, dirs, summary, sealer)
+        (outcome, dirs, summary, sealer, journal_reused)
     });
     let mut uploader = Uploader {
         swarm: Arc::clone(&swarm),
-        candidates,
+        candidates: Arc::clone(&candidates),
         journal: Arc::clone(&journal),
         running: JoinSet::new(),
         pieces: HashMap::new(),
@@ -967,7 +980,7 @@ pub(crate) async fn build(
     if uploading.is_ok() {
         uploading = uploader.finish().await;
     }
-    let (walked, mut dirs, mut summary, mut sealer) = walking
+    let (walked, mut dirs, mut summary, mut sealer, mut new_segments) = walking
         .await
         .map_err(|e| ClientError::swarm("walking")(SwarmError::Task(e.to_string())))?;
     match walked {
@@ -994,6 +1007,7 @@ pub(crate) async fn build(
     summary.shard_bytes = uploader.shard_bytes;
     Ok(Built {
         root,
+        candidates,
         new_segments: new_segments.into_values().collect(),
         summary,
     })

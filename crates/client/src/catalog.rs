@@ -1,5 +1,5 @@
 //! References to stored data as plain data: which shards make a segment
-//! and who holds them, a run of segments, which version of a path to read,
+//! and who holds them, which version of a path to read,
 //! and the sealing of the root record's payload under the owner's fixed
 //! manifest key. The snapshot tree built on these is in [`crate::tree`].
 
@@ -47,25 +47,6 @@ impl SegmentRef {
         let cipher =
             usize::try_from(self.plain_len).unwrap_or(usize::MAX) + super::segment::TAG_LEN;
         self.coding().shard_len(cipher) as u64
-    }
-}
-
-/// A byte string stored as a run of segments (a large file's content).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
-pub struct BlobRef {
-    /// The segments, in order.
-    pub segments: Vec<SegmentRef>,
-}
-
-impl BlobRef {
-    /// Bytes of plaintext.
-    pub fn len(&self) -> u64 {
-        self.segments.iter().map(|s| s.plain_len).sum()
-    }
-
-    /// Whether it holds no bytes.
-    pub fn is_empty(&self) -> bool {
-        self.segments.is_empty()
     }
 }
 

@@ -56,6 +56,14 @@ struct FileJob {
     pieces: Vec<Located>,
 }
 
+/// One task of a restore lane.
+enum Work {
+    /// Files whose bytes all lie in one pack.
+    Pack(Vec<FileJob>),
+    /// One file.
+    File(FileJob),
+}
+
 /// Restores `entry` (found in `parent`) as `dest`.
 pub(crate) async fn restore(
     swarm: &Arc<Swarm>,
@@ -152,32 +160,30 @@ pub(crate) async fn restore(
     for job in files {
         match single_pack(&job.pieces) {
             Some(pack) if job.size <= SMALL_FILE => by_pack.entry(pack).or_default().push(job),
-            _ if job.size <= SMALL_FILE => small.push(vec![job]),
-            _ => large.push(vec![job]),
+            _ if job.size <= SMALL_FILE => small.push(job),
+            _ => large.push(job),
         }
     }
-    let packs: Vec<Vec<FileJob>> = by_pack.into_values().collect();
+    let packs = by_pack.into_values().map(Work::Pack).collect();
+    let small = small.into_iter().map(Work::File).collect();
+    let large = large.into_iter().map(Work::File).collect();
     // Three lanes at once, so that neither waits for the other's tail:
     // packs of small files, other small files, large files.
     let tally = std::sync::Mutex::new((TransferStats::default(), summary));
-    let lane = |groups: Vec<Vec<FileJob>>, in_flight: usize| {
+    let lane = |works: Vec<Work>, in_flight: usize| {
         let (tally, flusher) = (&tally, &flusher);
         async move {
             let mut running = JoinSet::new();
-            for group in groups {
+            for work in works {
                 while running.len() >= in_flight {
                     collect(&mut running, tally, progress, flusher).await?;
                 }
                 let swarm = Arc::clone(swarm);
                 running.spawn(async move {
-                    if group.len() > 1 || single_pack(&group[0].pieces).is_some() {
-                        return restore_packed(swarm, group).await;
+                    match work {
+                        Work::Pack(jobs) => restore_packed(swarm, jobs).await,
+                        Work::File(job) => Ok(vec![restore_file(swarm, job).await?]),
                     }
-                    let mut done = Vec::with_capacity(group.len());
-                    for job in group {
-                        done.push(restore_file(Arc::clone(&swarm), job).await?);
-                    }
-                    Ok(done)
                 });
             }
             while !running.is_empty() {

@@ -25,6 +25,7 @@ use crate::catalog::{CatalogError, SegmentRef, Selector};
 use crate::home::{CachedHistory, ClientHome};
 use crate::keys::OwnerSecret;
 use crate::local::TreeCache;
+use crate::placement::Candidate;
 use crate::restore::{self, RestoreSummary};
 use crate::retention::{self, Policy};
 use crate::swarm::{Swarm, TransferStats};
@@ -57,8 +58,6 @@ pub struct TransferReport {
     pub bytes: u64,
     /// Segments.
     pub segments: usize,
-    /// Segments already stored, not uploaded again.
-    pub reused_segments: usize,
     /// Shard bytes sent or received.
     pub shard_bytes: u64,
     /// Segments rebuilt from parity because holders were missing.
@@ -83,7 +82,6 @@ impl From<&TransferStats> for TransferReport {
         Self {
             bytes: stats.bytes,
             segments: stats.segments,
-            reused_segments: stats.reused,
             shard_bytes: stats.shard_bytes,
             decoded_segments: stats.decoded,
             bad_shards: stats
@@ -410,7 +408,10 @@ impl Session {
         progress.finish();
         let mut summary = built.summary;
         if let Some(root) = built.root {
-            summary.snapshot = Some(self.add_snapshot(root, made_by, built.new_segments).await?);
+            summary.snapshot = Some(
+                self.add_snapshot(root, made_by, built.new_segments, built.candidates)
+                    .await?,
+            );
         }
         // Everything journalled is in the snapshot now (or was not needed:
         // never tracked, its leases run out).
@@ -453,7 +454,12 @@ impl Session {
             )));
         };
         let id = self
-            .add_snapshot(root, format!("rm {path}"), built.new_segments)
+            .add_snapshot(
+                root,
+                format!("rm {path}"),
+                built.new_segments,
+                built.candidates,
+            )
             .await?;
         Ok(RemoveReport {
             removed: path.to_owned(),
@@ -468,6 +474,7 @@ impl Session {
         root: StoredRef,
         made_by: String,
         mut new_segments: Vec<SegmentRef>,
+        candidates: Arc<Vec<Candidate>>,
     ) -> Result<String, ClientError> {
         let snapshot = Snapshot {
             time: cairn_host::unix_now(),
@@ -477,7 +484,7 @@ impl Session {
         let id = snapshot.short_id();
         let mut history = self.history.clone();
         history.snapshots.push(snapshot);
-        let stored = self.commit(history).await?;
+        let stored = self.commit(history, Some(candidates)).await?;
         new_segments.extend(stored.pieces.iter().map(|p| p.segment().clone()));
         self.track(&new_segments).await;
         Ok(id)
@@ -530,7 +537,7 @@ impl Session {
             &self.swarm,
             &self.trees,
             &snapshot.root,
-            &tree::path_names(path),
+            &tree::path_names(path.as_bytes()),
         )
         .await
     }
@@ -539,7 +546,21 @@ impl Session {
     /// the same content at that path is one version; a run without it is a
     /// removal.
     pub async fn versions(&self, path: &str) -> Result<Vec<VersionReport>, ClientError> {
-        let mut out: Vec<VersionReport> = Vec::new();
+        Ok(self
+            .version_entries(path)
+            .await?
+            .into_iter()
+            .map(|(report, _)| report)
+            .collect())
+    }
+
+    /// [`Session::versions`], each with its entry and the node holding it
+    /// (`None` for a removal).
+    async fn version_entries(
+        &self,
+        path: &str,
+    ) -> Result<Vec<(VersionReport, Option<(Entry, TreeNode)>)>, ClientError> {
+        let mut out: Vec<(VersionReport, Option<(Entry, TreeNode)>)> = Vec::new();
         let mut last: Option<Vec<u8>> = None;
         for snapshot in &self.history.snapshots {
             let found = self.find(snapshot, path).await?;
@@ -549,13 +570,14 @@ impl Session {
             }
             let present = identity.is_some();
             if present || !out.is_empty() {
-                out.push(VersionReport {
+                let report = VersionReport {
                     version: out.len() as u32 + 1,
                     time: snapshot.time,
                     size: found.as_ref().map_or(0, |(e, _)| entry_size(e)),
                     removed: !present,
                     snapshot: snapshot.short_id(),
-                });
+                };
+                out.push((report, found));
             }
             last = identity;
         }
@@ -571,11 +593,11 @@ impl Session {
         path: &str,
         selector: Selector,
     ) -> Result<(u32, u64, u32, Vec<Located>), ClientError> {
-        let versions = self.versions(path).await?;
-        let version = match selector {
+        let versions = self.version_entries(path).await?;
+        let (version, found) = match selector {
             Selector::Latest => versions.last(),
-            Selector::Version(n) => versions.iter().find(|v| v.version == n),
-            Selector::At(time) => versions.iter().rev().find(|v| v.time <= time),
+            Selector::Version(n) => versions.iter().find(|(v, _)| v.version == n),
+            Selector::At(time) => versions.iter().rev().find(|(v, _)| v.time <= time),
         }
         .ok_or_else(|| CatalogError::NoSuchVersion {
             path: path.to_owned(),
@@ -585,16 +607,12 @@ impl Session {
                 Selector::At(t) => format!("version as early as {t} (Unix time)"),
             },
         })?;
-        if version.removed {
+        let Some((entry, node)) = found else {
             return Err(CatalogError::Removed {
                 path: path.to_owned(),
                 version: version.version,
             }
             .into());
-        }
-        let snapshot = self.pick(&SnapshotPick::Id(version.snapshot.clone()))?;
-        let Some((entry, node)) = self.find(snapshot, path).await? else {
-            return Err(CatalogError::NoSuchPath(path.to_owned()).into());
         };
         match &entry.kind {
             EntryKind::File { size, content, .. } => {
@@ -706,7 +724,7 @@ impl Session {
         progress: &dyn Progress,
     ) -> Result<RestoreSummary, ClientError> {
         let snapshot = self.pick(pick)?;
-        let names = tree::path_names(path);
+        let names = tree::path_names(path.as_bytes());
         let Some((entry, node)) = self.find(snapshot, path).await? else {
             return Err(ClientError::Usage(format!(
                 "{path} is not in snapshot {} (`cairn ls` lists what the newest has)",
@@ -734,7 +752,7 @@ impl Session {
             return Ok(Vec::new());
         };
         let mut out = Vec::new();
-        let base = if prefix.ends_with('/') || tree::path_names(prefix).is_empty() {
+        let base = if prefix.ends_with('/') || tree::path_names(prefix.as_bytes()).is_empty() {
             prefix.trim_end_matches('/').to_owned()
         } else {
             prefix.to_owned()
@@ -795,7 +813,7 @@ impl Session {
         };
         if !forgotten.is_empty() {
             history.forgotten.extend(forgotten);
-            let stored = self.commit(history).await?;
+            let stored = self.commit(history, None).await?;
             let segments: Vec<SegmentRef> =
                 stored.pieces.iter().map(|p| p.segment().clone()).collect();
             self.track(&segments).await;
@@ -871,7 +889,7 @@ impl Session {
         let mut history = self.history.clone();
         history.forgotten.clear();
         history.retired.clear();
-        let stored = self.commit(history).await?;
+        let stored = self.commit(history, None).await?;
         let segments: Vec<SegmentRef> = stored.pieces.iter().map(|p| p.segment().clone()).collect();
         self.track(&segments).await;
         Ok(report)
@@ -1012,10 +1030,15 @@ impl Session {
         (healthy, coding.total(), usize::from(coding.k))
     }
 
-    /// Stores `history` and points a new root record at it; the history it
-    /// replaces is retired (deleted by the next prune). Returns where the
-    /// new history is stored.
-    async fn commit(&mut self, mut history: History) -> Result<StoredRef, ClientError> {
+    /// Stores `history` (on `candidates`, the nodes this command already
+    /// asked, else they are asked now) and points a new root record at it;
+    /// the history it replaces is retired (deleted by the next prune).
+    /// Returns where the new history is stored.
+    async fn commit(
+        &mut self,
+        mut history: History,
+        candidates: Option<Arc<Vec<Candidate>>>,
+    ) -> Result<StoredRef, ClientError> {
         if let Some(previous) = &self.stored_as {
             for piece in &previous.pieces {
                 if !history.retired.iter().any(|s| s.key == piece.segment().key) {
@@ -1025,24 +1048,22 @@ impl Session {
         }
         let bytes = tree::encode(&history);
         let id = self.trees.id_of(&bytes);
-        let candidates = self
+        let candidates = match candidates {
+            Some(candidates) => candidates,
+            None => self
+                .swarm
+                .placement_candidates()
+                .await
+                .map_err(ClientError::swarm("asking your nodes for room"))?,
+        };
+        let segments = self
             .swarm
-            .placement_candidates()
-            .await
-            .map_err(ClientError::swarm("asking your nodes for room"))?;
-        let (blob, _) = self
-            .swarm
-            .put_blob(
-                std::io::Cursor::new(bytes),
-                &HashMap::new(),
-                &candidates,
-                &|_| {},
-            )
+            .put_bytes(&bytes, &candidates)
             .await
             .map_err(ClientError::swarm("storing the snapshot history"))?;
         let stored = StoredRef {
             id,
-            pieces: blob.segments.into_iter().map(Located::Segment).collect(),
+            pieces: segments.into_iter().map(Located::Segment).collect(),
         };
         let seq = self.seq + 1;
         self.swarm.put_root(seq, &stored).await.map_err(ClientError::swarm(

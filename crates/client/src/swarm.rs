@@ -1,11 +1,11 @@
-//! The owner's client talking to its nodes: store a byte stream as sealed
-//! segments spread over the nodes, read it back from the fastest holders,
-//! and keep the owner's root record on every node. Bounded memory: a few
-//! segments are in flight at once, whatever the size of the stream.
+//! The owner's client talking to its nodes: place and store sealed
+//! segments, read pieces back from the fastest holders (a few segments in
+//! flight, a small cache of packs), keep the owner's root record on every
+//! node, and tell the steward what to track, untrack and where shards are.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use super::catalog::{BlobRef, SegmentRef, ShardRef};
+use super::catalog::{SegmentRef, ShardRef};
 use super::chunk::{ChunkSizes, chunks};
 use super::keys::OwnerKeys;
 use super::placement::{self, Candidate};
@@ -30,8 +30,6 @@ use cairn_proto::{ErrorCode, MAX_LOCATE, MAX_TRACK, NodeAddr, TrackSegment};
 
 /// How long shards are kept before the steward must renew them.
 pub const LEASE: Duration = Duration::from_secs(90 * 24 * 3600);
-/// Segments being uploaded at once (each is k+m parallel shard puts).
-const PUT_SEGMENTS_IN_FLIGHT: usize = 8;
 /// Segments being fetched at once (each is k parallel shard gets). Reads
 /// wait on round trips more than on the CPU, so more are in flight.
 const GET_SEGMENTS_IN_FLIGHT: usize = 32;
@@ -119,8 +117,6 @@ pub struct TransferStats {
     pub bytes: u64,
     /// Segments.
     pub segments: usize,
-    /// Segments already stored and reused without upload.
-    pub reused: usize,
     /// Shard bytes sent or received.
     pub shard_bytes: u64,
     /// Segments rebuilt from parity because data shards were missing.
@@ -265,14 +261,10 @@ impl Swarm {
         self.pool.latency(node)
     }
 
-    /// Nodes that answer, with their free space, for placement.
-    pub async fn candidates(self: &Arc<Self>) -> Vec<Candidate> {
-        self.placeable().await.0
-    }
-
-    /// Nodes that answer, with their free space, and why each other node
-    /// cannot take shards now.
-    pub async fn placeable(self: &Arc<Self>) -> (Vec<Candidate>, Vec<String>) {
+    /// Nodes that answer and take shards, with their free space, for
+    /// placement (asked once per command); an error naming every other
+    /// node and why when fewer than k + m can.
+    pub async fn placement_candidates(self: &Arc<Self>) -> Result<Arc<Vec<Candidate>>, SwarmError> {
         let mut asks = JoinSet::new();
         for entry in self.nodes() {
             let this = Arc::clone(self);
@@ -301,118 +293,40 @@ impl Swarm {
                 Err(e) => problems.push(e.to_string()),
             }
         }
-        out.sort_by_key(|c| c.node);
-        problems.sort();
-        (out, problems)
-    }
-
-    /// [`Swarm::placeable`], or an error naming every node that cannot
-    /// take shards and why, when fewer than k + m can.
-    pub async fn placement_candidates(self: &Arc<Self>) -> Result<Arc<Vec<Candidate>>, SwarmError> {
-        let (candidates, problems) = self.placeable().await;
-        if candidates.len() < self.coding.total() {
+        if out.len() < self.coding.total() {
+            problems.sort();
             return Err(SwarmError::TooFewNodes {
-                have: candidates.len(),
+                have: out.len(),
                 need: self.coding.total(),
                 why: problems.join("; "),
             });
         }
-        Ok(Arc::new(candidates))
+        out.sort_by_key(|c| c.node);
+        Ok(Arc::new(out))
     }
 
-    /// Stores everything `reader` yields on `candidates` (from
-    /// [`Swarm::candidates`], asked once per command). Segments whose key
-    /// is in `known` are already stored and are reused without upload.
-    pub async fn put_blob<R: Read + Send + 'static>(
+    /// Stores `bytes` (the snapshot history, say) as content-defined
+    /// chunks, each a segment of its own, on `candidates`.
+    pub async fn put_bytes(
         self: &Arc<Self>,
-        reader: R,
-        known: &HashMap<[u8; 32], SegmentRef>,
+        bytes: &[u8],
         candidates: &Arc<Vec<Candidate>>,
-        progress: &(dyn Fn(u64) + Sync),
-    ) -> Result<(BlobRef, TransferStats), SwarmError> {
+    ) -> Result<Vec<SegmentRef>, SwarmError> {
         self.coding.validate()?;
-        let known_keys: HashSet<[u8; 32]> = known.keys().copied().collect();
-        let (tx, mut rx) = mpsc::channel::<Result<Sealed, SwarmError>>(2);
-        let convergence = self.keys.convergence;
-        let (seed, coding) = (self.keys.chunk_seed, self.coding);
-        // Chunking and sealing are CPU work on a thread of their own; the
-        // channel's bound is what keeps memory bounded.
-        let producer = tokio::task::spawn_blocking(move || {
-            for chunk in chunks(reader, seed, ChunkSizes::default()) {
-                let sealed = chunk
-                    .map_err(|source| SwarmError::Io {
-                        what: "reading the input".into(),
-                        source,
-                    })
-                    .and_then(|plain| {
-                        let key = segment::chunk_key(&convergence, &plain);
-                        if known_keys.contains(&key) {
-                            return Ok(Sealed::Known(key, plain.len() as u64));
-                        }
-                        Ok(Sealed::New(segment::seal(&convergence, coding, &plain)?))
-                    });
-                let failed = sealed.is_err();
-                if tx.blocking_send(sealed).is_err() || failed {
-                    break;
-                }
-            }
-        });
-        let mut stats = TransferStats::default();
-        let mut uploads = JoinSet::new();
-        let mut done: BTreeMap<usize, SegmentRef> = BTreeMap::new();
-        let mut next = 0usize;
-        let result: Result<(), SwarmError> = async {
-            loop {
-                while uploads.len() >= PUT_SEGMENTS_IN_FLIGHT {
-                    let (index, outcome) = join_one(&mut uploads).await?;
-                    done.insert(index, outcome);
-                }
-                let Some(sealed) = rx.recv().await else { break };
-                let index = next;
-                next += 1;
-                match sealed? {
-                    Sealed::Known(key, plain_len) => {
-                        stats.reused += 1;
-                        stats.bytes += plain_len;
-                        progress(plain_len);
-                        let reused = known
-                            .get(&key)
-                            .cloned()
-                            .ok_or_else(|| SwarmError::Decode("a known segment vanished".into()))?;
-                        done.insert(index, reused);
-                    }
-                    Sealed::New(sealed) => {
-                        stats.bytes += sealed.plain_len;
-                        stats.shard_bytes += sealed
-                            .shards
-                            .iter()
-                            .map(|(_, b)| b.len() as u64)
-                            .sum::<u64>();
-                        progress(sealed.plain_len);
-                        let (this, candidates) = (Arc::clone(self), Arc::clone(candidates));
-                        uploads.spawn(async move {
-                            (index, this.upload_segment(sealed, candidates).await)
-                        });
-                    }
-                }
-            }
-            while !uploads.is_empty() {
-                let (index, outcome) = join_one(&mut uploads).await?;
-                done.insert(index, outcome);
-            }
-            Ok(())
+        let mut segments = Vec::new();
+        for chunk in chunks(bytes, self.keys.chunk_seed, ChunkSizes::default()) {
+            let plain = chunk.map_err(|source| SwarmError::Io {
+                what: "chunking".into(),
+                source,
+            })?;
+            let sealed = segment::seal(&self.keys.convergence, self.coding, &plain)?;
+            segments.push(
+                Arc::clone(self)
+                    .upload_segment(sealed, Arc::clone(candidates))
+                    .await?,
+            );
         }
-        .await;
-        drop(rx);
-        let _ = producer.await;
-        result?;
-        stats.segments = done.len();
-        Ok((
-            BlobRef {
-                segments: done.into_values().collect(),
-            },
-            stats,
-        ))
+        Ok(segments)
     }
 
     /// Places and stores one segment's shards, all in parallel; a shard
@@ -518,22 +432,6 @@ impl Swarm {
             pending.len(),
             causes.join("; ")
         )))
-    }
-
-    /// Writes the bytes of `blob` to `out` (see [`Swarm::read_pieces`]).
-    pub async fn get_blob<W: Write + Send + 'static>(
-        self: &Arc<Self>,
-        blob: &BlobRef,
-        out: W,
-        progress: &(dyn Fn(u64) + Sync),
-    ) -> Result<(TransferStats, W), SwarmError> {
-        let pieces: Vec<Located> = blob
-            .segments
-            .iter()
-            .cloned()
-            .map(Located::Segment)
-            .collect();
-        self.read_pieces(&pieces, out, progress).await
     }
 
     /// Writes the bytes of `pieces` to `out`, in order: k shards per
@@ -1024,11 +922,6 @@ impl Swarm {
 
 /// One pack in the cache: filled by the first reader that gets it.
 type PackSlot = Arc<tokio::sync::OnceCell<Arc<Vec<u8>>>>;
-
-enum Sealed {
-    Known([u8; 32], u64),
-    New(segment::SealedSegment),
-}
 
 /// What fetching one segment met.
 #[derive(Default)]

@@ -327,16 +327,17 @@ impl NodeBuilder {
 }
 
 /// Splits an absolute path into its names (`/a/b` → `[a, b]`); `..` and
-/// `.` are resolved lexically, so a path names one place in the tree.
-pub fn path_names(path: &str) -> Vec<Vec<u8>> {
+/// `.` are resolved lexically, so a path names one place in the tree. Bytes,
+/// not text: Unix names need not be UTF-8.
+pub fn path_names(path: &[u8]) -> Vec<Vec<u8>> {
     let mut names: Vec<Vec<u8>> = Vec::new();
-    for part in path.split('/') {
+    for part in path.split(|&b| b == b'/') {
         match part {
-            "" | "." => {}
-            ".." => {
+            b"" | b"." => {}
+            b".." => {
                 names.pop();
             }
-            name => names.push(name.as_bytes().to_vec()),
+            name => names.push(name.to_vec()),
         }
     }
     names
@@ -428,10 +429,10 @@ mod tests {
     #[test]
     fn paths_resolve_lexically() {
         assert_eq!(
-            path_names("/a//b/./c/../d"),
+            path_names(b"/a//b/./c/../d"),
             vec![b"a".to_vec(), b"b".to_vec(), b"d".to_vec()]
         );
-        assert!(path_names("/").is_empty());
-        assert!(path_names("/..").is_empty());
+        assert!(path_names(b"/").is_empty());
+        assert!(path_names(b"/..").is_empty());
     }
 }

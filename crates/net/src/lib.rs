@@ -101,9 +101,38 @@ pub async fn read_exact(stream: &mut quinn::RecvStream, buf: &mut [u8]) -> Resul
 /// stream's chunks into a buffer of exactly that size: shard bodies are
 /// large, so they are neither zero-filled first nor grown.
 pub async fn read_body(stream: &mut quinn::RecvStream, len: usize) -> Result<Vec<u8>, NetError> {
+    read_body_stalling(stream, len, None).await
+}
+
+/// [`read_body`], giving up when no byte comes for `stall` (a node does
+/// not let a dead client hold its body budget until the idle timeout).
+pub async fn read_body_within(
+    stream: &mut quinn::RecvStream,
+    len: usize,
+    stall: Duration,
+) -> Result<Vec<u8>, NetError> {
+    read_body_stalling(stream, len, Some(stall)).await
+}
+
+async fn read_body_stalling(
+    stream: &mut quinn::RecvStream,
+    len: usize,
+    stall: Option<Duration>,
+) -> Result<Vec<u8>, NetError> {
     let mut body = Vec::with_capacity(len);
     while body.len() < len {
-        match stream.read_chunk(len - body.len(), true).await {
+        let next = stream.read_chunk(len - body.len(), true);
+        let chunk = match stall {
+            None => next.await,
+            Some(stall) => tokio::time::timeout(stall, next).await.map_err(|_| {
+                NetError::Read(format!(
+                    "no byte came for {} s after {} of {len} bytes",
+                    stall.as_secs(),
+                    body.len()
+                ))
+            })?,
+        };
+        match chunk {
             Ok(Some(chunk)) => body.extend_from_slice(&chunk.bytes),
             Ok(None) => {
                 return Err(NetError::Read(format!(

@@ -14,7 +14,7 @@ use tracing::{debug, info, warn};
 
 use super::handler::{Body, Handler, ServerConfig, Services};
 use cairn_net::tls;
-use cairn_net::{NetError, handshake, read_frame, write_frame};
+use cairn_net::{NetError, handshake, read_body_within, read_frame, write_frame};
 use cairn_proto::ids::NodeId;
 use cairn_proto::limits::RateLimiter;
 use cairn_proto::membership::MemberCert;
@@ -241,30 +241,12 @@ async fn serve_request(
 /// A body that stops arriving for this long is given up on, so that a
 /// client that died mid-upload (its connection lingers until the idle
 /// timeout) does not hold the body budget meanwhile.
-pub const BODY_STALL: Duration = Duration::from_secs(10);
+const BODY_STALL: Duration = Duration::from_secs(10);
 
 impl Body for quinn::RecvStream {
     async fn read(&mut self, len: usize) -> Result<Vec<u8>, String> {
-        let mut body = Vec::with_capacity(len);
-        while body.len() < len {
-            match tokio::time::timeout(BODY_STALL, self.read_chunk(len - body.len(), true)).await {
-                Ok(Ok(Some(chunk))) => body.extend_from_slice(&chunk.bytes),
-                Ok(Ok(None)) => {
-                    return Err(format!(
-                        "the stream ended after {} of {len} bytes",
-                        body.len()
-                    ));
-                }
-                Ok(Err(e)) => return Err(e.to_string()),
-                Err(_) => {
-                    return Err(format!(
-                        "no byte came for {} s after {} of {len} bytes",
-                        BODY_STALL.as_secs(),
-                        body.len()
-                    ));
-                }
-            }
-        }
-        Ok(body)
+        read_body_within(self, len, BODY_STALL)
+            .await
+            .map_err(|e| e.to_string())
     }
 }
