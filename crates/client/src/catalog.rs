@@ -33,6 +33,15 @@ pub struct SegmentRef {
 }
 
 impl SegmentRef {
+    /// Its id as a steward knows it: BLAKE3 over its shard ids in order.
+    pub fn steward_id(&self) -> [u8; 32] {
+        let mut hasher = blake3::Hasher::new();
+        for shard in &self.shards {
+            hasher.update(&shard.id.0);
+        }
+        *hasher.finalize().as_bytes()
+    }
+
     /// How it was erasure-coded.
     pub fn coding(&self) -> Coding {
         Coding {

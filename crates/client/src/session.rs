@@ -879,7 +879,7 @@ impl Session {
         }
         report.segments_deleted = doomed.len() as u64;
         if let Some(steward) = self.steward {
-            let ids: Vec<[u8; 32]> = doomed.iter().map(segment_id).collect();
+            let ids: Vec<[u8; 32]> = doomed.iter().map(SegmentRef::steward_id).collect();
             if let Err(e) = self.swarm.untrack(steward, &ids).await {
                 self.note(format!(
                     "warning: pruned, but {e}; the steward still tracks the deleted segments and will report them lost: run `cairn prune` again once it answers"
@@ -1108,15 +1108,6 @@ impl Session {
     fn note(&self, note: String) {
         cairn_host::lock(&self.notes).push(note);
     }
-}
-
-/// A segment's id as the steward knows it: BLAKE3 over its shard ids.
-fn segment_id(segment: &SegmentRef) -> [u8; 32] {
-    let mut hasher = blake3::Hasher::new();
-    for shard in &segment.shards {
-        hasher.update(&shard.id.0);
-    }
-    *hasher.finalize().as_bytes()
 }
 
 async fn tally(

@@ -26,7 +26,7 @@ use cairn_net::{NetError, Peer, Pool};
 use cairn_proto::ids::{NodeId, ShardId};
 use cairn_proto::membership::MemberCert;
 use cairn_proto::root::RootRecord;
-use cairn_proto::{ErrorCode, MAX_LOCATE, MAX_TRACK, NodeAddr, TrackSegment};
+use cairn_proto::{ErrorCode, MAX_LOCATE, MAX_TRACK, NodeAddr, SteerGrant, TrackSegment};
 
 /// How long shards are kept before the steward must renew them.
 pub const LEASE: Duration = Duration::from_secs(90 * 24 * 3600);
@@ -144,6 +144,8 @@ impl TransferStats {
 /// The owner's connection to their nodes.
 pub struct Swarm {
     pool: Pool,
+    /// The key this client connects with (what a steer grant names).
+    client_id: NodeId,
     keys: OwnerKeys,
     nodes: Mutex<Vec<NodeAddr>>,
     /// Asked where shards are now when their recorded holders fail.
@@ -168,6 +170,7 @@ impl Swarm {
     ) -> Result<Arc<Self>, SwarmError> {
         let endpoint = Peer::client_endpoint(SocketAddr::from(([0, 0, 0, 0], 0)))
             .map_err(SwarmError::Endpoint)?;
+        let client_id = Identity::from_private(client_key).id;
         let pool = Pool::new(
             endpoint,
             Identity::from_private(client_key),
@@ -179,6 +182,7 @@ impl Swarm {
         );
         Ok(Arc::new(Self {
             pool,
+            client_id,
             keys,
             nodes: Mutex::new(nodes),
             steward: Mutex::new(None),
@@ -807,10 +811,26 @@ impl Swarm {
         }
     }
 
+    /// The owner's leave for this client to steer its table at `steward`
+    /// for the next hour: shown with every `Track` and `Locate`.
+    fn steer_grant(&self, steward: &NodeId) -> SteerGrant {
+        let not_after = unix_now() + 3600;
+        let message = cairn_proto::signed::steer_message(
+            steward,
+            &self.keys.owner_id(),
+            &self.client_id,
+            not_after,
+        );
+        SteerGrant {
+            not_after,
+            signature: cairn_proto::signed::sign(&self.keys.signing, &message),
+        }
+    }
+
     /// Tells the steward `steward` about `segments`, so it audits, repairs
     /// and renews them; returns how many segments it tracks for this owner.
+    /// The steward finds the holders' addresses in its swarm's membership.
     pub async fn track(&self, steward: NodeId, segments: &[SegmentRef]) -> Result<u64, SwarmError> {
-        let nodes: Vec<NodeAddr> = self.nodes().into_iter().collect();
         let lease_until = unix_now() + LEASE.as_secs();
         let segments: Vec<TrackSegment> = segments
             .iter()
@@ -826,15 +846,13 @@ impl Swarm {
             })
             .collect();
         let owner = self.keys.owner_id();
+        let grant = self.steer_grant(&steward);
         let mut tracked = 0;
-        let node_batches = nodes.chunks(MAX_TRACK).map(<[NodeAddr]>::to_vec);
-        let mut node_batches = node_batches.chain(std::iter::repeat(Vec::new()));
         for batch in segments.chunks(MAX_TRACK) {
-            let nodes = node_batches.next().unwrap_or_default();
             tracked = self
                 .patiently(steward, |peer| {
-                    let (nodes, batch) = (nodes.clone(), batch.to_vec());
-                    async move { peer.track(owner, nodes, batch).await }
+                    let (grant, batch) = (grant.clone(), batch.to_vec());
+                    async move { peer.track(owner, grant, batch).await }
                 })
                 .await
                 .map_err(|e| SwarmError::Steward(e.to_string()))?;
@@ -880,34 +898,37 @@ impl Swarm {
     }
 
     /// Rewrites the holders of `segments` with where the steward says their
-    /// shards are now (after repairs); shards it does not know keep their
-    /// holders. Returns how many moved.
+    /// shards are now (after repairs); segments it does not know keep their
+    /// holders. Returns how many shards moved.
     pub async fn relocate(
         &self,
         steward: NodeId,
         segments: &mut [SegmentRef],
     ) -> Result<usize, SwarmError> {
         let owner = self.keys.owner_id();
-        let mut refs: Vec<&mut ShardRef> = segments
-            .iter_mut()
-            .flat_map(|s| s.shards.iter_mut())
-            .collect();
+        let grant = self.steer_grant(&steward);
         let mut moved = 0;
-        for batch in refs.chunks_mut(MAX_LOCATE) {
-            let ids: Vec<ShardId> = batch.iter().map(|r| r.id).collect();
+        for batch in segments.chunks_mut(MAX_LOCATE) {
+            let ids: Vec<[u8; 32]> = batch.iter().map(SegmentRef::steward_id).collect();
             let found = self
                 .patiently(steward, |peer| {
-                    let ids = ids.clone();
-                    async move { peer.locate(owner, &ids).await }
+                    let (grant, ids) = (grant.clone(), ids.clone());
+                    async move { peer.locate(owner, grant, &ids).await }
                 })
                 .await
                 .map_err(|e| SwarmError::Steward(e.to_string()))?;
-            for (shard, holder) in batch.iter_mut().zip(found) {
-                if let Some(holder) = holder
-                    && holder != shard.holder
-                {
-                    shard.holder = holder;
-                    moved += 1;
+            for (segment, holders) in batch.iter_mut().zip(found) {
+                let Some(holders) = holders else {
+                    continue;
+                };
+                if holders.len() != segment.shards.len() {
+                    continue;
+                }
+                for (shard, holder) in segment.shards.iter_mut().zip(holders) {
+                    if shard.holder != holder {
+                        shard.holder = holder;
+                        moved += 1;
+                    }
                 }
             }
         }

@@ -14,8 +14,8 @@ use cairn_proto::ids::{NodeId, OwnerId, ShardId};
 use cairn_proto::membership::{MemberCert, Removal};
 use cairn_proto::root::RootRecord;
 use cairn_proto::{
-    Hello, NodeAddr, OwnershipInfo, PROTOCOL_VERSION, Request, Response, StatInfo, TrackSegment,
-    audit, signed,
+    Hello, MissingShard, NodeAddr, OwnershipInfo, PROTOCOL_VERSION, Request, Response, StatInfo,
+    SteerGrant, TrackSegment, audit, signed,
 };
 use ed25519_dalek::SigningKey;
 
@@ -353,20 +353,60 @@ impl Peer {
     }
 
     /// Asks the node (a steward) to track segments; returns how many it
-    /// tracks for the owner.
+    /// tracks for the owner. `grant`: the owner's leave for this client's
+    /// key (see [`signed::steer_message`]).
     pub async fn track(
         &self,
         owner: OwnerId,
-        nodes: Vec<NodeAddr>,
+        grant: SteerGrant,
         segments: Vec<TrackSegment>,
     ) -> Result<u64, NetError> {
         let request = Request::Track {
             owner,
-            nodes,
+            grant,
             segments,
         };
         match self.call(&request, Bytes::new()).await? {
             (Response::Tracked { segments }, _) => Ok(segments),
+            (other, _) => Err(NetError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Moves many shards' leases at once; says for each whether the node
+    /// holds it.
+    pub async fn renew_many(
+        &self,
+        shards: Vec<ShardId>,
+        lease_expires: u64,
+    ) -> Result<Vec<bool>, NetError> {
+        let asked = shards.len();
+        match self
+            .call(
+                &Request::RenewMany {
+                    shards,
+                    lease_expires,
+                },
+                Bytes::new(),
+            )
+            .await?
+        {
+            (Response::RenewedMany { found }, _) if found.len() == asked => Ok(found),
+            (other, _) => Err(NetError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// The node's report of missing shards from entry `after` on: the
+    /// entries, the first it still keeps, and the next number.
+    pub async fn missing(&self, after: u64) -> Result<(Vec<MissingShard>, u64, u64), NetError> {
+        match self.call(&Request::Missing { after }, Bytes::new()).await? {
+            (
+                Response::Missing {
+                    shards,
+                    first,
+                    next,
+                },
+                _,
+            ) => Ok((shards, first, next)),
             (other, _) => Err(NetError::Unexpected(format!("{other:?}"))),
         }
     }
@@ -434,14 +474,16 @@ impl Peer {
     pub async fn locate(
         &self,
         owner: OwnerId,
-        shards: &[ShardId],
-    ) -> Result<Vec<Option<NodeId>>, NetError> {
+        grant: SteerGrant,
+        segments: &[[u8; 32]],
+    ) -> Result<Vec<Option<Vec<NodeId>>>, NetError> {
         let request = Request::Locate {
             owner,
-            shards: shards.to_vec(),
+            grant,
+            segments: segments.to_vec(),
         };
         match self.call(&request, Bytes::new()).await? {
-            (Response::Locations(found), _) if found.len() == shards.len() => Ok(found),
+            (Response::Locations(found), _) if found.len() == segments.len() => Ok(found),
             (other, _) => Err(NetError::Unexpected(format!("{other:?}"))),
         }
     }

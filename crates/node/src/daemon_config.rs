@@ -116,12 +116,30 @@ pub struct StewardSection {
     /// Seconds a holder may be unreachable before its shards are rebuilt
     /// elsewhere (a reboot must fit in it).
     pub grace_s: u64,
-    /// Each shard is audited about this often, seconds.
-    pub audit_every_s: u64,
+    /// Every shard is audited at least this often, seconds.
+    pub audit_period_s: u64,
     /// Seconds between the steward's rounds.
     pub tick_s: u64,
-    /// Audits per round, at most.
-    pub audits_per_tick: usize,
+    /// Segments one owner may have tracked here.
+    pub max_segments_per_owner: u64,
+    /// Owners this steward keeps tables for.
+    pub max_owners: u64,
+    /// Repairs running at once, at most.
+    pub repairs_in_flight: usize,
+}
+
+impl StewardSection {
+    /// The steward's policy from these settings.
+    pub fn policy(&self) -> crate::steward::StewardPolicy {
+        crate::steward::StewardPolicy {
+            grace_s: self.grace_s,
+            audit_period_s: self.audit_period_s,
+            max_segments_per_owner: self.max_segments_per_owner,
+            max_owners: self.max_owners,
+            repairs_in_flight: self.repairs_in_flight,
+            ..crate::steward::StewardPolicy::default()
+        }
+    }
 }
 
 impl Default for StewardSection {
@@ -129,9 +147,11 @@ impl Default for StewardSection {
         Self {
             enabled: true,
             grace_s: 30 * 60,
-            audit_every_s: 24 * 3600,
+            audit_period_s: 30 * 24 * 3600,
             tick_s: 30,
-            audits_per_tick: 32,
+            max_segments_per_owner: 8_000_000,
+            max_owners: 64,
+            repairs_in_flight: 32,
         }
     }
 }
@@ -439,10 +459,13 @@ impl DaemonConfig {
                 "must be between 1 and 60".into(),
             ));
         }
-        if config.steward.tick_s == 0 || config.steward.audit_every_s == 0 {
+        if config.steward.tick_s == 0
+            || config.steward.audit_period_s == 0
+            || config.steward.repairs_in_flight == 0
+        {
             return Err(value_error(
                 "steward",
-                "tick_s and audit_every_s must be at least 1".into(),
+                "tick_s, audit_period_s and repairs_in_flight must be at least 1".into(),
             ));
         }
         if config.network.request_timeout_s == 0 || config.network.idle_timeout_s == 0 {

@@ -7,15 +7,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use cairn_proto::MissingState;
 use cairn_proto::NodeAddr;
 use cairn_proto::gossip::GossipMember;
-use cairn_store::ShardStore;
+use cairn_store::{ShardStore, StoreEvent};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::daemon_config::DaemonConfig;
 use crate::discovery::LanNode;
 use crate::membership::{JoinError, Membership};
+use crate::missing::MissingLog;
 use crate::net::discovery::{self, LanDiscovery};
 use crate::net::gossip::GossipService;
 use crate::net::server::BindError;
@@ -82,6 +84,55 @@ async fn collect_expired_leases(
     }
 }
 
+/// Takes the store's events every few seconds: says what happened, and
+/// lists shards that went with a failed or offline disk (or came back)
+/// in the report stewards read, until `stop`.
+async fn report_store_events(
+    store: Arc<ShardStore>,
+    missing: Arc<MissingLog>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stop.wait_for(|stopping| *stopping) => return,
+        }
+        for event in store.take_events() {
+            match event {
+                StoreEvent::DiskFailed {
+                    path, reason, lost, ..
+                } => {
+                    warn!(path = %path.display(), "data disk failed ({reason}); its shards are reported lost to the stewards");
+                    if let Some(lost) = lost {
+                        missing.record(&lost, MissingState::Gone);
+                    }
+                }
+                StoreEvent::DiskOffline { path, shards, .. } => {
+                    if let Some(shards) = shards {
+                        info!(path = %path.display(), "{} shards are offline with the disk; reported to the stewards", shards.len());
+                        missing.record(&shards, MissingState::Offline(cairn_host::unix_now()));
+                    }
+                }
+                StoreEvent::DiskBack { path, shards, .. } => {
+                    if let Some(shards) = shards {
+                        info!(path = %path.display(), "{} shards are back with the disk; reported to the stewards", shards.len());
+                        missing.record(&shards, MissingState::Back);
+                    }
+                }
+                StoreEvent::ShardCorrupt { shard, .. } => {
+                    warn!(%shard, "a shard failed verification and was quarantined");
+                    missing.record(&[shard], MissingState::Gone);
+                }
+                StoreEvent::ShardMissing { shard, .. } => {
+                    warn!(%shard, "a shard's file was missing; quarantined");
+                    missing.record(&[shard], MissingState::Gone);
+                }
+            }
+        }
+    }
+}
+
 impl RunningNode {
     /// Binds the server and starts every service; `serving` turns true
     /// once the server listens. Call it on the tokio runtime.
@@ -110,6 +161,7 @@ impl RunningNode {
             Arc::clone(&membership),
         );
         let request_timeout = server_config.request_timeout;
+        let missing = Arc::new(MissingLog::new());
         let server = Server::bind(
             config.listen,
             server_config,
@@ -120,6 +172,7 @@ impl RunningNode {
                 steward: steward.clone(),
                 membership: Arc::clone(&membership),
                 gossip: Arc::clone(&gossip),
+                missing: Arc::clone(&missing),
             },
         )?;
         let addr = server.local_addr()?;
@@ -184,14 +237,25 @@ impl RunningNode {
             config.store.lease_gc_per_round.max(1),
             stop_rx.clone(),
         )));
+        let events_task = Some(tokio::spawn(report_store_events(
+            Arc::clone(&store),
+            missing,
+            stop_rx.clone(),
+        )));
         let serving_task = tokio::spawn({
             let server = Arc::clone(&server);
             async move { server.run(stop_rx).await }
         });
-        let others = [steward_task, gossip_task, discovery_task, leases_task]
-            .into_iter()
-            .flatten()
-            .collect();
+        let others = [
+            steward_task,
+            gossip_task,
+            discovery_task,
+            leases_task,
+            events_task,
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
         Ok(Self {
             server,
             addr,

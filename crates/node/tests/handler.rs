@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use cairn_net::Identity;
 use cairn_net::tls::TransportLimits;
 use cairn_node::membership::Membership;
+use cairn_node::missing::MissingLog;
 use cairn_node::net::gossip::GossipService;
 use cairn_node::net::handler::{Answer, Handler};
 use cairn_node::net::steward::{StewardConfig, StewardService};
@@ -22,7 +23,9 @@ use cairn_node::roots::RootStore;
 use cairn_proto::gossip::{Advert, GossipMember};
 use cairn_proto::limits::{Limits, Refusal};
 use cairn_proto::root::RootRecord;
-use cairn_proto::{ErrorCode, NodeId, OwnerId, Request, Response, ShardId, TrackSegment, signed};
+use cairn_proto::{
+    ErrorCode, NodeId, OwnerId, Request, Response, ShardId, SteerGrant, TrackSegment, signed,
+};
 use cairn_store::{ShardStore, StoreConfig};
 use ed25519_dalek::SigningKey;
 
@@ -74,7 +77,6 @@ impl Node {
             let config = StewardConfig {
                 policy: Default::default(),
                 tick: Duration::from_secs(60),
-                audits_per_tick: 1,
             };
             Arc::new(StewardService::open(&state, config).unwrap())
         });
@@ -99,6 +101,7 @@ impl Node {
             steward,
             membership,
             gossip,
+            missing: Arc::new(MissingLog::new()),
         };
         Self {
             handler: Handler::new(config, services),
@@ -135,6 +138,19 @@ fn put(bytes: &[u8], owner: OwnerId) -> Request {
 
 fn now() -> u64 {
     cairn_host::unix_now()
+}
+
+/// The owner's leave for `client` to steer its table at `steward`.
+fn grant(owner_key: &SigningKey, steward: &NodeId, client: &NodeId) -> SteerGrant {
+    let not_after = now() + 600;
+    let owner = signed::owner_id(owner_key);
+    SteerGrant {
+        not_after,
+        signature: signed::sign(
+            owner_key,
+            &signed::steer_message(steward, &owner, client, not_after),
+        ),
+    }
 }
 
 #[tokio::test]
@@ -244,7 +260,8 @@ async fn each_refusal_has_its_code() {
     // NoSteward: this node does not steward.
     let locate = Request::Locate {
         owner,
-        shards: vec![id],
+        grant: grant(&owner_key, &node.id, &ADMIN),
+        segments: vec![[1; 32]],
     };
     assert_eq!(node.refused(ADMIN, locate, &[]).await, ErrorCode::NoSteward);
 }
@@ -288,23 +305,93 @@ async fn claims_need_the_window_and_a_draining_box_takes_no_shards() {
         ErrorCode::Draining
     );
 
-    // A steward answers Locate (and Track) for the owner.
-    let track = Request::Track {
-        owner,
-        nodes: vec![],
-        segments: vec![TrackSegment {
-            k: 1,
-            m: 1,
-            shard_len: 64,
-            shards: vec![(ShardId([1; 32]), node.id), (ShardId([2; 32]), ADMIN)],
-            lease_until: FAR,
-        }],
+    // A steward answers Track and Locate for the owner's own client only.
+    let segment = TrackSegment {
+        k: 1,
+        m: 1,
+        shard_len: 64,
+        shards: vec![(ShardId([1; 32]), node.id), (ShardId([2; 32]), ADMIN)],
+        lease_until: now() + 86_400,
     };
-    assert!(node.ask(client, track, &[]).await.is_ok());
-    let locate = Request::Locate {
+    let segment_id = *blake3::hash(&[[1u8; 32], [2u8; 32]].concat()).as_bytes();
+    let track = |grant: SteerGrant| Request::Track {
         owner,
-        shards: vec![ShardId([1; 32])],
+        grant,
+        segments: vec![segment.clone()],
     };
-    let (located, _) = node.ask(client, locate, &[]).await.unwrap();
-    assert_eq!(located, Response::Locations(vec![Some(node.id)]));
+    // Forbidden: another member tracking under the owner's name, with no
+    // grant of the owner's, or with one the owner gave another key.
+    let forged = SteerGrant {
+        not_after: now() + 600,
+        signature: vec![7; 64],
+    };
+    assert_eq!(
+        node.refused(ADMIN, track(forged), &[]).await,
+        ErrorCode::Forbidden
+    );
+    let theirs = grant(&owner_key, &node.id, &client);
+    assert_eq!(
+        node.refused(ADMIN, track(theirs.clone()), &[]).await,
+        ErrorCode::Forbidden
+    );
+    let elsewhere = grant(&owner_key, &NodeId([3; 32]), &client);
+    assert_eq!(
+        node.refused(client, track(elsewhere), &[]).await,
+        ErrorCode::Forbidden
+    );
+    let (tracked, _) = node.ask(client, track(theirs.clone()), &[]).await.unwrap();
+    assert_eq!(tracked, Response::Tracked { segments: 1 });
+    let locate = |grant: SteerGrant| Request::Locate {
+        owner,
+        grant,
+        segments: vec![segment_id],
+    };
+    assert_eq!(
+        node.refused(ADMIN, locate(theirs.clone()), &[]).await,
+        ErrorCode::Forbidden
+    );
+    let (located, _) = node.ask(client, locate(theirs), &[]).await.unwrap();
+    assert_eq!(
+        located,
+        Response::Locations(vec![Some(vec![node.id, ADMIN])])
+    );
+}
+
+#[tokio::test]
+async fn renewals_come_in_batches_and_a_node_with_no_losses_reports_none() {
+    let node = Node::start(false);
+    let owner = OwnerId([4; 32]);
+    let a = vec![1u8; 100];
+    node.ask(ADMIN, put(&a, owner), &a).await.unwrap();
+    let renew = Request::RenewMany {
+        shards: vec![ShardId::of(&a), ShardId([9; 32]), ShardId::of(&a)],
+        lease_expires: FAR + 1,
+    };
+    let (renewed, _) = node.ask(ADMIN, renew, &[]).await.unwrap();
+    assert_eq!(
+        renewed,
+        Response::RenewedMany {
+            found: vec![true, false, true]
+        }
+    );
+    let too_many = Request::RenewMany {
+        shards: vec![ShardId([9; 32]); cairn_proto::MAX_RENEW + 1],
+        lease_expires: FAR,
+    };
+    assert_eq!(
+        node.refused(ADMIN, too_many, &[]).await,
+        ErrorCode::TooLarge
+    );
+    let (report, _) = node
+        .ask(ADMIN, Request::Missing { after: 0 }, &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        report,
+        Response::Missing {
+            shards: vec![],
+            first: 0,
+            next: 0
+        }
+    );
 }

@@ -22,9 +22,9 @@ pub use ids::{DiskId, NodeId, OwnerId, ShardId};
 pub use frame::{FrameError, decode_frame, encode_frame};
 
 /// The protocol version this code speaks. Peers exchange it in the handshake.
-pub const PROTOCOL_VERSION: u16 = 1;
-/// The QUIC ALPN identifier of protocol version 1.
-pub const ALPN: &[u8] = b"cairn/1";
+pub const PROTOCOL_VERSION: u16 = 2;
+/// The QUIC ALPN identifier of protocol version 2.
+pub const ALPN: &[u8] = b"cairn/2";
 /// Largest request or response frame (the header, not a shard body).
 pub const MAX_FRAME: usize = 64 * 1024;
 /// Largest handshake message (Noise's own limit).
@@ -120,9 +120,9 @@ pub enum Request {
     Track {
         /// The owner.
         owner: OwnerId,
-        /// Where the holders are (addresses the steward may dial).
-        nodes: Vec<NodeAddr>,
-        /// The segments.
+        /// The owner's leave for this connection's key to steer its table.
+        grant: SteerGrant,
+        /// The segments, at most [`MAX_TRACK`].
         segments: Vec<TrackSegment>,
     },
     /// Join a swarm: the node keeps this certificate (issued to it by the
@@ -147,12 +147,16 @@ pub enum Request {
     },
     /// The swarm's members as this node's gossip knows them.
     Members,
-    /// Where are these shards of the owner's now (after repairs)?
+    /// Where are the shards of these segments of the owner's now (after
+    /// repairs)?
     Locate {
         /// The owner.
         owner: OwnerId,
-        /// The shards, at most [`MAX_LOCATE`].
-        shards: Vec<ShardId>,
+        /// The owner's leave for this connection's key to steer its table.
+        grant: SteerGrant,
+        /// Segment ids (BLAKE3 over the segment's shard ids in order), at
+        /// most [`MAX_LOCATE`].
+        segments: Vec<[u8; 32]>,
     },
     /// Stop stewarding these segments of the owner's (they were pruned):
     /// signed by the owner, so nobody else can make a steward drop them.
@@ -167,12 +171,65 @@ pub enum Request {
         /// The owner's signature over [`signed::untrack_message`].
         signature: Vec<u8>,
     },
+    /// Move many shards' leases to one expiry, in one index commit per
+    /// disk (a steward's renewals).
+    RenewMany {
+        /// The shards, at most [`MAX_RENEW`].
+        shards: Vec<ShardId>,
+        /// New expiry, Unix seconds.
+        lease_expires: u64,
+    },
+    /// The node's report of shards it no longer has (a disk failed or
+    /// went offline) or has again (the disk came back), from entry
+    /// `after` on, so stewards rebuild only those shards.
+    Missing {
+        /// The first entry wanted (0 for all the node still keeps).
+        after: u64,
+    },
+}
+
+/// An owner's leave for one client key to steer the owner's table at one
+/// steward (`Track`, `Locate`) until `not_after`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SteerGrant {
+    /// Unix time after which it is void.
+    pub not_after: u64,
+    /// The owner's signature over [`signed::steer_message`] for this
+    /// steward, the owner and the connection's client key.
+    pub signature: Vec<u8>,
+}
+
+/// Most shards in one `RenewMany`.
+pub const MAX_RENEW: usize = 1024;
+/// Most entries in one `Missing` answer.
+pub const MAX_MISSING: usize = 1024;
+
+/// One entry of a node's report of missing shards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MissingShard {
+    /// The entry's number in the node's report.
+    pub seq: u64,
+    /// The shard.
+    pub shard: ShardId,
+    /// What became of it.
+    pub state: MissingState,
+}
+
+/// What became of a shard a node reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MissingState {
+    /// Gone with a disk that failed.
+    Gone,
+    /// On a disk offline since then (Unix seconds); it may come back.
+    Offline(u64),
+    /// Its disk is back in service: the shard is served again.
+    Back,
 }
 
 /// Most segments in one `Track`.
-pub const MAX_TRACK: usize = 64;
-/// Most shards in one `Locate`.
-pub const MAX_LOCATE: usize = 1024;
+pub const MAX_TRACK: usize = 128;
+/// Most segments in one `Locate`.
+pub const MAX_LOCATE: usize = 256;
 /// Most segments in one `Untrack`.
 pub const MAX_UNTRACK: usize = 1024;
 
@@ -255,8 +312,9 @@ pub enum Response {
         /// Segments tracked for this owner.
         segments: u64,
     },
-    /// Answer to `Locate`: each shard's holder, or `None` if unknown.
-    Locations(Vec<Option<NodeId>>),
+    /// Answer to `Locate`: each segment's holders in shard order, or
+    /// `None` if the steward keeps no such segment for the owner.
+    Locations(Vec<Option<Vec<NodeId>>>),
     /// Answer to `Join`: the node is a member of this swarm now.
     Joined {
         /// The swarm id.
@@ -268,6 +326,21 @@ pub enum Response {
     GossipTaken,
     /// Answer to `Members`.
     Members(Vec<gossip::MemberState>),
+    /// Answer to `RenewMany`: whether the node holds each shard.
+    RenewedMany {
+        /// One per shard asked, in order.
+        found: Vec<bool>,
+    },
+    /// Answer to `Missing`.
+    Missing {
+        /// Entries from `after` on, at most [`MAX_MISSING`].
+        shards: Vec<MissingShard>,
+        /// The first entry the node still keeps: a steward that asked for
+        /// an earlier one missed some and must sweep the node's shards.
+        first: u64,
+        /// The number the next entry will get (ask from here next).
+        next: u64,
+    },
 }
 
 /// Why a request failed, as a number another implementation can match on.

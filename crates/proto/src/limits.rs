@@ -87,14 +87,15 @@ pub fn validate(request: &Request, limits: &Limits) -> Result<(), Refusal> {
             ))
         }
         Request::Track {
-            segments, nodes, ..
+            segments, grant, ..
         } => {
-            if segments.len() > super::MAX_TRACK || nodes.len() > super::MAX_TRACK {
+            if segments.len() > super::MAX_TRACK {
                 return Err(Refusal::new(
                     ErrorCode::TooLarge,
-                    format!("at most {} segments and nodes per Track", super::MAX_TRACK),
+                    format!("at most {} segments per Track", super::MAX_TRACK),
                 ));
             }
+            check_grant(grant)?;
             for segment in segments {
                 let total = usize::from(segment.k) + usize::from(segment.m);
                 if segment.k == 0 || segment.m == 0 || segment.shards.len() != total {
@@ -134,15 +135,37 @@ pub fn validate(request: &Request, limits: &Limits) -> Result<(), Refusal> {
             }
             Ok(())
         }
-        Request::Locate { shards, .. } if shards.len() > super::MAX_LOCATE => Err(Refusal::new(
+        Request::Locate {
+            segments, grant, ..
+        } => {
+            if segments.len() > super::MAX_LOCATE {
+                return Err(Refusal::new(
+                    ErrorCode::TooLarge,
+                    format!("at most {} segments per Locate", super::MAX_LOCATE),
+                ));
+            }
+            check_grant(grant)
+        }
+        Request::RenewMany { shards, .. } if shards.len() > super::MAX_RENEW => Err(Refusal::new(
             ErrorCode::TooLarge,
-            format!("at most {} shards per Locate", super::MAX_LOCATE),
+            format!("at most {} shards per RenewMany", super::MAX_RENEW),
         )),
         Request::PutRoot(record) => record.verify().map_err(|e| match e {
             super::root::RootError::TooLarge(_) => Refusal::new(ErrorCode::TooLarge, e.to_string()),
             _ => Refusal::new(ErrorCode::Forbidden, e.to_string()),
         }),
         _ => Ok(()),
+    }
+}
+
+fn check_grant(grant: &super::SteerGrant) -> Result<(), Refusal> {
+    if grant.signature.len() == 64 {
+        Ok(())
+    } else {
+        Err(Refusal::new(
+            ErrorCode::BadRequest,
+            "a steer grant's signature is 64 bytes (Ed25519)",
+        ))
     }
 }
 

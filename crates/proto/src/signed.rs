@@ -12,7 +12,9 @@
 //! - transfer and drain: the box's owner hands it on, or empties it;
 //! - member and remove: a swarm's founder admits a key, or removes it
 //!   (the records are in the `membership` module);
-//! - root: the owner's root record (the `root` module).
+//! - root: the owner's root record (the `root` module);
+//! - steer: an owner lets its client (by client key) steer its table at
+//!   one steward (track, locate) for a while.
 
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 
@@ -187,6 +189,25 @@ pub fn untrack_message(steward: &NodeId, segments: &[[u8; 32]], not_after: u64) 
     out
 }
 
+/// What an owner signs to let `client` (the key its client connects
+/// with) steer the owner's table at `steward` until `not_after`: a grant
+/// shown with every `Track` and `Locate`, bound to the connection's
+/// authenticated key, so another member holding it gains nothing.
+pub fn steer_message(
+    steward: &NodeId,
+    owner: &OwnerId,
+    client: &NodeId,
+    not_after: u64,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(120);
+    out.extend_from_slice(b"cairn/1 steer\0");
+    out.extend_from_slice(&steward.0);
+    out.extend_from_slice(&owner.0);
+    out.extend_from_slice(&client.0);
+    out.extend_from_slice(&not_after.to_le_bytes());
+    out
+}
+
 /// Signs an untrack with the owner's key.
 pub fn sign_untrack(
     key: &SigningKey,
@@ -344,6 +365,7 @@ mod tests {
             removal_message(&owner, &node),
             root_message(&owner, 1, b""),
             untrack_message(&node, &[[1; 32]], 1),
+            steer_message(&node, &owner, &node, 1),
         ]
         .iter()
         .map(|m| m[..=m.iter().position(|&b| b == 0).unwrap()].to_vec())

@@ -8,8 +8,8 @@ use cairn_proto::frame::{check_decoder, encode_frame};
 use cairn_proto::membership::{MemberCert, Removal, Role};
 use cairn_proto::root::RootRecord;
 use cairn_proto::{
-    DiskInfo, ErrorCode, Hello, NodeAddr, NodeId, OwnerId, OwnershipInfo, Request, Response,
-    ShardId, StatInfo, TrackSegment,
+    DiskInfo, ErrorCode, Hello, MissingShard, MissingState, NodeId, OwnerId, OwnershipInfo,
+    Request, Response, ShardId, StatInfo, SteerGrant, TrackSegment,
 };
 
 fn corpus_dir() -> PathBuf {
@@ -99,11 +99,10 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
             "request-track",
             Request::Track {
                 owner: OwnerId([9; 32]),
-                nodes: vec![NodeAddr {
-                    node: NodeId([7; 32]),
-                    addr: "10.0.0.2:7447".into(),
-                    site: Some("home".into()),
-                }],
+                grant: SteerGrant {
+                    not_after: 1_800_000_000,
+                    signature: vec![4; 64],
+                },
                 segments: vec![TrackSegment {
                     k: 1,
                     m: 1,
@@ -139,9 +138,21 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
             "request-locate",
             Request::Locate {
                 owner: OwnerId([9; 32]),
-                shards: vec![ShardId([7; 32])],
+                grant: SteerGrant {
+                    not_after: 1_800_000_000,
+                    signature: vec![4; 64],
+                },
+                segments: vec![[5; 32]],
             },
         ),
+        (
+            "request-renew-many",
+            Request::RenewMany {
+                shards: vec![ShardId([7; 32]), ShardId([8; 32])],
+                lease_expires: 1_800_000_000,
+            },
+        ),
+        ("request-missing", Request::Missing { after: 12 }),
         (
             "request-untrack",
             Request::Untrack {
@@ -211,7 +222,32 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         ("response-gossip-taken", Response::GossipTaken),
         (
             "response-locations",
-            Response::Locations(vec![Some(NodeId([9; 32])), None]),
+            Response::Locations(vec![Some(vec![NodeId([9; 32]), NodeId([7; 32])]), None]),
+        ),
+        (
+            "response-renewed-many",
+            Response::RenewedMany {
+                found: vec![true, false],
+            },
+        ),
+        (
+            "response-missing",
+            Response::Missing {
+                shards: vec![
+                    MissingShard {
+                        seq: 12,
+                        shard: ShardId([7; 32]),
+                        state: MissingState::Gone,
+                    },
+                    MissingShard {
+                        seq: 13,
+                        shard: ShardId([8; 32]),
+                        state: MissingState::Offline(1_800_000_000),
+                    },
+                ],
+                first: 3,
+                next: 14,
+            },
         ),
         (
             "response-ownership",
@@ -222,7 +258,7 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         ),
     ];
     let hello = Hello {
-        versions: vec![1],
+        versions: vec![2],
         software: "cairnd 0.1.0".into(),
         max_shard: 16 << 20,
         refused: Some("key cn… is not allowed on this node".into()),

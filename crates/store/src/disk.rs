@@ -335,6 +335,22 @@ impl OpenDisk {
         Ok(matches!(outcome, OpOutcome::Applied(_)))
     }
 
+    /// Moves many shards' leases in one index commit; says for each
+    /// whether this disk holds it.
+    pub fn renew_leases(&self, ids: &[ShardId], expires: u64) -> Result<Vec<bool>, DiskIoError> {
+        let ops = ids
+            .iter()
+            .map(|id| IndexOp::RenewLease(*id, expires))
+            .collect();
+        let outcomes = self.commit_all(ops, false).map_err(|e| {
+            DiskIoError::index(format!("renewing the leases of {} shards", ids.len()), &e)
+        })?;
+        Ok(outcomes
+            .iter()
+            .map(|outcome| matches!(outcome, OpOutcome::Applied(_)))
+            .collect())
+    }
+
     /// Commits one change, sharing the commit with whatever other changes are
     /// waiting: the first caller to find no commit running becomes the leader
     /// and commits everyone's changes; the others wait for its result.

@@ -63,6 +63,8 @@ pub struct ShardStore {
     disks: RwLock<Vec<DiskSlot>>,
     locks: ShardLocks,
     events: Mutex<Vec<StoreEvent>>,
+    /// Disks detached while the store ran: their return is news.
+    detached: Mutex<HashSet<DiskId>>,
     attaching: Mutex<()>,
     scrub_cursor: Mutex<(usize, Option<ShardId>)>,
 }
@@ -184,6 +186,25 @@ pub enum StoreEvent {
         /// The disk.
         disk: DiskId,
     },
+    /// A disk went away (unplugged or unmounted): its shards are not
+    /// served until it comes back.
+    DiskOffline {
+        /// The disk.
+        disk: DiskId,
+        /// Its mountpoint.
+        path: PathBuf,
+        /// The shards it held, if its index could still be read.
+        shards: Option<Vec<ShardId>>,
+    },
+    /// A disk that went away while this store ran is back in service.
+    DiskBack {
+        /// The disk.
+        disk: DiskId,
+        /// Its mountpoint.
+        path: PathBuf,
+        /// The shards it holds.
+        shards: Option<Vec<ShardId>>,
+    },
 }
 
 impl ShardStore {
@@ -244,6 +265,7 @@ impl ShardStore {
             disks: RwLock::new(disks),
             locks: ShardLocks::default(),
             events: Mutex::new(Vec::new()),
+            detached: Mutex::new(HashSet::new()),
             attaching: Mutex::new(()),
             scrub_cursor: Mutex::new((0, None)),
         })
@@ -349,6 +371,15 @@ impl ShardStore {
             },
         };
         let state = self.stats_of(&slot).state;
+        if let DiskSlot::Open(disk) = &slot
+            && lock(&self.detached).remove(&disk.id)
+        {
+            lock(&self.events).push(StoreEvent::DiskBack {
+                disk: disk.id,
+                path: path.clone(),
+                shards: all_shards(disk),
+            });
+        }
         let mut disks = write(&self.disks);
         match disks.iter_mut().find(|existing| existing.path() == path) {
             Some(existing) => *existing = slot,
@@ -362,19 +393,34 @@ impl ShardStore {
     /// the last operation on it ends, and it is listed as offline with
     /// `reason`. Returns whether a disk was open there.
     pub fn detach(&self, path: &std::path::Path, reason: &str) -> bool {
-        let mut disks = write(&self.disks);
-        let Some(slot) = disks.iter_mut().find(|slot| slot.path() == path) else {
-            return false;
-        };
-        let was_open = matches!(slot, DiskSlot::Open(_));
-        *slot = DiskSlot::Unusable {
-            path: path.to_owned(),
-            problem: DiskProblem::Detached {
+        let gone = {
+            let mut disks = write(&self.disks);
+            let Some(slot) = disks.iter_mut().find(|slot| slot.path() == path) else {
+                return false;
+            };
+            let unusable = DiskSlot::Unusable {
                 path: path.to_owned(),
-                reason: reason.to_owned(),
-            },
+                problem: DiskProblem::Detached {
+                    path: path.to_owned(),
+                    reason: reason.to_owned(),
+                },
+            };
+            match std::mem::replace(slot, unusable) {
+                DiskSlot::Open(disk) => disk,
+                _ => return false,
+            }
         };
-        was_open
+        // Its index may still be readable (its files are open): say which
+        // shards went with it, so stewards rebuild only those. Read outside
+        // the slots' lock: a dying disk may be slow to answer.
+        lock(&self.detached).insert(gone.id);
+        let shards = all_shards(&gone);
+        lock(&self.events).push(StoreEvent::DiskOffline {
+            disk: gone.id,
+            path: path.to_owned(),
+            shards,
+        });
+        true
     }
 
     /// This node's id.
@@ -649,6 +695,40 @@ impl ShardStore {
             }
         }
         Ok(false)
+    }
+
+    /// Moves many shards' leases (a steward's batch), one index commit per
+    /// disk; says for each shard whether this node holds it. Leases only
+    /// grow, and the index applies each move atomically, so no shard lock
+    /// is needed: a put or delete racing with it sees the lease before or
+    /// after.
+    pub fn renew_leases(&self, ids: &[ShardId], expires: u64) -> Result<Vec<bool>, StoreError> {
+        let mut found = vec![false; ids.len()];
+        for disk in self.online() {
+            let mut here = Vec::new();
+            let mut at = Vec::new();
+            for (i, id) in ids.iter().enumerate() {
+                if !found[i]
+                    && disk
+                        .record(id)
+                        .map_err(|e| self.disk_failed(&disk, e))?
+                        .is_some()
+                {
+                    here.push(*id);
+                    at.push(i);
+                }
+            }
+            if here.is_empty() {
+                continue;
+            }
+            let renewed = disk
+                .renew_leases(&here, expires)
+                .map_err(|e| self.disk_failed(&disk, e))?;
+            for (i, ok) in at.into_iter().zip(renewed) {
+                found[i] = ok;
+            }
+        }
+        Ok(found)
     }
 
     /// Deletes up to `limit` shards whose lease expired at or before `now`

@@ -27,7 +27,6 @@ use cairn_node::net::steward::{StewardConfig, StewardService};
 use cairn_node::net::{AllowList, ServerConfig};
 use cairn_node::ownership::NodeControl;
 use cairn_node::service::RunningNode;
-use cairn_node::steward::StewardPolicy;
 use cairn_proto::limits::Limits;
 use cairn_store::fs::RealMount;
 use cairn_store::{DiskState, ShardStore, StoreConfig, StoreError};
@@ -222,13 +221,8 @@ fn run(args: &Args) -> anyhow::Result<Outcome> {
         Some(Arc::new(StewardService::open(
             &config.state_dir,
             StewardConfig {
-                policy: StewardPolicy {
-                    grace_s: config.steward.grace_s,
-                    audit_every_s: config.steward.audit_every_s,
-                    ..StewardPolicy::default()
-                },
+                policy: config.steward.policy(),
                 tick: Duration::from_secs(config.steward.tick_s),
-                audits_per_tick: config.steward.audits_per_tick,
             },
         )?))
     } else {

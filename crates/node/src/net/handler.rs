@@ -16,16 +16,19 @@ use super::gossip::GossipService;
 use super::steward::StewardService;
 use crate::admission::{self, Standing};
 use crate::membership::{JoinError, Membership};
+use crate::missing::MissingLog;
 use crate::ownership::{NodeControl, Ownership, OwnershipError};
 use crate::roots::{RootStore, RootStoreError};
+use crate::steward::StewardError;
 use cairn_host::unix_now;
 use cairn_net::Identity;
 use cairn_net::tls::TransportLimits;
-use cairn_proto::ids::NodeId;
+use cairn_proto::ids::{NodeId, OwnerId};
 use cairn_proto::limits::{self, Limits, Refusal};
 use cairn_proto::membership::MemberCert;
 use cairn_proto::{
-    DiskInfo, ErrorCode, Hello, PROTOCOL_VERSION, Request, Response, StatInfo, audit, signed,
+    DiskInfo, ErrorCode, Hello, MAX_MISSING, PROTOCOL_VERSION, Request, Response, StatInfo,
+    SteerGrant, audit, signed,
 };
 use cairn_store::{PutOutcome, ShardStore, StoreError};
 
@@ -108,6 +111,8 @@ pub struct Services {
     pub membership: Arc<Membership>,
     /// The swarm's gossip.
     pub gossip: Arc<GossipService>,
+    /// Shards this node lost or has back, for stewards.
+    pub missing: Arc<MissingLog>,
 }
 
 /// Answers requests: the services a request may touch, and the limits.
@@ -426,13 +431,14 @@ async fn handle<B: Body>(
         }
         Request::Track {
             owner,
-            nodes,
+            grant,
             segments,
         } => {
             let steward = steward_of(shared)?;
-            let count = blocking(move || steward.track(owner, &nodes, &segments))
+            check_grant(shared, &owner, &peer, &grant)?;
+            let count = blocking(move || steward.track(owner, &segments))
                 .await?
-                .map_err(internal)?;
+                .map_err(steward_refusal)?;
             Ok((Response::Tracked { segments: count }, Vec::new()))
         }
         Request::Join { cert, seeds } => {
@@ -495,21 +501,79 @@ async fn handle<B: Body>(
             )?;
             let count = blocking(move || steward.untrack(&owner, &segments))
                 .await?
-                .map_err(internal)?;
+                .map_err(steward_refusal)?;
             Ok((Response::Tracked { segments: count }, Vec::new()))
         }
-        Request::Locate { owner, shards } => {
+        Request::Locate {
+            owner,
+            grant,
+            segments,
+        } => {
             let steward = steward_of(shared)?;
-            let found = steward.locate(&owner, &shards);
+            check_grant(shared, &owner, &peer, &grant)?;
+            let found = blocking(move || steward.locate(&owner, &segments))
+                .await?
+                .map_err(steward_refusal)?;
             Ok((Response::Locations(found), Vec::new()))
+        }
+        Request::RenewMany {
+            shards,
+            lease_expires,
+        } => {
+            let found = blocking(move || store.renew_leases(&shards, lease_expires))
+                .await?
+                .map_err(store_refusal)?;
+            Ok((Response::RenewedMany { found }, Vec::new()))
+        }
+        Request::Missing { after } => {
+            let (shards, first, next) = shared.services.missing.page(after, MAX_MISSING);
+            Ok((
+                Response::Missing {
+                    shards,
+                    first,
+                    next,
+                },
+                Vec::new(),
+            ))
         }
     }
 }
 
-/// A failure of the node itself (its steward table could not be saved, say).
-fn internal(error: impl std::fmt::Display) -> Refusal {
+/// Checks that the owner lets this connection's key steer its table here:
+/// nobody else can make a steward track, untrack or locate for an owner.
+fn check_grant(
+    shared: &Handler,
+    owner: &OwnerId,
+    peer: &NodeId,
+    grant: &SteerGrant,
+) -> Result<(), Refusal> {
+    let message = signed::steer_message(&shared.config.identity.id, owner, peer, grant.not_after);
+    signed::verify_expiring(
+        owner,
+        &message,
+        &grant.signature,
+        grant.not_after,
+        unix_now(),
+    )
+    .map_err(|e| Refusal {
+        code: match e {
+            signed::OwnerAuthError::Expired { .. } => ErrorCode::Expired,
+            _ => ErrorCode::Forbidden,
+        },
+        message: format!("only the owner's own client may steer its table at this steward: {e}"),
+    })
+}
+
+/// A steward table's refusal: the owner's caps and bad segments are the
+/// asker's to fix; a table that cannot be written is the node's failure.
+fn steward_refusal(error: StewardError) -> Refusal {
+    let code = match &error {
+        StewardError::OwnerFull { .. } | StewardError::TooManyOwners { .. } => ErrorCode::NoSpace,
+        StewardError::BadSegment { .. } => ErrorCode::BadRequest,
+        _ => ErrorCode::Internal,
+    };
     Refusal {
-        code: ErrorCode::Internal,
+        code,
         message: error.to_string(),
     }
 }

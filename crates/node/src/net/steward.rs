@@ -1,33 +1,53 @@
-//! The steward's I/O: keeps the [`Steward`] table on disk, and on every tick
-//! asks holders whether they are up, audits shards, repairs segments and
-//! renews leases, as the table decides. It dials other nodes with this
-//! node's own key; it never sees a decryption key (repair is Reed–Solomon
-//! over shards, each checked against its id before and after).
+//! The steward's I/O: keeps the [`Steward`] table (in `redb`, in the state
+//! directory), and every round asks the swarm's gossip who is up, reads
+//! holders' reports of missing shards, runs the audits, repairs, moves
+//! and renewals the table hands out, and tells the table how they went.
+//! It dials other nodes with this node's own key, at addresses from the
+//! swarm's verified membership (never from what a client says); it never
+//! sees a decryption key (repair is Reed–Solomon over shards, each checked
+//! against its id before and after).
+//!
+//! Repairs run many at a time and across rounds, with per-holder limits
+//! on reads and writes; each reads k sources at once and replaces a
+//! failing one with another healthy shard at once.
 
-use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
 use super::gossip::GossipService;
 use crate::steward::{
-    AuditOutcome, AuditTask, MoveTask, RepairTask, Steward, StewardPolicy, TrackedSegment,
+    AuditOutcome, AuditTask, Missing, MoveTask, RenewBatch, RenewOutcome, RepairTask, Round,
+    SegmentId, Steward, StewardError, StewardPolicy, TrackedSegment, legacy,
 };
 use cairn_client::placement::{self, Candidate};
 use cairn_client::segment::{self, Coding};
 use cairn_host::{lock, unix_now};
 use cairn_net::NetError;
+use cairn_net::client::Peer;
 use cairn_net::pool::Pool;
 use cairn_proto::ids::{NodeId, OwnerId, ShardId};
-use cairn_proto::{ErrorCode, NodeAddr, TrackSegment};
+use cairn_proto::{ErrorCode, MAX_RENEW, MissingState, TrackSegment};
 
-const FILE: &str = "steward.bin";
+/// The table's file in the state directory.
+pub const FILE: &str = "steward.redb";
+/// Longest a holder may take to answer one audit or read: past it, the
+/// silence counts against the holder.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest a holder's "rate limited" is waited out before it counts.
+const RATE_LIMIT_PATIENCE: Duration = Duration::from_secs(30);
+/// Reads (or writes) at one holder at a time, across repairs.
+const PER_HOLDER: usize = 4;
+/// Audits in flight at once.
+const AUDITS_AT_ONCE: usize = 16;
+/// Missing-shard entries taken from one holder per round, at most.
+const MISSING_PER_ROUND: usize = 65_536;
 
 /// How the steward works.
 #[derive(Debug, Clone, Copy)]
@@ -36,81 +56,31 @@ pub struct StewardConfig {
     pub policy: StewardPolicy,
     /// How often it looks at holders and the table.
     pub tick: Duration,
-    /// Audits per tick, at most.
-    pub audits_per_tick: usize,
 }
 
-/// Why the steward's table cannot be used.
-#[derive(Debug, thiserror::Error)]
-pub enum StewardError {
-    /// The table file could not be read or written.
-    #[error("the steward table {path}: {source}; check the state directory's disk")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The cause.
-        source: std::io::Error,
-    },
-    /// The table file is not one this program wrote.
-    #[error(
-        "the steward table {path} is damaged ({reason}); move it aside to start an empty table (an owner's client hands over a file's segments again when it next puts that file)"
-    )]
-    Damaged {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong.
-        reason: String,
-    },
-}
-
-/// Each node the owners named: its address and site.
+/// Each member the swarm's gossip knows: its address and site.
 type Directory = BTreeMap<NodeId, (String, Option<String>)>;
 
-#[derive(Serialize, Deserialize)]
-struct State {
-    steward: Steward,
-    /// Where each node is: address and site.
-    directory: Directory,
-}
-
-/// The steward of this node, shared by the server (which takes `Track` and
-/// answers `Locate`) and its own loop.
+/// The steward of this node, shared by the server (which takes `Track`,
+/// `Untrack` and `Locate`) and its own loop.
 pub struct StewardService {
-    path: PathBuf,
     config: StewardConfig,
-    state: Mutex<State>,
-    /// Serialises saves; holds the hash of the table as last saved, so an
-    /// unchanged table is not written again.
-    saved: Mutex<[u8; 32]>,
-    /// Set while a round rebuilds or moves shards, for the LED and status.
+    table: Mutex<Steward>,
+    /// Set while repairs or moves run, for the LED and status.
     repairing: AtomicBool,
 }
 
 impl StewardService {
-    /// Opens (or starts) the table in `state_dir`.
+    /// Opens (or starts) the table in `state_dir`, taking in a table an
+    /// older cairnd left there.
     pub fn open(state_dir: &Path, config: StewardConfig) -> Result<Self, StewardError> {
-        let path = state_dir.join(FILE);
-        let state = match std::fs::read(&path) {
-            Ok(bytes) => {
-                let mut state: State =
-                    postcard::from_bytes(&bytes).map_err(|e| StewardError::Damaged {
-                        path: path.clone(),
-                        reason: e.to_string(),
-                    })?;
-                state.steward.set_policy(config.policy);
-                state
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => State {
-                steward: Steward::new(config.policy),
-                directory: BTreeMap::new(),
-            },
-            Err(source) => return Err(StewardError::Io { path, source }),
-        };
+        let mut table = Steward::open(&state_dir.join(FILE), config.policy)?;
+        if let Some(count) = legacy::import(state_dir, &mut table, unix_now())? {
+            info!("steward: took {count} segments over from the old table file");
+        }
         Ok(Self {
-            path,
             config,
-            state: Mutex::new(state),
-            saved: Mutex::new([0; 32]),
+            table: Mutex::new(table),
             repairing: AtomicBool::new(false),
         })
     }
@@ -120,309 +90,413 @@ impl StewardService {
         self.repairing.load(Ordering::Relaxed)
     }
 
-    /// Takes segments an owner stored, durably; returns how many segments
-    /// the table holds for that owner.
-    pub fn track(
-        &self,
-        owner: OwnerId,
-        nodes: &[NodeAddr],
-        segments: &[TrackSegment],
-    ) -> Result<u64, StewardError> {
-        let now = unix_now();
-        let count = {
-            let mut state = lock(&self.state);
-            for node in nodes {
-                state
-                    .directory
-                    .insert(node.node, (node.addr.clone(), node.site.clone()));
-            }
-            for segment in segments {
-                state.steward.track(
-                    TrackedSegment {
-                        owner,
-                        coding: Coding {
-                            k: segment.k,
-                            m: segment.m,
-                        },
-                        shard_len: segment.shard_len,
-                        shards: segment
-                            .shards
-                            .iter()
-                            .map(|(shard, holder)| (*shard, *holder))
-                            .collect(),
-                        lease_until: segment.lease_until,
-                    },
-                    now,
-                );
-            }
-            state.steward.count(&owner) as u64
-        };
-        self.save()?;
-        Ok(count)
+    /// Takes segments the owner stored, durably (the caller proved it is
+    /// the owner's client); returns how many segments the table holds for
+    /// that owner.
+    pub fn track(&self, owner: OwnerId, segments: &[TrackSegment]) -> Result<u64, StewardError> {
+        let segments: Vec<TrackedSegment> = segments
+            .iter()
+            .map(|segment| TrackedSegment {
+                coding: Coding {
+                    k: segment.k,
+                    m: segment.m,
+                },
+                shard_len: segment.shard_len,
+                shards: segment.shards.clone(),
+                lease_until: segment.lease_until,
+            })
+            .collect();
+        lock(&self.table).track(&owner, &segments, unix_now())
     }
 
     /// Stops tracking those of `segments` that are `owner`'s (the owner
     /// signed for it), durably; returns how many the owner still has.
     pub fn untrack(&self, owner: &OwnerId, segments: &[[u8; 32]]) -> Result<u64, StewardError> {
-        let count = {
-            let mut state = lock(&self.state);
-            for segment in segments {
-                state
-                    .steward
-                    .untrack_owned(owner, crate::steward::SegmentId(*segment));
-            }
-            state.steward.count(owner) as u64
-        };
-        self.save()?;
-        Ok(count)
+        let ids: Vec<SegmentId> = segments.iter().map(|s| SegmentId(*s)).collect();
+        lock(&self.table).untrack(owner, &ids)
     }
 
-    /// Where the owner's shards are now (`None`: not in the table).
-    pub fn locate(&self, owner: &OwnerId, shards: &[ShardId]) -> Vec<Option<NodeId>> {
-        let state = lock(&self.state);
-        let known: HashMap<ShardId, NodeId> = state.steward.locations(owner).into_iter().collect();
-        shards.iter().map(|s| known.get(s).copied()).collect()
+    /// Where the shards of the owner's segments are now.
+    pub fn locate(
+        &self,
+        owner: &OwnerId,
+        segments: &[[u8; 32]],
+    ) -> Result<Vec<Option<Vec<NodeId>>>, StewardError> {
+        let ids: Vec<SegmentId> = segments.iter().map(|s| SegmentId(*s)).collect();
+        lock(&self.table).locate(owner, &ids)
     }
 
-    /// Works the table until `stop` turns true: liveness, audits, repairs,
-    /// renewals, each tick. Dials from `endpoint` as `identity`, showing
-    /// the node's swarm membership; takes liveness from `gossip`.
+    /// Runs on the table on a blocking thread (its commits fsync).
+    async fn with_table<T: Send + 'static>(
+        self: &Arc<Self>,
+        work: impl FnOnce(&mut Steward) -> T + Send + 'static,
+    ) -> Option<T> {
+        let this = Arc::clone(self);
+        tokio::task::spawn_blocking(move || work(&mut lock(&this.table)))
+            .await
+            .ok()
+    }
+
+    /// Works the table until `stop` turns true. Dials with `pool`; takes
+    /// liveness and addresses from `gossip`.
     pub async fn run(
         self: Arc<Self>,
         pool: Arc<Pool>,
         gossip: Arc<GossipService>,
         mut stop: watch::Receiver<bool>,
     ) {
+        let limits = Arc::new(HolderLimits::default());
+        let mut repairs: JoinSet<Finished> = JoinSet::new();
         let mut ticker = tokio::time::interval(self.config.tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tokio::select! {
-                _ = ticker.tick() => {}
+            let finished = tokio::select! {
+                _ = ticker.tick() => None,
+                Some(done) = repairs.join_next(), if !repairs.is_empty() => done.ok(),
                 _ = stop.wait_for(|s| *s) => break,
-            }
-            if lock(&self.state).steward.is_empty() {
-                continue;
-            }
-            self.tick(&pool, &gossip).await;
-            if let Err(e) = self.save() {
-                warn!("steward: {e}");
-            }
-        }
-    }
-
-    async fn tick(self: &Arc<Self>, pool: &Arc<Pool>, gossip: &GossipService) {
-        self.check_liveness(pool, gossip).await;
-        self.run_audits(pool).await;
-        self.run_repairs(pool).await;
-        self.run_moves(pool).await;
-        self.run_renewals(pool).await;
-    }
-
-    fn directory(&self) -> Directory {
-        lock(&self.state).directory.clone()
-    }
-
-    /// Whether each holder is up (and draining): the swarm's gossip says
-    /// so for members it knows (SWIM's verdict, many members probing and
-    /// probing indirectly, beats one probe from here); the others are
-    /// asked directly.
-    async fn check_liveness(&self, pool: &Arc<Pool>, gossip: &GossipService) {
-        let directory = self.directory();
-        // Every node it may read from or place on, so repairs skip dead ones.
-        let mut holders = lock(&self.state).steward.holders();
-        holders.extend(directory.keys().copied());
-        holders.sort();
-        holders.dedup();
-        let mut asks = JoinSet::new();
-        let now = unix_now();
-        for node in holders {
-            if let Some(view) = gossip.view(&node) {
-                let mut state = lock(&self.state);
-                if view.up {
-                    state.steward.node_up(node);
-                    state
-                        .steward
-                        .node_draining(node, view.member.advert.draining);
-                } else {
-                    if !state.steward.is_down(&node) {
-                        info!(node = %node.to_human(), "steward: holder down, by the swarm's gossip");
-                    }
-                    state.steward.node_down(node, now);
+            };
+            if let Some(done) = finished {
+                self.record(done).await;
+                // Refill freed slots now rather than a tick later, once
+                // half of them are free.
+                if repairs.len() * 2 > self.config.policy.repairs_in_flight {
+                    continue;
                 }
+            }
+            if lock(&self.table).is_empty() {
                 continue;
             }
-            let Some((addr, _)) = directory.get(&node).cloned() else {
+            let directory = directory(&gossip);
+            self.check_liveness(&gossip, &directory);
+            self.read_missing(&pool, &directory).await;
+            let now = unix_now();
+            let round = match self.with_table(move |t| t.round(now)).await {
+                Some(Ok(round)) => round,
+                Some(Err(e)) => {
+                    warn!("steward: {e}");
+                    continue;
+                }
+                None => continue,
+            };
+            let Round {
+                audits,
+                repairs: rebuilds,
+                moves,
+                renewals,
+            } = round;
+            if !rebuilds.is_empty() || !moves.is_empty() {
+                let candidates = Arc::new(candidates(&pool, &directory).await);
+                let directory = Arc::new(directory.clone());
+                for task in rebuilds {
+                    let (pool, directory, candidates, limits) = (
+                        Arc::clone(&pool),
+                        Arc::clone(&directory),
+                        Arc::clone(&candidates),
+                        Arc::clone(&limits),
+                    );
+                    repairs.spawn(async move {
+                        let outcome = repair(&pool, &task, &directory, &candidates, &limits).await;
+                        Finished::Repair(task, outcome)
+                    });
+                }
+                for task in moves {
+                    let (pool, directory, candidates, limits) = (
+                        Arc::clone(&pool),
+                        Arc::clone(&directory),
+                        Arc::clone(&candidates),
+                        Arc::clone(&limits),
+                    );
+                    repairs.spawn(async move {
+                        let outcome =
+                            move_shard(&pool, &task, &directory, &candidates, &limits).await;
+                        Finished::Move(task, outcome)
+                    });
+                }
+            }
+            self.repairing.store(!repairs.is_empty(), Ordering::Relaxed);
+            self.run_audits(&pool, &directory, audits).await;
+            self.run_renewals(&pool, &directory, renewals).await;
+        }
+        repairs.shutdown().await;
+        self.repairing.store(false, Ordering::Relaxed);
+    }
+
+    /// The swarm's gossip says who is up and who is draining (SWIM's
+    /// verdict, many members probing directly and indirectly, beats one
+    /// probe from here). A holder gossip does not know is left as it is:
+    /// its audits say whether it answers.
+    fn check_liveness(&self, gossip: &GossipService, directory: &Directory) {
+        let mut table = lock(&self.table);
+        let now = unix_now();
+        let mut nodes = table.holders();
+        nodes.extend(directory.keys().copied());
+        nodes.sort();
+        nodes.dedup();
+        for node in nodes {
+            let Some(view) = gossip.view(&node) else {
                 continue;
             };
-            let pool = Arc::clone(pool);
-            asks.spawn(async move {
-                let answer = pool.probe(node, &addr).await;
-                (node, answer.map(|(_, stat)| stat.ownership.draining))
-            });
-        }
-        for (node, answer) in asks.join_all().await {
-            let mut state = lock(&self.state);
-            match answer {
-                Some(draining) => {
-                    state.steward.node_up(node);
-                    state.steward.node_draining(node, draining);
+            if view.up {
+                table.node_up(node);
+                table.node_draining(node, view.member.advert.draining);
+            } else {
+                if !table.is_down(&node) {
+                    info!(node = %node.to_human(), "steward: holder down, by the swarm's gossip");
                 }
-                None => state.steward.node_down(node, now),
+                table.node_down(node, now);
             }
         }
     }
 
-    async fn run_audits(&self, pool: &Arc<Pool>) {
-        let tasks = lock(&self.state)
-            .steward
-            .audits(unix_now(), self.config.audits_per_tick);
-        let directory = self.directory();
+    /// Asks each holder that is up for its report of missing shards since
+    /// it was last read, and hands new entries to the table.
+    async fn read_missing(self: &Arc<Self>, pool: &Arc<Pool>, directory: &Directory) {
+        let asks: Vec<(NodeId, String, u64)> = {
+            let table = lock(&self.table);
+            table
+                .holders()
+                .into_iter()
+                .filter(|node| !table.is_down(node) && !table.missing_pending(node))
+                .filter_map(|node| {
+                    let (addr, _) = directory.get(&node)?;
+                    Some((node, addr.clone(), table.missing_read(&node)))
+                })
+                .collect()
+        };
+        let mut reads = JoinSet::new();
+        for (node, addr, after) in asks {
+            let pool = Arc::clone(pool);
+            reads.spawn(async move {
+                let mut entries = Vec::new();
+                let mut at = after;
+                let peer = pool.peer(node, &addr).await.ok()?;
+                loop {
+                    let (page, first, next) =
+                        tokio::time::timeout(ANSWER_TIMEOUT, peer.missing(at)).await.ok()?.ok()?;
+                    if first > at {
+                        debug!(node = %node.to_human(), "steward: the holder's missing-shard report moved past what was read");
+                    }
+                    let last = page.last().map(|e| e.seq);
+                    entries.extend(page);
+                    at = last.map_or(next, |seq| seq + 1);
+                    if last.is_none() || at >= next || entries.len() >= MISSING_PER_ROUND {
+                        break;
+                    }
+                }
+                Some((node, entries, at))
+            });
+        }
+        for (node, entries, read_to) in reads.join_all().await.into_iter().flatten() {
+            if entries.is_empty() {
+                continue;
+            }
+            // The latest word about each shard wins; "back" undoes "offline".
+            let mut latest: HashMap<ShardId, MissingState> = HashMap::new();
+            for entry in &entries {
+                latest.insert(entry.shard, entry.state);
+            }
+            let shards: Vec<(ShardId, Missing)> = latest
+                .into_iter()
+                .map(|(shard, state)| {
+                    (
+                        shard,
+                        match state {
+                            MissingState::Gone => Missing::Gone,
+                            MissingState::Offline(since) => Missing::Offline(since),
+                            MissingState::Back => Missing::Back,
+                        },
+                    )
+                })
+                .collect();
+            info!(
+                node = %node.to_human(),
+                "steward: the holder reports {} shard(s) missing or back",
+                shards.len()
+            );
+            lock(&self.table).missing(node, shards, read_to);
+        }
+    }
+
+    async fn run_audits(
+        self: &Arc<Self>,
+        pool: &Arc<Pool>,
+        directory: &Directory,
+        tasks: Vec<AuditTask>,
+    ) {
+        if tasks.is_empty() {
+            return;
+        }
+        let gate = Arc::new(Semaphore::new(AUDITS_AT_ONCE));
         let mut audits = JoinSet::new();
         for task in tasks {
             let addr = directory.get(&task.holder).map(|(a, _)| a.clone());
-            let pool = Arc::clone(pool);
-            audits.spawn(async move { (task, audit(&pool, &task, addr).await) });
+            let (pool, gate) = (Arc::clone(pool), Arc::clone(&gate));
+            audits.spawn(async move {
+                let _turn = gate.acquire_owned().await;
+                (task, audit(&pool, &task, addr).await)
+            });
+        }
+        let results = audits.join_all().await;
+        for (task, outcome) in &results {
+            match outcome {
+                AuditOutcome::Failed | AuditOutcome::NotFound => warn!(
+                    holder = %task.holder.to_human(),
+                    shard = %task.shard,
+                    "steward: audit failed ({outcome:?}): the holder does not serve the shard it was given"
+                ),
+                AuditOutcome::Unanswered => {
+                    debug!(holder = %task.holder.to_human(), "steward: audit unanswered")
+                }
+                AuditOutcome::Passed => {}
+            }
         }
         let now = unix_now();
-        for (task, outcome) in audits.join_all().await {
-            if outcome == AuditOutcome::Failed {
-                warn!(holder = %task.holder.to_human(), shard = %task.shard, "steward: audit failed: the holder does not have the shard it was given");
-            }
-            lock(&self.state).steward.audited(&task, outcome, now);
+        if let Some(Err(e)) = self.with_table(move |t| t.audited(&results, now)).await {
+            warn!("steward: {e}");
         }
     }
 
-    async fn run_repairs(&self, pool: &Arc<Pool>) {
-        let tasks = lock(&self.state).steward.repairs(unix_now());
-        let directory = self.directory();
-        let _busy = Busy::new(&self.repairing, !tasks.is_empty());
-        for task in tasks {
-            match repair(pool, &task, &directory).await {
-                Ok(done) => {
-                    info!(
-                        "steward: repaired a segment: rebuilt {} shard(s) from {} read ({} bytes read, {} written)",
-                        done.moved.len(),
-                        task.sources.len(),
-                        done.read,
-                        done.written
-                    );
-                    lock(&self.state)
-                        .steward
-                        .repaired(task.segment, &done.moved, unix_now());
-                }
-                Err(e) => {
-                    warn!("steward: a repair failed and will be tried again: {e}");
-                    lock(&self.state).steward.repair_failed(task.segment);
-                }
-            }
+    async fn run_renewals(
+        self: &Arc<Self>,
+        pool: &Arc<Pool>,
+        directory: &Directory,
+        batch: RenewBatch,
+    ) {
+        if batch.is_empty() {
+            return;
         }
-    }
-
-    async fn run_moves(&self, pool: &Arc<Pool>) {
-        let tasks = lock(&self.state).steward.moves(unix_now());
-        let directory = self.directory();
-        let _busy = Busy::new(&self.repairing, !tasks.is_empty());
-        for task in tasks {
-            match move_shard(pool, &task, &directory).await {
-                Ok((to, bytes)) => {
-                    info!(
-                        "steward: moved shard {} ({bytes} bytes) off draining node {} to {}",
-                        task.shard.1,
-                        task.from.to_human(),
-                        to.to_human()
-                    );
-                    let mut state = lock(&self.state);
-                    state
-                        .steward
-                        .repaired(task.segment, &[(task.shard.0, to)], unix_now());
-                    if state.steward.held_by(&task.from) == 0 {
-                        info!(
-                            "steward: node {} holds none of the shards this steward keeps any more",
-                            task.from.to_human()
-                        );
+        let until = batch.until;
+        let mut asks = JoinSet::new();
+        for (holder, shards) in batch.holders.clone() {
+            let addr = directory.get(&holder).map(|(a, _)| a.clone());
+            let pool = Arc::clone(pool);
+            asks.spawn(async move {
+                let mut outcomes = Vec::with_capacity(shards.len());
+                let peer = match addr {
+                    Some(addr) => pool.peer(holder, &addr).await.ok(),
+                    None => None,
+                };
+                for chunk in shards.chunks(MAX_RENEW) {
+                    let answer = match &peer {
+                        Some(peer) => patiently(|| peer.renew_many(chunk.to_vec(), until)).await,
+                        None => Err(NetError::Refused("no address".into())),
+                    };
+                    match answer {
+                        Ok(found) => {
+                            outcomes.extend(chunk.iter().zip(found).map(|(shard, found)| {
+                                let outcome = if found {
+                                    RenewOutcome::Renewed
+                                } else {
+                                    RenewOutcome::NotFound
+                                };
+                                ((holder, *shard), outcome)
+                            }))
+                        }
+                        Err(_) => outcomes.extend(
+                            chunk
+                                .iter()
+                                .map(|shard| ((holder, *shard), RenewOutcome::Unanswered)),
+                        ),
                     }
                 }
-                Err(e) => {
-                    warn!(
-                        "steward: moving a shard off a draining node failed and will be tried again: {e}"
-                    );
-                    lock(&self.state).steward.repair_failed(task.segment);
-                }
-            }
+                outcomes
+            });
+        }
+        let outcomes: HashMap<(NodeId, ShardId), RenewOutcome> =
+            asks.join_all().await.into_iter().flatten().collect();
+        let now = unix_now();
+        if let Some(Err(e)) = self
+            .with_table(move |t| t.renewed(&batch, &outcomes, now))
+            .await
+        {
+            warn!("steward: {e}");
         }
     }
 
-    async fn run_renewals(&self, pool: &Arc<Pool>) {
-        let tasks = lock(&self.state).steward.renewals(unix_now());
-        let directory = self.directory();
-        for task in tasks {
-            let mut all = true;
-            for (shard, holder) in &task.shards {
-                let Some((addr, _)) = directory.get(holder) else {
-                    all = false;
-                    continue;
-                };
-                let renewed = match pool.peer(*holder, addr).await {
-                    Ok(peer) => peer.renew(*shard, task.until).await.unwrap_or(false),
-                    Err(_) => false,
-                };
-                all &= renewed;
+    /// Tells the table how a repair or move ended.
+    async fn record(self: &Arc<Self>, done: Finished) {
+        let now = unix_now();
+        let result = match done {
+            Finished::Repair(task, Ok(done)) => {
+                info!(
+                    "steward: repaired a segment: rebuilt {} shard(s) from {} read ({} bytes read, {} written)",
+                    done.moved.len(),
+                    task.coding.k,
+                    done.read,
+                    done.written
+                );
+                self.with_table(move |t| t.repaired(task.segment, &done.moved, now))
+                    .await
             }
-            // A holder that missed it is asked again next tick; one that
-            // lost the shard fails its next audit and the shard is repaired.
-            if all {
-                lock(&self.state).steward.renewed(task.segment, task.until);
+            Finished::Move(task, Ok((to, bytes))) => {
+                info!(
+                    "steward: moved shard {} ({bytes} bytes) off draining node {} to {}",
+                    task.shard.1,
+                    task.from.to_human(),
+                    to.to_human()
+                );
+                let from = task.from;
+                self.with_table(move |t| {
+                    t.repaired(task.segment, &[(task.shard.0, to)], now)?;
+                    if !t.holds_any(&from)? {
+                        info!(
+                            "steward: node {} holds none of the shards this steward keeps any more",
+                            from.to_human()
+                        );
+                    }
+                    Ok(())
+                })
+                .await
             }
+            Finished::Repair(task, Err(failure)) => {
+                warn!(
+                    "steward: a repair failed and will be tried again: {}",
+                    failure.message
+                );
+                self.with_table(move |t| {
+                    t.repair_failed(task.segment, &failure.refused, &failure.unreachable, now)
+                })
+                .await
+            }
+            Finished::Move(task, Err(failure)) => {
+                warn!(
+                    "steward: moving a shard off a draining node failed and will be tried again: {}",
+                    failure.message
+                );
+                self.with_table(move |t| {
+                    t.repair_failed(task.segment, &failure.refused, &failure.unreachable, now)
+                })
+                .await
+            }
+        };
+        if let Some(Err(e)) = result {
+            warn!("steward: {e}");
         }
-    }
-
-    /// Writes the table durably, unless it is as last saved (most rounds
-    /// change nothing, and a round may be a second).
-    fn save(&self) -> Result<(), StewardError> {
-        let mut saved = lock(&self.saved);
-        let bytes = postcard::to_stdvec(&*lock(&self.state)).map_err(|e| StewardError::Io {
-            path: self.path.clone(),
-            source: std::io::Error::other(e),
-        })?;
-        let hash = *blake3::hash(&bytes).as_bytes();
-        if hash == *saved {
-            return Ok(());
-        }
-        cairn_host::durable::replace_file(&self.path, &bytes, 0o644).map_err(|source| {
-            StewardError::Io {
-                path: self.path.clone(),
-                source,
-            }
-        })?;
-        *saved = hash;
-        Ok(())
     }
 }
 
-async fn audit(pool: &Pool, task: &AuditTask, addr: Option<String>) -> AuditOutcome {
-    let Some(addr) = addr else {
-        return AuditOutcome::Unreachable;
-    };
-    let peer = match pool.peer(task.holder, &addr).await {
-        Ok(peer) => peer,
-        Err(_) => return AuditOutcome::Unreachable,
-    };
-    let mut seed = [0u8; 32];
-    if getrandom::fill(&mut seed).is_err() {
-        return AuditOutcome::Unreachable;
-    }
-    match peer.audit(task.shard, task.shard_len, seed).await {
-        Ok(_) => AuditOutcome::Passed,
-        // A wrong proof, or "not found" for a shard it was given: lost there.
-        Err(NetError::Corrupt(_))
-        | Err(NetError::Remote {
-            code: ErrorCode::NotFound | ErrorCode::BadRequest,
-            ..
-        }) => AuditOutcome::Failed,
-        Err(e) => {
-            debug!(holder = %task.holder.to_human(), "steward: audit unanswered: {e}");
-            pool.mark_down(task.holder);
-            AuditOutcome::Unreachable
+/// A repair or move, ended.
+enum Finished {
+    Repair(RepairTask, Result<RepairDone, Failure>),
+    Move(MoveTask, Result<(NodeId, u64), Failure>),
+}
+
+/// Why a repair or move did not finish, and whom it blames.
+#[derive(Debug, Default)]
+struct Failure {
+    message: String,
+    /// Sources that answered a read with an error, or not at all while
+    /// connected: (shard index, holder).
+    refused: Vec<(usize, NodeId)>,
+    /// Sources that could not be dialled.
+    unreachable: Vec<NodeId>,
+}
+
+impl Failure {
+    fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            ..Self::default()
         }
     }
 }
@@ -433,69 +507,317 @@ struct RepairDone {
     written: u64,
 }
 
+/// Per-holder limits on reads and writes, shared by every repair and move.
+#[derive(Default)]
+struct HolderLimits {
+    gates: Mutex<HashMap<NodeId, Arc<Semaphore>>>,
+}
+
+impl HolderLimits {
+    fn gate(&self, node: NodeId) -> Arc<Semaphore> {
+        Arc::clone(
+            lock(&self.gates)
+                .entry(node)
+                .or_insert_with(|| Arc::new(Semaphore::new(PER_HOLDER))),
+        )
+    }
+}
+
+/// Each member the swarm's gossip knows, with the address it advertises
+/// (membership is verified: only admitted members gossip).
+fn directory(gossip: &GossipService) -> Directory {
+    gossip
+        .members()
+        .into_iter()
+        .map(|m| (m.member.node, (m.member.addr, m.member.advert.site)))
+        .collect()
+}
+
+/// Every member that answers and is not draining, with its free space:
+/// asked once per round for all repairs the round starts.
+async fn candidates(pool: &Arc<Pool>, directory: &Directory) -> Vec<Candidate> {
+    let mut probes = JoinSet::new();
+    for (node, (addr, site)) in directory {
+        let (pool, node, addr, site) = (Arc::clone(pool), *node, addr.clone(), site.clone());
+        probes.spawn(async move {
+            let (_, stat) = pool.probe(node, &addr).await?;
+            (!stat.ownership.draining).then(|| Candidate {
+                node,
+                site,
+                free: stat.free(),
+            })
+        });
+    }
+    let mut found: Vec<Candidate> = probes.join_all().await.into_iter().flatten().collect();
+    // Join order is completion order: sort so placement depends only on the seed.
+    found.sort_by_key(|c| c.node);
+    found
+}
+
+/// Asks again while the peer says it is rate limited, for a bounded time.
+async fn patiently<T, F, Fut>(mut ask: F) -> Result<T, NetError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, NetError>>,
+{
+    let started = tokio::time::Instant::now();
+    let mut pause = Duration::from_millis(100);
+    loop {
+        let answer = tokio::time::timeout(ANSWER_TIMEOUT, ask())
+            .await
+            .unwrap_or(Err(NetError::Timeout(ANSWER_TIMEOUT)));
+        match answer {
+            Err(NetError::Remote {
+                code: ErrorCode::RateLimited,
+                ..
+            }) if started.elapsed() + pause < RATE_LIMIT_PATIENCE => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Whether an error means the holder never got the request (no
+/// connection), rather than that it answered badly or not at all.
+fn unreachable(error: &NetError) -> bool {
+    matches!(
+        error,
+        NetError::Connect { .. }
+            | NetError::Resolve(_)
+            | NetError::Handshake(_)
+            | NetError::Refused(_)
+    )
+}
+
+async fn audit(pool: &Pool, task: &AuditTask, addr: Option<String>) -> AuditOutcome {
+    let Some(addr) = addr else {
+        return AuditOutcome::Unanswered;
+    };
+    let peer = match pool.peer(task.holder, &addr).await {
+        Ok(peer) => peer,
+        Err(_) => return AuditOutcome::Unanswered,
+    };
+    let answer = if task.read {
+        // `get` checks the bytes against the shard id.
+        patiently(|| peer.get(task.shard)).await.map(|_| ())
+    } else {
+        let mut seed = [0u8; 32];
+        if getrandom::fill(&mut seed).is_err() {
+            return AuditOutcome::Unanswered;
+        }
+        patiently(|| peer.audit(task.shard, task.shard_len, seed))
+            .await
+            .map(|_| ())
+    };
+    match answer {
+        Ok(()) => AuditOutcome::Passed,
+        Err(NetError::Remote {
+            code: ErrorCode::NotFound,
+            ..
+        }) => AuditOutcome::NotFound,
+        Err(e) if unreachable(&e) => {
+            pool.mark_down(task.holder);
+            AuditOutcome::Unanswered
+        }
+        // A wrong proof, any other error code, rate limits past the
+        // patience, a timeout or a connection dropped mid-answer: the
+        // holder had the request and did not serve it.
+        Err(e) => {
+            debug!(holder = %task.holder.to_human(), "steward: audit not served: {e}");
+            AuditOutcome::Failed
+        }
+    }
+}
+
+/// Reads one source shard (verified against its id), within the holder's limit.
+async fn read_source(
+    pool: &Pool,
+    limits: &HolderLimits,
+    directory: &Directory,
+    holder: NodeId,
+    shard: ShardId,
+) -> Result<Vec<u8>, (bool, String)> {
+    let addr = directory
+        .get(&holder)
+        .map(|(a, _)| a.clone())
+        .ok_or_else(|| {
+            (
+                true,
+                format!("no address known for node {}", holder.to_human()),
+            )
+        })?;
+    let _turn = limits.gate(holder).acquire_owned().await;
+    let peer: Arc<Peer> = pool
+        .peer(holder, &addr)
+        .await
+        .map_err(|e| (true, format!("source {}: {e}", holder.to_human())))?;
+    patiently(|| peer.get(shard))
+        .await
+        .map(|bytes| bytes.to_vec())
+        .map_err(|e| {
+            (
+                unreachable(&e),
+                format!("reading shard {shard} from {}: {e}", holder.to_human()),
+            )
+        })
+}
+
+/// Reads k of the task's sources at once; a source that fails is
+/// replaced by the next healthy one at once.
+async fn read_k(
+    pool: &Arc<Pool>,
+    limits: &Arc<HolderLimits>,
+    directory: &Arc<Directory>,
+    k: usize,
+    sources: &[(usize, ShardId, NodeId)],
+) -> Result<(Vec<(usize, Vec<u8>)>, Failure), Failure> {
+    let mut failure = Failure::default();
+    let mut have = Vec::with_capacity(k);
+    let mut next = 0;
+    let mut reads = JoinSet::new();
+    let start = |reads: &mut JoinSet<_>, (index, shard, holder): (usize, ShardId, NodeId)| {
+        let (pool, limits, directory) =
+            (Arc::clone(pool), Arc::clone(limits), Arc::clone(directory));
+        reads.spawn(async move {
+            let read = read_source(&pool, &limits, &directory, holder, shard).await;
+            (index, holder, read)
+        });
+    };
+    while next < sources.len() && next < k {
+        start(&mut reads, sources[next]);
+        next += 1;
+    }
+    while let Some(joined) = reads.join_next().await {
+        let Ok((index, holder, read)) = joined else {
+            continue;
+        };
+        match read {
+            Ok(bytes) => have.push((index, bytes)),
+            Err((unreachable, message)) => {
+                if unreachable {
+                    failure.unreachable.push(holder);
+                } else {
+                    failure.refused.push((index, holder));
+                }
+                failure.message = message;
+                if next < sources.len() {
+                    start(&mut reads, sources[next]);
+                    next += 1;
+                }
+            }
+        }
+        if have.len() == k {
+            reads.abort_all();
+            return Ok((have, failure));
+        }
+    }
+    if failure.message.is_empty() {
+        failure.message = format!("only {} of {k} sources could be read", have.len());
+    } else {
+        failure.message = format!(
+            "only {} of {k} sources could be read; last: {}",
+            have.len(),
+            failure.message
+        );
+    }
+    Err(failure)
+}
+
 /// Reads k shards, rebuilds the lost ones, checks each against its id,
 /// places them on new nodes (spread over sites, never k on one node) and
 /// stores them under the owner with the segment's lease.
 async fn repair(
     pool: &Arc<Pool>,
     task: &RepairTask,
-    directory: &Directory,
-) -> Result<RepairDone, String> {
-    let mut have = Vec::with_capacity(task.sources.len());
-    let mut read = 0u64;
-    for (index, shard, holder) in &task.sources {
-        let peer = pool
-            .peer(*holder, address_of(directory, holder)?)
-            .await
-            .map_err(|e| format!("source {}: {e}", holder.to_human()))?;
-        // `get` checks the bytes against the shard id.
-        let bytes = peer
-            .get(*shard)
-            .await
-            .map_err(|e| format!("reading shard {shard} from {}: {e}", holder.to_human()))?;
-        read += bytes.len() as u64;
-        have.push((*index, bytes));
-    }
-    let have_refs: Vec<(usize, &[u8])> = have.iter().map(|(i, b)| (*i, b.as_slice())).collect();
+    directory: &Arc<Directory>,
+    candidates: &[Candidate],
+    limits: &Arc<HolderLimits>,
+) -> Result<RepairDone, Failure> {
+    let k = usize::from(task.coding.k);
+    let (have, blamed) = read_k(pool, limits, directory, k, &task.sources).await?;
+    let read: u64 = have.iter().map(|(_, b)| b.len() as u64).sum();
     let want: Vec<usize> = task.lost.iter().map(|(i, _)| *i).collect();
-    let rebuilt = segment::rebuild(task.coding, &have_refs, &want).map_err(|e| e.to_string())?;
+    let coding = task.coding;
+    let rebuilt = tokio::task::spawn_blocking(move || {
+        let refs: Vec<(usize, &[u8])> = have.iter().map(|(i, b)| (*i, b.as_slice())).collect();
+        segment::rebuild(coding, &refs, &want)
+    })
+    .await
+    .map_err(|e| Failure::new(e.to_string()))?
+    .map_err(|e| Failure::new(e.to_string()))?;
     for ((index, bytes), (_, expected)) in rebuilt.iter().zip(&task.lost) {
         if ShardId::of(bytes) != *expected {
-            return Err(format!(
+            return Err(Failure::new(format!(
                 "rebuilt shard {index} does not hash to {expected}: a source lied; not stored"
-            ));
+            )));
         }
     }
-
+    let keep: Vec<(usize, NodeId)> = task.keep.clone();
+    let mut written = 0;
+    let mut moved = Vec::new();
+    let mut stores = JoinSet::new();
+    let indices: Vec<usize> = rebuilt.iter().map(|(i, _)| *i).collect();
     let new = place_new(
-        pool,
         directory,
+        candidates,
         Placing {
             coding: task.coding,
-            keep: &task.keep,
-            indices: &want,
+            keep: &keep,
+            indices: &indices,
             shard_len: task.shard_len,
             avoid: &task.avoid,
             seed: task.segment.0,
         },
     )
-    .await?;
-
-    let mut written = 0;
-    let mut moved = Vec::new();
-    for ((index, bytes), node) in rebuilt.into_iter().zip(&new) {
-        written += bytes.len() as u64;
-        store_on(
-            pool,
-            directory,
-            *node,
-            bytes.into(),
-            task.owner,
-            task.lease_until,
-        )
-        .await?;
-        moved.push((index, *node));
+    .map_err(Failure::new)?;
+    for ((index, bytes), node) in rebuilt.into_iter().zip(new) {
+        let (pool, directory, limits) =
+            (Arc::clone(pool), Arc::clone(directory), Arc::clone(limits));
+        let (owner, lease_until) = (task.owner, task.lease_until);
+        stores.spawn(async move {
+            let len = bytes.len() as u64;
+            let stored = store_on(
+                &pool,
+                &directory,
+                &limits,
+                node,
+                bytes.into(),
+                owner,
+                lease_until,
+            )
+            .await;
+            (index, node, len, stored)
+        });
     }
+    let mut errors = Vec::new();
+    for (index, node, len, stored) in stores.join_all().await {
+        match stored {
+            Ok(()) => {
+                written += len;
+                moved.push((index, node));
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    if !errors.is_empty() && moved.is_empty() {
+        return Err(Failure {
+            message: errors.join("; "),
+            ..blamed
+        });
+    }
+    // Shards stored are kept (the table records them); the rest are
+    // rebuilt on the next look at the segment.
+    if !errors.is_empty() {
+        warn!(
+            "steward: a repair stored {} of {} shards: {}",
+            moved.len(),
+            moved.len() + errors.len(),
+            errors.join("; ")
+        );
+    }
+    moved.sort();
     Ok(RepairDone {
         moved,
         read,
@@ -508,20 +830,26 @@ async fn repair(
 async fn move_shard(
     pool: &Arc<Pool>,
     task: &MoveTask,
-    directory: &Directory,
-) -> Result<(NodeId, u64), String> {
+    directory: &Arc<Directory>,
+    candidates: &[Candidate],
+    limits: &Arc<HolderLimits>,
+) -> Result<(NodeId, u64), Failure> {
     let (index, shard) = task.shard;
-    let bytes = pool
-        .peer(task.from, address_of(directory, &task.from)?)
+    let bytes = read_source(pool, limits, directory, task.from, shard)
         .await
-        .map_err(|e| e.to_string())?
-        .get(shard)
-        .await
-        .map_err(|e| format!("reading shard {shard} from {}: {e}", task.from.to_human()))?;
+        .map_err(|(unreachable, message)| Failure {
+            message,
+            refused: if unreachable {
+                vec![]
+            } else {
+                vec![(index, task.from)]
+            },
+            unreachable: if unreachable { vec![task.from] } else { vec![] },
+        })?;
     // `avoid` names every draining node, this one too.
     let new = place_new(
-        pool,
         directory,
+        candidates,
         Placing {
             coding: task.coding,
             keep: &task.keep,
@@ -531,18 +859,20 @@ async fn move_shard(
             seed: task.segment.0,
         },
     )
-    .await?;
+    .map_err(Failure::new)?;
     let to = new[0];
     let len = bytes.len() as u64;
     store_on(
         pool,
         directory,
+        limits,
         to,
         bytes.into(),
         task.owner,
         task.lease_until,
     )
-    .await?;
+    .await
+    .map_err(Failure::new)?;
     Ok((to, len))
 }
 
@@ -550,26 +880,26 @@ async fn move_shard(
 async fn store_on(
     pool: &Pool,
     directory: &Directory,
+    limits: &HolderLimits,
     node: NodeId,
     bytes: bytes::Bytes,
     owner: OwnerId,
     lease_until: u64,
 ) -> Result<(), String> {
-    pool.peer(node, address_of(directory, &node)?)
+    let addr = directory
+        .get(&node)
+        .map(|(a, _)| a.clone())
+        .ok_or_else(|| format!("no address known for node {}", node.to_human()))?;
+    let _turn = limits.gate(node).acquire_owned().await;
+    let peer = pool
+        .peer(node, &addr)
         .await
-        .map_err(|e| format!("new holder {}: {e}", node.to_human()))?
-        .put(ShardId::of(&bytes), bytes, owner, lease_until)
+        .map_err(|e| format!("new holder {}: {e}", node.to_human()))?;
+    let id = ShardId::of(&bytes);
+    patiently(|| peer.put(id, bytes.clone(), owner, lease_until))
         .await
         .map(|_| ())
         .map_err(|e| format!("storing on {}: {e}", node.to_human()))
-}
-
-/// Where `node` listens, from the owners' node lists.
-fn address_of<'a>(directory: &'a Directory, node: &NodeId) -> Result<&'a str, String> {
-    directory
-        .get(node)
-        .map(|(addr, _)| addr.as_str())
-        .ok_or_else(|| format!("no address known for node {}", node.to_human()))
 }
 
 /// What a placement of rebuilt or moved shards must respect.
@@ -586,13 +916,14 @@ struct Placing<'a> {
     seed: [u8; 32],
 }
 
-/// New holders for the shards at `indices`: nodes that answer, have room,
-/// are not draining, hold nothing of the segment and are not in `avoid`;
-/// on sites the segment does not use where possible. The whole segment's
-/// holders then pass the placement check (never k on one node).
-async fn place_new(
-    pool: &Arc<Pool>,
+/// New holders for the shards at `indices`: members that answered this
+/// round, have room, are not draining, hold nothing of the segment and
+/// are not in `avoid`; on sites the segment does not use where possible.
+/// The whole segment's holders then pass the placement check (never k on
+/// one node).
+fn place_new(
     directory: &Directory,
+    candidates: &[Candidate],
     placing: Placing<'_>,
 ) -> Result<Vec<NodeId>, String> {
     let Placing {
@@ -604,35 +935,22 @@ async fn place_new(
         seed,
     } = placing;
     let kept: Vec<NodeId> = keep.iter().map(|(_, n)| *n).collect();
-    let mut probes = JoinSet::new();
-    for (node, (addr, site)) in directory {
-        if kept.contains(node) || avoid.contains(node) {
-            continue;
-        }
-        let (pool, node, addr, site) = (Arc::clone(pool), *node, addr.clone(), site.clone());
-        probes.spawn(async move {
-            let (_, stat) = pool.probe(node, &addr).await?;
-            (!stat.ownership.draining).then(|| Candidate {
-                node,
-                site,
-                free: stat.free(),
-            })
-        });
-    }
-    let mut candidates: Vec<Candidate> = probes.join_all().await.into_iter().flatten().collect();
-    // Join order is completion order: sort so placement depends only on the seed.
-    candidates.sort_by_key(|c| c.node);
-    let used_sites: Vec<Option<String>> = kept
+    let usable: Vec<Candidate> = candidates
+        .iter()
+        .filter(|c| !kept.contains(&c.node) && !avoid.contains(&c.node))
+        .cloned()
+        .collect();
+    let used_sites: HashSet<Option<String>> = kept
         .iter()
         .map(|n| directory.get(n).and_then(|(_, site)| site.clone()))
         .collect();
-    let fresh: Vec<Candidate> = candidates
+    let fresh: Vec<Candidate> = usable
         .iter()
         .filter(|c| c.site.is_none() || !used_sites.contains(&c.site))
         .cloned()
         .collect();
     let new = placement::place_n(&fresh, coding, indices.len(), shard_len, seed, &kept)
-        .or_else(|_| placement::place_n(&candidates, coding, indices.len(), shard_len, seed, &kept))
+        .or_else(|_| placement::place_n(&usable, coding, indices.len(), shard_len, seed, &kept))
         .map_err(|e| e.to_string())?;
     let mut holders = vec![NodeId([0; 32]); coding.total()];
     for (index, node) in keep {
@@ -641,52 +959,15 @@ async fn place_new(
     for (index, node) in indices.iter().zip(&new) {
         holders[*index] = *node;
     }
+    // Indices neither kept nor placed (shards merely down, not rebuilt)
+    // keep their place in the check as distinct unknowns.
+    for (i, holder) in holders.iter_mut().enumerate() {
+        if *holder == NodeId([0; 32]) {
+            let mut id = [0xff; 32];
+            id[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            *holder = NodeId(id);
+        }
+    }
     placement::check(&holders, coding).map_err(|e| e.to_string())?;
     Ok(new)
-}
-
-/// Holds a flag up while work runs, and lowers it however the work ends.
-struct Busy<'a>(&'a AtomicBool);
-
-impl<'a> Busy<'a> {
-    fn new(flag: &'a AtomicBool, busy: bool) -> Option<Self> {
-        busy.then(|| {
-            flag.store(true, Ordering::Relaxed);
-            Self(flag)
-        })
-    }
-}
-
-impl Drop for Busy<'_> {
-    fn drop(&mut self) {
-        self.0.store(false, Ordering::Relaxed);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The LED shows "repairing" from this flag: it must be up for exactly
-    /// as long as a round has rebuilds or moves to do, however the round
-    /// ends (a failed repair returns early through `?` or panics).
-    #[test]
-    fn the_repairing_flag_is_up_only_while_there_is_work() {
-        let flag = AtomicBool::new(false);
-        {
-            let _idle = Busy::new(&flag, false);
-            assert!(!flag.load(Ordering::Relaxed));
-        }
-        {
-            let _busy = Busy::new(&flag, true);
-            assert!(flag.load(Ordering::Relaxed));
-        }
-        assert!(!flag.load(Ordering::Relaxed));
-        let unwound = std::panic::catch_unwind(|| {
-            let _busy = Busy::new(&flag, true);
-            panic!("a repair failed");
-        });
-        assert!(unwound.is_err());
-        assert!(!flag.load(Ordering::Relaxed));
-    }
 }
