@@ -70,6 +70,31 @@ impl Daemon {
         extra: &str,
         files: &[(&str, String)],
     ) -> Self {
+        Self::launch(ip, allow, env, extra, files, &|_| {})
+    }
+
+    /// Like [`Self::start_configured`], with `prepare` run on its
+    /// directory before it starts (to mount its disks, say). Lines of
+    /// `extra` before its first `[section]` go at the top of the file.
+    pub fn start_prepared(allow: &[NodeId], extra: &str, prepare: &dyn Fn(&Path)) -> Self {
+        Self::launch(
+            IpAddr::from([127, 0, 0, 1]),
+            allow,
+            &[],
+            extra,
+            &[],
+            prepare,
+        )
+    }
+
+    fn launch(
+        ip: IpAddr,
+        allow: &[NodeId],
+        env: &[(&str, &str)],
+        extra: &str,
+        files: &[(&str, String)],
+        prepare: &dyn Fn(&Path),
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         for (name, text) in files {
             let path = dir.path().join(name);
@@ -80,6 +105,14 @@ impl Daemon {
         std::fs::write(dir.path().join("board/button"), "0").unwrap();
         let disk = dir.path().join("disk1");
         std::fs::create_dir(&disk).unwrap();
+        prepare(dir.path());
+        let extra = extra.replace("{dir}", &dir.path().display().to_string());
+        let first_section = if extra.starts_with('[') {
+            0
+        } else {
+            extra.find("\n[").map_or(extra.len(), |at| at + 1)
+        };
+        let (top, sections) = extra.split_at(first_section);
         // A free port: bind, note, release.
         let port = UdpSocket::bind(SocketAddr::new(ip, 0))
             .unwrap()
@@ -95,11 +128,10 @@ impl Daemon {
         std::fs::write(
             &config,
             format!(
-                "state_dir = '{}'\nlisten = '{addr}'\ndisks = ['{}']\n[store]\nreserve_mib = 0\nmax_shard_mib = 2\nlease_gc_every_s = 1\n[network]\nmax_buffered_mib = 2\nallow = [{}]\n{}",
+                "state_dir = '{}'\nlisten = '{addr}'\ndisks = ['{}']\n{top}[store]\nreserve_mib = 0\nmax_shard_mib = 2\nlease_gc_every_s = 1\n[network]\nmax_buffered_mib = 2\nallow = [{}]\n{sections}",
                 dir.path().join("state").display(),
                 disk.display(),
                 allow.join(", "),
-                extra.replace("{dir}", &dir.path().display().to_string()),
             ),
         )
         .unwrap();

@@ -251,13 +251,30 @@ fn refusing_to_answer_while_up_counts_and_an_error_is_no_way_out() {
     steward.node_up(node(4));
     steward.round(now + 10_000).unwrap();
     assert!(!steward.is_bad(&node(4), now + 10_000));
-    // Up by gossip, but the steward's own requests go unanswered: after
-    // the grace it counts.
-    steward
-        .audited(&[(asked[0], AuditOutcome::Unanswered)], now + 10_000)
-        .unwrap();
+    // Up by gossip, but the steward's own requests go unanswered, again
+    // and again, for the whole grace: it counts.
+    for ask in 0..6 {
+        steward
+            .audited(
+                &[(asked[0], AuditOutcome::Unanswered)],
+                now + 10_000 + ask * 100,
+            )
+            .unwrap();
+    }
     steward.round(now + 10_000 + 599).unwrap();
     assert!(!steward.is_bad(&node(4), now + 10_599), "within the grace");
+    // Once it answers, its silence is forgiven.
+    let mut forgiven = steward_with(&[segment(1)]);
+    for ask in 0..6 {
+        forgiven
+            .audited(&[(asked[0], AuditOutcome::Unanswered)], now + ask * 100)
+            .unwrap();
+    }
+    forgiven
+        .audited(&[(asked[0], AuditOutcome::Passed)], now + 700)
+        .unwrap();
+    forgiven.round(now + 10_000).unwrap();
+    assert!(!forgiven.is_bad(&node(4), now + 10_000));
     let round = steward.round(now + 10_600).unwrap();
     assert!(steward.is_bad(&node(4), now + 10_600));
     assert_eq!(round.repairs.len(), 2, "its shards are rebuilt elsewhere");
