@@ -151,7 +151,7 @@ impl Default for StewardSection {
             tick_s: 30,
             max_segments_per_owner: 8_000_000,
             max_owners: 64,
-            repairs_in_flight: 32,
+            repairs_in_flight: 96,
         }
     }
 }

@@ -43,9 +43,11 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
 /// Longest a holder's "rate limited" is waited out before it counts.
 const RATE_LIMIT_PATIENCE: Duration = Duration::from_secs(30);
 /// Reads (or writes) at one holder at a time, across repairs.
-const PER_HOLDER: usize = 4;
+const PER_HOLDER: usize = 8;
 /// Audits in flight at once.
 const AUDITS_AT_ONCE: usize = 16;
+/// Longest a round waits for holders' missing-shard reports.
+const MISSING_WAIT: Duration = Duration::from_secs(5);
 /// Missing-shard entries taken from one holder per round, at most.
 const MISSING_PER_ROUND: usize = 65_536;
 
@@ -147,28 +149,44 @@ impl StewardService {
     ) {
         let limits = Arc::new(HolderLimits::default());
         let mut repairs: JoinSet<Finished> = JoinSet::new();
+        // Audits and renewals run beside the rounds, so a holder slow to
+        // answer never holds repairs up.
+        let mut checks: JoinSet<Checked> = JoinSet::new();
         let mut ticker = tokio::time::interval(self.config.tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let finished = tokio::select! {
-                _ = ticker.tick() => None,
-                Some(done) = repairs.join_next(), if !repairs.is_empty() => done.ok(),
+            let event = tokio::select! {
+                _ = ticker.tick() => Event::Tick,
+                Some(done) = repairs.join_next(), if !repairs.is_empty() => Event::Repaired(done.ok()),
+                Some(done) = checks.join_next(), if !checks.is_empty() => Event::Checked(done.ok()),
                 _ = stop.wait_for(|s| *s) => break,
             };
-            if let Some(done) = finished {
-                self.record(done).await;
-                // Refill freed slots now rather than a tick later, once
-                // half of them are free.
-                if repairs.len() * 2 > self.config.policy.repairs_in_flight {
+            match event {
+                Event::Tick => {}
+                Event::Repaired(done) => {
+                    if let Some(done) = done {
+                        self.record(done).await;
+                    }
+                    // Refill freed slots now rather than a tick later, once
+                    // half of them are free.
+                    if repairs.len() * 2 > self.config.policy.repairs_in_flight {
+                        continue;
+                    }
+                }
+                Event::Checked(done) => {
+                    if let Some(done) = done {
+                        self.record_checks(done).await;
+                    }
                     continue;
                 }
             }
             if lock(&self.table).is_empty() {
                 continue;
             }
-            let directory = directory(&gossip);
+            let (directory, up) = directory(&gossip);
             self.check_liveness(&gossip, &directory);
-            self.read_missing(&pool, &directory).await;
+            // A holder slow to answer is asked again next round.
+            let _ = tokio::time::timeout(MISSING_WAIT, self.read_missing(&pool, &directory)).await;
             let now = unix_now();
             let round = match self.with_table(move |t| t.round(now)).await {
                 Some(Ok(round)) => round,
@@ -184,9 +202,9 @@ impl StewardService {
                 moves,
                 renewals,
             } = round;
+            let directory = Arc::new(directory);
             if !rebuilds.is_empty() || !moves.is_empty() {
-                let candidates = Arc::new(candidates(&pool, &directory).await);
-                let directory = Arc::new(directory.clone());
+                let candidates = Arc::new(candidates(&pool, &directory, &up).await);
                 for task in rebuilds {
                     let (pool, directory, candidates, limits) = (
                         Arc::clone(&pool),
@@ -214,9 +232,21 @@ impl StewardService {
                 }
             }
             self.repairing.store(!repairs.is_empty(), Ordering::Relaxed);
-            self.run_audits(&pool, &directory, audits).await;
-            self.run_renewals(&pool, &directory, renewals).await;
+            if !audits.is_empty() {
+                let (pool, directory) = (Arc::clone(&pool), Arc::clone(&directory));
+                checks.spawn(
+                    async move { Checked::Audits(audit_all(&pool, &directory, audits).await) },
+                );
+            }
+            if !renewals.is_empty() {
+                let (pool, directory) = (Arc::clone(&pool), Arc::clone(&directory));
+                checks.spawn(async move {
+                    let outcomes = renew_all(&pool, &directory, &renewals).await;
+                    Checked::Renewals(renewals, outcomes)
+                });
+            }
         }
+        checks.shutdown().await;
         repairs.shutdown().await;
         self.repairing.store(false, Ordering::Relaxed);
     }
@@ -273,6 +303,11 @@ impl StewardService {
                 loop {
                     let (page, first, next) =
                         tokio::time::timeout(ANSWER_TIMEOUT, peer.missing(at)).await.ok()?.ok()?;
+                    if next < at {
+                        // The holder restarted: its report starts over.
+                        at = first;
+                        continue;
+                    }
                     if first > at {
                         debug!(node = %node.to_human(), "steward: the holder's missing-shard report moved past what was read");
                     }
@@ -317,98 +352,32 @@ impl StewardService {
         }
     }
 
-    async fn run_audits(
-        self: &Arc<Self>,
-        pool: &Arc<Pool>,
-        directory: &Directory,
-        tasks: Vec<AuditTask>,
-    ) {
-        if tasks.is_empty() {
-            return;
-        }
-        let gate = Arc::new(Semaphore::new(AUDITS_AT_ONCE));
-        let mut audits = JoinSet::new();
-        for task in tasks {
-            let addr = directory.get(&task.holder).map(|(a, _)| a.clone());
-            let (pool, gate) = (Arc::clone(pool), Arc::clone(&gate));
-            audits.spawn(async move {
-                let _turn = gate.acquire_owned().await;
-                (task, audit(&pool, &task, addr).await)
-            });
-        }
-        let results = audits.join_all().await;
-        for (task, outcome) in &results {
-            match outcome {
-                AuditOutcome::Failed | AuditOutcome::NotFound => warn!(
-                    holder = %task.holder.to_human(),
-                    shard = %task.shard,
-                    "steward: audit failed ({outcome:?}): the holder does not serve the shard it was given"
-                ),
-                AuditOutcome::Unanswered => {
-                    debug!(holder = %task.holder.to_human(), "steward: audit unanswered")
-                }
-                AuditOutcome::Passed => {}
-            }
-        }
+    /// Tells the table how a round's audits or renewals went.
+    async fn record_checks(self: &Arc<Self>, checked: Checked) {
         let now = unix_now();
-        if let Some(Err(e)) = self.with_table(move |t| t.audited(&results, now)).await {
-            warn!("steward: {e}");
-        }
-    }
-
-    async fn run_renewals(
-        self: &Arc<Self>,
-        pool: &Arc<Pool>,
-        directory: &Directory,
-        batch: RenewBatch,
-    ) {
-        if batch.is_empty() {
-            return;
-        }
-        let until = batch.until;
-        let mut asks = JoinSet::new();
-        for (holder, shards) in batch.holders.clone() {
-            let addr = directory.get(&holder).map(|(a, _)| a.clone());
-            let pool = Arc::clone(pool);
-            asks.spawn(async move {
-                let mut outcomes = Vec::with_capacity(shards.len());
-                let peer = match addr {
-                    Some(addr) => pool.peer(holder, &addr).await.ok(),
-                    None => None,
-                };
-                for chunk in shards.chunks(MAX_RENEW) {
-                    let answer = match &peer {
-                        Some(peer) => patiently(|| peer.renew_many(chunk.to_vec(), until)).await,
-                        None => Err(NetError::Refused("no address".into())),
-                    };
-                    match answer {
-                        Ok(found) => {
-                            outcomes.extend(chunk.iter().zip(found).map(|(shard, found)| {
-                                let outcome = if found {
-                                    RenewOutcome::Renewed
-                                } else {
-                                    RenewOutcome::NotFound
-                                };
-                                ((holder, *shard), outcome)
-                            }))
-                        }
-                        Err(_) => outcomes.extend(
-                            chunk
-                                .iter()
-                                .map(|shard| ((holder, *shard), RenewOutcome::Unanswered)),
+        let result = match checked {
+            Checked::Audits(results) => {
+                for (task, outcome) in &results {
+                    match outcome {
+                        AuditOutcome::Failed | AuditOutcome::NotFound => warn!(
+                            holder = %task.holder.to_human(),
+                            shard = %task.shard,
+                            "steward: audit failed ({outcome:?}): the holder does not serve the shard it was given"
                         ),
+                        AuditOutcome::Unanswered => {
+                            debug!(holder = %task.holder.to_human(), "steward: audit unanswered")
+                        }
+                        AuditOutcome::Passed => {}
                     }
                 }
-                outcomes
-            });
-        }
-        let outcomes: HashMap<(NodeId, ShardId), RenewOutcome> =
-            asks.join_all().await.into_iter().flatten().collect();
-        let now = unix_now();
-        if let Some(Err(e)) = self
-            .with_table(move |t| t.renewed(&batch, &outcomes, now))
-            .await
-        {
+                self.with_table(move |t| t.audited(&results, now)).await
+            }
+            Checked::Renewals(batch, outcomes) => {
+                self.with_table(move |t| t.renewed(&batch, &outcomes, now))
+                    .await
+            }
+        };
+        if let Some(Err(e)) = result {
             warn!("steward: {e}");
         }
     }
@@ -475,6 +444,82 @@ impl StewardService {
     }
 }
 
+/// What woke the steward's loop.
+enum Event {
+    Tick,
+    Repaired(Option<Finished>),
+    Checked(Option<Checked>),
+}
+
+/// A round's audits or renewals, done.
+enum Checked {
+    Audits(Vec<(AuditTask, AuditOutcome)>),
+    Renewals(RenewBatch, HashMap<(NodeId, ShardId), RenewOutcome>),
+}
+
+/// Runs a round's audits, a bounded number at once.
+async fn audit_all(
+    pool: &Arc<Pool>,
+    directory: &Directory,
+    tasks: Vec<AuditTask>,
+) -> Vec<(AuditTask, AuditOutcome)> {
+    let gate = Arc::new(Semaphore::new(AUDITS_AT_ONCE));
+    let mut audits = JoinSet::new();
+    for task in tasks {
+        let addr = directory.get(&task.holder).map(|(a, _)| a.clone());
+        let (pool, gate) = (Arc::clone(pool), Arc::clone(&gate));
+        audits.spawn(async move {
+            let _turn = gate.acquire_owned().await;
+            (task, audit(&pool, &task, addr).await)
+        });
+    }
+    audits.join_all().await
+}
+
+/// Renews a round's leases, one `RenewMany` per holder and chunk.
+async fn renew_all(
+    pool: &Arc<Pool>,
+    directory: &Directory,
+    batch: &RenewBatch,
+) -> HashMap<(NodeId, ShardId), RenewOutcome> {
+    let until = batch.until;
+    let mut asks = JoinSet::new();
+    for (holder, shards) in batch.holders.clone() {
+        let addr = directory.get(&holder).map(|(a, _)| a.clone());
+        let pool = Arc::clone(pool);
+        asks.spawn(async move {
+            let mut outcomes = Vec::with_capacity(shards.len());
+            let peer = match addr {
+                Some(addr) => pool.peer(holder, &addr).await.ok(),
+                None => None,
+            };
+            for chunk in shards.chunks(MAX_RENEW) {
+                let answer = match &peer {
+                    Some(peer) => patiently(|| peer.renew_many(chunk.to_vec(), until)).await,
+                    None => Err(NetError::Refused("no address".into())),
+                };
+                match answer {
+                    Ok(found) => outcomes.extend(chunk.iter().zip(found).map(|(shard, found)| {
+                        let outcome = if found {
+                            RenewOutcome::Renewed
+                        } else {
+                            RenewOutcome::NotFound
+                        };
+                        ((holder, *shard), outcome)
+                    })),
+                    Err(_) => outcomes.extend(
+                        chunk
+                            .iter()
+                            .map(|shard| ((holder, *shard), RenewOutcome::Unanswered)),
+                    ),
+                }
+            }
+            outcomes
+        });
+    }
+    asks.join_all().await.into_iter().flatten().collect()
+}
+
 /// A repair or move, ended.
 enum Finished {
     Repair(RepairTask, Result<RepairDone, Failure>),
@@ -524,20 +569,32 @@ impl HolderLimits {
 }
 
 /// Each member the swarm's gossip knows, with the address it advertises
-/// (membership is verified: only admitted members gossip).
-fn directory(gossip: &GossipService) -> Directory {
-    gossip
-        .members()
+/// (membership is verified: only admitted members gossip), and those that
+/// are up.
+fn directory(gossip: &GossipService) -> (Directory, HashSet<NodeId>) {
+    let members = gossip.members();
+    let up = members
+        .iter()
+        .filter(|m| m.up)
+        .map(|m| m.member.node)
+        .collect();
+    let directory = members
         .into_iter()
         .map(|m| (m.member.node, (m.member.addr, m.member.advert.site)))
-        .collect()
+        .collect();
+    (directory, up)
 }
 
-/// Every member that answers and is not draining, with its free space:
-/// asked once per round for all repairs the round starts.
-async fn candidates(pool: &Arc<Pool>, directory: &Directory) -> Vec<Candidate> {
+/// Every member that is up, answers and is not draining, with its free
+/// space: asked once per round for all repairs the round starts. (A member
+/// gossip says is down is not dialled: its probe would only time out.)
+async fn candidates(
+    pool: &Arc<Pool>,
+    directory: &Directory,
+    up: &HashSet<NodeId>,
+) -> Vec<Candidate> {
     let mut probes = JoinSet::new();
-    for (node, (addr, site)) in directory {
+    for (node, (addr, site)) in directory.iter().filter(|(node, _)| up.contains(node)) {
         let (pool, node, addr, site) = (Arc::clone(pool), *node, addr.clone(), site.clone());
         probes.spawn(async move {
             let (_, stat) = pool.probe(node, &addr).await?;

@@ -114,7 +114,7 @@ impl Default for StewardPolicy {
             renew_before_s: 30 * 24 * 3600,
             max_segments_per_owner: 8_000_000,
             max_owners: 64,
-            repairs_in_flight: 32,
+            repairs_in_flight: 96,
             sweep_per_round: 8192,
             renewals_per_round: 2048,
             audits_per_round: 512,
@@ -1255,7 +1255,7 @@ impl Steward {
             if done {
                 row.sweep = None;
                 if let Some(report) = self.missing.remove(&h) {
-                    row.missing_read = row.missing_read.max(report.read_to);
+                    row.missing_read = report.read_to;
                 }
             } else {
                 row.sweep = Some(last.saturating_add(1));
