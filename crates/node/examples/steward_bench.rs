@@ -178,7 +178,8 @@ fn main() {
         }
     }
     println!(
-        "  a holder of {held} shards down past the grace: {repaired} repairs handed out over {sweep_rounds} rounds (32 at a time); slowest round {:.1} ms",
+        "  a holder of {held} shards down past the grace: {repaired} repairs handed out over {sweep_rounds} rounds ({} at a time); slowest round {:.1} ms",
+        policy.repairs_in_flight,
         sweep_worst.as_secs_f64() * 1000.0
     );
     let round_ms = worst.max(sweep_worst).as_secs_f64() * 1000.0;
