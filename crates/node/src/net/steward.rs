@@ -417,23 +417,14 @@ impl StewardService {
                 })
                 .await
             }
-            Finished::Repair(task, Err(failure)) => {
+            Finished::Repair(RepairTask { segment, .. }, Err(failure))
+            | Finished::Move(MoveTask { segment, .. }, Err(failure)) => {
                 warn!(
-                    "steward: a repair failed and will be tried again: {}",
+                    "steward: a repair or move failed and will be tried again: {}",
                     failure.message
                 );
                 self.with_table(move |t| {
-                    t.repair_failed(task.segment, &failure.refused, &failure.unreachable, now)
-                })
-                .await
-            }
-            Finished::Move(task, Err(failure)) => {
-                warn!(
-                    "steward: moving a shard off a draining node failed and will be tried again: {}",
-                    failure.message
-                );
-                self.with_table(move |t| {
-                    t.repair_failed(task.segment, &failure.refused, &failure.unreachable, now)
+                    t.repair_failed(segment, &failure.refused, &failure.unreachable, now)
                 })
                 .await
             }
