@@ -141,6 +141,9 @@ impl TransferStats {
     }
 }
 
+/// Track requests a client keeps in flight to one steward.
+const TRACK_IN_FLIGHT: usize = 8;
+
 /// The owner's connection to their nodes.
 pub struct Swarm {
     pool: Pool,
@@ -830,7 +833,13 @@ impl Swarm {
     /// Tells the steward `steward` about `segments`, so it audits, repairs
     /// and renews them; returns how many segments it tracks for this owner.
     /// The steward finds the holders' addresses in its swarm's membership.
-    pub async fn track(&self, steward: NodeId, segments: &[SegmentRef]) -> Result<u64, SwarmError> {
+    /// Up to `TRACK_IN_FLIGHT` requests are in flight at once: the
+    /// steward commits the ones that arrive together in one go.
+    pub async fn track(
+        self: &Arc<Self>,
+        steward: NodeId,
+        segments: &[SegmentRef],
+    ) -> Result<u64, SwarmError> {
         let lease_until = unix_now() + LEASE.as_secs();
         let segments: Vec<TrackSegment> = segments
             .iter()
@@ -848,14 +857,28 @@ impl Swarm {
         let owner = self.keys.owner_id();
         let grant = self.steer_grant(&steward);
         let mut tracked = 0;
-        for batch in segments.chunks(MAX_TRACK) {
-            tracked = self
-                .patiently(steward, |peer| {
-                    let (grant, batch) = (grant.clone(), batch.to_vec());
-                    async move { peer.track(owner, grant, batch).await }
-                })
-                .await
+        let mut running = JoinSet::new();
+        let mut batches = segments.chunks(MAX_TRACK);
+        loop {
+            while running.len() < TRACK_IN_FLIGHT {
+                let Some(batch) = batches.next() else { break };
+                let (this, grant, batch) = (Arc::clone(self), grant.clone(), batch.to_vec());
+                running.spawn(async move {
+                    this.patiently(steward, |peer| {
+                        let (grant, batch) = (grant.clone(), batch.clone());
+                        async move { peer.track(owner, grant, batch).await }
+                    })
+                    .await
+                });
+            }
+            let Some(done) = running.join_next().await else {
+                break;
+            };
+            let count = done
+                .map_err(|e| SwarmError::Steward(e.to_string()))?
                 .map_err(|e| SwarmError::Steward(e.to_string()))?;
+            // Answers arrive in any order; the last commit saw them all.
+            tracked = tracked.max(count);
         }
         Ok(tracked)
     }

@@ -24,7 +24,7 @@ use tracing::{debug, info, warn};
 use super::gossip::GossipService;
 use crate::steward::{
     AuditOutcome, AuditTask, Missing, MoveTask, RenewBatch, RenewOutcome, RepairTask, Round,
-    SegmentId, Steward, StewardError, StewardPolicy, TrackedSegment, legacy,
+    SegmentId, Steward, StewardError, StewardPolicy, TrackGroup, TrackedSegment, legacy,
 };
 use cairn_client::placement::{self, Candidate};
 use cairn_client::segment::{self, Coding};
@@ -68,6 +68,8 @@ type Directory = BTreeMap<NodeId, (String, Option<String>)>;
 pub struct StewardService {
     config: StewardConfig,
     table: Mutex<Steward>,
+    /// Track requests in flight share commits.
+    tracks: TrackGroup,
     /// Set while repairs or moves run, for the LED and status.
     repairing: AtomicBool,
 }
@@ -83,6 +85,7 @@ impl StewardService {
         Ok(Self {
             config,
             table: Mutex::new(table),
+            tracks: TrackGroup::new(),
             repairing: AtomicBool::new(false),
         })
     }
@@ -108,7 +111,7 @@ impl StewardService {
                 lease_until: segment.lease_until,
             })
             .collect();
-        lock(&self.table).track(&owner, &segments, unix_now())
+        self.tracks.track(&self.table, owner, segments, unix_now)
     }
 
     /// Stops tracking those of `segments` that are `owner`'s (the owner

@@ -37,6 +37,8 @@
 //!   `audit_period_s`: audits go oldest first at the rate that period
 //!   needs, with a per-holder cap per round.
 
+mod group;
+mod ids;
 pub mod legacy;
 mod plan;
 pub mod table;
@@ -49,10 +51,12 @@ use serde::{Deserialize, Serialize};
 
 use cairn_client::segment::Coding;
 use cairn_proto::ids::{NodeId, OwnerId, ShardId};
+pub use group::TrackGroup;
+use ids::IdIndex;
 use plan::{Holders, Plan};
 use table::{
-    AUDIT_QUEUE, FORMAT, HOLDER_SHARDS, HOLDERS, HolderRow, LEASE_QUEUE, META, OWNERS,
-    REPAIR_PENDING, REPAIR_QUEUE, SEGMENT_IDS, SEGMENTS, SegmentRow, SlotRow, SlotState,
+    AUDIT_QUEUE, FORMAT, HOLDER_SHARDS, HOLDERS, HolderRow, ID_PREFIXES, LEASE_QUEUE, META, OWNERS,
+    REPAIR_PENDING, REPAIR_QUEUE, SEGMENT_IDS_V1, SEGMENTS, SegmentRow, SlotRow, SlotState,
 };
 
 /// The steward's settings.
@@ -123,7 +127,7 @@ impl Default for StewardPolicy {
 }
 
 /// Why the steward table cannot do what was asked.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StewardError {
     /// The table's file could not be read or written.
     #[error("the steward table {path}: {source}; check the state directory's disk")]
@@ -131,7 +135,7 @@ pub enum StewardError {
         /// The file (`memory` for a table kept in memory).
         path: PathBuf,
         /// The cause.
-        source: Box<redb::Error>,
+        source: std::sync::Arc<redb::Error>,
     },
     /// A row in the table is not one this program wrote.
     #[error(
@@ -406,6 +410,9 @@ pub struct Steward {
     audit_credit: f64,
     last_round: Option<u64>,
     audits_given: HashMap<u32, u64>,
+    /// Segment id → seq (prefixes; rows confirm).
+    ids: IdIndex,
+    commits: std::cell::Cell<u64>,
 }
 
 /// Bytes of redb page cache: the table itself stays on disk.
@@ -445,6 +452,8 @@ impl Steward {
             audit_credit: 0.0,
             last_round: None,
             audits_given: HashMap::new(),
+            ids: IdIndex::default(),
+            commits: std::cell::Cell::new(0),
         };
         let txn = steward.begin()?;
         {
@@ -455,6 +464,10 @@ impl Steward {
                 .map(|v| v.value());
             match format {
                 None => {
+                    meta.insert("format", FORMAT).map_err(|e| steward.err(e))?;
+                }
+                Some(1) => {
+                    steward.migrate_v1(&txn)?;
                     meta.insert("format", FORMAT).map_err(|e| steward.err(e))?;
                 }
                 Some(FORMAT) => {}
@@ -488,8 +501,24 @@ impl Steward {
             }
             // Create the other tables, so readers find them.
             txn.open_table(SEGMENTS).map_err(|e| steward.err(e))?;
-            txn.open_table(SEGMENT_IDS).map_err(|e| steward.err(e))?;
             txn.open_table(HOLDER_SHARDS).map_err(|e| steward.err(e))?;
+            let prefixes = txn.open_table(ID_PREFIXES).map_err(|e| steward.err(e))?;
+            let mut entries = Vec::with_capacity(steward.segments as usize);
+            for entry in prefixes.iter().map_err(|e| steward.err(e))? {
+                let (seq, prefix) = entry.map_err(|e| steward.err(e))?;
+                entries.push((prefix.value(), seq.value()));
+            }
+            steward.ids = IdIndex::from_entries(entries);
+            if steward.ids.len() as u64 != steward.segments {
+                return Err(StewardError::Damaged {
+                    path: steward.path.clone(),
+                    reason: format!(
+                        "{} segments counted, {} indexed",
+                        steward.segments,
+                        steward.ids.len()
+                    ),
+                });
+            }
             txn.open_table(OWNERS).map_err(|e| steward.err(e))?;
         }
         steward.commit(txn)?;
@@ -531,7 +560,165 @@ impl Steward {
         segments: &[TrackedSegment],
         now: u64,
     ) -> Result<u64, StewardError> {
+        self.track_many(&[(*owner, segments)], now)?
+            .pop()
+            .unwrap_or(Ok(0))
+    }
+
+    /// Several owners' Track requests in one durable commit (a group
+    /// commit: the commit's fixed cost is shared). Each request is taken
+    /// whole or refused whole, alone: one owner's refusal never touches
+    /// another's. The outer error is the table's; the inner ones are each
+    /// request's answer (how many segments its owner has now, or why not).
+    pub fn track_many<S: AsRef<[TrackedSegment]>>(
+        &mut self,
+        requests: &[(OwnerId, S)],
+        now: u64,
+    ) -> Result<Vec<Result<u64, StewardError>>, StewardError> {
         let max_lease = now.saturating_add(2 * self.policy.lease_s);
+        let mut results = Vec::with_capacity(requests.len());
+        // Segments added by this transaction, indexed once it commits.
+        let mut added: HashMap<[u8; 32], u64> = HashMap::new();
+        let txn = self.begin()?;
+        {
+            let mut owners = txn.open_table(OWNERS).map_err(|e| self.err(e))?;
+            let mut meta = txn.open_table(META).map_err(|e| self.err(e))?;
+            let mut next_seq = meta
+                .get("next_seq")
+                .map_err(|e| self.err(e))?
+                .map_or(0, |v| v.value());
+            let mut rows = txn.open_table(SEGMENTS).map_err(|e| self.err(e))?;
+            let mut prefixes = txn.open_table(ID_PREFIXES).map_err(|e| self.err(e))?;
+            let mut index = txn.open_table(HOLDER_SHARDS).map_err(|e| self.err(e))?;
+            let mut audits = txn.open_table(AUDIT_QUEUE).map_err(|e| self.err(e))?;
+            let mut leases = txn.open_table(LEASE_QUEUE).map_err(|e| self.err(e))?;
+            let mut owner_count = owners.len().map_err(|e| self.err(e))?;
+            for (owner, segments) in requests {
+                let segments = segments.as_ref();
+                if let Err(refused) = self.check_segments(segments, max_lease) {
+                    results.push(Err(refused));
+                    continue;
+                }
+                let had = owners
+                    .get(owner.0)
+                    .map_err(|e| self.err(e))?
+                    .map(|v| v.value());
+                if had.is_none() && owner_count >= self.policy.max_owners {
+                    results.push(Err(StewardError::TooManyOwners {
+                        limit: self.policy.max_owners,
+                    }));
+                    continue;
+                }
+                // Which segments are new, before anything is written: a
+                // request over its owner's cap is refused whole.
+                let ids: Vec<[u8; 32]> = segments.iter().map(|s| s.id().0).collect();
+                let mut known = Vec::with_capacity(ids.len());
+                let mut new = HashSet::new();
+                for id in &ids {
+                    let seq = match added.get(id) {
+                        Some(&seq) => Some(seq),
+                        None => self.find_in(&rows, id)?.map(|(seq, _)| seq),
+                    };
+                    if seq.is_none() {
+                        new.insert(*id);
+                    }
+                    known.push(seq);
+                }
+                let count = had.unwrap_or(0) + new.len() as u64;
+                if count > self.policy.max_segments_per_owner {
+                    results.push(Err(StewardError::OwnerFull {
+                        owner: owner.to_hex(),
+                        would: count,
+                        limit: self.policy.max_segments_per_owner,
+                    }));
+                    continue;
+                }
+                for ((segment, id), known) in segments.iter().zip(&ids).zip(known) {
+                    if let Some(seq) = known.or_else(|| added.get(id).copied()) {
+                        let mut row = self.row_in(&rows, seq)?;
+                        // Another owner's segment of the same bytes is left
+                        // alone, and this owner's steward keeps nothing for it.
+                        if row.owner == *owner && segment.lease_until > row.lease_until {
+                            leases
+                                .remove((row.lease_until, seq))
+                                .map_err(|e| self.err(e))?;
+                            row.lease_until = segment.lease_until;
+                            leases
+                                .insert((row.lease_until, seq), ())
+                                .map_err(|e| self.err(e))?;
+                            rows.insert(seq, row.encode().as_slice())
+                                .map_err(|e| self.err(e))?;
+                        }
+                        continue;
+                    }
+                    let seq = next_seq;
+                    next_seq += 1;
+                    let mut slots = Vec::with_capacity(segment.shards.len());
+                    let mut probation = false;
+                    for (i, (shard, node)) in segment.shards.iter().enumerate() {
+                        let holder = self.holder_number(*node);
+                        probation |= self.holders[holder as usize].probation_left > 0;
+                        index
+                            .insert((holder, seq, i as u8), shard.0)
+                            .map_err(|e| self.err(e))?;
+                        slots.push(SlotRow {
+                            shard: *shard,
+                            holder,
+                            state: SlotState::New,
+                        });
+                    }
+                    // A holder on probation earns trust by audits: first in line.
+                    let audited = if probation { 0 } else { now };
+                    let row = SegmentRow {
+                        id: *id,
+                        owner: *owner,
+                        k: segment.coding.k,
+                        m: segment.coding.m,
+                        shard_len: segment.shard_len,
+                        lease_until: segment.lease_until,
+                        audited,
+                        slots,
+                    };
+                    rows.insert(seq, row.encode().as_slice())
+                        .map_err(|e| self.err(e))?;
+                    prefixes
+                        .insert(seq, ids::prefix(id))
+                        .map_err(|e| self.err(e))?;
+                    audits.insert((audited, seq), ()).map_err(|e| self.err(e))?;
+                    leases
+                        .insert((row.lease_until, seq), ())
+                        .map_err(|e| self.err(e))?;
+                    added.insert(*id, seq);
+                }
+                if had.is_none() && count > 0 {
+                    owner_count += 1;
+                }
+                if had.unwrap_or(0) != count {
+                    owners.insert(owner.0, count).map_err(|e| self.err(e))?;
+                }
+                results.push(Ok(count));
+            }
+            if !added.is_empty() {
+                meta.insert("next_seq", next_seq).map_err(|e| self.err(e))?;
+                meta.insert("segments", self.segments + added.len() as u64)
+                    .map_err(|e| self.err(e))?;
+            }
+        }
+        self.save_holders(&txn)?;
+        self.commit(txn)?;
+        self.segments += added.len() as u64;
+        for (id, seq) in added {
+            self.ids.insert(&id, seq);
+        }
+        Ok(results)
+    }
+
+    /// Refuses a request with a segment that makes no sense.
+    fn check_segments(
+        &self,
+        segments: &[TrackedSegment],
+        max_lease: u64,
+    ) -> Result<(), StewardError> {
         for (index, segment) in segments.iter().enumerate() {
             let bad = |reason: String| StewardError::BadSegment { index, reason };
             segment.coding.validate().map_err(|e| bad(e.to_string()))?;
@@ -553,112 +740,39 @@ impl Steward {
                 )));
             }
         }
-        let txn = self.begin()?;
-        let count = {
-            let mut owners = txn.open_table(OWNERS).map_err(|e| self.err(e))?;
-            let mut count = match owners.get(owner.0).map_err(|e| self.err(e))? {
-                Some(v) => v.value(),
-                None => {
-                    if owners.len().map_err(|e| self.err(e))? >= self.policy.max_owners {
-                        return Err(StewardError::TooManyOwners {
-                            limit: self.policy.max_owners,
-                        });
-                    }
-                    0
-                }
-            };
-            let mut meta = txn.open_table(META).map_err(|e| self.err(e))?;
-            let mut next_seq = meta
-                .get("next_seq")
-                .map_err(|e| self.err(e))?
-                .map_or(0, |v| v.value());
-            let mut rows = txn.open_table(SEGMENTS).map_err(|e| self.err(e))?;
-            let mut ids = txn.open_table(SEGMENT_IDS).map_err(|e| self.err(e))?;
-            let mut index = txn.open_table(HOLDER_SHARDS).map_err(|e| self.err(e))?;
-            let mut audits = txn.open_table(AUDIT_QUEUE).map_err(|e| self.err(e))?;
-            let mut leases = txn.open_table(LEASE_QUEUE).map_err(|e| self.err(e))?;
-            let mut added = 0u64;
-            for segment in segments {
-                let id = segment.id();
-                let known = ids.get(id.0).map_err(|e| self.err(e))?.map(|v| v.value());
-                if let Some(seq) = known {
-                    let mut row = self.row_in(&rows, seq)?;
-                    if row.owner != *owner {
-                        // Another owner's segment of the same bytes: its
-                        // row is left alone, and this owner's steward
-                        // keeps nothing for it.
-                        continue;
-                    }
-                    if segment.lease_until > row.lease_until {
-                        leases
-                            .remove((row.lease_until, seq))
-                            .map_err(|e| self.err(e))?;
-                        row.lease_until = segment.lease_until;
-                        leases
-                            .insert((row.lease_until, seq), ())
-                            .map_err(|e| self.err(e))?;
-                        rows.insert(seq, row.encode().as_slice())
-                            .map_err(|e| self.err(e))?;
-                    }
-                    continue;
-                }
-                let seq = next_seq;
-                next_seq += 1;
-                let mut slots = Vec::with_capacity(segment.shards.len());
-                let mut probation = false;
-                for (i, (shard, node)) in segment.shards.iter().enumerate() {
-                    let holder = self.holder_number(*node);
-                    probation |= self.holders[holder as usize].probation_left > 0;
-                    index
-                        .insert((holder, seq, i as u8), shard.0)
-                        .map_err(|e| self.err(e))?;
-                    slots.push(SlotRow {
-                        shard: *shard,
-                        holder,
-                        state: SlotState::New,
-                    });
-                }
-                // A holder on probation earns trust by audits: first in line.
-                let audited = if probation { 0 } else { now };
-                let row = SegmentRow {
-                    id: id.0,
-                    owner: *owner,
-                    k: segment.coding.k,
-                    m: segment.coding.m,
-                    shard_len: segment.shard_len,
-                    lease_until: segment.lease_until,
-                    audited,
-                    slots,
-                };
-                rows.insert(seq, row.encode().as_slice())
-                    .map_err(|e| self.err(e))?;
-                ids.insert(id.0, seq).map_err(|e| self.err(e))?;
-                audits.insert((audited, seq), ()).map_err(|e| self.err(e))?;
-                leases
-                    .insert((row.lease_until, seq), ())
-                    .map_err(|e| self.err(e))?;
-                added += 1;
+        Ok(())
+    }
+
+    /// The seq and row of segment `id`, if tracked: the in-memory index
+    /// names candidates by prefix, the rows decide.
+    fn find_in(
+        &self,
+        rows: &impl ReadableTable<u64, &'static [u8]>,
+        id: &[u8; 32],
+    ) -> Result<Option<(u64, SegmentRow)>, StewardError> {
+        for seq in self.ids.candidates(id) {
+            let row = self.row_in(rows, seq)?;
+            if row.id == *id {
+                return Ok(Some((seq, row)));
             }
-            count += added;
-            if count > self.policy.max_segments_per_owner {
-                return Err(StewardError::OwnerFull {
-                    owner: owner.to_hex(),
-                    would: count,
-                    limit: self.policy.max_segments_per_owner,
-                });
-            }
-            if added > 0 {
-                owners.insert(owner.0, count).map_err(|e| self.err(e))?;
-                meta.insert("next_seq", next_seq).map_err(|e| self.err(e))?;
-                meta.insert("segments", self.segments + added)
+        }
+        Ok(None)
+    }
+
+    /// Moves a format 1 table's durable id index to `id_prefixes`.
+    fn migrate_v1(&self, txn: &WriteTransaction) -> Result<(), StewardError> {
+        {
+            let old = txn.open_table(SEGMENT_IDS_V1).map_err(|e| self.err(e))?;
+            let mut prefixes = txn.open_table(ID_PREFIXES).map_err(|e| self.err(e))?;
+            for entry in old.iter().map_err(|e| self.err(e))? {
+                let (id, seq) = entry.map_err(|e| self.err(e))?;
+                prefixes
+                    .insert(seq.value(), ids::prefix(&id.value()))
                     .map_err(|e| self.err(e))?;
             }
-            self.segments += added;
-            count
-        };
-        self.save_holders(&txn)?;
-        self.commit(txn)?;
-        Ok(count)
+        }
+        txn.delete_table(SEGMENT_IDS_V1).map_err(|e| self.err(e))?;
+        Ok(())
     }
 
     /// Stops tracking those of `segments` that are `owner`'s (the owner
@@ -671,8 +785,9 @@ impl Steward {
         segments: &[SegmentId],
     ) -> Result<u64, StewardError> {
         let txn = self.begin()?;
+        let mut gone = Vec::new();
         let count = {
-            let mut ids = txn.open_table(SEGMENT_IDS).map_err(|e| self.err(e))?;
+            let mut prefixes = txn.open_table(ID_PREFIXES).map_err(|e| self.err(e))?;
             let mut rows = txn.open_table(SEGMENTS).map_err(|e| self.err(e))?;
             let mut index = txn.open_table(HOLDER_SHARDS).map_err(|e| self.err(e))?;
             let mut audits = txn.open_table(AUDIT_QUEUE).map_err(|e| self.err(e))?;
@@ -680,15 +795,18 @@ impl Steward {
             let mut owners = txn.open_table(OWNERS).map_err(|e| self.err(e))?;
             let mut removed = 0;
             for id in segments {
-                let Some(seq) = ids.get(id.0).map_err(|e| self.err(e))?.map(|v| v.value()) else {
+                if gone.iter().any(|(g, _)| g == &id.0) {
+                    continue;
+                }
+                let Some((seq, row)) = self.find_in(&rows, &id.0)? else {
                     continue;
                 };
-                let row = self.row_in(&rows, seq)?;
                 if row.owner != *owner {
                     continue;
                 }
-                ids.remove(id.0).map_err(|e| self.err(e))?;
+                prefixes.remove(seq).map_err(|e| self.err(e))?;
                 rows.remove(seq).map_err(|e| self.err(e))?;
+                gone.push((id.0, seq));
                 for (i, slot) in row.slots.iter().enumerate() {
                     index
                         .remove((slot.holder, seq, i as u8))
@@ -723,6 +841,9 @@ impl Steward {
             count
         };
         self.commit(txn)?;
+        for (id, seq) in gone {
+            self.ids.remove(&id, seq);
+        }
         Ok(count)
     }
 
@@ -734,15 +855,13 @@ impl Steward {
         segments: &[SegmentId],
     ) -> Result<Vec<Option<Vec<NodeId>>>, StewardError> {
         let txn = self.db.begin_read().map_err(|e| self.err(e))?;
-        let ids = txn.open_table(SEGMENT_IDS).map_err(|e| self.err(e))?;
         let rows = txn.open_table(SEGMENTS).map_err(|e| self.err(e))?;
         let mut out = Vec::with_capacity(segments.len());
         for id in segments {
-            let Some(seq) = ids.get(id.0).map_err(|e| self.err(e))?.map(|v| v.value()) else {
+            let Some((_, row)) = self.find_in(&rows, &id.0)? else {
                 out.push(None);
                 continue;
             };
-            let row = self.row_in(&rows, seq)?;
             out.push((row.owner == *owner).then(|| {
                 row.slots
                     .iter()
@@ -1742,25 +1861,14 @@ impl Steward {
         txn: &WriteTransaction,
         segment: SegmentId,
     ) -> Result<Option<u64>, StewardError> {
-        let ids = txn.open_table(SEGMENT_IDS).map_err(|e| self.err(e))?;
-        Ok(ids
-            .get(segment.0)
-            .map_err(|e| self.err(e))?
-            .map(|v| v.value()))
+        let rows = txn.open_table(SEGMENTS).map_err(|e| self.err(e))?;
+        Ok(self.find_in(&rows, &segment.0)?.map(|(seq, _)| seq))
     }
 
     fn read_segment(&self, segment: SegmentId) -> Result<Option<(u64, SegmentRow)>, StewardError> {
         let txn = self.db.begin_read().map_err(|e| self.err(e))?;
-        let ids = txn.open_table(SEGMENT_IDS).map_err(|e| self.err(e))?;
-        let Some(seq) = ids
-            .get(segment.0)
-            .map_err(|e| self.err(e))?
-            .map(|v| v.value())
-        else {
-            return Ok(None);
-        };
         let rows = txn.open_table(SEGMENTS).map_err(|e| self.err(e))?;
-        Ok(Some((seq, self.row_in(&rows, seq)?)))
+        self.find_in(&rows, &segment.0)
     }
 
     fn row_in(
@@ -1832,7 +1940,14 @@ impl Steward {
     }
 
     fn commit(&self, txn: WriteTransaction) -> Result<(), StewardError> {
-        txn.commit().map_err(|e| self.err(e))
+        txn.commit().map_err(|e| self.err(e))?;
+        self.commits.set(self.commits.get() + 1);
+        Ok(())
+    }
+
+    /// Durable commits made since the table opened.
+    pub fn commits(&self) -> u64 {
+        self.commits.get()
     }
 
     fn err(&self, error: impl Into<redb::Error>) -> StewardError {
@@ -1843,7 +1958,7 @@ impl Steward {
 fn table_error(path: &Path, error: impl Into<redb::Error>) -> StewardError {
     StewardError::Table {
         path: path.to_owned(),
-        source: Box::new(error.into()),
+        source: std::sync::Arc::new(error.into()),
     }
 }
 

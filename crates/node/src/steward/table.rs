@@ -4,22 +4,27 @@
 //! tracked (`seq`), and the holder index, the audit queue and the lease
 //! queue are keyed by that number or by a time that moves forward, so a
 //! `Track` of 64 segments touches a few pages at the end of each table,
-//! not 64 random ones. Only the segment-id index takes random inserts.
+//! not 64 random ones. The segment-id index, whose inserts would be
+//! random, is kept in memory (`ids.rs`), built from `id_prefixes`.
 
 use redb::TableDefinition;
 use serde::{Deserialize, Serialize};
 
 use cairn_proto::ids::{NodeId, OwnerId, ShardId};
 
-/// The table format this code reads and writes.
-pub const FORMAT: u64 = 1;
+/// The table format this code reads and writes (format 1, with a
+/// durable id → seq index, is migrated when opened).
+pub const FORMAT: u64 = 2;
 
 /// Names → numbers: `format`, `next_seq`, `segments`.
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// seq → segment row.
 pub const SEGMENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("segments");
-/// Segment id → seq.
-pub const SEGMENT_IDS: TableDefinition<[u8; 32], u64> = TableDefinition::new("segment_ids");
+/// seq → the first 8 bytes of its segment id (little-endian), from which
+/// the in-memory id index is built when the table opens.
+pub const ID_PREFIXES: TableDefinition<u64, u64> = TableDefinition::new("id_prefixes");
+/// Format 1's segment id → seq index, read once to migrate.
+pub const SEGMENT_IDS_V1: TableDefinition<[u8; 32], u64> = TableDefinition::new("segment_ids");
 /// (holder number, seq, shard index) → shard id: what each holder holds.
 pub const HOLDER_SHARDS: TableDefinition<(u32, u64, u8), [u8; 32]> =
     TableDefinition::new("holder_shards");

@@ -622,6 +622,14 @@ fn the_table_survives_a_restart_and_refuses_a_newer_format() {
     let mut steward = Steward::open(&path, policy()).unwrap();
     assert_eq!(steward.len(), 2);
     assert_eq!(steward.count(&OWNER).unwrap(), 2);
+    // The id index is rebuilt from the table.
+    assert_eq!(
+        steward.locate(&OWNER, &[segment(2).id()]).unwrap()[0]
+            .as_ref()
+            .unwrap()
+            .len(),
+        6
+    );
     assert_eq!(steward.holders().len(), 6);
     // The moves handed out before the restart come up again once their
     // hour is up (nobody reported back).
@@ -639,4 +647,125 @@ fn the_table_survives_a_restart_and_refuses_a_newer_format() {
     }
     let refused = Steward::open(&path, policy()).err().unwrap();
     assert!(matches!(refused, StewardError::Format { .. }), "{refused}");
+}
+
+#[test]
+fn requests_committed_together_are_each_taken_or_refused_alone() {
+    let mut steward = Steward::in_memory(StewardPolicy {
+        max_segments_per_owner: 3,
+        max_owners: 2,
+        ..policy()
+    });
+    let other = OwnerId([8; 32]);
+    let mut bad = segment(9);
+    bad.shards.pop();
+    let commits = steward.commits();
+    let answers = steward
+        .track_many(
+            &[
+                (OWNER, vec![segment(1), segment(2), segment(1)]),
+                // Over the cap with what the first request added: refused whole.
+                (OWNER, vec![segment(3), segment(4)]),
+                (other, vec![bad]),
+                // The first owner's segment: not the other owner's to track.
+                (other, vec![segment(1), segment(5)]),
+                (OwnerId([7; 32]), vec![segment(6)]),
+                (OWNER, vec![segment(2), segment(3)]),
+            ],
+            0,
+        )
+        .unwrap();
+    assert_eq!(steward.commits(), commits + 1, "one durable commit");
+    let shown: Vec<String> = answers
+        .iter()
+        .map(|a| match a {
+            Ok(count) => count.to_string(),
+            Err(StewardError::OwnerFull { would, .. }) => format!("full {would}"),
+            Err(StewardError::BadSegment { index, .. }) => format!("bad {index}"),
+            Err(StewardError::TooManyOwners { .. }) => "owners".into(),
+            Err(e) => e.to_string(),
+        })
+        .collect();
+    assert_eq!(shown, ["2", "full 4", "bad 0", "1", "owners", "3"]);
+    assert_eq!(steward.len(), 4);
+    assert_eq!(steward.count(&OWNER).unwrap(), 3);
+    assert_eq!(steward.count(&other).unwrap(), 1);
+    assert_eq!(
+        steward
+            .locate(&other, &[segment(1).id(), segment(5).id()])
+            .unwrap()
+            .iter()
+            .map(Option::is_some)
+            .collect::<Vec<_>>(),
+        [false, true]
+    );
+    assert!(steward.locate(&OWNER, &[segment(4).id()]).unwrap()[0].is_none());
+}
+
+#[test]
+fn requests_from_many_threads_share_commits_and_each_gets_its_answer() {
+    let table = std::sync::Mutex::new(Steward::in_memory(policy()));
+    let group = TrackGroup::new();
+    std::thread::scope(|scope| {
+        for thread in 0..8u8 {
+            let (table, group) = (&table, &group);
+            scope.spawn(move || {
+                let owner = OwnerId([100 + thread; 32]);
+                for r in 0..6u8 {
+                    let mut mine = segment(1);
+                    for (i, (shard, _)) in mine.shards.iter_mut().enumerate() {
+                        *shard = ShardId([thread, r, i as u8, 0].repeat(8).try_into().unwrap());
+                    }
+                    let count = group.track(table, owner, vec![mine], || 0).unwrap();
+                    assert_eq!(count, u64::from(r) + 1, "its owner's own count");
+                }
+            });
+        }
+    });
+    let steward = table.into_inner().unwrap();
+    assert_eq!(steward.len(), 48);
+    assert!(steward.commits() <= 48);
+}
+
+#[test]
+fn a_format_1_table_is_migrated_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("steward.redb");
+    {
+        let mut steward = Steward::open(&path, policy()).unwrap();
+        steward.track(&OWNER, &[segment(1), segment(2)], 0).unwrap();
+    }
+    // Turn it into what format 1 kept: a durable id → seq index.
+    {
+        let db = Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let rows = txn.open_table(SEGMENTS).unwrap();
+            let mut ids = txn.open_table(SEGMENT_IDS_V1).unwrap();
+            for entry in rows.iter().unwrap() {
+                let (seq, row) = entry.unwrap();
+                let row = SegmentRow::decode(row.value()).unwrap();
+                ids.insert(row.id, seq.value()).unwrap();
+            }
+            txn.open_table(META).unwrap().insert("format", 1).unwrap();
+        }
+        txn.delete_table(ID_PREFIXES).unwrap();
+        txn.commit().unwrap();
+    }
+    let mut steward = Steward::open(&path, policy()).unwrap();
+    assert_eq!(steward.len(), 2);
+    assert!(steward.locate(&OWNER, &[segment(2).id()]).unwrap()[0].is_some());
+    assert_eq!(
+        steward.track(&OWNER, &[segment(1), segment(3)], 0).unwrap(),
+        3
+    );
+    drop(steward);
+    let db = Database::create(&path).unwrap();
+    let txn = db.begin_read().unwrap();
+    let meta = txn.open_table(META).unwrap();
+    assert_eq!(meta.get("format").unwrap().unwrap().value(), FORMAT);
+    assert!(
+        txn.open_table(SEGMENT_IDS_V1).is_err(),
+        "the old index is gone"
+    );
 }
