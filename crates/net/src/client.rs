@@ -89,10 +89,11 @@ impl Peer {
 
     /// A client-side endpoint on an ephemeral port.
     pub fn client_endpoint(bind: SocketAddr) -> Result<quinn::Endpoint, NetError> {
-        let mut endpoint = quinn::Endpoint::client(bind).map_err(|e| NetError::Connect {
-            addr: bind,
-            reason: e.to_string(),
-        })?;
+        let mut endpoint =
+            super::tls::bind_endpoint(bind, None).map_err(|e| NetError::Connect {
+                addr: bind,
+                reason: e.to_string(),
+            })?;
         let config =
             super::tls::client_config(&Default::default()).map_err(|e| NetError::Connect {
                 addr: bind,

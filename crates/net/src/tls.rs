@@ -69,6 +69,13 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(provider)
 }
 
+/// The largest UDP payload path MTU discovery tries: IPv4's largest
+/// datagram less its IP and UDP headers.
+const MTU_UPPER_BOUND: u16 = 65_535 - 20 - 8;
+
+/// UDP socket buffers asked for, each way.
+const SOCKET_BUFFER: usize = 4 << 20;
+
 fn transport(limits: &TransportLimits) -> Arc<quinn::TransportConfig> {
     let mut transport = quinn::TransportConfig::default();
     transport
@@ -85,6 +92,14 @@ fn transport(limits: &TransportLimits) -> Arc<quinn::TransportConfig> {
         .stream_receive_window((16u32 << 20).into())
         .receive_window((64u32 << 20).into())
         .send_window(64 << 20);
+    // Path MTU discovery searches up to the largest UDP payload instead of
+    // quinn's 1452: each packet costs a syscall's share, a header and an
+    // AEAD call, so a path that carries more (a jumbo-frame LAN, a local
+    // link) carries shards at a fraction of the CPU. Probes are padding,
+    // never data: a path that drops big packets settles at what passes.
+    let mut mtu = quinn::MtuDiscoveryConfig::default();
+    mtu.upper_bound(MTU_UPPER_BOUND);
+    transport.mtu_discovery_config(Some(mtu));
     Arc::new(transport)
 }
 
@@ -97,6 +112,34 @@ pub enum TlsError {
     /// rustls or quinn refused the configuration.
     #[error("cannot configure TLS: {0}")]
     Config(String),
+}
+
+/// A QUIC endpoint on a UDP socket bound to `addr`, accepting connections
+/// with `server` if given. Unlike quinn's own constructors it accepts UDP
+/// payloads as large as path MTU discovery may find (quinn's default
+/// stops at an Ethernet frame's, and tells peers so).
+pub fn bind_endpoint(
+    addr: std::net::SocketAddr,
+    server: Option<quinn::ServerConfig>,
+) -> std::io::Result<quinn::Endpoint> {
+    let domain = socket2::Domain::for_address(addr);
+    let socket = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
+    if addr.is_ipv6() {
+        // Dual-stack where the system allows it, as quinn's own client does.
+        let _ = socket.set_only_v6(false);
+    }
+    // Many shards arrive at once when a steward rebuilds a disk: with the
+    // kernel's default buffer, datagrams are dropped whenever this process
+    // is not scheduled in time, and QUIC takes each drop for congestion.
+    // The kernel caps these at net.core.[rw]mem_max (the image raises it).
+    let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
+    let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
+    socket.bind(&addr.into())?;
+    let mut config = quinn::EndpointConfig::default();
+    config
+        .max_udp_payload_size(MTU_UPPER_BOUND)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+    quinn::Endpoint::new(config, server, socket.into(), Arc::new(quinn::TokioRuntime))
 }
 
 /// The server side: a fresh self-signed certificate per start.

@@ -37,7 +37,7 @@ impl Server {
         services: Services,
     ) -> Result<Self, BindError> {
         let server_config = tls::server_config(&config.transport)?;
-        let mut endpoint = quinn::Endpoint::server(server_config, addr)
+        let mut endpoint = tls::bind_endpoint(addr, Some(server_config))
             .map_err(|source| BindError::Socket { addr, source })?;
         endpoint.set_default_client_config(tls::client_config(&config.transport)?);
         Ok(Self {

@@ -23,8 +23,8 @@ use tracing::{debug, info, warn};
 
 use super::gossip::GossipService;
 use crate::steward::{
-    AuditOutcome, AuditTask, Missing, MoveTask, RenewBatch, RenewOutcome, RepairTask, Round,
-    SegmentId, Steward, StewardError, StewardPolicy, TrackGroup, TrackedSegment, legacy,
+    AuditOutcome, AuditTask, Missing, MoveTask, RenewBatch, RenewOutcome, RepairEnd, RepairTask,
+    Round, SegmentId, Steward, StewardError, StewardPolicy, TrackGroup, TrackedSegment, legacy,
 };
 use cairn_client::placement::{self, Candidate};
 use cairn_client::segment::{self, Coding};
@@ -44,9 +44,11 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
 const RATE_LIMIT_PATIENCE: Duration = Duration::from_secs(30);
 /// Reads (or writes) at one holder at a time, across repairs.
 const PER_HOLDER: usize = 8;
+/// How long a probe of the members' free space serves placement.
+const CANDIDATES_FOR: Duration = Duration::from_secs(10);
 /// Audits in flight at once.
 const AUDITS_AT_ONCE: usize = 16;
-/// Longest a round waits for holders' missing-shard reports.
+/// Longest one read of the holders' missing-shard reports takes.
 const MISSING_WAIT: Duration = Duration::from_secs(5);
 /// Missing-shard entries taken from one holder per round, at most.
 const MISSING_PER_ROUND: usize = 65_536;
@@ -155,6 +157,8 @@ impl StewardService {
         // Audits and renewals run beside the rounds, so a holder slow to
         // answer never holds repairs up.
         let mut checks: JoinSet<Checked> = JoinSet::new();
+        let mut reading_missing = false;
+        let mut placing: Option<(std::time::Instant, HashSet<NodeId>, Arc<Vec<Candidate>>)> = None;
         let mut ticker = tokio::time::interval(self.config.tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -167,18 +171,22 @@ impl StewardService {
             match event {
                 Event::Tick => {}
                 Event::Repaired(done) => {
-                    if let Some(done) = done {
-                        self.record(done).await;
+                    // Every repair that has ended by now goes into one commit.
+                    let mut ended: Vec<Finished> = done.into_iter().collect();
+                    while let Some(more) = repairs.try_join_next() {
+                        ended.extend(more.ok());
                     }
+                    self.record(ended).await;
                     // Refill freed slots now rather than a tick later, once
-                    // half of them are free.
-                    if repairs.len() * 2 > self.config.policy.repairs_in_flight {
+                    // a quarter of them are free.
+                    if repairs.len() * 4 > self.config.policy.repairs_in_flight * 3 {
                         continue;
                     }
                 }
                 Event::Checked(done) => {
-                    if let Some(done) = done {
-                        self.record_checks(done).await;
+                    match done {
+                        Some(Checked::MissingRead) | None => reading_missing = false,
+                        Some(done) => self.record_checks(done).await,
                     }
                     continue;
                 }
@@ -188,8 +196,20 @@ impl StewardService {
             }
             let (directory, up) = directory(&gossip);
             self.check_liveness(&gossip, &directory);
-            // A holder slow to answer is asked again next round.
-            let _ = tokio::time::timeout(MISSING_WAIT, self.read_missing(&pool, &directory)).await;
+            // Beside the rounds, one at a time: a holder slow to answer
+            // never holds up the refill of repairs (it is asked again
+            // once this read ends).
+            if !reading_missing {
+                reading_missing = true;
+                let (this, pool, directory) =
+                    (Arc::clone(&self), Arc::clone(&pool), directory.clone());
+                checks.spawn(async move {
+                    let _ =
+                        tokio::time::timeout(MISSING_WAIT, this.read_missing(&pool, &directory))
+                            .await;
+                    Checked::MissingRead
+                });
+            }
             let now = unix_now();
             let round = match self.with_table(move |t| t.round(now)).await {
                 Some(Ok(round)) => round,
@@ -207,7 +227,21 @@ impl StewardService {
             } = round;
             let directory = Arc::new(directory);
             if !rebuilds.is_empty() || !moves.is_empty() {
-                let candidates = Arc::new(candidates(&pool, &directory, &up).await);
+                // Probed again when the members up change or the last
+                // probe is old: a disk's rebuild refills its repairs many
+                // times a second, and free space moves slowly (a holder
+                // that has filled up refuses, and the repair is retried).
+                let fresh = placing
+                    .as_ref()
+                    .filter(|(at, was_up, _)| at.elapsed() < CANDIDATES_FOR && was_up == &up);
+                let candidates = match fresh {
+                    Some((_, _, candidates)) => Arc::clone(candidates),
+                    None => {
+                        let found = Arc::new(candidates(&pool, &directory, &up).await);
+                        placing = Some((std::time::Instant::now(), up.clone(), Arc::clone(&found)));
+                        found
+                    }
+                };
                 for task in rebuilds {
                     let (pool, directory, candidates, limits) = (
                         Arc::clone(&pool),
@@ -359,6 +393,7 @@ impl StewardService {
     async fn record_checks(self: &Arc<Self>, checked: Checked) {
         let now = unix_now();
         let result = match checked {
+            Checked::MissingRead => return,
             Checked::Audits(results) => {
                 for (task, outcome) in &results {
                     match outcome {
@@ -385,57 +420,128 @@ impl StewardService {
         }
     }
 
-    /// Tells the table how a repair or move ended.
-    async fn record(self: &Arc<Self>, done: Finished) {
+    /// Tells the table how repairs and moves ended, in one commit.
+    async fn record(self: &Arc<Self>, ended: Vec<Finished>) {
         let now = unix_now();
-        let result = match done {
-            Finished::Repair(task, Ok(done)) => {
-                info!(
-                    "steward: repaired a segment: rebuilt {} shard(s) from {} read ({} bytes read, {} written)",
-                    done.moved.len(),
-                    task.coding.k,
-                    done.read,
-                    done.written
-                );
-                self.with_table(move |t| t.repaired(task.segment, &done.moved, now))
-                    .await
+        let mut ends = Vec::with_capacity(ended.len());
+        let mut drained_from = Vec::new();
+        for done in ended {
+            match done {
+                Finished::Repair(task, Ok(done)) => {
+                    info!(
+                        "steward: repaired a segment: rebuilt {} shard(s) from {} read ({} bytes read, {} written)",
+                        done.moved.len(),
+                        task.coding.k,
+                        done.read,
+                        done.written
+                    );
+                    ends.push(RepairEnd::Done {
+                        segment: task.segment,
+                        moved: done.moved,
+                    });
+                }
+                Finished::Move(task, Ok((to, bytes))) => {
+                    info!(
+                        "steward: moved shard {} ({bytes} bytes) off draining node {} to {}",
+                        task.shard.1,
+                        task.from.to_human(),
+                        to.to_human()
+                    );
+                    drained_from.push(task.from);
+                    ends.push(RepairEnd::Done {
+                        segment: task.segment,
+                        moved: vec![(task.shard.0, to)],
+                    });
+                }
+                Finished::Repair(RepairTask { segment, .. }, Err(failure))
+                | Finished::Move(MoveTask { segment, .. }, Err(failure)) => {
+                    warn!(
+                        "steward: a repair or move failed and will be tried again: {}",
+                        failure.message
+                    );
+                    ends.push(RepairEnd::Failed {
+                        segment,
+                        refused: failure.refused,
+                        unreachable: failure.unreachable,
+                    });
+                }
             }
-            Finished::Move(task, Ok((to, bytes))) => {
-                info!(
-                    "steward: moved shard {} ({bytes} bytes) off draining node {} to {}",
-                    task.shard.1,
-                    task.from.to_human(),
-                    to.to_human()
-                );
-                let from = task.from;
-                self.with_table(move |t| {
-                    t.repaired(task.segment, &[(task.shard.0, to)], now)?;
+        }
+        drained_from.sort();
+        drained_from.dedup();
+        let result = self
+            .with_table(move |t| {
+                t.repairs_ended(&ends, now)?;
+                for from in drained_from {
                     if !t.holds_any(&from)? {
                         info!(
                             "steward: node {} holds none of the shards this steward keeps any more",
                             from.to_human()
                         );
                     }
-                    Ok(())
-                })
-                .await
-            }
-            Finished::Repair(RepairTask { segment, .. }, Err(failure))
-            | Finished::Move(MoveTask { segment, .. }, Err(failure)) => {
-                warn!(
-                    "steward: a repair or move failed and will be tried again: {}",
-                    failure.message
-                );
-                self.with_table(move |t| {
-                    t.repair_failed(segment, &failure.refused, &failure.unreachable, now)
-                })
-                .await
-            }
-        };
+                }
+                Ok::<(), StewardError>(())
+            })
+            .await;
         if let Some(Err(e)) = result {
             warn!("steward: {e}");
         }
     }
+}
+
+/// Rebuilds the `lost` shards from unchecked sources and checks each
+/// against its id. `Ok(Err(liars))`: the rebuilt bytes are wrong because
+/// these sources (index, holder, shard) served bytes that are not their
+/// shards; `Err`: the rebuild failed for another reason.
+fn rebuild_checked(
+    coding: Coding,
+    have: &[Source],
+    lost: &[(usize, ShardId)],
+) -> Result<Result<Rebuilt, Liars>, String> {
+    let refs: Vec<(usize, &[u8])> = have.iter().map(|s| (s.index, s.bytes.as_slice())).collect();
+    let want: Vec<usize> = lost.iter().map(|(i, _)| *i).collect();
+    let rebuilt = segment::rebuild(coding, &refs, &want).map_err(|e| e.to_string())?;
+    let wrong = rebuilt
+        .iter()
+        .zip(lost)
+        .find(|((_, bytes), (_, expected))| ShardId::of(bytes) != *expected);
+    let Some(((index, _), (_, expected))) = wrong else {
+        return Ok(Ok(rebuilt));
+    };
+    let liars: Liars = have
+        .iter()
+        .filter(|s| ShardId::of(&s.bytes) != s.shard)
+        .map(|s| (s.index, s.holder, s.shard))
+        .collect();
+    if liars.is_empty() {
+        return Err(format!(
+            "rebuilt shard {index} does not hash to {expected}; not stored"
+        ));
+    }
+    Ok(Err(liars))
+}
+
+/// Rebuilt shards: (index, bytes).
+type Rebuilt = Vec<(usize, Vec<u8>)>;
+
+/// Sources that served bytes other than their shards: (index, holder, shard).
+type Liars = Vec<(usize, NodeId, ShardId)>;
+
+/// A source shard read for a repair, not yet checked.
+struct Source {
+    index: usize,
+    shard: ShardId,
+    holder: NodeId,
+    bytes: Vec<u8>,
+}
+
+/// Whether a read shard is hashed against its id as it arrives.
+#[derive(Clone, Copy)]
+enum Check {
+    /// Now: the bytes go on as they are.
+    Now,
+    /// By the caller, once it knows whether it must.
+    ByCaller,
 }
 
 /// What woke the steward's loop.
@@ -449,6 +555,8 @@ enum Event {
 enum Checked {
     Audits(Vec<(AuditTask, AuditOutcome)>),
     Renewals(RenewBatch, HashMap<(NodeId, ShardId), RenewOutcome>),
+    /// Holders' missing-shard reports were read (and handed to the table).
+    MissingRead,
 }
 
 /// Runs a round's audits, a bounded number at once.
@@ -689,6 +797,7 @@ async fn read_source(
     directory: &Directory,
     holder: NodeId,
     shard: ShardId,
+    check: Check,
 ) -> Result<Vec<u8>, (bool, String)> {
     let addr = directory
         .get(&holder)
@@ -704,26 +813,30 @@ async fn read_source(
         .peer(holder, &addr)
         .await
         .map_err(|e| (true, format!("source {}: {e}", holder.to_human())))?;
-    patiently(|| peer.get(shard))
-        .await
-        .map(|bytes| bytes.to_vec())
-        .map_err(|e| {
-            (
-                unreachable(&e),
-                format!("reading shard {shard} from {}: {e}", holder.to_human()),
-            )
-        })
+    let read = match check {
+        Check::Now => patiently(|| peer.get(shard)).await,
+        Check::ByCaller => patiently(|| peer.get_raw(shard, None)).await,
+    };
+    read.map_err(|e| {
+        (
+            unreachable(&e),
+            format!("reading shard {shard} from {}: {e}", holder.to_human()),
+        )
+    })
 }
 
 /// Reads k of the task's sources at once; a source that fails is
-/// replaced by the next healthy one at once.
+/// replaced by the next healthy one at once. The bytes are not checked
+/// here: the rebuilt shards are, and only if they fail are the sources
+/// hashed to find which one lied (an MDS code's every output depends on
+/// every input, so a wrong source never goes unnoticed).
 async fn read_k(
     pool: &Arc<Pool>,
     limits: &Arc<HolderLimits>,
     directory: &Arc<Directory>,
     k: usize,
     sources: &[(usize, ShardId, NodeId)],
-) -> Result<(Vec<(usize, Vec<u8>)>, Failure), Failure> {
+) -> Result<(Vec<Source>, Failure), Failure> {
     let mut failure = Failure::default();
     let mut have = Vec::with_capacity(k);
     let mut next = 0;
@@ -732,8 +845,9 @@ async fn read_k(
         let (pool, limits, directory) =
             (Arc::clone(pool), Arc::clone(limits), Arc::clone(directory));
         reads.spawn(async move {
-            let read = read_source(&pool, &limits, &directory, holder, shard).await;
-            (index, holder, read)
+            let read =
+                read_source(&pool, &limits, &directory, holder, shard, Check::ByCaller).await;
+            (index, holder, shard, read)
         });
     };
     while next < sources.len() && next < k {
@@ -741,11 +855,16 @@ async fn read_k(
         next += 1;
     }
     while let Some(joined) = reads.join_next().await {
-        let Ok((index, holder, read)) = joined else {
+        let Ok((index, holder, shard, read)) = joined else {
             continue;
         };
         match read {
-            Ok(bytes) => have.push((index, bytes)),
+            Ok(bytes) => have.push(Source {
+                index,
+                shard,
+                holder,
+                bytes,
+            }),
             Err((unreachable, message)) => {
                 if unreachable {
                     failure.unreachable.push(holder);
@@ -788,23 +907,32 @@ async fn repair(
 ) -> Result<RepairDone, Failure> {
     let k = usize::from(task.coding.k);
     let (have, blamed) = read_k(pool, limits, directory, k, &task.sources).await?;
-    let read: u64 = have.iter().map(|(_, b)| b.len() as u64).sum();
-    let want: Vec<usize> = task.lost.iter().map(|(i, _)| *i).collect();
-    let coding = task.coding;
-    let rebuilt = tokio::task::spawn_blocking(move || {
-        let refs: Vec<(usize, &[u8])> = have.iter().map(|(i, b)| (*i, b.as_slice())).collect();
-        segment::rebuild(coding, &refs, &want)
-    })
-    .await
-    .map_err(|e| Failure::new(e.to_string()))?
-    .map_err(|e| Failure::new(e.to_string()))?;
-    for ((index, bytes), (_, expected)) in rebuilt.iter().zip(&task.lost) {
-        if ShardId::of(bytes) != *expected {
-            return Err(Failure::new(format!(
-                "rebuilt shard {index} does not hash to {expected}: a source lied; not stored"
-            )));
+    let read: u64 = have.iter().map(|s| s.bytes.len() as u64).sum();
+    let (coding, lost) = (task.coding, task.lost.clone());
+    let rebuilt = tokio::task::spawn_blocking(move || rebuild_checked(coding, &have, &lost))
+        .await
+        .map_err(|e| Failure::new(e.to_string()))?
+        .map_err(Failure::new)?;
+    let rebuilt = match rebuilt {
+        Ok(rebuilt) => rebuilt,
+        Err(liars) => {
+            let message = liars
+                .iter()
+                .map(|(_, holder, shard)| {
+                    format!(
+                        "node {} served bytes that are not shard {shard}",
+                        holder.to_human()
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("; ");
+            return Err(Failure {
+                message: format!("{message}; nothing rebuilt from them was stored"),
+                refused: liars.iter().map(|(i, h, _)| (*i, *h)).collect(),
+                unreachable: Vec::new(),
+            });
         }
-    }
+    };
     let keep: Vec<(usize, NodeId)> = task.keep.clone();
     let mut written = 0;
     let mut moved = Vec::new();
@@ -823,9 +951,13 @@ async fn repair(
         },
     )
     .map_err(Failure::new)?;
-    for ((index, bytes), node) in rebuilt.into_iter().zip(new) {
-        let (pool, directory, limits) =
-            (Arc::clone(pool), Arc::clone(directory), Arc::clone(limits));
+    for (((index, bytes), (_, id)), node) in rebuilt.into_iter().zip(&task.lost).zip(new) {
+        let (pool, directory, limits, id) = (
+            Arc::clone(pool),
+            Arc::clone(directory),
+            Arc::clone(limits),
+            *id,
+        );
         let (owner, lease_until) = (task.owner, task.lease_until);
         stores.spawn(async move {
             let len = bytes.len() as u64;
@@ -834,9 +966,9 @@ async fn repair(
                 &directory,
                 &limits,
                 node,
+                id,
                 bytes.into(),
-                owner,
-                lease_until,
+                (owner, lease_until),
             )
             .await;
             (index, node, len, stored)
@@ -886,7 +1018,7 @@ async fn move_shard(
     limits: &Arc<HolderLimits>,
 ) -> Result<(NodeId, u64), Failure> {
     let (index, shard) = task.shard;
-    let bytes = read_source(pool, limits, directory, task.from, shard)
+    let bytes = read_source(pool, limits, directory, task.from, shard, Check::Now)
         .await
         .map_err(|(unreachable, message)| Failure {
             message,
@@ -918,24 +1050,25 @@ async fn move_shard(
         directory,
         limits,
         to,
+        shard,
         bytes.into(),
-        task.owner,
-        task.lease_until,
+        (task.owner, task.lease_until),
     )
     .await
     .map_err(Failure::new)?;
     Ok((to, len))
 }
 
-/// Stores `bytes` (a shard, named by its hash) on `node` under `owner`.
+/// Stores shard `id` (`bytes`, checked against it by the caller) on
+/// `node` under `owner`.
 async fn store_on(
     pool: &Pool,
     directory: &Directory,
     limits: &HolderLimits,
     node: NodeId,
+    id: ShardId,
     bytes: bytes::Bytes,
-    owner: OwnerId,
-    lease_until: u64,
+    (owner, lease_until): (OwnerId, u64),
 ) -> Result<(), String> {
     let addr = directory
         .get(&node)
@@ -946,7 +1079,6 @@ async fn store_on(
         .peer(node, &addr)
         .await
         .map_err(|e| format!("new holder {}: {e}", node.to_human()))?;
-    let id = ShardId::of(&bytes);
     patiently(|| peer.put(id, bytes.clone(), owner, lease_until))
         .await
         .map(|_| ())
@@ -1021,4 +1153,52 @@ fn place_new(
     }
     placement::check(&holders, coding).map_err(|e| e.to_string())?;
     Ok(new)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A source that serves other bytes is named, and nothing rebuilt
+    /// from it passes; honest sources rebuild the lost shard exactly.
+    #[test]
+    fn a_lying_source_is_found_only_when_the_rebuilt_shard_is_wrong() {
+        let coding = Coding { k: 4, m: 2 };
+        let sealed = segment::seal(&[3; 32], coding, &[7u8; 10_000]).unwrap();
+        let holder = |i: usize| NodeId([i as u8; 32]);
+        let sources = |corrupt: Option<usize>| -> Vec<Source> {
+            [0usize, 2, 3, 5]
+                .iter()
+                .map(|&i| {
+                    let (shard, bytes) = &sealed.shards[i];
+                    let mut bytes = bytes.clone();
+                    if corrupt == Some(i) {
+                        bytes[17] ^= 1;
+                    }
+                    Source {
+                        index: i,
+                        shard: *shard,
+                        holder: holder(i),
+                        bytes,
+                    }
+                })
+                .collect()
+        };
+        let lost = [(1, sealed.shards[1].0), (4, sealed.shards[4].0)];
+        let rebuilt = rebuild_checked(coding, &sources(None), &lost)
+            .unwrap()
+            .unwrap();
+        assert_eq!(rebuilt[0].1, sealed.shards[1].1);
+        assert_eq!(rebuilt[1].1, sealed.shards[4].1);
+        for liar in [0, 2, 3, 5] {
+            let blamed = rebuild_checked(coding, &sources(Some(liar)), &lost)
+                .unwrap()
+                .unwrap_err();
+            assert_eq!(blamed, [(liar, holder(liar), sealed.shards[liar].0)]);
+        }
+        // Sources that are right but rebuild something else (a wrong id
+        // asked for): nobody is blamed.
+        let wrong_id = [(1, ShardId([0; 32]))];
+        assert!(rebuild_checked(coding, &sources(None), &wrong_id).is_err());
+    }
 }

@@ -187,6 +187,28 @@ pub enum StewardError {
     },
 }
 
+/// How a repair or move handed out by a round ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RepairEnd {
+    /// Done: each rebuilt or moved shard (by index) and its new holder.
+    Done {
+        /// The segment.
+        segment: SegmentId,
+        /// (shard index, new holder).
+        moved: Vec<(usize, NodeId)>,
+    },
+    /// Not finished; it is handed out again.
+    Failed {
+        /// The segment.
+        segment: SegmentId,
+        /// Sources that answered a read with an error or not at all
+        /// while connected: their shards count as lost there.
+        refused: Vec<(usize, NodeId)>,
+        /// Sources that could not be dialled.
+        unreachable: Vec<NodeId>,
+    },
+}
+
 /// A segment as the owner's client reports it after storing it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TrackedSegment {
@@ -1083,8 +1105,47 @@ impl Steward {
         moved: &[(usize, NodeId)],
         now: u64,
     ) -> Result<(), StewardError> {
+        self.repairs_ended(
+            &[RepairEnd::Done {
+                segment,
+                moved: moved.to_vec(),
+            }],
+            now,
+        )
+    }
+
+    /// Records repairs and moves that ended, in one durable commit (they
+    /// end many a second when a disk is rebuilt; a commit each would
+    /// queue them behind the disk's sync).
+    pub fn repairs_ended(&mut self, ended: &[RepairEnd], now: u64) -> Result<(), StewardError> {
+        if ended.is_empty() {
+            return Ok(());
+        }
         let txn = self.begin()?;
-        if let Some(seq) = self.seq_of(&txn, segment)? {
+        for end in ended {
+            match end {
+                RepairEnd::Done { segment, moved } => {
+                    self.repaired_in(&txn, *segment, moved, now)?;
+                }
+                RepairEnd::Failed {
+                    segment,
+                    refused,
+                    unreachable,
+                } => self.repair_failed_in(&txn, *segment, refused, unreachable, now)?,
+            }
+        }
+        self.save_holders(&txn)?;
+        self.commit(txn)
+    }
+
+    fn repaired_in(
+        &mut self,
+        txn: &WriteTransaction,
+        segment: SegmentId,
+        moved: &[(usize, NodeId)],
+        now: u64,
+    ) -> Result<(), StewardError> {
+        if let Some(seq) = self.seq_of(txn, segment)? {
             self.in_flight.remove(&seq);
             self.attempts.remove(&seq);
             let mut rows = txn.open_table(SEGMENTS).map_err(|e| self.err(e))?;
@@ -1115,10 +1176,9 @@ impl Steward {
             rows.insert(seq, row.encode().as_slice())
                 .map_err(|e| self.err(e))?;
             drop((rows, index));
-            self.queue_repair(&txn, seq, now, true)?;
+            self.queue_repair(txn, seq, now, true)?;
         }
-        self.save_holders(&txn)?;
-        self.commit(txn)
+        Ok(())
     }
 
     /// A repair or move could not be finished. `refused`: sources that
@@ -1133,15 +1193,32 @@ impl Steward {
         unreachable: &[NodeId],
         now: u64,
     ) -> Result<(), StewardError> {
-        let txn = self.begin()?;
-        if let Some(seq) = self.seq_of(&txn, segment)? {
+        self.repairs_ended(
+            &[RepairEnd::Failed {
+                segment,
+                refused: refused.to_vec(),
+                unreachable: unreachable.to_vec(),
+            }],
+            now,
+        )
+    }
+
+    fn repair_failed_in(
+        &mut self,
+        txn: &WriteTransaction,
+        segment: SegmentId,
+        refused: &[(usize, NodeId)],
+        unreachable: &[NodeId],
+        now: u64,
+    ) -> Result<(), StewardError> {
+        if let Some(seq) = self.seq_of(txn, segment)? {
             self.in_flight.remove(&seq);
             let attempt = self.attempts.entry(seq).or_default();
             *attempt = attempt.saturating_add(1);
             let backoff = 30u64 << (*attempt).min(7);
             for &(i, node) in refused {
                 let h = self.holder_number(node);
-                self.fail_slot(&txn, segment, i, h, Blame::Read, now)?;
+                self.fail_slot(txn, segment, i, h, Blame::Read, now)?;
             }
             for node in unreachable {
                 let h = self.holder_number(*node);
@@ -1152,10 +1229,9 @@ impl Steward {
             } else {
                 now
             };
-            self.queue_repair(&txn, seq, at, true)?;
+            self.queue_repair(txn, seq, at, true)?;
         }
-        self.save_holders(&txn)?;
-        self.commit(txn)
+        Ok(())
     }
 
     /// Records how a round's renewals went, in one transaction: a segment

@@ -769,3 +769,41 @@ fn a_format_1_table_is_migrated_on_open() {
         "the old index is gone"
     );
 }
+
+#[test]
+fn repairs_that_end_together_are_recorded_in_one_commit() {
+    let mut steward = steward_with(&[segment(1), segment(2)]);
+    steward.node_down(node(3), 100);
+    let round = steward.round(800).unwrap();
+    assert_eq!(round.repairs.len(), 2);
+    let commits = steward.commits();
+    steward
+        .repairs_ended(
+            &[
+                RepairEnd::Done {
+                    segment: segment(1).id(),
+                    moved: vec![(2, node(9))],
+                },
+                RepairEnd::Failed {
+                    segment: segment(2).id(),
+                    refused: vec![],
+                    unreachable: vec![node(4)],
+                },
+            ],
+            801,
+        )
+        .unwrap();
+    assert_eq!(steward.commits(), commits + 1);
+    assert_eq!(
+        steward.locate(&OWNER, &[segment(1).id()]).unwrap()[0]
+            .as_ref()
+            .unwrap()[2],
+        node(9)
+    );
+    // The failed one is handed out again after its backoff, the done one not.
+    let again = steward.round(801 + 3600).unwrap();
+    assert_eq!(
+        again.repairs.iter().map(|t| t.segment).collect::<Vec<_>>(),
+        [segment(2).id()]
+    );
+}

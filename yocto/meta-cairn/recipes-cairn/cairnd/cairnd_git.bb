@@ -29,6 +29,8 @@ do_install:append() {
     install -d ${D}${nonarch_libdir}/sysusers.d ${D}${nonarch_libdir}/tmpfiles.d
     install -m 0644 ${S}/systemd/sysusers.d/cairn.conf ${D}${nonarch_libdir}/sysusers.d/
     install -m 0644 ${S}/systemd/tmpfiles.d/cairn.conf ${D}${nonarch_libdir}/tmpfiles.d/
+    install -d ${D}${nonarch_libdir}/sysctl.d
+    install -m 0644 ${S}/systemd/sysctl.d/cairn.conf ${D}${nonarch_libdir}/sysctl.d/60-cairn.conf
     install -d ${D}${nonarch_base_libdir}/udev/rules.d
     install -m 0644 ${S}/systemd/udev/99-cairn.rules ${D}${nonarch_base_libdir}/udev/rules.d/
     install -d ${D}${nonarch_libdir}/cairn
@@ -44,6 +46,7 @@ USERADD_PARAM:${PN} = "--system --home-dir ${localstatedir}/lib/cairn --no-creat
 
 FILES:${PN} += "${nonarch_libdir}/sysusers.d \
                 ${nonarch_libdir}/tmpfiles.d \
+                ${nonarch_libdir}/sysctl.d \
                 ${nonarch_base_libdir}/udev/rules.d \
                 ${nonarch_libdir}/cairn \
 "
