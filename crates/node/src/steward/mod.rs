@@ -532,14 +532,18 @@ impl Steward {
             }
             steward.ids = IdIndex::from_entries(entries);
             if steward.ids.len() as u64 != steward.segments {
-                return Err(StewardError::Damaged {
-                    path: steward.path.clone(),
-                    reason: format!(
-                        "{} segments counted, {} indexed",
-                        steward.segments,
-                        steward.ids.len()
-                    ),
-                });
+                // The rows are the truth; a count that drifted from them
+                // is put right rather than keeping the steward down.
+                tracing::warn!(
+                    "steward table {}: {} segments counted but {} tracked; counting {}",
+                    steward.path.display(),
+                    steward.segments,
+                    steward.ids.len(),
+                    steward.ids.len()
+                );
+                steward.segments = steward.ids.len() as u64;
+                meta.insert("segments", steward.segments)
+                    .map_err(|e| steward.err(e))?;
             }
             txn.open_table(OWNERS).map_err(|e| steward.err(e))?;
         }
