@@ -162,8 +162,16 @@ impl StewardService {
         let mut ticker = tokio::time::interval(self.config.tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            // A holder's grace ending is a moment worth a round of its own:
+            // its repairs start then, not up to a tick later.
+            let grace_end = lock(&self.table).next_grace_end().and_then(|due| {
+                let due = std::time::UNIX_EPOCH + Duration::from_secs(due);
+                due.duration_since(std::time::SystemTime::now()).ok()
+            });
+            let wake = tokio::time::sleep(grace_end.unwrap_or(Duration::ZERO));
             let event = tokio::select! {
                 _ = ticker.tick() => Event::Tick,
+                () = wake, if grace_end.is_some() => Event::Tick,
                 Some(done) = repairs.join_next(), if !repairs.is_empty() => Event::Repaired(done.ok()),
                 Some(done) = checks.join_next(), if !checks.is_empty() => Event::Checked(done.ok()),
                 _ = stop.wait_for(|s| *s) => break,

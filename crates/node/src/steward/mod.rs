@@ -1338,6 +1338,19 @@ impl Steward {
         })
     }
 
+    /// When the next down holder's grace ends (Unix seconds), if one is
+    /// waiting for it: the loop runs a round then, not at its next tick.
+    pub fn next_grace_end(&self) -> Option<u64> {
+        self.holders
+            .iter()
+            .filter_map(|row| {
+                row.down_since
+                    .filter(|since| row.swept_down != Some(*since))
+                    .map(|since| since.saturating_add(self.policy.grace_s))
+            })
+            .min()
+    }
+
     fn holder_transitions(&mut self, now: u64) {
         let grace = self.policy.grace_s;
         for h in 0..self.holders.len() {

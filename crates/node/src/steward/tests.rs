@@ -818,3 +818,16 @@ fn repairs_that_end_together_are_recorded_in_one_commit() {
         [segment(2).id()]
     );
 }
+
+#[test]
+fn the_end_of_a_down_holder_s_grace_is_known_until_its_round() {
+    let mut steward = steward_with(&[segment(1)]);
+    assert_eq!(steward.next_grace_end(), None);
+    steward.node_down(node(3), 100);
+    steward.node_down(node(5), 50);
+    assert_eq!(steward.next_grace_end(), Some(650));
+    steward.round(650).unwrap();
+    assert_eq!(steward.next_grace_end(), Some(700), "node 5's is done");
+    steward.round(700).unwrap();
+    assert_eq!(steward.next_grace_end(), None);
+}
