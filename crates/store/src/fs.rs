@@ -19,7 +19,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rustix::fs::{AtFlags, Mode, OFlags};
+use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags};
 
 /// Name of the cairn directory inside a data disk's mountpoint.
 pub const CAIRN_DIR: &str = "cairn";
@@ -214,24 +214,106 @@ impl Mount for RealMount {
 }
 
 /// A cairn directory on a real file system, reached through its open descriptor.
+///
+/// A data disk is whatever someone plugged in: its file system may hold
+/// symbolic links, FIFOs or device nodes put there to make the daemon read or
+/// write outside the disk (a `shards/xx/<id>` that points at the node key).
+/// So every path is resolved by the kernel with `openat2` and
+/// `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS |
+/// RESOLVE_NO_XDEV`: no component may be a link or leave the directory or
+/// its file system, and a read opens only a regular file.
 struct RealDiskFs {
     dir: OwnedFd,
 }
 
+/// How every path below a disk's cairn directory is resolved.
+const BENEATH: ResolveFlags = ResolveFlags::BENEATH
+    .union(ResolveFlags::NO_SYMLINKS)
+    .union(ResolveFlags::NO_MAGICLINKS)
+    .union(ResolveFlags::NO_XDEV);
+
+/// Opens `path` below `dir` with [`BENEATH`]. The kernel answers `EAGAIN`
+/// when a rename elsewhere raced the lookup; that is retried a few times.
+fn open_beneath(dir: &OwnedFd, path: &str, flags: OFlags, mode: Mode) -> io::Result<OwnedFd> {
+    let mut tries = 0;
+    loop {
+        match rustix::fs::openat2(dir, path, flags | OFlags::CLOEXEC, mode, BENEATH) {
+            Err(rustix::io::Errno::AGAIN) if tries < 8 => tries += 1,
+            Err(rustix::io::Errno::NOSYS) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    "this kernel has no openat2 (Linux 5.6 or later is needed to open data disks safely); update the system",
+                ));
+            }
+            Err(rustix::io::Errno::LOOP) | Err(rustix::io::Errno::XDEV) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    format!(
+                        "{path} on this data disk is, or passes through, a symbolic link or another file system; cairnd never follows one (a disk prepared to make it read elsewhere)"
+                    ),
+                ));
+            }
+            other => return Ok(other?),
+        }
+    }
+}
+
 impl RealDiskFs {
     fn open_file(&self, path: &str, flags: OFlags) -> io::Result<File> {
-        let fd = rustix::fs::openat(&self.dir, path, flags | OFlags::CLOEXEC, Mode::from(0o640))?;
-        Ok(File::from(fd))
+        // A FIFO would block an open for reading forever, so reads do not
+        // wait; O_NONBLOCK changes nothing for a regular file.
+        let flags = if flags.intersects(OFlags::WRONLY | OFlags::RDWR) {
+            flags
+        } else {
+            flags | OFlags::NONBLOCK
+        };
+        // openat2 refuses a mode unless the open may create the file.
+        let mode = if flags.contains(OFlags::CREATE) {
+            Mode::from(0o640)
+        } else {
+            Mode::empty()
+        };
+        let fd = open_beneath(&self.dir, path, flags, mode)?;
+        let file = File::from(fd);
+        if !file.metadata()?.file_type().is_file() {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!(
+                    "{path} on this data disk is not a regular file; cairnd reads only files it wrote"
+                ),
+            ));
+        }
+        Ok(file)
     }
 
     fn open_dir(&self, dir: &str) -> io::Result<OwnedFd> {
         let path = if dir.is_empty() { "." } else { dir };
-        Ok(rustix::fs::openat(
+        open_beneath(
             &self.dir,
             path,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            OFlags::RDONLY | OFlags::DIRECTORY,
             Mode::empty(),
-        )?)
+        )
+    }
+
+    /// The directory that holds `path` (resolved like every open) and the
+    /// last component's name, for the calls that act on a name: link,
+    /// rename, unlink, mkdir, stat. None of them follows a link in that name.
+    fn parent_of<'a>(&self, path: &'a str) -> io::Result<(OwnedFd, &'a str)> {
+        let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
+        if name.is_empty() || name == "." || name == ".." {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{path:?} does not name an entry below the cairn directory"),
+            ));
+        }
+        let fd = open_beneath(
+            &self.dir,
+            if dir.is_empty() { "." } else { dir },
+            OFlags::PATH | OFlags::DIRECTORY,
+            Mode::empty(),
+        )?;
+        Ok((fd, name))
     }
 }
 
@@ -253,15 +335,23 @@ impl DiskFs for RealDiskFs {
     }
 
     fn rename(&self, from: &str, to: &str) -> io::Result<()> {
-        Ok(rustix::fs::renameat(&self.dir, from, &self.dir, to)?)
+        let (from_dir, from_name) = self.parent_of(from)?;
+        let (to_dir, to_name) = self.parent_of(to)?;
+        Ok(rustix::fs::renameat(
+            &from_dir, from_name, &to_dir, to_name,
+        )?)
     }
 
     fn link(&self, from: &str, to: &str) -> io::Result<()> {
+        let (from_dir, from_name) = self.parent_of(from)?;
+        let (to_dir, to_name) = self.parent_of(to)?;
+        // Without AT_SYMLINK_FOLLOW a link in `from` is linked as itself,
+        // and every later open of it is refused.
         Ok(rustix::fs::linkat(
-            &self.dir,
-            from,
-            &self.dir,
-            to,
+            &from_dir,
+            from_name,
+            &to_dir,
+            to_name,
             AtFlags::empty(),
         )?)
     }
@@ -275,7 +365,8 @@ impl DiskFs for RealDiskFs {
     }
 
     fn remove(&self, path: &str) -> io::Result<()> {
-        Ok(rustix::fs::unlinkat(&self.dir, path, AtFlags::empty())?)
+        let (dir, name) = self.parent_of(path)?;
+        Ok(rustix::fs::unlinkat(&dir, name, AtFlags::empty())?)
     }
 
     fn read(&self, path: &str) -> io::Result<Vec<u8>> {
@@ -306,14 +397,20 @@ impl DiskFs for RealDiskFs {
     }
 
     fn create_dir(&self, dir: &str) -> io::Result<()> {
-        match rustix::fs::mkdirat(&self.dir, dir, Mode::from(0o750)) {
+        let (parent, name) = self.parent_of(dir)?;
+        match rustix::fs::mkdirat(&parent, name, Mode::from(0o750)) {
             Err(rustix::io::Errno::EXIST) => Ok(()),
             other => Ok(other?),
         }
     }
 
     fn exists(&self, path: &str) -> io::Result<bool> {
-        match rustix::fs::statat(&self.dir, path, AtFlags::SYMLINK_NOFOLLOW) {
+        let (dir, name) = match self.parent_of(path) {
+            Ok(found) => found,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        match rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW) {
             Ok(_) => Ok(true),
             Err(rustix::io::Errno::NOENT) => Ok(false),
             Err(e) => Err(e.into()),
