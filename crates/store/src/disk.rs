@@ -291,7 +291,10 @@ impl OpenDisk {
                     }
                     self.intent_finished(*id, tmp);
                 }
-                OpOutcome::Unchanged | OpOutcome::Absent => {
+                OpOutcome::Claimed(_)
+                | OpOutcome::Unchanged
+                | OpOutcome::ClaimsFull
+                | OpOutcome::Absent => {
                     let _ = self.fs.remove(&tmp);
                 }
             }
@@ -299,18 +302,21 @@ impl OpenDisk {
         Ok(outcomes)
     }
 
-    /// Forgets a shard and removes its file. The caller holds the shard's lock.
-    pub fn delete(&self, id: &ShardId) -> Result<Option<ShardRecord>, DiskIoError> {
+    /// Applies a claim's change ([`IndexOp::Insert`] of a shard already
+    /// here, [`IndexOp::Release`], [`IndexOp::Expire`], [`IndexOp::Remove`]);
+    /// when it took the last claim, the shard's files go too. The caller
+    /// holds the shard's lock.
+    pub fn change_claims(&self, op: IndexOp) -> Result<OpOutcome, DiskIoError> {
+        let id = op.shard();
         let outcome = self
-            .commit(IndexOp::Remove(*id))
-            .map_err(|e| DiskIoError::index(format!("removing shard {id} from the index"), &e))?;
-        let OpOutcome::Applied(Some(old)) = outcome else {
-            return Ok(None);
-        };
-        remove_files(self.fs.as_ref(), id)
-            .map_err(|e| DiskIoError::new(format!("removing shard {id}"), e))?;
-        self.intent_done(*id);
-        Ok(Some(old))
+            .commit(op)
+            .map_err(|e| DiskIoError::index(format!("changing the claims on shard {id}"), &e))?;
+        if let OpOutcome::Applied(Some(_)) = outcome {
+            remove_files(self.fs.as_ref(), &id)
+                .map_err(|e| DiskIoError::new(format!("removing shard {id}"), e))?;
+            self.intent_done(id);
+        }
+        Ok(outcome)
     }
 
     /// Marks a shard quarantined and moves its file (if any) aside. The caller holds the shard's lock.

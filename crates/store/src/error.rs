@@ -83,6 +83,16 @@ pub enum StoreError {
         /// That disk's mountpoint.
         path: PathBuf,
     },
+    /// Every claim slot on a stored shard is held by other owners.
+    #[error(
+        "shard {shard} is already kept here for {limit} other owners, the most one shard may have; store it on another node"
+    )]
+    ClaimsFull {
+        /// The shard.
+        shard: ShardId,
+        /// Most owners per shard.
+        limit: usize,
+    },
     /// A byte range outside the shard.
     #[error("shard {shard} is {shard_len} bytes; the range {offset}+{len} lies outside it")]
     RangeOutOfBounds {

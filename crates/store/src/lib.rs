@@ -45,13 +45,13 @@ use cairn_host::{lock, read, write};
 pub use config::StoreConfig;
 pub use disk::{Recovery, quarantine_path, shard_path};
 pub use error::{DiskProblem, StoreError};
-pub use index::{ShardRecord, ShardState};
+pub use index::{Claim, Claims, MAX_CLAIMS, ShardRecord, ShardState};
 pub use marker::{FORMAT_VERSION, KnownDisks, Marker};
 pub use scrub::{ScrubHandle, ScrubPacer, ScrubReport};
 
 use disk::{DiskIoError, OpenDisk};
 use fs::{Mount, Probe, RealMount};
-use index::OpOutcome;
+use index::{IndexOp, OpOutcome};
 
 use cairn_proto::ids::{DiskId, NodeId, OwnerId, ShardId};
 
@@ -145,6 +145,38 @@ pub enum PutOutcome {
     Stored(DiskId),
     /// The shard was already there (its lease was extended if the new one is later).
     AlreadyStored(DiskId),
+}
+
+/// Most owners' rows read from one disk for [`ShardStore::usage`]: the
+/// answer must fit one frame, and a box serving more owners than this shows
+/// the rest when the largest are evicted.
+pub const MAX_USAGE_ROWS: usize = 4096;
+
+/// What one owner's claims on this node add up to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OwnerUsage {
+    /// The owner.
+    pub owner: OwnerId,
+    /// Bytes of the shards it claims (a shard claimed by two owners counts
+    /// for each).
+    pub bytes: u64,
+    /// Shards it claims.
+    pub shards: u64,
+}
+
+/// What a change of claims did on the disks that hold the shard.
+#[derive(Debug, Default, Clone, Copy)]
+struct Unclaimed {
+    /// The last claim went, and the shard with it.
+    gone: bool,
+    /// A claim went; other owners keep the shard.
+    released: bool,
+}
+
+impl Unclaimed {
+    fn changed(&self) -> bool {
+        self.gone || self.released
+    }
 }
 
 /// A shard as listed.
@@ -429,8 +461,8 @@ impl ShardStore {
     }
 
     /// Stores a shard durably. Verifies that `bytes` hash to `id` first; a
-    /// duplicate put is acknowledged without writing (and extends the lease if
-    /// the new one is later).
+    /// duplicate put is acknowledged without writing; it adds `owner`'s
+    /// claim, or moves its lease later, never earlier.
     pub fn put(
         &self,
         id: ShardId,
@@ -453,18 +485,13 @@ impl ShardStore {
                 actual,
             });
         }
-        let record = ShardRecord {
-            len,
-            owner,
-            lease_expires,
-            state: ShardState::Stored,
-        };
+        let record = ShardRecord::stored(len, owner, lease_expires);
         let _guard = self.locks.lock(id);
         let mut quarantined_on = None;
         for disk in self.online() {
             match disk.record(&id) {
                 Ok(Some(existing)) if existing.state == ShardState::Stored => {
-                    self.extend_lease(&disk, id, existing, lease_expires)?;
+                    self.add_claim(&disk, id, record)?;
                     return Ok(PutOutcome::AlreadyStored(disk.id));
                 }
                 Ok(Some(_)) => quarantined_on = Some(disk.id),
@@ -534,12 +561,7 @@ impl ShardStore {
         let mut fresh = Vec::new();
         for &i in &order {
             let (id, bytes) = shards[i];
-            let record = ShardRecord {
-                len: bytes.len() as u64,
-                owner,
-                lease_expires,
-                state: ShardState::Stored,
-            };
+            let record = ShardRecord::stored(bytes.len() as u64, owner, lease_expires);
             let held = self
                 .online()
                 .into_iter()
@@ -548,8 +570,8 @@ impl ShardStore {
                     _ => None,
                 });
             match held {
-                Some((disk, existing)) => {
-                    self.extend_lease(&disk, id, existing, lease_expires)?;
+                Some((disk, _)) => {
+                    self.add_claim(&disk, id, record)?;
                     outcomes[i] = Some(PutOutcome::AlreadyStored(disk.id));
                 }
                 None => fresh.push((id, bytes, record)),
@@ -672,11 +694,86 @@ impl ShardStore {
         })
     }
 
-    /// Deletes a shard (including a quarantined copy). Returns whether it was there.
-    /// Authorisation (the owner's signature) is checked by the caller.
+    /// Deletes a shard (including a quarantined copy) and every claim on it.
+    /// Returns whether it was there. Authorisation is checked by the caller.
     pub fn delete(&self, id: ShardId) -> Result<bool, StoreError> {
         let _guard = self.locks.lock(id);
-        self.delete_locked(id, None)
+        Ok(self.unclaim_locked(IndexOp::Remove(id))?.gone)
+    }
+
+    /// Drops `owner`'s claim on a shard; the shard goes when no claim is
+    /// left. Returns whether `owner` had a claim. The owner's signature is
+    /// checked by the caller: nobody's delete touches another owner's claim.
+    pub fn release(&self, id: ShardId, owner: OwnerId) -> Result<bool, StoreError> {
+        let _guard = self.locks.lock(id);
+        Ok(self.unclaim_locked(IndexOp::Release(id, owner))?.changed())
+    }
+
+    /// What `owner`'s claims on the online disks add up to.
+    pub fn owner_usage(&self, owner: &OwnerId) -> Result<OwnerUsage, StoreError> {
+        let mut usage = OwnerUsage {
+            owner: *owner,
+            bytes: 0,
+            shards: 0,
+        };
+        for disk in self.online() {
+            let (bytes, shards) = disk
+                .index()
+                .owner_usage(owner)
+                .map_err(|e| self.index_failed(&disk, "reading an owner's use", e))?;
+            usage.bytes += bytes;
+            usage.shards += shards;
+        }
+        Ok(usage)
+    }
+
+    /// Every owner with a claim here and what its claims add up to, largest
+    /// first, at most `limit` owners (each disk is read up to
+    /// [`MAX_USAGE_ROWS`] owners).
+    pub fn usage(&self, limit: usize) -> Result<Vec<OwnerUsage>, StoreError> {
+        let mut all: BTreeMap<OwnerId, OwnerUsage> = BTreeMap::new();
+        for disk in self.online() {
+            let rows = disk
+                .index()
+                .usage(MAX_USAGE_ROWS)
+                .map_err(|e| self.index_failed(&disk, "listing owners' use", e))?;
+            for (owner, bytes, shards) in rows {
+                let entry = all.entry(owner).or_insert(OwnerUsage {
+                    owner,
+                    bytes: 0,
+                    shards: 0,
+                });
+                entry.bytes += bytes;
+                entry.shards += shards;
+            }
+        }
+        let mut all: Vec<OwnerUsage> = all.into_values().collect();
+        all.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(a.owner.cmp(&b.owner)));
+        all.truncate(limit);
+        Ok(all)
+    }
+
+    /// Drops up to `limit` of `owner`'s claims here (the box's owner evicting
+    /// it); shards no other owner claims are deleted. Returns how many claims
+    /// went: call again until it returns 0.
+    pub fn evict(&self, owner: &OwnerId, limit: usize) -> Result<usize, StoreError> {
+        let mut released = 0;
+        for disk in self.online() {
+            let ids = disk
+                .index()
+                .owner_shards(owner, limit - released)
+                .map_err(|e| self.index_failed(&disk, "listing an owner's shards", e))?;
+            for id in ids {
+                let _guard = self.locks.lock(id);
+                if self.unclaim_locked(IndexOp::Release(id, *owner))?.changed() {
+                    released += 1;
+                }
+            }
+            if released >= limit {
+                break;
+            }
+        }
+        Ok(released)
     }
 
     /// Extends a shard's lease to `expires` (unix seconds); an earlier time
@@ -731,8 +828,9 @@ impl ShardStore {
         Ok(found)
     }
 
-    /// Deletes up to `limit` shards whose lease expired at or before `now`
-    /// (unix seconds). Returns how many were collected.
+    /// Drops the claims whose lease ended at or before `now` (unix seconds)
+    /// on up to `limit` shards, and deletes the shards left with none.
+    /// Returns how many shards were deleted.
     pub fn collect_expired(&self, now: u64, limit: usize) -> Result<usize, StoreError> {
         let mut collected = 0;
         for disk in self.online() {
@@ -747,8 +845,9 @@ impl ShardStore {
             })?;
             for id in expired {
                 let _guard = self.locks.lock(id);
-                // The lease may have been renewed since the scan.
-                if self.delete_locked(id, Some(now))? {
+                // The lease may have been renewed since the scan; a claim
+                // that ended goes, and the shard with its last claim.
+                if self.unclaim_locked(IndexOp::Expire(id, now))?.gone {
                     collected += 1;
                 }
             }
@@ -910,36 +1009,58 @@ impl ShardStore {
         }
     }
 
-    fn delete_locked(&self, id: ShardId, only_expired_at: Option<u64>) -> Result<bool, StoreError> {
-        let mut deleted = false;
+    /// Applies a change of claims on every online disk that holds the shard.
+    /// The caller holds the shard's lock.
+    fn unclaim_locked(&self, op: IndexOp) -> Result<Unclaimed, StoreError> {
+        let id = op.shard();
+        let mut result = Unclaimed::default();
         for disk in self.online() {
-            let Some(record) = disk.record(&id).map_err(|e| self.disk_failed(&disk, e))? else {
-                continue;
-            };
-            if only_expired_at.is_some_and(|now| record.lease_expires > now) {
+            if disk
+                .record(&id)
+                .map_err(|e| self.disk_failed(&disk, e))?
+                .is_none()
+            {
                 continue;
             }
-            deleted |= disk
-                .delete(&id)
+            match disk
+                .change_claims(op.clone())
                 .map_err(|e| self.disk_failed(&disk, e))?
-                .is_some();
+            {
+                OpOutcome::Applied(Some(_)) => result.gone = true,
+                OpOutcome::Claimed(_) => result.released = true,
+                _ => {}
+            }
         }
-        Ok(deleted)
+        Ok(result)
     }
 
-    /// A duplicate put writes nothing; it only moves the lease later, never earlier.
-    fn extend_lease(
+    /// A duplicate put adds its owner's claim (or moves its lease later).
+    fn add_claim(
         &self,
         disk: &OpenDisk,
         id: ShardId,
-        existing: ShardRecord,
-        lease_expires: u64,
+        record: ShardRecord,
     ) -> Result<(), StoreError> {
-        if lease_expires > existing.lease_expires {
-            disk.renew_lease(&id, lease_expires)
-                .map_err(|e| self.disk_failed(disk, e))?;
+        match disk
+            .change_claims(IndexOp::Insert(id, record))
+            .map_err(|e| self.disk_failed(disk, e))?
+        {
+            OpOutcome::ClaimsFull => Err(StoreError::ClaimsFull {
+                shard: id,
+                limit: MAX_CLAIMS,
+            }),
+            _ => Ok(()),
         }
-        Ok(())
+    }
+
+    fn index_failed(&self, disk: &OpenDisk, doing: &str, e: redb::Error) -> StoreError {
+        self.disk_failed(
+            disk,
+            DiskIoError {
+                doing: doing.into(),
+                source: std::io::Error::other(e.to_string()),
+            },
+        )
     }
 
     fn choose_disk(

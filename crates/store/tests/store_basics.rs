@@ -361,7 +361,7 @@ fn expired_leases_are_collected_and_renewed_ones_are_kept() {
     // A duplicate put with a later lease extends it; an earlier one does not shorten it.
     store.put(a, &a_bytes, OWNER, 1500).unwrap();
     store.put(a, &a_bytes, OWNER, 10).unwrap();
-    assert_eq!(store.record(a).unwrap().1.lease_expires, 1500);
+    assert_eq!(store.record(a).unwrap().1.lease_expires(), 1500);
     assert_eq!(store.collect_expired(1499, 100).unwrap(), 0);
     assert_eq!(store.collect_expired(1500, 100).unwrap(), 1);
     assert!(matches!(store.get(a), Err(StoreError::NotFound { .. })));

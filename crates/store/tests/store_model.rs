@@ -66,7 +66,7 @@ fn check_agrees(store: &ShardStore, model: &BTreeMap<u64, u64>) -> Result<(), Te
     expected.sort();
     let mut actual: Vec<_> = listed
         .iter()
-        .map(|info| (info.id, info.record.lease_expires))
+        .map(|info| (info.id, info.record.lease_expires()))
         .collect();
     actual.sort();
     prop_assert_eq!(actual, expected, "list disagrees with the model");
