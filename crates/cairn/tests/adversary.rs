@@ -10,9 +10,16 @@ use std::path::Path;
 use std::sync::mpsc;
 use std::time::Duration;
 
+use cairn_net::identity::Identity;
+use cairn_net::{NetError, Peer};
+use cairn_proto::ErrorCode;
 use cairn_proto::ids::{NodeId, OwnerId, ShardId};
+use cairn_proto::signed;
 use cairn_store::shard_path;
 use cairn_store::{ShardStore, StoreConfig};
+use common::daemon::Daemon;
+use common::owner::{Owner, ok};
+use ed25519_dalek::SigningKey;
 
 const NODE: NodeId = NodeId([0x4e; 32]);
 const OWNER: OwnerId = OwnerId([0x0a; 32]);
@@ -161,4 +168,266 @@ fn a_crafted_disk_serves_no_byte_outside_its_shards() {
         "nothing was written into the state directory"
     );
     assert_eq!(std::fs::read(&key_file).unwrap(), SECRET);
+}
+
+/// A hostile member: its own node key and the owner keys it makes up.
+struct Mallory {
+    key: Identity,
+}
+
+impl Mallory {
+    fn new() -> Self {
+        Self {
+            key: Identity::from_private([0x66; 32]),
+        }
+    }
+
+    /// An owner identity of Mallory's making (any number of them is free).
+    fn owner(n: u8) -> (SigningKey, OwnerId) {
+        let key = SigningKey::from_bytes(&[n; 32]);
+        let id = signed::owner_id(&key);
+        (key, id)
+    }
+}
+
+async fn connect(daemon: &Daemon, key: &Identity) -> Peer {
+    let endpoint = Peer::client_endpoint("127.0.0.1:0".parse().unwrap()).unwrap();
+    Peer::connect(
+        &endpoint,
+        daemon.addr,
+        daemon.id,
+        key,
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap()
+}
+
+/// A box owned by `alice`, admitting her client and Mallory's key (a
+/// member like any other), with `extra` configuration.
+fn alices_box(alice: &Owner, mallory: &Mallory, extra: &str) -> Daemon {
+    let init = alice.json(&["id"]);
+    let owner_hex = init[0]["owner"].as_str().unwrap().to_owned();
+    let client = Identity::from_private(alice.secret().client_key()).id;
+    let owned = format!(
+        "[owner]\nowner = '{owner_hex}'\nclient = '{}'\nsince = 0\n",
+        client.to_hex()
+    );
+    let daemon = Daemon::start_with_files(
+        &[client, mallory.key.id],
+        &[],
+        extra,
+        &[("state/ownership.toml", owned)],
+    );
+    ok(alice.run(
+        &["add-node", &daemon.id.to_human(), &daemon.addr.to_string()],
+        None,
+    ));
+    daemon
+}
+
+fn lease() -> u64 {
+    cairn_host::unix_now() + 90 * 86_400
+}
+
+/// **The story.** Mallory, another household in the swarm, learns the id
+/// of a shard Alice is about to store on a box (shard ids are what holders
+/// and stewards pass around). Mallory stores the same bytes there first,
+/// under an owner key of her own. Alice's put is acknowledged as "already
+/// stored". Mallory then deletes "her" shard with her own valid signature:
+/// before, the shard had one owner, the first writer, and the delete took
+/// Alice's data with it.
+///
+/// **Contained:** each owner's put is its own claim with its own lease;
+/// Mallory's delete drops only Mallory's claim. Alice's shard still reads
+/// bit-exact, and Mallory cannot delete Alice's claim.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicate_put_then_delete_takes_only_the_squatters_claim() {
+    let alice = Owner::new();
+    alice.json(&["init"]);
+    let mallory = Mallory::new();
+    let daemon = alices_box(&alice, &mallory, "");
+    let alice_owner = OwnerId(alice.secret().keys().owner_id().0);
+    let alice_peer = connect(
+        &daemon,
+        &Identity::from_private(alice.secret().client_key()),
+    )
+    .await;
+    let mallory_peer = connect(&daemon, &mallory.key).await;
+    let (m_key, m_owner) = Mallory::owner(1);
+
+    let bytes = common::random_bytes(200_000, 7);
+    let id = ShardId::of(&bytes);
+    let already = mallory_peer
+        .put(id, bytes.clone(), m_owner, lease())
+        .await
+        .unwrap();
+    assert!(!already);
+    let already = alice_peer
+        .put(id, bytes.clone(), alice_owner, lease())
+        .await
+        .unwrap();
+    assert!(already, "Alice's put finds the squatter's copy");
+
+    let not_after = cairn_host::unix_now() + 600;
+    let signature = signed::sign_delete(&m_key, &daemon.id, &id, not_after);
+    let deleted = mallory_peer.delete(id, not_after, signature).await.unwrap();
+    assert!(deleted, "Mallory's delete of her own claim is accepted");
+    let read = alice_peer.get(id).await.unwrap();
+    assert_eq!(read, bytes, "Alice's shard reads back bit-exact");
+    // Mallory's signature does not reach Alice's claim.
+    let signature = signed::sign_delete(&m_key, &daemon.id, &id, not_after);
+    let again = mallory_peer.delete(id, not_after, signature).await;
+    assert!(
+        matches!(
+            &again,
+            Err(NetError::Remote {
+                code: ErrorCode::Forbidden,
+                ..
+            })
+        ),
+        "{again:?}"
+    );
+    let stat = alice_peer.stat().await.unwrap();
+    let shards: u64 = stat.disks.iter().map(|d| d.shards).sum();
+    println!(
+        "duplicate put then delete: Alice's shard read back {} of {} bytes bit-exact; shards on the box {shards}; Mallory's second delete refused",
+        read.len(),
+        bytes.len()
+    );
+    assert_eq!(shards, 1);
+}
+
+/// **The story.** Mallory fills Alice's box: she stores shards under owner
+/// ids she makes up (`ff…ff` and fresh ones), with leases that never end
+/// (`u64::MAX`), so that nobody, not even the box's owner, could ever
+/// delete them, and the space Alice donates to the swarm is hers alone.
+///
+/// **Contained:** a lease past the box's longest is refused; each owner
+/// gets at most its share (`[donation] per_owner_mib`); Alice sees every
+/// owner's use with `cairn usage`, evicts Mallory's owners with `cairn
+/// evict`, the space comes back, their next puts are refused, and Alice's
+/// own shard still reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_squatter_is_held_to_its_share_and_evicted_by_the_box_owner() {
+    let alice = Owner::new();
+    alice.json(&["init"]);
+    let mallory = Mallory::new();
+    let daemon = alices_box(
+        &alice,
+        &mallory,
+        "[donation]\nper_owner_mib = 1\nlongest_lease_days = 120\n",
+    );
+    let node = daemon.id.to_human();
+    let alice_owner = OwnerId(alice.secret().keys().owner_id().0);
+    let alice_peer = connect(
+        &daemon,
+        &Identity::from_private(alice.secret().client_key()),
+    )
+    .await;
+    let mallory_peer = connect(&daemon, &mallory.key).await;
+    let mine = common::random_bytes(300_000, 1);
+    alice_peer
+        .put(ShardId::of(&mine), mine.clone(), alice_owner, u64::MAX)
+        .await
+        .unwrap();
+
+    // A lease that never ends.
+    let forever = common::random_bytes(1000, 2);
+    let refused = mallory_peer
+        .put(
+            ShardId::of(&forever),
+            forever,
+            OwnerId([0xff; 32]),
+            u64::MAX,
+        )
+        .await;
+    assert!(
+        matches!(
+            &refused,
+            Err(NetError::Remote {
+                code: ErrorCode::BadRequest,
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+    // Shards of 256 KiB under two made-up owners, until each is refused.
+    let mut stored = [0u64; 2];
+    let mut seed = 100;
+    for (slot, n) in [2u8, 3].into_iter().enumerate() {
+        let (_, owner) = Mallory::owner(n);
+        loop {
+            let bytes = common::random_bytes(256 << 10, seed);
+            seed += 1;
+            match mallory_peer
+                .put(ShardId::of(&bytes), bytes, owner, lease())
+                .await
+            {
+                Ok(_) => stored[slot] += 256 << 10,
+                Err(NetError::Remote {
+                    code: ErrorCode::NoSpace,
+                    ..
+                }) => break,
+                Err(e) => panic!("{e}"),
+            }
+            assert!(stored[slot] <= 2 << 20, "the share did not stop owner {n}");
+        }
+    }
+    let used_before: u64 = alice_peer
+        .stat()
+        .await
+        .unwrap()
+        .disks
+        .iter()
+        .map(|d| d.used)
+        .sum();
+
+    // Alice looks, and evicts both.
+    let usage = alice.json(&["usage", &node]);
+    assert_eq!(usage.len(), 3, "{usage:?}");
+    assert_eq!(usage.iter().filter(|r| r["you"] == true).count(), 1);
+    for n in [2u8, 3] {
+        let (_, owner) = Mallory::owner(n);
+        let row = usage.iter().find(|r| r["owner"] == owner.to_hex()).unwrap();
+        assert_eq!(row["bytes"].as_u64().unwrap(), stored[usize::from(n - 2)]);
+        let report = alice.json(&["evict", &node, &owner.to_hex()]);
+        assert_eq!(
+            report[0]["claims"].as_u64().unwrap(),
+            stored[usize::from(n - 2)] / (256 << 10)
+        );
+    }
+    let used_after: u64 = alice_peer
+        .stat()
+        .await
+        .unwrap()
+        .disks
+        .iter()
+        .map(|d| d.used)
+        .sum();
+    let (_, owner) = Mallory::owner(2);
+    let bytes = common::random_bytes(1000, 9999);
+    let again = mallory_peer
+        .put(ShardId::of(&bytes), bytes, owner, lease())
+        .await;
+    assert!(
+        matches!(
+            &again,
+            Err(NetError::Remote {
+                code: ErrorCode::Forbidden,
+                ..
+            })
+        ),
+        "{again:?}"
+    );
+    assert_eq!(alice_peer.get(ShardId::of(&mine)).await.unwrap(), mine);
+    let usage = alice.json(&["usage", &node]);
+    println!(
+        "squatter: lease u64::MAX refused; shares stopped owners at {} and {} bytes (share 1 MiB); box used {used_before} -> {used_after} bytes after eviction; evicted owner's next put refused; owners left in `cairn usage`: {}",
+        stored[0],
+        stored[1],
+        usage.len()
+    );
+    assert_eq!(used_after, mine.len() as u64, "the space came back");
+    assert_eq!(usage.len(), 1);
 }

@@ -364,6 +364,102 @@ pub async fn drain(
     })
 }
 
+/// One owner's use of a box, from [`usage`].
+#[derive(Debug, Clone, Serialize)]
+pub struct UsageRow {
+    /// The owner (hex); `you` says whether it is this client's owner.
+    pub owner: String,
+    /// Whether it is you.
+    pub you: bool,
+    /// Bytes of the shards it claims.
+    pub bytes: u64,
+    /// Shards it claims.
+    pub shards: u64,
+    /// Whether you evicted it.
+    pub evicted: bool,
+}
+
+/// What each owner's shards take on your box `node`, largest first.
+pub async fn usage(home: &ClientHome, node: &str) -> Result<Vec<UsageRow>, ClientError> {
+    let (swarm, secret, id) = your_node(home, node)?;
+    let me = secret.keys().owner_id();
+    let result = async {
+        let peer = reach(&swarm, id, node).await?;
+        peer.usage()
+            .await
+            .map_err(ClientError::node(format!("asking {node} who uses it")))
+    }
+    .await;
+    swarm.close().await;
+    Ok(result?
+        .into_iter()
+        .map(|row| UsageRow {
+            owner: row.owner.to_hex(),
+            you: row.owner.0 == me.0,
+            bytes: row.bytes,
+            shards: row.shards,
+            evicted: row.evicted,
+        })
+        .collect())
+}
+
+/// An eviction from [`evict`].
+#[derive(Debug, Clone, Serialize)]
+pub struct EvictReport {
+    /// The node, as given.
+    pub node: String,
+    /// The owner (hex).
+    pub owner: String,
+    /// Whether it is evicted now.
+    pub evicted: bool,
+    /// Claims dropped.
+    pub claims: u64,
+}
+
+/// Evicts `owner` (hex) from your box `node`: its claims there go (the
+/// shards nobody else claims are deleted, and their stewards repair them
+/// elsewhere) and its puts are refused from then on; `evict: false` lifts it.
+pub async fn evict(
+    home: &ClientHome,
+    node: &str,
+    owner: &str,
+    evict: bool,
+) -> Result<EvictReport, ClientError> {
+    let evicted = cairn_proto::ids::OwnerId::from_hex(owner).map_err(|e| {
+        ClientError::Usage(format!(
+            "{owner:?} is not an owner id (64 hex digits, as `cairn usage` shows): {e}"
+        ))
+    })?;
+    let (swarm, secret, id) = your_node(home, node)?;
+    let result = async {
+        let peer = reach(&swarm, id, node).await?;
+        let mut claims = 0;
+        loop {
+            let (dropped, more) = peer
+                .evict(
+                    &secret.keys().signing,
+                    evicted,
+                    evict,
+                    cairn_host::unix_now() + 600,
+                )
+                .await
+                .map_err(ClientError::node(format!("evicting {owner} from {node}")))?;
+            claims += dropped;
+            if !more || dropped == 0 {
+                return Ok::<_, ClientError>(claims);
+            }
+        }
+    }
+    .await;
+    swarm.close().await;
+    Ok(EvictReport {
+        node: node.to_owned(),
+        owner: evicted.to_hex(),
+        evicted: evict,
+        claims: result?,
+    })
+}
+
 /// Joins the box `node` to the swarm of the ticket `invite`, with the
 /// owner's other nodes as its first gossip partners.
 pub async fn join(home: &ClientHome, node: &str, invite: &str) -> Result<JoinReport, ClientError> {

@@ -353,6 +353,41 @@ impl Peer {
         self.ownership_call(&request).await
     }
 
+    /// What each owner's shards take on the node, largest first; only the
+    /// box's owner may ask.
+    pub async fn usage(&self) -> Result<Vec<cairn_proto::OwnerUse>, NetError> {
+        match self.call(&Request::Usage, Bytes::new()).await? {
+            (Response::Usage(rows), _) => Ok(rows),
+            (other, _) => Err(NetError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Evicts `evicted` from the node (or lifts that, `evict: false`);
+    /// `owner` must be the box's owner. Returns the claims dropped by this
+    /// request and whether more are left.
+    pub async fn evict(
+        &self,
+        owner: &SigningKey,
+        evicted: OwnerId,
+        evict: bool,
+        not_after: u64,
+    ) -> Result<(u64, bool), NetError> {
+        let signature = signed::sign(
+            owner,
+            &signed::evict_message(&self.node, &evicted, evict, not_after),
+        );
+        let request = Request::Evict {
+            owner: evicted,
+            evict,
+            not_after,
+            signature,
+        };
+        match self.call(&request, Bytes::new()).await? {
+            (Response::Evicted { claims, more }, _) => Ok((claims, more)),
+            (other, _) => Err(NetError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
     /// Asks the node (a steward) to track segments; returns how many it
     /// tracks for the owner. `grant`: the owner's leave for this client's
     /// key (see [`signed::steer_message`]).

@@ -84,6 +84,12 @@ pub fn for_request(peer: &NodeId, standing: Standing, request: &Request) -> Resu
             message: "only the box's owner may make it join a swarm (claim it first)".into(),
         });
     }
+    if matches!(request, Request::Usage | Request::Evict { .. }) && !standing.administers() {
+        return Err(Refusal {
+            code: ErrorCode::Forbidden,
+            message: "only the box's owner may see who uses it or evict an owner".into(),
+        });
+    }
     Ok(())
 }
 

@@ -46,6 +46,58 @@ pub struct DaemonConfig {
     /// How this node shows itself to its swarm.
     #[serde(default)]
     pub swarm: SwarmSection,
+    /// What this box gives others, and to whom.
+    #[serde(default)]
+    pub donation: DonationSection,
+}
+
+/// `[donation]`: the box owner's rules for what other owners may store here
+/// (the box's own owner is not held to them).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DonationSection {
+    /// Owner ids (hex) that may store here; empty: any owner a member of
+    /// the swarm stores for.
+    pub owners: Vec<String>,
+    /// MiB each owner's shards may take here; absent: no share beyond the
+    /// node's quota.
+    pub per_owner_mib: Option<u64>,
+    /// The longest lease a put may ask for, in days.
+    pub longest_lease_days: u64,
+}
+
+impl Default for DonationSection {
+    fn default() -> Self {
+        Self {
+            owners: Vec::new(),
+            per_owner_mib: None,
+            longest_lease_days: 400,
+        }
+    }
+}
+
+impl DonationSection {
+    /// The policy it describes; an error names the bad owner id.
+    pub fn policy(&self) -> Result<crate::donation::Policy, String> {
+        let owners = if self.owners.is_empty() {
+            None
+        } else {
+            Some(
+                self.owners
+                    .iter()
+                    .map(|hex| {
+                        cairn_proto::ids::OwnerId::from_hex(hex)
+                            .map_err(|e| format!("{hex:?} is not an owner id: {e}"))
+                    })
+                    .collect::<Result<_, _>>()?,
+            )
+        };
+        Ok(crate::donation::Policy {
+            owners,
+            per_owner_bytes: self.per_owner_mib.map(|mib| mib << 20),
+            longest_lease_s: self.longest_lease_days.saturating_mul(86_400),
+        })
+    }
 }
 
 /// `[swarm]`.
@@ -434,6 +486,16 @@ impl DaemonConfig {
         config
             .allowed_keys()
             .map_err(|e| value_error("network.allow", e))?;
+        config
+            .donation
+            .policy()
+            .map_err(|e| value_error("donation.owners", e))?;
+        if config.donation.longest_lease_days == 0 {
+            return Err(value_error(
+                "donation.longest_lease_days",
+                "must be at least 1 (owners' clients ask for 90-day leases)".into(),
+            ));
+        }
         if config.store.max_shard_mib == 0 || config.store.max_shard_mib > 64 {
             return Err(value_error(
                 "store.max_shard_mib",

@@ -11,6 +11,7 @@ pub mod daemon_config;
 pub mod discovery;
 pub mod disk_watch;
 pub mod disks;
+pub mod donation;
 pub mod membership;
 pub mod missing;
 pub mod net;

@@ -16,6 +16,7 @@ use tracing::{info, warn};
 
 use crate::daemon_config::DaemonConfig;
 use crate::discovery::LanNode;
+use crate::donation::{Donation, EvictedError};
 use crate::membership::{JoinError, Membership};
 use crate::missing::MissingLog;
 use crate::net::discovery::{self, LanDiscovery};
@@ -38,6 +39,9 @@ pub enum StartError {
     /// The listening socket could not be bound.
     #[error(transparent)]
     Bind(#[from] BindError),
+    /// The evicted owners could not be read.
+    #[error(transparent)]
+    Evicted(#[from] EvictedError),
     /// The bound socket's address could not be read.
     #[error("cannot read the listening socket's address: {0}")]
     Address(#[from] std::io::Error),
@@ -162,6 +166,11 @@ impl RunningNode {
         );
         let request_timeout = server_config.request_timeout;
         let missing = Arc::new(MissingLog::new());
+        let policy = config
+            .donation
+            .policy()
+            .expect("the configuration's donation policy was checked when loaded");
+        let donation = Arc::new(Donation::open(policy, &config.state_dir)?);
         let server = Server::bind(
             config.listen,
             server_config,
@@ -173,6 +182,7 @@ impl RunningNode {
                 membership: Arc::clone(&membership),
                 gossip: Arc::clone(&gossip),
                 missing: Arc::clone(&missing),
+                donation,
             },
         )?;
         let addr = server.local_addr()?;

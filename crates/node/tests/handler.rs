@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use cairn_net::Identity;
 use cairn_net::tls::TransportLimits;
+use cairn_node::donation::Donation;
 use cairn_node::membership::Membership;
 use cairn_node::missing::MissingLog;
 use cairn_node::net::gossip::GossipService;
@@ -102,6 +103,15 @@ impl Node {
             membership,
             gossip,
             missing: Arc::new(MissingLog::new()),
+            donation: Arc::new(
+                Donation::open(
+                    cairn_node::daemon_config::DonationSection::default()
+                        .policy()
+                        .unwrap(),
+                    &state,
+                )
+                .unwrap(),
+            ),
         };
         Self {
             handler: Handler::new(config, services),

@@ -186,6 +186,41 @@ pub enum Request {
         /// The first entry wanted (0 for all the node still keeps).
         after: u64,
     },
+    /// What each owner's shards take on this node, largest first (at most
+    /// [`MAX_USAGE`] owners). Only the box's owner may ask.
+    Usage,
+    /// The box's owner evicts an owner from this box: up to [`MAX_EVICT`]
+    /// of its claims go per request (shards no other owner claims are
+    /// deleted; their stewards repair elsewhere), and its puts are refused
+    /// from then on; or, with `evict: false`, lifts that.
+    Evict {
+        /// The owner evicted.
+        owner: OwnerId,
+        /// Evict (`true`) or lift the eviction (`false`).
+        evict: bool,
+        /// Unix time after which the signature is void.
+        not_after: u64,
+        /// The box owner's signature over [`signed::evict_message`].
+        signature: Vec<u8>,
+    },
+}
+
+/// Most owners in a `Usage` answer.
+pub const MAX_USAGE: usize = 1000;
+/// Most claims one `Evict` drops (ask again for the rest).
+pub const MAX_EVICT: u64 = 10_000;
+
+/// One owner's use of a node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OwnerUse {
+    /// The owner.
+    pub owner: OwnerId,
+    /// Bytes of the shards it claims.
+    pub bytes: u64,
+    /// How many shards it claims.
+    pub shards: u64,
+    /// Whether the box's owner evicted it.
+    pub evicted: bool,
 }
 
 /// An owner's leave for one client key to steer the owner's table at one
@@ -340,6 +375,16 @@ pub enum Response {
         first: u64,
         /// The number the next entry will get (ask from here next).
         next: u64,
+    },
+    /// Answer to `Usage`.
+    Usage(Vec<OwnerUse>),
+    /// Answer to `Evict`: how many claims went, and whether the owner
+    /// still holds some here (ask again).
+    Evicted {
+        /// Claims dropped by this request.
+        claims: u64,
+        /// Whether more are left.
+        more: bool,
     },
 }
 

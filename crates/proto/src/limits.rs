@@ -79,6 +79,7 @@ pub fn validate(request: &Request, limits: &Limits) -> Result<(), Refusal> {
         Request::Claim { signature, .. }
         | Request::Transfer { signature, .. }
         | Request::Drain { signature, .. }
+        | Request::Evict { signature, .. }
             if signature.len() != 64 =>
         {
             Err(Refusal::new(

@@ -96,6 +96,17 @@ pub fn transfer_message(
     out
 }
 
+/// What the box's owner signs to evict `owner` from `node` (or lift it).
+pub fn evict_message(node: &NodeId, owner: &OwnerId, evict: bool, not_after: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16 + 32 + 32 + 1 + 8);
+    out.extend_from_slice(b"cairn/1 evict\0");
+    out.extend_from_slice(&node.0);
+    out.extend_from_slice(&owner.0);
+    out.push(u8::from(evict));
+    out.extend_from_slice(&not_after.to_le_bytes());
+    out
+}
+
 /// The bytes the owner signs to start (or stop) draining `node`.
 pub fn drain_message(node: &NodeId, draining: bool, not_after: u64) -> Vec<u8> {
     let mut out = Vec::with_capacity(56);
@@ -366,6 +377,7 @@ mod tests {
             root_message(&owner, 1, b""),
             untrack_message(&node, &[[1; 32]], 1),
             steer_message(&node, &owner, &node, 1),
+            evict_message(&node, &owner, true, 1),
         ]
         .iter()
         .map(|m| m[..=m.iter().position(|&b| b == 0).unwrap()].to_vec())

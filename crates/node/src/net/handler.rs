@@ -15,6 +15,7 @@ use tracing::{debug, info};
 use super::gossip::GossipService;
 use super::steward::StewardService;
 use crate::admission::{self, Standing};
+use crate::donation::{Donation, Refused};
 use crate::membership::{JoinError, Membership};
 use crate::missing::MissingLog;
 use crate::ownership::{NodeControl, Ownership, OwnershipError};
@@ -27,8 +28,8 @@ use cairn_proto::ids::{NodeId, OwnerId};
 use cairn_proto::limits::{self, Limits, Refusal};
 use cairn_proto::membership::MemberCert;
 use cairn_proto::{
-    DiskInfo, ErrorCode, Hello, MAX_MISSING, PROTOCOL_VERSION, Request, Response, StatInfo,
-    SteerGrant, audit, signed,
+    DiskInfo, ErrorCode, Hello, MAX_EVICT, MAX_MISSING, MAX_USAGE, OwnerUse, PROTOCOL_VERSION,
+    Request, Response, StatInfo, SteerGrant, audit, signed,
 };
 use cairn_store::{PutOutcome, ShardStore, StoreError};
 
@@ -113,6 +114,8 @@ pub struct Services {
     pub gossip: Arc<GossipService>,
     /// Shards this node lost or has back, for stewards.
     pub missing: Arc<MissingLog>,
+    /// What the box gives other owners, and whom it evicted.
+    pub donation: Arc<Donation>,
 }
 
 /// Answers requests: the services a request may touch, and the limits.
@@ -217,6 +220,7 @@ fn store_refusal(error: StoreError) -> Refusal {
         | StoreError::NoDisks { .. } => ErrorCode::NoSpace,
         StoreError::NotFound { .. } => ErrorCode::NotFound,
         StoreError::RangeOutOfBounds { .. } => ErrorCode::BadRequest,
+        StoreError::ClaimsFull { .. } => ErrorCode::NoSpace,
         _ => ErrorCode::Internal,
     };
     Refusal {
@@ -270,6 +274,31 @@ async fn handle<B: Body>(
                     code: ErrorCode::Draining,
                     message: "this node is draining (its owner is taking it out of the swarm); store the shard on another node".into(),
                 });
+            }
+            // The box owner's policy, before a byte of the body is read: a
+            // stranger may name any owner and any lease.
+            {
+                let store = Arc::clone(&store);
+                let donation = Arc::clone(&shared.services.donation);
+                let box_owner = shared.services.control.ownership().info().owner;
+                blocking(move || {
+                    let used = if box_owner == Some(owner) {
+                        0
+                    } else {
+                        store.owner_usage(&owner).map_err(store_refusal)?.bytes
+                    };
+                    donation
+                        .check_put(
+                            &owner,
+                            box_owner.as_ref(),
+                            lease_expires,
+                            unix_now(),
+                            used,
+                            len,
+                        )
+                        .map_err(donation_refusal)
+                })
+                .await??;
             }
             // `validate` bounded `len` by the shard limit; the budget bounds all
             // bodies together, so many peers cannot exhaust memory. A peer
@@ -334,6 +363,11 @@ async fn handle<B: Body>(
             Ok((Response::AuditProof { slice_lens }, slices.concat()))
         }
         Request::Renew { id, lease_expires } => {
+            let lease_expires = shared
+                .services
+                .donation
+                .policy
+                .renewal_until(lease_expires, unix_now());
             let found = blocking(move || store.renew_lease(id, lease_expires))
                 .await?
                 .map_err(store_refusal)?;
@@ -349,15 +383,33 @@ async fn handle<B: Body>(
                 let Some((_, record)) = store.record(id) else {
                     return Ok(false);
                 };
-                signed::verify_delete(&record.owner, &node, &id, not_after, &signature, unix_now())
-                    .map_err(|e| Refusal {
-                        code: match e {
-                            signed::OwnerAuthError::Expired { .. } => ErrorCode::Expired,
-                            _ => ErrorCode::Forbidden,
-                        },
-                        message: e.to_string(),
-                    })?;
-                store.delete(id).map_err(store_refusal)
+                // The signature says whose claim goes: each owner's delete
+                // drops only its own, and the shard stays for the others.
+                let now = unix_now();
+                let mut refusal = None;
+                for claim in record.claims.iter() {
+                    match signed::verify_delete(
+                        &claim.owner,
+                        &node,
+                        &id,
+                        not_after,
+                        &signature,
+                        now,
+                    ) {
+                        Ok(()) => return store.release(id, claim.owner).map_err(store_refusal),
+                        Err(e) => refusal = Some(e),
+                    }
+                }
+                let e = refusal.expect("a stored shard has a claim");
+                Err(Refusal {
+                    code: match e {
+                        signed::OwnerAuthError::Expired { .. } => ErrorCode::Expired,
+                        _ => ErrorCode::Forbidden,
+                    },
+                    message: format!(
+                        "{e} (only an owner holding a claim on this shard may delete it)"
+                    ),
+                })
             })
             .await??;
             Ok((Response::Deleted { found }, Vec::new()))
@@ -520,10 +572,89 @@ async fn handle<B: Body>(
             shards,
             lease_expires,
         } => {
+            let lease_expires = shared
+                .services
+                .donation
+                .policy
+                .renewal_until(lease_expires, unix_now());
             let found = blocking(move || store.renew_leases(&shards, lease_expires))
                 .await?
                 .map_err(store_refusal)?;
             Ok((Response::RenewedMany { found }, Vec::new()))
+        }
+        Request::Usage => {
+            let donation = Arc::clone(&shared.services.donation);
+            let rows = blocking(move || store.usage(MAX_USAGE))
+                .await?
+                .map_err(store_refusal)?;
+            Ok((
+                Response::Usage(
+                    rows.into_iter()
+                        .map(|u| OwnerUse {
+                            owner: u.owner,
+                            bytes: u.bytes,
+                            shards: u.shards,
+                            evicted: donation.is_evicted(&u.owner),
+                        })
+                        .collect(),
+                ),
+                Vec::new(),
+            ))
+        }
+        Request::Evict {
+            owner,
+            evict,
+            not_after,
+            signature,
+        } => {
+            let Some(box_owner) = shared.services.control.ownership().info().owner else {
+                return Err(Refusal {
+                    code: ErrorCode::Forbidden,
+                    message: "this box has no owner to evict anyone; claim it first".into(),
+                });
+            };
+            let message =
+                signed::evict_message(&shared.config.identity.id, &owner, evict, not_after);
+            signed::verify_expiring(&box_owner, &message, &signature, not_after, unix_now())
+                .map_err(|e| Refusal {
+                    code: match e {
+                        signed::OwnerAuthError::Expired { .. } => ErrorCode::Expired,
+                        _ => ErrorCode::Forbidden,
+                    },
+                    message: format!("only the box's owner may evict: {e}"),
+                })?;
+            if owner == box_owner {
+                return Err(Refusal {
+                    code: ErrorCode::BadRequest,
+                    message: "the box's owner cannot evict itself; drain the box instead".into(),
+                });
+            }
+            let donation = Arc::clone(&shared.services.donation);
+            let (claims, more) = blocking(move || {
+                donation.set_evicted(owner, evict).map_err(|e| Refusal {
+                    code: ErrorCode::Internal,
+                    message: e.to_string(),
+                })?;
+                if !evict {
+                    return Ok((0, false));
+                }
+                let claims = store
+                    .evict(&owner, MAX_EVICT as usize)
+                    .map_err(store_refusal)? as u64;
+                let more = store.owner_usage(&owner).map_err(store_refusal)?.shards > 0;
+                Ok((claims, more))
+            })
+            .await??;
+            if evict {
+                info!(
+                    owner = %owner.to_hex(),
+                    "evicted by the box's owner: {claims} claims dropped{}",
+                    if more { ", more to go" } else { "" }
+                );
+            } else {
+                info!(owner = %owner.to_hex(), "eviction lifted by the box's owner");
+            }
+            Ok((Response::Evicted { claims, more }, Vec::new()))
         }
         Request::Missing { after } => {
             let (shards, first, next) = shared.services.missing.page(after, MAX_MISSING);
@@ -609,6 +740,18 @@ fn ownership_refusal(error: OwnershipError) -> Refusal {
     Refusal {
         code,
         message: error.to_string(),
+    }
+}
+
+fn donation_refusal(refused: Refused) -> Refusal {
+    let code = match &refused {
+        Refused::Evicted(_) | Refused::NotServed(_) => ErrorCode::Forbidden,
+        Refused::ShareFull { .. } => ErrorCode::NoSpace,
+        Refused::LeaseTooLong { .. } => ErrorCode::BadRequest,
+    };
+    Refusal {
+        code,
+        message: refused.to_string(),
     }
 }
 

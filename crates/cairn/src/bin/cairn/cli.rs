@@ -92,6 +92,24 @@ pub enum Command {
         #[arg(long)]
         undo: bool,
     },
+    /// Who uses the space one of your boxes donates: each owner's shards
+    /// and bytes there, largest first.
+    Usage {
+        /// The node id (cn…), one of your nodes.
+        node: String,
+    },
+    /// Evict an owner from one of your boxes: its shards there go (their
+    /// stewards repair them elsewhere) and the box refuses its puts from
+    /// then on; `--lift` takes it back.
+    Evict {
+        /// The node id (cn…), one of your nodes.
+        node: String,
+        /// The owner id (hex), as `cairn usage` shows it.
+        owner: String,
+        /// Lift the eviction.
+        #[arg(long)]
+        lift: bool,
+    },
     /// Store files and directories: a new snapshot in which these paths are
     /// as they are now and everything else as before. Unchanged files are
     /// not read again; symbolic links are stored as links, never followed.

@@ -183,6 +183,37 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             });
         }
+        Command::Usage { node } => {
+            let rows = account::usage(&home, &node).await?;
+            if rows.is_empty() && !out.json {
+                println!("{node} holds no owner's shards");
+            }
+            for row in &rows {
+                out.show(row, |r| {
+                    format!(
+                        "{}  {:>10}  {:>8} shards{}{}",
+                        r.owner,
+                        size(r.bytes),
+                        r.shards,
+                        if r.you { "  (you)" } else { "" },
+                        if r.evicted { "  evicted" } else { "" }
+                    )
+                });
+            }
+        }
+        Command::Evict { node, owner, lift } => {
+            let report = account::evict(&home, &node, &owner, !lift).await?;
+            out.show(&report, |r| {
+                if lift {
+                    format!("{} takes shards from owner {} again", r.node, r.owner)
+                } else {
+                    format!(
+                        "owner {} is evicted from {}: {} of its shards there went (their stewards store them elsewhere), and its puts are refused from now on",
+                        r.owner, r.node, r.claims
+                    )
+                }
+            });
+        }
         Command::Put {
             paths,
             exclude,
