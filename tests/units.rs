@@ -103,6 +103,10 @@ fn the_unit_the_helper_and_the_example_config_agree_on_paths() {
     assert_eq!(directive("StateDirectory="), vec!["cairn"]);
     assert!(directive("ReadWritePaths=").contains(&"/srv/cairn/disks".to_owned()));
     assert_eq!(directive("Type="), vec!["notify"]);
+    // Resource ceilings: one member's requests cannot take the whole box.
+    for limit in ["MemoryMax=", "MemoryHigh=", "TasksMax=", "IOWeight="] {
+        assert_eq!(directive(limit).len(), 1, "{limit} missing");
+    }
     assert!(directive("WatchdogSec=").len() == 1);
 
     // The helper mounts under the directory the unit may write.

@@ -149,32 +149,45 @@ impl Evicted {
         let file = EvictedFile {
             owners: owners.iter().map(|o| o.to_hex()).collect(),
         };
-        let text = toml::to_string(&file).expect("a list of strings serialises");
-        cairn_host::durable::replace_file(&self.path, text.as_bytes(), 0o600).map_err(
-            |source| EvictedError::Save {
-                path: self.path.clone(),
-                source,
-            },
-        )?;
+        let save_error = |source| EvictedError::Save {
+            path: self.path.clone(),
+            source,
+        };
+        let text = toml::to_string(&file).map_err(|e| save_error(std::io::Error::other(e)))?;
+        cairn_host::durable::replace_file(&self.path, text.as_bytes(), 0o600)
+            .map_err(save_error)?;
         self.owners = owners;
         Ok(())
     }
 }
 
+/// What a put asks of the box, with what its owner holds here already.
+#[derive(Debug, Clone, Copy)]
+pub struct PutAsk {
+    /// The lease asked for, Unix seconds.
+    pub lease_expires: u64,
+    /// Bytes of the owner's claims here now.
+    pub used: u64,
+    /// Bytes the put adds.
+    pub len: u64,
+}
+
 impl Policy {
-    /// Whether a put for `owner` of `len` more bytes with a lease until
-    /// `lease_expires` may be stored, given `used` bytes of its claims here
-    /// now. `box_owner` (the box's own owner) is never limited.
+    /// Whether a put for `owner` (see [`PutAsk`]) may be stored now.
+    /// `box_owner` (the box's own owner) is never limited.
     pub fn check_put(
         &self,
         owner: &OwnerId,
         box_owner: Option<&OwnerId>,
         evicted: &Evicted,
-        lease_expires: u64,
+        ask: PutAsk,
         now: u64,
-        used: u64,
-        len: u64,
     ) -> Result<(), Refused> {
+        let PutAsk {
+            lease_expires,
+            used,
+            len,
+        } = ask;
         if box_owner == Some(owner) {
             return Ok(());
         }
@@ -219,6 +232,14 @@ mod tests {
     const NOW: u64 = 1_800_000_000;
     const DAY: u64 = 86_400;
 
+    fn ask(lease_expires: u64, used: u64, len: u64) -> PutAsk {
+        PutAsk {
+            lease_expires,
+            used,
+            len,
+        }
+    }
+
     fn policy() -> Policy {
         Policy {
             owners: None,
@@ -235,20 +256,20 @@ mod tests {
         let p = policy();
         let ok = NOW + 90 * DAY;
         assert_eq!(
-            p.check_put(&alice, None, &evicted, ok, NOW, 0, 1000),
+            p.check_put(&alice, None, &evicted, ask(ok, 0, 1000), NOW),
             Ok(())
         );
         assert!(matches!(
-            p.check_put(&alice, None, &evicted, ok, NOW, 1, 1000),
+            p.check_put(&alice, None, &evicted, ask(ok, 1, 1000), NOW),
             Err(Refused::ShareFull { used: 1, .. })
         ));
         assert!(matches!(
-            p.check_put(&alice, None, &evicted, u64::MAX, NOW, 0, 10),
+            p.check_put(&alice, None, &evicted, ask(u64::MAX, 0, 10), NOW),
             Err(Refused::LeaseTooLong { .. })
         ));
         // The box's owner is not held to the policy it sets for others.
         assert_eq!(
-            p.check_put(&me, Some(&me), &evicted, u64::MAX, NOW, 5000, 10),
+            p.check_put(&me, Some(&me), &evicted, ask(u64::MAX, 5000, 10), NOW),
             Ok(())
         );
         let listed = Policy {
@@ -256,12 +277,12 @@ mod tests {
             ..policy()
         };
         assert!(matches!(
-            listed.check_put(&mallory, Some(&me), &evicted, ok, NOW, 0, 10),
+            listed.check_put(&mallory, Some(&me), &evicted, ask(ok, 0, 10), NOW),
             Err(Refused::NotServed(_))
         ));
         evicted.set(mallory, true).unwrap();
         assert!(matches!(
-            p.check_put(&mallory, None, &evicted, ok, NOW, 0, 10),
+            p.check_put(&mallory, None, &evicted, ask(ok, 0, 10), NOW),
             Err(Refused::Evicted(_))
         ));
         // Kept across a restart, and lifted again.
@@ -296,14 +317,11 @@ impl Donation {
         &self,
         owner: &OwnerId,
         box_owner: Option<&OwnerId>,
-        lease_expires: u64,
+        ask: PutAsk,
         now: u64,
-        used: u64,
-        len: u64,
     ) -> Result<(), Refused> {
         let evicted = cairn_host::lock(&self.evicted);
-        self.policy
-            .check_put(owner, box_owner, &evicted, lease_expires, now, used, len)
+        self.policy.check_put(owner, box_owner, &evicted, ask, now)
     }
 
     /// Whether the box's owner evicted `owner`.

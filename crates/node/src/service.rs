@@ -39,6 +39,9 @@ pub enum StartError {
     /// The listening socket could not be bound.
     #[error(transparent)]
     Bind(#[from] BindError),
+    /// The `[donation]` policy does not parse.
+    #[error("[donation] in the configuration: {0}")]
+    Donation(String),
     /// The evicted owners could not be read.
     #[error(transparent)]
     Evicted(#[from] EvictedError),
@@ -166,10 +169,7 @@ impl RunningNode {
         );
         let request_timeout = server_config.request_timeout;
         let missing = Arc::new(MissingLog::new());
-        let policy = config
-            .donation
-            .policy()
-            .expect("the configuration's donation policy was checked when loaded");
+        let policy = config.donation.policy().map_err(StartError::Donation)?;
         let donation = Arc::new(Donation::open(policy, &config.state_dir)?);
         let server = Server::bind(
             config.listen,

@@ -230,6 +230,9 @@ fn run(args: &Args) -> anyhow::Result<Outcome> {
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // Well under the unit's TasksMax=256, so a flood of requests waits
+        // for a thread instead of failing to start one.
+        .max_blocking_threads(128)
         .thread_name("cairnd")
         .build()
         .context("cannot start the async runtime")?;

@@ -15,7 +15,7 @@ use tracing::{debug, info};
 use super::gossip::GossipService;
 use super::steward::StewardService;
 use crate::admission::{self, Standing};
-use crate::donation::{Donation, Refused};
+use crate::donation::{Donation, PutAsk, Refused};
 use crate::membership::{JoinError, Membership};
 use crate::missing::MissingLog;
 use crate::ownership::{NodeControl, Ownership, OwnershipError};
@@ -291,10 +291,12 @@ async fn handle<B: Body>(
                         .check_put(
                             &owner,
                             box_owner.as_ref(),
-                            lease_expires,
+                            PutAsk {
+                                lease_expires,
+                                used,
+                                len,
+                            },
                             unix_now(),
-                            used,
-                            len,
                         )
                         .map_err(donation_refusal)
                 })
