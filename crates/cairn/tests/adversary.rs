@@ -13,7 +13,9 @@ use std::time::Duration;
 use cairn_net::identity::Identity;
 use cairn_net::{NetError, Peer};
 use cairn_proto::ErrorCode;
+use cairn_proto::gossip::{Advert, GossipMember};
 use cairn_proto::ids::{NodeId, OwnerId, ShardId};
+use cairn_proto::membership::MemberCert;
 use cairn_proto::signed;
 use cairn_store::shard_path;
 use cairn_store::{ShardStore, StoreConfig};
@@ -430,4 +432,167 @@ async fn a_squatter_is_held_to_its_share_and_evicted_by_the_box_owner() {
     );
     assert_eq!(used_after, mine.len() as u64, "the space came back");
     assert_eq!(usage.len(), 1);
+}
+
+/// Alice's two nodes in her swarm, gossiping, each admitting her client;
+/// and a membership certificate for `stranger` (Mallory is a member).
+async fn a_swarm_of_two(alice: &Owner, stranger: &Identity) -> (Vec<Daemon>, MemberCert) {
+    let client = Identity::from_private(alice.secret().client_key()).id;
+    let nodes: Vec<Daemon> = (0..2).map(|_| Daemon::start(&[client])).collect();
+    for node in &nodes {
+        ok(alice.run(
+            &["add-node", &node.id.to_human(), &node.addr.to_string()],
+            None,
+        ));
+    }
+    alice.json(&["swarm", "create"]);
+    for node in &nodes {
+        let ticket = ok(alice.run(&["swarm", "invite", &node.id.to_human()], None));
+        alice.json(&["join", &node.id.to_human(), "--invite", ticket.trim()]);
+    }
+    let started = std::time::Instant::now();
+    while !alice
+        .json(&["members"])
+        .iter()
+        .filter(|m| m["up"] == true)
+        .count()
+        .eq(&2)
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "gossip did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let ticket = ok(alice.run(&["swarm", "invite", &stranger.id.to_human()], None));
+    (nodes, MemberCert::from_ticket(ticket.trim()).unwrap())
+}
+
+fn swim_packet(
+    src: &GossipMember,
+    dst: &GossipMember,
+    updates: &[foca::Member<GossipMember>],
+) -> Vec<u8> {
+    use bytes::BufMut;
+    use foca::Codec;
+    let mut buf = Vec::new();
+    let header = foca::Header {
+        src: src.clone(),
+        src_incarnation: 0,
+        dst: dst.clone(),
+        message: foca::Message::Ping(1),
+    };
+    foca::PostcardCodec
+        .encode_header(&header, &mut buf)
+        .unwrap();
+    buf.put_u16(updates.len() as u16);
+    for update in updates {
+        foca::PostcardCodec.encode_member(update, &mut buf).unwrap();
+    }
+    buf
+}
+
+/// **The story.** Mallory is a member of Alice's swarm. She wants Bob's
+/// box emptied (a draining box has its shards moved off it, with no owner
+/// signature) or declared down (after the grace, every shard it holds is
+/// rebuilt elsewhere). SWIM packets are not signed, and a member's identity
+/// with a larger `bump` used to win: Mallory gossips to node A that B is
+/// draining, at an address of hers, with a bump no real node would reach;
+/// that B is down; and then sends a packet in B's own name.
+///
+/// **Contained:** a packet is bound to the authenticated peer that sent it
+/// (the one in B's name is refused); what A shows of B is only what B said
+/// of itself; and a claim that B is down leads A to probe B itself, which
+/// answers, so B stays up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_gossip_neither_drains_nor_downs_another_member() {
+    let alice = Owner::new();
+    alice.json(&["init"]);
+    let mallory = Identity::generate().unwrap();
+    let (nodes, cert) = a_swarm_of_two(&alice, &mallory).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let alice_at_a = connect(a, &Identity::from_private(alice.secret().client_key())).await;
+    let members = alice_at_a.members().await.unwrap();
+    let a_me = members
+        .iter()
+        .find(|m| m.member.node == a.id)
+        .unwrap()
+        .member
+        .clone();
+    let b_told = members
+        .iter()
+        .find(|m| m.member.node == b.id)
+        .unwrap()
+        .member
+        .clone();
+    assert!(!b_told.advert.draining);
+
+    let endpoint = Peer::client_endpoint("127.0.0.1:0".parse().unwrap()).unwrap();
+    let peer = Peer::connect_as(
+        &endpoint,
+        a.addr,
+        a.id,
+        &mallory,
+        Some(cert),
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    let mallory_me = GossipMember {
+        node: mallory.id,
+        addr: "127.0.0.1:9".into(),
+        bump: 1,
+        advert: b_told.advert.clone(),
+    };
+    let forged_b = GossipMember {
+        addr: "127.0.0.1:9".into(),
+        bump: u32::MAX,
+        advert: Advert {
+            draining: true,
+            ..b_told.advert.clone()
+        },
+        ..b_told.clone()
+    };
+    // B draining, elsewhere, with the largest bump; and B down.
+    peer.gossip(swim_packet(
+        &mallory_me,
+        &a_me,
+        &[
+            foca::Member::new(forged_b.clone(), 0, foca::State::Alive),
+            foca::Member::new(b_told.clone(), 1000, foca::State::Down),
+        ],
+    ))
+    .await
+    .unwrap();
+    // A packet in B's name.
+    peer.gossip(swim_packet(&forged_b, &a_me, &[]))
+        .await
+        .unwrap();
+
+    // Longer than A's own probe of B (5 s) and a few SWIM rounds.
+    let watch_until = std::time::Instant::now() + Duration::from_secs(10);
+    let mut looks = 0;
+    while std::time::Instant::now() < watch_until {
+        let members = alice_at_a.members().await.unwrap();
+        let b_now = members.iter().find(|m| m.member.node == b.id).unwrap();
+        assert!(!b_now.member.advert.draining, "B shown draining: {b_now:?}");
+        assert_eq!(b_now.member.addr, b_told.addr, "B shown elsewhere");
+        assert!(b_now.up, "B shown down after a claim by Mallory");
+        looks += 1;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let log = a.log();
+    let refused = log.matches("claims to come from").count();
+    let probed = log.matches("said to be down answers this node").count();
+    println!(
+        "forged gossip: B stayed up, not draining, at its own address over {looks} looks in 10 s; packets in B's name refused: {refused}; claims of B down disproved by A's own probe: {probed}"
+    );
+    assert!(
+        refused >= 1,
+        "A did not say it refused the packet in B's name"
+    );
+    assert!(
+        probed >= 1,
+        "the claim of B down never reached A's SWIM: the test did not attack"
+    );
 }

@@ -12,6 +12,7 @@ pub mod discovery;
 pub mod disk_watch;
 pub mod disks;
 pub mod donation;
+pub mod gossip_codec;
 pub mod membership;
 pub mod missing;
 pub mod net;

@@ -68,8 +68,11 @@ impl foca::Identity for GossipMember {
     }
 
     fn win_addr_conflict(&self, adversary: &Self) -> bool {
-        // Serial-number arithmetic, so a wrapped counter still wins.
-        self.bump.wrapping_sub(adversary.bump) as i32 > 0
+        // A plain comparison, so that bump 0 (what a node shows for a
+        // member it has heard of only through others) loses to any word of
+        // the member's own. Bumps start at the Unix time of a start, so
+        // they do not wrap before 2106.
+        self.bump > adversary.bump
     }
 }
 
@@ -88,11 +91,11 @@ mod tests {
     use foca::Identity;
 
     #[test]
-    fn a_renewed_identity_wins_even_across_the_wrap() {
+    fn a_renewed_identity_wins_and_bump_0_loses_to_any() {
         let member = GossipMember {
             node: NodeId([1; 32]),
             addr: "127.0.0.1:1".into(),
-            bump: u32::MAX,
+            bump: 1_800_000_000,
             advert: Advert {
                 site: None,
                 capacity: 1,
@@ -102,10 +105,16 @@ mod tests {
             },
         };
         let renewed = member.renew().unwrap();
-        assert_eq!(renewed.bump, 0);
+        assert_eq!(renewed.bump, 1_800_000_001);
         assert!(renewed.win_addr_conflict(&member));
         assert!(!member.win_addr_conflict(&renewed));
         assert_eq!(renewed.addr(), member.addr());
+        let placeholder = GossipMember {
+            bump: 0,
+            ..member.clone()
+        };
+        assert!(member.win_addr_conflict(&placeholder));
+        assert!(!placeholder.win_addr_conflict(&member));
     }
 
     #[test]

@@ -14,14 +14,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use foca::{
-    AccumulatingRuntime, BroadcastHandler, Foca, Invalidates, OwnedNotification, PostcardCodec,
-    Timer,
-};
+use foca::{AccumulatingRuntime, BroadcastHandler, Foca, Invalidates, OwnedNotification, Timer};
 use rand::SeedableRng;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
+use crate::gossip_codec::{BoundCodec, Heard};
 use crate::membership::{JoinError, Membership};
 use cairn_host::lock;
 use cairn_net::pool::Pool;
@@ -40,14 +38,23 @@ const RETELL_REMOVALS: Duration = Duration::from_secs(60);
 const MAX_REMOVAL_BYTES: usize = 512;
 
 enum Event {
-    Packet(Vec<u8>),
+    Packet(NodeId, Vec<u8>),
+    /// This node's own probe of a member the swarm said is down.
+    Probed {
+        member: GossipMember,
+        answered: bool,
+    },
     Timer(Timer<GossipMember>),
     Announce(Vec<NodeAddr>),
     Advert(Advert),
     Removal(Removal),
 }
 
-type Swim = Foca<GossipMember, PostcardCodec, rand::rngs::StdRng, RemovalGossip>;
+type Swim = Foca<GossipMember, BoundCodec, rand::rngs::StdRng, RemovalGossip>;
+
+/// How long this node's own probe of a member the swarm says is down waits
+/// for an answer.
+const DOWN_PROBE: Duration = Duration::from_secs(5);
 
 /// The node's gossip: its SWIM instance and the members it knows.
 pub struct GossipService {
@@ -59,6 +66,10 @@ pub struct GossipService {
     seeds: Mutex<Vec<NodeAddr>>,
     /// SWIM runs (events are taken); until then adverts are only kept.
     running: AtomicBool,
+    /// What members said of themselves, and who is speaking now.
+    heard: Arc<Mutex<Heard>>,
+    /// Members SWIM holds down that answered this node's own probe.
+    disputed: Mutex<BTreeMap<NodeId, GossipMember>>,
 }
 
 impl GossipService {
@@ -74,12 +85,15 @@ impl GossipService {
             members: Mutex::new(BTreeMap::new()),
             seeds: Mutex::new(Vec::new()),
             running: AtomicBool::new(false),
+            heard: Heard::shared(),
+            disputed: Mutex::new(BTreeMap::new()),
         })
     }
 
-    /// A packet another member sent.
-    pub fn take_packet(&self, packet: Vec<u8>) {
-        let _ = self.events.send(Event::Packet(packet));
+    /// A packet the authenticated member `from` sent: it may speak only
+    /// for itself (see [`crate::gossip_codec`]).
+    pub fn take_packet(&self, from: NodeId, packet: Vec<u8>) {
+        let _ = self.events.send(Event::Packet(from, packet));
     }
 
     /// Joins the swarm's gossip through these members (and keeps them, to
@@ -124,26 +138,39 @@ impl GossipService {
         let _ = self.events.send(Event::Removal(removal));
     }
 
-    /// The members known: this node first, then the others, up or down.
-    /// Removed members are left out.
+    /// The members known: this node first, then the others, up or down,
+    /// each as it described itself to this node (a member heard of only
+    /// through others is left out until it speaks). Removed members are
+    /// left out.
     pub fn members(&self) -> Vec<MemberState> {
         let mut all = vec![MemberState {
             member: lock(&self.me).clone(),
             up: true,
         }];
+        let members = lock(&self.members);
         all.extend(
-            lock(&self.members)
+            members
                 .values()
                 .filter(|m| !self.membership.is_removed(&m.member.node))
-                .cloned(),
+                .filter_map(|m| self.in_own_words(m)),
         );
         all
     }
 
-    /// What the swarm says of `node`: its advert and whether it is up;
-    /// `None` when gossip has not heard of it.
+    /// What the swarm says of `node`: its own advert and whether it is up;
+    /// `None` when it has not spoken to this node.
     pub fn view(&self, node: &NodeId) -> Option<MemberState> {
-        lock(&self.members).get(node).cloned()
+        lock(&self.members)
+            .get(node)
+            .and_then(|m| self.in_own_words(m))
+    }
+
+    fn in_own_words(&self, state: &MemberState) -> Option<MemberState> {
+        let own = lock(&self.heard).own_word(&state.member.node)?.clone();
+        Some(MemberState {
+            member: own,
+            up: state.up,
+        })
     }
 
     fn others(&self, addrs: Vec<NodeAddr>) -> Vec<NodeAddr> {
@@ -163,7 +190,7 @@ impl GossipService {
             lock(&self.me).clone(),
             foca::Config::new_lan(NonZeroU32::new(32).unwrap_or(NonZeroU32::MIN)),
             rand::rngs::StdRng::from_seed(seed),
-            PostcardCodec,
+            BoundCodec::new(Arc::clone(&self.heard)),
             RemovalGossip {
                 membership: Arc::clone(&self.membership),
             },
@@ -174,7 +201,16 @@ impl GossipService {
         loop {
             let result = tokio::select! {
                 event = receiver.recv() => match event {
-                    Some(Event::Packet(packet)) => foca.handle_data(&packet, &mut runtime),
+                    Some(Event::Packet(from, packet)) => {
+                        lock(&self.heard).set_sender(Some(from));
+                        let handled = foca.handle_data(&packet, &mut runtime);
+                        lock(&self.heard).set_sender(None);
+                        handled
+                    }
+                    Some(Event::Probed { member, answered }) => {
+                        self.probed(member, answered);
+                        Ok(())
+                    }
                     Some(Event::Timer(timer)) => foca.handle_timer(timer, &mut runtime),
                     Some(Event::Announce(seeds)) => announce(&mut foca, &seeds, &mut runtime),
                     Some(Event::Advert(advert)) => self.change_advert(&mut foca, advert, &mut runtime),
@@ -182,6 +218,7 @@ impl GossipService {
                     None => break,
                 },
                 _ = reannounce.tick() => {
+                    self.reprobe_disputed(&pool);
                     let alone = lock(&self.members).values().all(|m| !m.up);
                     let seeds = lock(&self.seeds).clone();
                     if alone && !seeds.is_empty() {
@@ -245,10 +282,13 @@ impl GossipService {
     fn flush(&self, runtime: &mut AccumulatingRuntime<GossipMember>, pool: &Arc<Pool>) -> bool {
         while let Some((to, packet)) = runtime.to_send() {
             let pool = Arc::clone(pool);
+            // A member is reached where it said it is, not where another
+            // member told SWIM it is.
+            let addr = self.address_of(&to);
             tokio::spawn(async move {
                 let node = to.node;
                 let sent = tokio::time::timeout(SEND_TIMEOUT, async {
-                    let peer = pool.peer(node, &to.addr).await?;
+                    let peer = pool.peer(node, &addr).await?;
                     peer.gossip(packet.to_vec()).await
                 })
                 .await;
@@ -271,19 +311,17 @@ impl GossipService {
             match notification {
                 OwnedNotification::MemberUp(member) => {
                     info!(node = %member.node.to_human(), addr = %member.addr, "gossip: member up");
+                    lock(&self.disputed).remove(&member.node);
                     came_up = true;
                     members.insert(member.node, MemberState { member, up: true });
                 }
                 OwnedNotification::MemberDown(member) => {
-                    // A member that retold its advert has a newer identity
-                    // already; only the identity it goes by now counts.
-                    let current = members
-                        .get(&member.node)
-                        .is_none_or(|m| m.member.bump == member.bump);
-                    if current {
-                        warn!(node = %member.node.to_human(), "gossip: member declared down by the swarm");
-                        members.insert(member.node, MemberState { member, up: false });
-                    }
+                    // Down may be SWIM's own verdict or a claim another
+                    // member relayed: either way this node probes the
+                    // member itself before it believes it (a claim about
+                    // another member leads to a probe, never by itself to
+                    // a repair).
+                    self.probe(member, pool);
                 }
                 OwnedNotification::Rename(_, member) => {
                     let up = members.get(&member.node).is_some_and(|m| m.up);
@@ -296,6 +334,65 @@ impl GossipService {
             }
         }
         came_up
+    }
+}
+
+impl GossipService {
+    /// Where to reach `member`: where it said it is, if it spoke to this
+    /// node; else where it was announced (a seed, or a hint).
+    fn address_of(&self, member: &GossipMember) -> String {
+        lock(&self.heard)
+            .own_word(&member.node)
+            .map_or_else(|| member.addr.clone(), |own| own.addr.clone())
+    }
+
+    /// Probes `member` from this node; the outcome comes back as an event.
+    fn probe(&self, member: GossipMember, pool: &Arc<Pool>) {
+        let addr = self.address_of(&member);
+        let pool = Arc::clone(pool);
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            let answered = tokio::time::timeout(DOWN_PROBE, async {
+                pool.peer(member.node, &addr).await?.stat().await
+            })
+            .await
+            .is_ok_and(|r| r.is_ok());
+            let _ = events.send(Event::Probed { member, answered });
+        });
+    }
+
+    /// Probes again the members SWIM holds down but that answered this
+    /// node: SWIM no longer watches them, so this node does, until SWIM
+    /// takes them back (they renew their identity) or they stop answering.
+    fn reprobe_disputed(&self, pool: &Arc<Pool>) {
+        let disputed: Vec<GossipMember> = lock(&self.disputed).values().cloned().collect();
+        for member in disputed {
+            self.probe(member, pool);
+        }
+    }
+
+    /// The outcome of this node's own probe of a member SWIM declared down.
+    fn probed(&self, member: GossipMember, answered: bool) {
+        let mut members = lock(&self.members);
+        // A member that retold its advert has a newer identity already;
+        // only the identity it goes by now counts.
+        let current = members
+            .get(&member.node)
+            .is_none_or(|m| m.member.bump == member.bump);
+        if !current {
+            return;
+        }
+        let mut disputed = lock(&self.disputed);
+        if answered {
+            if disputed.insert(member.node, member.clone()).is_none() {
+                info!(node = %member.node.to_human(), "gossip: a member said to be down answers this node; kept up");
+            }
+            members.insert(member.node, MemberState { member, up: true });
+        } else {
+            disputed.remove(&member.node);
+            warn!(node = %member.node.to_human(), "gossip: member down (the swarm said so, and it does not answer this node)");
+            members.insert(member.node, MemberState { member, up: false });
+        }
     }
 }
 

@@ -529,7 +529,7 @@ async fn handle<B: Body>(
             Ok((Response::Removed, Vec::new()))
         }
         Request::Gossip { packet } => {
-            shared.services.gossip.take_packet(packet);
+            shared.services.gossip.take_packet(peer, packet);
             Ok((Response::GossipTaken, Vec::new()))
         }
         Request::Members => Ok((
