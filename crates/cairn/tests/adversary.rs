@@ -596,3 +596,67 @@ async fn forged_gossip_neither_drains_nor_downs_another_member() {
         "the claim of B down never reached A's SWIM: the test did not attack"
     );
 }
+
+/// **The story.** Owner-signed commands are valid for up to 24 hours. Alice
+/// deletes a shard from her box, and later the same day stores the same
+/// bytes again (a file restored, then backed up); she drains her box and
+/// stops the drain. Whoever kept a copy of her signed requests (they cross
+/// the network, and pass through tools and logs) sends them again: the
+/// delete would take the shard she stored again, the drain would drain the
+/// box she had put back to work.
+///
+/// **Refused:** the node keeps each signed command it carried out until
+/// the command expires, and refuses it a second time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_owner_command_is_refused() {
+    let alice = Owner::new();
+    alice.json(&["init"]);
+    let mallory = Mallory::new();
+    let daemon = alices_box(&alice, &mallory, "");
+    let alice_owner = OwnerId(alice.secret().keys().owner_id().0);
+    let signing = alice.secret().keys().signing.clone();
+    let peer = connect(
+        &daemon,
+        &Identity::from_private(alice.secret().client_key()),
+    )
+    .await;
+    let not_after = cairn_host::unix_now() + 600;
+
+    let bytes = common::random_bytes(50_000, 11);
+    let id = ShardId::of(&bytes);
+    peer.put(id, bytes.clone(), alice_owner, lease())
+        .await
+        .unwrap();
+    let delete = signed::sign_delete(&signing, &daemon.id, &id, not_after);
+    assert!(peer.delete(id, not_after, delete.clone()).await.unwrap());
+    peer.put(id, bytes.clone(), alice_owner, lease())
+        .await
+        .unwrap();
+    let replayed_delete = peer.delete(id, not_after, delete).await;
+
+    let drained = peer.drain(&signing, true, not_after).await.unwrap();
+    assert!(drained.draining);
+    let undone = peer.drain(&signing, false, not_after).await.unwrap();
+    assert!(!undone.draining);
+    let replayed_drain = peer.drain(&signing, true, not_after).await;
+    let draining_after = peer.stat().await.unwrap().ownership.draining;
+    let read = peer.get(id).await;
+    println!(
+        "replay: delete replayed after a put again -> {replayed_delete:?}; drain replayed after its undo -> {}; box draining after: {draining_after}; shard reads: {}",
+        match &replayed_drain {
+            Ok(_) => "accepted".to_owned(),
+            Err(e) => e.to_string(),
+        },
+        read.is_ok()
+    );
+    assert!(
+        matches!(&replayed_delete, Err(NetError::Remote { code: ErrorCode::Forbidden, message }) if message.contains("replay")),
+        "{replayed_delete:?}"
+    );
+    assert!(
+        matches!(&replayed_drain, Err(NetError::Remote { code: ErrorCode::Forbidden, message }) if message.contains("replay")),
+        "{replayed_drain:?}"
+    );
+    assert!(!draining_after);
+    assert_eq!(read.unwrap(), bytes);
+}

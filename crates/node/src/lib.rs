@@ -20,4 +20,5 @@ pub mod node_status;
 pub mod ownership;
 pub mod roots;
 pub mod service;
+pub mod spent;
 pub mod steward;

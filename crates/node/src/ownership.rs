@@ -90,6 +90,9 @@ pub enum OwnershipError {
         /// The cause.
         source: std::io::Error,
     },
+    /// The signed command was carried out before, or cannot be recorded.
+    #[error(transparent)]
+    Spent(#[from] crate::spent::SpentError),
     /// The ownership file could not be read or parsed.
     #[error(
         "cannot read the ownership file {path}: {reason}; fix or remove it (removing it leaves the box unclaimed)"

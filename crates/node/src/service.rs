@@ -26,6 +26,7 @@ use crate::net::steward::StewardService;
 use crate::net::{Server, ServerConfig, Services};
 use crate::ownership::NodeControl;
 use crate::roots::{RootStore, RootStoreError};
+use crate::spent::{Spent, SpentError};
 
 /// Why the node's services could not start.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +43,9 @@ pub enum StartError {
     /// The `[donation]` policy does not parse.
     #[error("[donation] in the configuration: {0}")]
     Donation(String),
+    /// The record of signed commands could not be opened.
+    #[error(transparent)]
+    Spent(#[from] SpentError),
     /// The evicted owners could not be read.
     #[error(transparent)]
     Evicted(#[from] EvictedError),
@@ -171,6 +175,7 @@ impl RunningNode {
         let missing = Arc::new(MissingLog::new());
         let policy = config.donation.policy().map_err(StartError::Donation)?;
         let donation = Arc::new(Donation::open(policy, &config.state_dir)?);
+        let spent = Arc::new(Spent::open(&config.state_dir)?);
         let server = Server::bind(
             config.listen,
             server_config,
@@ -183,6 +188,7 @@ impl RunningNode {
                 gossip: Arc::clone(&gossip),
                 missing: Arc::clone(&missing),
                 donation,
+                spent,
             },
         )?;
         let addr = server.local_addr()?;

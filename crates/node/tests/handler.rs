@@ -21,6 +21,7 @@ use cairn_node::net::steward::{StewardConfig, StewardService};
 use cairn_node::net::{AllowList, ServerConfig, Services};
 use cairn_node::ownership::NodeControl;
 use cairn_node::roots::RootStore;
+use cairn_node::spent::Spent;
 use cairn_proto::gossip::{Advert, GossipMember};
 use cairn_proto::limits::{Limits, Refusal};
 use cairn_proto::root::RootRecord;
@@ -112,6 +113,7 @@ impl Node {
                 )
                 .unwrap(),
             ),
+            spent: Arc::new(Spent::open(&state).unwrap()),
         };
         Self {
             handler: Handler::new(config, services),

@@ -20,6 +20,7 @@ use crate::membership::{JoinError, Membership};
 use crate::missing::MissingLog;
 use crate::ownership::{NodeControl, Ownership, OwnershipError};
 use crate::roots::{RootStore, RootStoreError};
+use crate::spent::{Spent, SpentError};
 use crate::steward::StewardError;
 use cairn_host::unix_now;
 use cairn_net::Identity;
@@ -116,6 +117,8 @@ pub struct Services {
     pub missing: Arc<MissingLog>,
     /// What the box gives other owners, and whom it evicted.
     pub donation: Arc<Donation>,
+    /// Owner-signed commands already carried out (replays are refused).
+    pub spent: Arc<Spent>,
 }
 
 /// Answers requests: the services a request may touch, and the limits.
@@ -381,6 +384,7 @@ async fn handle<B: Body>(
             signature,
         } => {
             let node = shared.config.identity.id;
+            let spent = Arc::clone(&shared.services.spent);
             let found = blocking(move || {
                 let Some((_, record)) = store.record(id) else {
                     return Ok(false);
@@ -398,11 +402,22 @@ async fn handle<B: Body>(
                         &signature,
                         now,
                     ) {
-                        Ok(()) => return store.release(id, claim.owner).map_err(store_refusal),
+                        Ok(()) => {
+                            spent
+                                .spend(
+                                    &signed::delete_message(&node, &id, not_after),
+                                    not_after,
+                                    now,
+                                )
+                                .map_err(spent_refusal)?;
+                            return store.release(id, claim.owner).map_err(store_refusal);
+                        }
                         Err(e) => refusal = Some(e),
                     }
                 }
-                let e = refusal.expect("a stored shard has a claim");
+                let Some(e) = refusal else {
+                    return Ok(false);
+                };
                 Err(Refusal {
                     code: match e {
                         signed::OwnerAuthError::Expired { .. } => ErrorCode::Expired,
@@ -436,7 +451,7 @@ async fn handle<B: Body>(
         }
         Request::Claim { owner, signature } => {
             let pairing_open = shared.services.control.pairing_open(Instant::now());
-            let ownership = update_ownership(shared, move |current, node, now| {
+            let ownership = update_ownership(shared, move |current, node, now, _| {
                 current.claim(&node, &peer, &owner, &signature, pairing_open, now)
             })
             .await?;
@@ -455,8 +470,17 @@ async fn handle<B: Body>(
             not_after,
             signature,
         } => {
-            let ownership = update_ownership(shared, move |current, node, now| {
-                current.transfer(&node, &to_owner, &to_client, not_after, &signature, now)
+            let message = signed::transfer_message(
+                &shared.config.identity.id,
+                &to_owner,
+                &to_client,
+                not_after,
+            );
+            let ownership = update_ownership(shared, move |current, node, now, spent| {
+                let next =
+                    current.transfer(&node, &to_owner, &to_client, not_after, &signature, now)?;
+                spent.spend(&message, not_after, now)?;
+                Ok(next)
             })
             .await?;
             info!(
@@ -470,8 +494,11 @@ async fn handle<B: Body>(
             not_after,
             signature,
         } => {
-            let ownership = update_ownership(shared, move |current, node, now| {
-                current.drain(&node, draining, not_after, &signature, now)
+            let message = signed::drain_message(&shared.config.identity.id, draining, not_after);
+            let ownership = update_ownership(shared, move |current, node, now, spent| {
+                let next = current.drain(&node, draining, not_after, &signature, now)?;
+                spent.spend(&message, not_after, now)?;
+                Ok(next)
             })
             .await?;
             if draining {
@@ -553,9 +580,14 @@ async fn handle<B: Body>(
                     message: format!("untrack refused: {e}"),
                 },
             )?;
-            let count = blocking(move || steward.untrack(&owner, &segments))
-                .await?
-                .map_err(steward_refusal)?;
+            let spent = Arc::clone(&shared.services.spent);
+            let count = blocking(move || {
+                spent
+                    .spend(&message, not_after, unix_now())
+                    .map_err(spent_refusal)?;
+                steward.untrack(&owner, &segments).map_err(steward_refusal)
+            })
+            .await??;
             Ok((Response::Tracked { segments: count }, Vec::new()))
         }
         Request::Locate {
@@ -632,7 +664,11 @@ async fn handle<B: Body>(
                 });
             }
             let donation = Arc::clone(&shared.services.donation);
+            let spent = Arc::clone(&shared.services.spent);
             let (claims, more) = blocking(move || {
+                spent
+                    .spend(&message, not_after, unix_now())
+                    .map_err(spent_refusal)?;
                 donation.set_evicted(owner, evict).map_err(|e| Refusal {
                     code: ErrorCode::Internal,
                     message: e.to_string(),
@@ -721,13 +757,33 @@ fn steward_of(shared: &Handler) -> Result<Arc<StewardService>, Refusal> {
 /// Decides an ownership change on a blocking thread (it fsyncs) and stores it.
 async fn update_ownership(
     shared: &Handler,
-    change: impl FnOnce(&Ownership, NodeId, u64) -> Result<Ownership, OwnershipError> + Send + 'static,
+    change: impl FnOnce(&Ownership, NodeId, u64, &Spent) -> Result<Ownership, OwnershipError>
+    + Send
+    + 'static,
 ) -> Result<Ownership, Refusal> {
     let node = shared.config.identity.id;
     let control = Arc::clone(&shared.services.control);
-    blocking(move || control.update(|current| change(current, node, unix_now())))
+    let spent = Arc::clone(&shared.services.spent);
+    blocking(move || control.update(|current| change(current, node, unix_now(), &spent)))
         .await?
         .map_err(ownership_refusal)
+}
+
+/// A replayed command is the asker's to fix; a full or failing record is
+/// busy or broken.
+fn spent_refusal(error: SpentError) -> Refusal {
+    Refusal {
+        code: spent_code(&error),
+        message: error.to_string(),
+    }
+}
+
+fn spent_code(error: &SpentError) -> ErrorCode {
+    match error {
+        SpentError::Replayed => ErrorCode::Forbidden,
+        SpentError::Full => ErrorCode::RateLimited,
+        SpentError::Table { .. } => ErrorCode::Internal,
+    }
 }
 
 fn ownership_refusal(error: OwnershipError) -> Refusal {
@@ -738,6 +794,7 @@ fn ownership_refusal(error: OwnershipError) -> Refusal {
             ErrorCode::Forbidden
         }
         OwnershipError::Save { .. } | OwnershipError::Load { .. } => ErrorCode::Internal,
+        OwnershipError::Spent(e) => spent_code(e),
     };
     Refusal {
         code,
