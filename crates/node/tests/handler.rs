@@ -106,9 +106,12 @@ impl Node {
             missing: Arc::new(MissingLog::new()),
             donation: Arc::new(
                 Donation::open(
-                    cairn_node::daemon_config::DonationSection::default()
-                        .policy()
-                        .unwrap(),
+                    // The tests' leases run to a fixed far time (`FAR`).
+                    cairn_node::donation::Policy {
+                        owners: None,
+                        per_owner_bytes: None,
+                        longest_lease_s: u64::MAX,
+                    },
                     &state,
                 )
                 .unwrap(),
