@@ -36,6 +36,9 @@ pub enum LedPattern {
     Pairing,
     /// Factory reset armed, waiting for the confirming press: fast even blink.
     ResetArmed,
+    /// A claim arrived and waits for a press at the box to confirm it:
+    /// two short blips a second.
+    ClaimPending,
 }
 
 /// One step of a pattern: a brightness (percent) held for a time.
@@ -57,7 +60,7 @@ const fn off(millis: u32) -> Step {
 
 impl LedPattern {
     /// Every pattern, for documentation and tests.
-    pub const ALL: [LedPattern; 9] = [
+    pub const ALL: [LedPattern; 10] = [
         LedPattern::Off,
         LedPattern::Booting,
         LedPattern::Healthy,
@@ -67,6 +70,7 @@ impl LedPattern {
         LedPattern::Identify,
         LedPattern::Pairing,
         LedPattern::ResetArmed,
+        LedPattern::ClaimPending,
     ];
 
     /// The repeating cycle of steps; a single step is a steady level.
@@ -80,6 +84,7 @@ impl LedPattern {
         const IDENTIFY: &[Step] = &[on(50), off(50)];
         const PAIRING: &[Step] = &[on(100), off(900)];
         const RESET_ARMED: &[Step] = &[on(125), off(125)];
+        const CLAIM_PENDING: &[Step] = &[on(100), off(150), on(100), off(650)];
         match self {
             Self::Off => OFF,
             Self::Booting => BOOTING,
@@ -90,6 +95,7 @@ impl LedPattern {
             Self::Identify => IDENTIFY,
             Self::Pairing => PAIRING,
             Self::ResetArmed => RESET_ARMED,
+            Self::ClaimPending => CLAIM_PENDING,
         }
     }
 
@@ -110,6 +116,7 @@ impl LedPattern {
             Self::Identify => "fast flicker (10 times a second)",
             Self::Pairing => "one short blip a second",
             Self::ResetArmed => "fast even blink (4 times a second)",
+            Self::ClaimPending => "two short blips a second",
         }
     }
 }

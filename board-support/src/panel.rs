@@ -1,6 +1,7 @@
 //! The front panel: the button's gestures turned into what the box does
-//! (identify, pairing window, factory reset) and the one LED pattern to
-//! show for the node's state and those overlays. Plain code fed with time.
+//! (identify, pairing window, confirming a claim, factory reset) and the
+//! one LED pattern to show for the node's state and those overlays. Plain
+//! code fed with time.
 
 use std::time::Duration;
 
@@ -34,6 +35,8 @@ impl Default for PanelTiming {
 pub enum PanelAction {
     /// A short press: log the node's state (the LED flickers meanwhile).
     Identify,
+    /// A short press while a claim waits: the person at the box confirms it.
+    ClaimConfirmed,
     /// The pairing window opened; it closes by itself after this long.
     PairingOpened(Duration),
     /// The pairing window closed without a claim.
@@ -56,6 +59,7 @@ pub struct FrontPanel {
     led: LedPlayer,
     identify_until: Option<Duration>,
     pairing_until: Option<Duration>,
+    claim_pending: bool,
 }
 
 impl FrontPanel {
@@ -67,6 +71,7 @@ impl FrontPanel {
             led: LedPlayer::new(LedPattern::Booting, now),
             identify_until: None,
             pairing_until: None,
+            claim_pending: false,
         }
     }
 
@@ -114,6 +119,13 @@ impl FrontPanel {
     /// Closes the pairing window (after a successful claim).
     pub fn close_pairing(&mut self) {
         self.pairing_until = None;
+        self.claim_pending = false;
+    }
+
+    /// Whether a claim arrived and waits for a press to confirm it (the
+    /// daemon says so; the next short press confirms instead of identifying).
+    pub fn set_claim_pending(&mut self, pending: bool) {
+        self.claim_pending = pending;
     }
 
     /// The next time the panel needs a step without a change of input: a
@@ -132,11 +144,16 @@ impl FrontPanel {
 
     fn on_button(&mut self, event: ButtonEvent, now: Duration) -> Option<PanelAction> {
         match event {
+            ButtonEvent::Identify if self.claim_pending => {
+                self.claim_pending = false;
+                Some(PanelAction::ClaimConfirmed)
+            }
             ButtonEvent::Identify => {
                 self.identify_until = Some(now + self.timing.identify);
                 Some(PanelAction::Identify)
             }
             ButtonEvent::OpenPairing => {
+                self.claim_pending = false;
                 self.open_pairing(now);
                 Some(PanelAction::PairingOpened(self.timing.pairing))
             }
@@ -158,6 +175,7 @@ impl FrontPanel {
         }
         if self.pairing_until.is_some_and(|until| now >= until) {
             self.pairing_until = None;
+            self.claim_pending = false;
             return Some(PanelAction::PairingExpired);
         }
         None
@@ -177,6 +195,9 @@ impl FrontPanel {
             if held >= self.timing.button.pairing_hold {
                 return LedPattern::Pairing;
             }
+        }
+        if self.claim_pending && self.pairing_open(now) {
+            return LedPattern::ClaimPending;
         }
         if self.identify_until.is_some() {
             return LedPattern::Identify;
@@ -258,6 +279,38 @@ mod tests {
         assert_eq!(rig.panel.led_pattern(), L::Identify);
         rig.run(false, 2_000, Healthy);
         assert_eq!(rig.patterns, vec![L::Healthy, L::Identify, L::Healthy]);
+    }
+
+    /// A claim arrives while the window is open: the LED says so, and the
+    /// next short press confirms it instead of identifying; a new hold
+    /// throws the waiting claim away.
+    #[test]
+    fn a_waiting_claim_shows_and_a_short_press_confirms_it() {
+        let mut rig = Rig::new();
+        rig.run(false, 100, Healthy).run(true, 6_000, Healthy);
+        rig.run(false, 100, Healthy);
+        rig.panel.set_claim_pending(true);
+        rig.run(false, 1_000, Healthy);
+        assert_eq!(rig.panel.led_pattern(), L::ClaimPending);
+        rig.run(true, 200, Healthy).run(false, 100, Healthy);
+        assert_eq!(rig.actions.last(), Some(&PanelAction::ClaimConfirmed));
+        assert_ne!(rig.panel.led_pattern(), L::Identify);
+        // Pending again; a 5 s hold starts over: no confirmation comes of it.
+        rig.panel.set_claim_pending(true);
+        rig.run(true, 6_000, Healthy).run(false, 100, Healthy);
+        assert!(matches!(
+            rig.actions.last(),
+            Some(PanelAction::PairingOpened(_))
+        ));
+        rig.run(true, 200, Healthy).run(false, 100, Healthy);
+        assert_eq!(rig.actions.last(), Some(&PanelAction::Identify));
+        assert_eq!(
+            rig.actions
+                .iter()
+                .filter(|a| **a == PanelAction::ClaimConfirmed)
+                .count(),
+            1
+        );
     }
 
     #[test]

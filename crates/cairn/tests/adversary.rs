@@ -15,7 +15,7 @@ use cairn_net::{NetError, Peer};
 use cairn_proto::ErrorCode;
 use cairn_proto::gossip::{Advert, GossipMember};
 use cairn_proto::ids::{NodeId, OwnerId, ShardId};
-use cairn_proto::membership::MemberCert;
+use cairn_proto::membership::{MemberCert, Removal, Role};
 use cairn_proto::signed;
 use cairn_store::shard_path;
 use cairn_store::{ShardStore, StoreConfig};
@@ -659,4 +659,221 @@ async fn a_replayed_owner_command_is_refused() {
     );
     assert!(!draining_after);
     assert_eq!(read.unwrap(), bytes);
+}
+
+/// Holds the simulated button down for `held`, then lets go.
+async fn hold(daemon: &Daemon, held: Duration) {
+    std::fs::write(daemon.board().join("button"), "1").unwrap();
+    tokio::time::sleep(held).await;
+    std::fs::write(daemon.board().join("button"), "0").unwrap();
+}
+
+/// **The story.** Alice's new box sits on her home network. Mallory, on the
+/// same network (a guest's laptop, a compromised TV), polls the box for its
+/// pairing window: the moment Alice holds the button, Mallory's claim
+/// arrives, before Alice has typed hers. Before, the first claim in the
+/// window took the box.
+///
+/// **Contained:** a claim is made only after a press at the box, and only
+/// if no other claim arrived in the same window. Mallory's claim waits;
+/// Alice's contests it and she is told someone else is claiming; a press
+/// then confirms nothing; Mallory never owns the box. Alice starts over
+/// with a new hold and claims it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polling_for_the_pairing_window_wins_nothing() {
+    let daemon = Daemon::start_with_board(&[]);
+    let alice = Owner::new();
+    alice.json(&["init"]);
+    let mallory = Identity::generate().unwrap();
+    let mallory_owner = SigningKey::from_bytes(&[0x77; 32]);
+
+    hold(&daemon, Duration::from_millis(5_500)).await;
+    // Mallory is first: she polls until the window admits her.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let endpoint = Peer::client_endpoint("127.0.0.1:0".parse().unwrap()).unwrap();
+    let mallory_peer = loop {
+        match Peer::connect(
+            &endpoint,
+            daemon.addr,
+            daemon.id,
+            &mallory,
+            Duration::from_secs(2),
+        )
+        .await
+        {
+            Ok(peer) => break peer,
+            Err(e) => assert!(
+                std::time::Instant::now() < deadline,
+                "the window did not open: {e}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let first = mallory_peer.claim(&mallory_owner).await.unwrap();
+    assert!(
+        matches!(first, cairn_net::ClaimAnswer::Pending { .. }),
+        "{first:?}"
+    );
+    // Alice's claim contests Mallory's, and says so.
+    let alices = alice.run(
+        &["claim", &daemon.id.to_human(), &daemon.addr.to_string()],
+        None,
+    );
+    let told = String::from_utf8_lossy(&alices.stderr).into_owned();
+    assert!(!alices.status.success());
+    assert!(told.contains("another claim"), "{told}");
+    // Someone presses: nothing is confirmed.
+    hold(&daemon, Duration::from_millis(300)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mallory_again = mallory_peer.claim(&mallory_owner).await;
+    assert!(
+        matches!(
+            &mallory_again,
+            Err(NetError::Remote {
+                code: ErrorCode::Forbidden,
+                ..
+            })
+        ),
+        "{mallory_again:?}"
+    );
+    let owner_after_press = mallory_peer.stat().await.unwrap().ownership.owner;
+    assert_eq!(owner_after_press, None);
+
+    // Alice starts over: a new hold, her claim alone, her press.
+    hold(&daemon, Duration::from_millis(5_500)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let waits_before = daemon.log().matches("waits for a short press").count();
+    let (id, addr) = (daemon.id.to_human(), daemon.addr.to_string());
+    let claimed = std::thread::scope(|scope| {
+        let claim = scope.spawn(|| alice.run(&["claim", &id, &addr], None));
+        let until = std::time::Instant::now() + Duration::from_secs(10);
+        while daemon.log().matches("waits for a short press").count() == waits_before
+            && !claim.is_finished()
+            && std::time::Instant::now() < until
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::fs::write(daemon.board().join("button"), "1").unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        std::fs::write(daemon.board().join("button"), "0").unwrap();
+        claim.join().unwrap()
+    });
+    assert!(
+        claimed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&claimed.stderr)
+    );
+    let nodes = alice.json(&["nodes"]);
+    println!(
+        "claim race: Mallory first in the window; Alice told \"{}\"; after a press the box's owner was {:?}; after a new hold Alice's confirmed claim made her the owner: {}",
+        told.lines()
+            .last()
+            .unwrap_or("")
+            .chars()
+            .take(80)
+            .collect::<String>(),
+        owner_after_press,
+        nodes[0]["owner"] == alice.json(&["id"])[0]["owner"]
+    );
+    assert_eq!(nodes[0]["owner"], alice.json(&["id"])[0]["owner"]);
+}
+
+/// **The story.** Alice sells her box to Bob. She had
+/// founded the swarm the box is in, so after the transfer she could still
+/// admit keys of her choosing to the box (a certificate of her swarm is a
+/// member's pass there) and sign the removal of members, Bob's among them.
+///
+/// **Contained:** a transfer hands the box over completely: a box in a swarm
+/// its former owner founded leaves it. Afterwards a key with Alice's
+/// certificate is refused at the handshake, and her signed removal is
+/// refused; Bob can join the box to his own swarm.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_transfer_the_former_owner_has_no_power_over_the_box() {
+    let alice = Owner::new();
+    alice.json(&["init"]);
+    let bob = Owner::new();
+    bob.json(&["init"]);
+    let mallory = Mallory::new();
+    let daemon = alices_box(&alice, &mallory, "");
+    let node = daemon.id.to_human();
+    alice.json(&["swarm", "create"]);
+    let ticket = ok(alice.run(&["swarm", "invite", &node], None));
+    alice.json(&["join", &node, "--invite", ticket.trim()]);
+    // A key Alice admits to her swarm is a member at the box.
+    let friend = Identity::generate().unwrap();
+    let alice_key = alice.secret().keys().signing.clone();
+    let far = cairn_host::unix_now() + 86_400;
+    let pass = MemberCert::issue(&alice_key, &friend.id, Role::Node, far);
+    let endpoint = Peer::client_endpoint("127.0.0.1:0".parse().unwrap()).unwrap();
+    let before = Peer::connect_as(
+        &endpoint,
+        daemon.addr,
+        daemon.id,
+        &friend,
+        Some(pass.clone()),
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(
+        before.is_ok(),
+        "a member of Alice's swarm is admitted before the transfer"
+    );
+
+    let card = {
+        let out = bob.run(&["id"], None);
+        let text = String::from_utf8(out.stdout).unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("transfer card: "))
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_owned()
+    };
+    ok(alice.run(&["transfer", &node, "--to", &card], None));
+
+    let after = Peer::connect_as(
+        &endpoint,
+        daemon.addr,
+        daemon.id,
+        &friend,
+        Some(pass),
+        Duration::from_secs(5),
+    )
+    .await;
+    let bob_client = Identity::from_private(bob.secret().client_key());
+    let bob_peer = connect(&daemon, &bob_client).await;
+    let removal = Removal::issue(&alice_key, &bob_client.id);
+    let removed = bob_peer.remove(removal).await;
+    let log = daemon.log();
+    println!(
+        "transfer: Alice's member after the transfer -> {}; Alice's removal of Bob's client -> {}; box left Alice's swarm: {}",
+        match &after {
+            Ok(_) => "admitted".to_owned(),
+            Err(e) => format!("refused ({e})"),
+        },
+        match &removed {
+            Ok(()) => "accepted".to_owned(),
+            Err(e) => format!("refused ({e})"),
+        },
+        log.contains("founded by the former owner")
+    );
+    assert!(
+        after.is_err(),
+        "Alice's swarm still admits keys at Bob's box"
+    );
+    assert!(
+        removed.is_err(),
+        "Alice's removal was accepted at Bob's box"
+    );
+    assert!(
+        bob_peer.stat().await.is_ok(),
+        "Bob's client is still admitted"
+    );
+    // Bob founds his own swarm and joins the box to it.
+    ok(bob.run(&["add-node", &node, &daemon.addr.to_string()], None));
+    bob.json(&["swarm", "create"]);
+    let ticket = ok(bob.run(&["swarm", "invite", &node], None));
+    let joined = bob.json(&["join", &node, "--invite", ticket.trim()]);
+    assert_eq!(joined[0]["swarm"], bob.json(&["id"])[0]["owner"]);
 }

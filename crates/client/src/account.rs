@@ -276,16 +276,50 @@ fn node_report(node: NodeAddr, stat: Option<&StatInfo>, me: OwnerId) -> NodeRepo
     }
 }
 
+/// How often a waiting claim asks whether the button was pressed.
+const CLAIM_POLL: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Claims the box `node` at `entry.addr` (its pairing window must be open)
 /// and lists it in the settings.
-pub async fn claim(home: &ClientHome, entry: &NodeAddr) -> Result<ClaimReport, ClientError> {
+///
+/// The box takes the claim only once someone presses its button: the first
+/// claim to arrive while its pairing window is open waits for that press
+/// (its LED blips twice a second), and `on_waiting` is called once with the
+/// seconds left, so the person can be told to press. The claim is asked
+/// again until the press comes or the window closes.
+pub async fn claim(
+    home: &ClientHome,
+    entry: &NodeAddr,
+    mut on_waiting: impl FnMut(u64),
+) -> Result<ClaimReport, ClientError> {
     let (swarm, secret) = home.swarm(Some(entry.clone()))?;
     let shown = entry.node.to_human();
     let peer = swarm.peer(entry.node).await.map_err(ClientError::node(format!(
         "cannot reach the box {shown} at {}\n(open its pairing window first: hold its button about 5 seconds, until the LED blips once a second)",
         entry.addr
     )))?;
-    let result = peer.claim(&secret.keys().signing).await;
+    let result = async {
+        let mut told = false;
+        loop {
+            match peer.claim(&secret.keys().signing).await? {
+                cairn_net::ClaimAnswer::Claimed(info) => return Ok(info),
+                cairn_net::ClaimAnswer::Pending { confirm_within_s } => {
+                    if !told {
+                        on_waiting(confirm_within_s);
+                        told = true;
+                    }
+                    if confirm_within_s == 0 {
+                        return Err(cairn_net::NetError::Remote {
+                            code: cairn_proto::ErrorCode::PairingClosed,
+                            message: "the pairing window closed before the button was pressed to confirm the claim; hold it 5 seconds and claim again".into(),
+                        });
+                    }
+                    tokio::time::sleep(CLAIM_POLL).await;
+                }
+            }
+        }
+    }
+    .await;
     swarm.close().await;
     let info = result.map_err(ClientError::node(format!("claiming {shown}")))?;
     let mut config = home.config()?;

@@ -34,6 +34,18 @@ pub struct Peer {
 /// Largest response body we accept (a shard plus slack for audit proofs).
 const MAX_BODY: u64 = 64 << 20;
 
+/// Where a claim stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimAnswer {
+    /// The box is the owner's.
+    Claimed(OwnershipInfo),
+    /// The claim waits for a short press of the box's button; ask again.
+    Pending {
+        /// Seconds left to press.
+        confirm_within_s: u64,
+    },
+}
+
 impl Peer {
     /// Dials `addr` from `endpoint` and proves the far end holds `node`'s key.
     pub async fn connect(
@@ -300,7 +312,7 @@ impl Peer {
 
     /// Claims the node for `owner` (the node must have its pairing window
     /// open); this peer's key becomes the owner's admitted client key.
-    pub async fn claim(&self, owner: &SigningKey) -> Result<OwnershipInfo, NetError> {
+    pub async fn claim(&self, owner: &SigningKey) -> Result<ClaimAnswer, NetError> {
         let owner_id = signed::owner_id(owner);
         let signature = signed::sign(
             owner,
@@ -310,7 +322,13 @@ impl Peer {
             owner: owner_id,
             signature,
         };
-        self.ownership_call(&request).await
+        match self.call(&request, Bytes::new()).await? {
+            (Response::Ownership(info), _) => Ok(ClaimAnswer::Claimed(info)),
+            (Response::ClaimPending { confirm_within_s }, _) => {
+                Ok(ClaimAnswer::Pending { confirm_within_s })
+            }
+            (other, _) => Err(NetError::Unexpected(format!("{other:?}"))),
+        }
     }
 
     /// Hands the node to another owner; `owner` must be its current owner.

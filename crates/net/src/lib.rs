@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use cairn_proto::{ErrorCode, FrameError};
 
-pub use client::Peer;
+pub use client::{ClaimAnswer, Peer};
 pub use identity::Identity;
 pub use pool::Pool;
 

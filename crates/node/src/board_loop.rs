@@ -122,6 +122,7 @@ impl BoardLoop {
             if panel.pairing_open(now) && !self.control.pairing_open(Instant::now()) {
                 panel.close_pairing();
             }
+            panel.set_claim_pending(self.control.claim_waiting());
             let pressed = self.board.button_pressed();
             if let Some(action) = panel.step(now, pressed, health.state) {
                 self.act(action, &health);
@@ -193,6 +194,13 @@ impl BoardLoop {
                     open_for.as_secs(),
                     self.node_name
                 );
+            }
+            PanelAction::ClaimConfirmed => {
+                if self.control.confirm_claim() {
+                    info!(
+                        "claim confirmed with the button: the box is claimed when the owner's `cairn claim` next asks"
+                    );
+                }
             }
             PanelAction::PairingExpired => {
                 self.control.close_pairing();

@@ -182,6 +182,21 @@ impl Membership {
         Ok(swarm)
     }
 
+    /// Leaves the swarm: forgets the certificate, the seeds and the
+    /// removals (the box was handed to an owner outside that swarm's
+    /// founder's authority). Returns the swarm left, if any.
+    pub fn leave(&self) -> Result<Option<OwnerId>, JoinError> {
+        let mut guard = self.lock();
+        let left = guard.0.as_ref().map(|c| c.swarm);
+        if left.is_none() {
+            return Ok(None);
+        }
+        let next = State::default();
+        self.save(&next)?;
+        *guard = (None, next);
+        Ok(left)
+    }
+
     /// Keeps a removal of this node's swarm; true when it is news.
     pub fn remove(&self, removal: &Removal) -> Result<bool, JoinError> {
         let mut guard = self.lock();

@@ -225,7 +225,35 @@ pub struct NodeControl {
     path: PathBuf,
     ownership: Mutex<Ownership>,
     pairing_until: Mutex<Option<Instant>>,
+    pending_claim: Mutex<Option<PendingClaim>>,
     health: Mutex<HealthSnapshot>,
+}
+
+/// The claim that arrived while the pairing window is open, waiting for a
+/// press at the box. The box has no screen to say whose claim a press
+/// confirms, so a press confirms a claim only if no other claim arrived in
+/// the same window: a second, different claim contests the first, and
+/// neither can be confirmed until someone holds the button to start over.
+/// Polling for the window therefore wins an attacker nothing: its claim
+/// either waits for a press the owner does not give, or spoils the owner's
+/// claim, which the owner is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct PendingClaim {
+    owner: OwnerId,
+    client: NodeId,
+    confirmed: bool,
+    contested: bool,
+}
+
+/// Where a claim stands after [`NodeControl::offer_claim`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimOffer {
+    /// It waits for the press at the box (it arrived first, or came again).
+    Waiting,
+    /// The press came: make the claim now.
+    Confirmed,
+    /// Two different claims arrived in this window: neither is made.
+    Contested,
 }
 
 impl NodeControl {
@@ -249,6 +277,7 @@ impl NodeControl {
             path,
             ownership: Mutex::new(ownership),
             pairing_until: Mutex::new(None),
+            pending_claim: Mutex::new(None),
             health: Mutex::new(HealthSnapshot::default()),
         })
     }
@@ -285,14 +314,74 @@ impl NodeControl {
             .is_some_and(|(_, client)| client == *peer)
     }
 
-    /// Opens the pairing window until `until`.
+    /// Opens the pairing window until `until`; a claim that was waiting is
+    /// thrown away (the person at the box started over).
     pub fn open_pairing(&self, until: Instant) {
         *lock(&self.pairing_until) = Some(until);
+        *lock(&self.pending_claim) = None;
     }
 
-    /// Closes the pairing window.
+    /// Closes the pairing window, and with it any waiting claim.
     pub fn close_pairing(&self) {
         *lock(&self.pairing_until) = None;
+        *lock(&self.pending_claim) = None;
+    }
+
+    /// A verified claim by `owner` through `client` arrived while the window
+    /// is open: the first waits for the press, the same again learns
+    /// whether it came, any other is refused.
+    pub fn offer_claim(&self, owner: OwnerId, client: NodeId) -> ClaimOffer {
+        let mut pending = lock(&self.pending_claim);
+        match pending.as_mut() {
+            None => {
+                *pending = Some(PendingClaim {
+                    owner,
+                    client,
+                    confirmed: false,
+                    contested: false,
+                });
+                ClaimOffer::Waiting
+            }
+            Some(p) if p.contested => ClaimOffer::Contested,
+            Some(p) if p.owner == owner && p.client == client => {
+                if p.confirmed {
+                    ClaimOffer::Confirmed
+                } else {
+                    ClaimOffer::Waiting
+                }
+            }
+            Some(p) if p.confirmed => {
+                // The press already went to the first claim; a later one
+                // changes nothing.
+                ClaimOffer::Contested
+            }
+            Some(p) => {
+                p.contested = true;
+                ClaimOffer::Contested
+            }
+        }
+    }
+
+    /// Whether a claim waits for the press at the box (and may be confirmed).
+    pub fn claim_waiting(&self) -> bool {
+        lock(&self.pending_claim).is_some_and(|p| !p.confirmed && !p.contested)
+    }
+
+    /// The press at the box came: the waiting claim may be made. Returns
+    /// whether one was waiting (a contested claim is not).
+    pub fn confirm_claim(&self) -> bool {
+        match lock(&self.pending_claim).as_mut() {
+            Some(p) if !p.confirmed && !p.contested => {
+                p.confirmed = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Seconds left in the pairing window at `now`.
+    pub fn pairing_left(&self, now: Instant) -> u64 {
+        lock(&self.pairing_until).map_or(0, |until| until.saturating_duration_since(now).as_secs())
     }
 
     /// Whether a claim is allowed at `now`.
@@ -461,6 +550,39 @@ mod tests {
         std::fs::write(dir.path().join(FILE), "owner = 5").unwrap();
         let err = NodeControl::open(dir.path()).unwrap_err().to_string();
         assert!(err.contains("ownership.toml"), "{err}");
+    }
+
+    #[test]
+    fn the_first_claim_waits_for_the_press_and_others_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let control = NodeControl::open(dir.path()).unwrap();
+        let (alice, mallory) = (OwnerId([1; 32]), OwnerId([2; 32]));
+        control.open_pairing(Instant::now() + std::time::Duration::from_secs(60));
+        assert_eq!(control.offer_claim(alice, CLIENT), ClaimOffer::Waiting);
+        assert!(control.claim_waiting());
+        assert_eq!(control.offer_claim(alice, CLIENT), ClaimOffer::Waiting);
+        assert!(control.confirm_claim());
+        assert!(!control.confirm_claim(), "one press confirms one claim");
+        assert_eq!(control.offer_claim(alice, CLIENT), ClaimOffer::Confirmed);
+        // A claim after the press changes nothing.
+        assert_eq!(control.offer_claim(mallory, NODE), ClaimOffer::Contested);
+        assert_eq!(control.offer_claim(alice, CLIENT), ClaimOffer::Confirmed);
+
+        // A new hold starts over. Mallory, polling, is first; Alice's claim
+        // contests hers: neither can be confirmed, whoever presses.
+        control.open_pairing(Instant::now() + std::time::Duration::from_secs(60));
+        assert_eq!(control.offer_claim(mallory, NODE), ClaimOffer::Waiting);
+        assert_eq!(control.offer_claim(alice, CLIENT), ClaimOffer::Contested);
+        assert!(!control.claim_waiting());
+        assert!(!control.confirm_claim());
+        assert_eq!(control.offer_claim(mallory, NODE), ClaimOffer::Contested);
+        assert_eq!(
+            control.offer_claim(alice, NODE),
+            ClaimOffer::Contested,
+            "same owner, other key"
+        );
+        control.close_pairing();
+        assert!(!control.claim_waiting());
     }
 
     #[test]

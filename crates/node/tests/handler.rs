@@ -301,6 +301,12 @@ async fn claims_need_the_window_and_a_draining_box_takes_no_shards() {
     );
     node.control
         .open_pairing(Instant::now() + Duration::from_secs(60));
+    // The claim waits for a press at the box; asked again after it, it is made.
+    let (waiting, _) = node.ask(client, claim.clone(), &[]).await.unwrap();
+    assert!(
+        matches!(waiting, Response::ClaimPending { confirm_within_s } if confirm_within_s > 50)
+    );
+    assert!(node.control.confirm_claim());
     let (claimed, _) = node.ask(client, claim, &[]).await.unwrap();
     assert!(matches!(claimed, Response::Ownership(info) if info.owner == Some(owner)));
 

@@ -386,6 +386,12 @@ pub enum Response {
         /// Whether more are left.
         more: bool,
     },
+    /// Answer to `Claim`: the claim waits for a short press of the box's
+    /// button (presence at the box); ask again to learn whether it came.
+    ClaimPending {
+        /// Seconds left to press before the pairing window closes.
+        confirm_within_s: u64,
+    },
 }
 
 /// Why a request failed, as a number another implementation can match on.

@@ -48,6 +48,8 @@ enum Event {
     Announce(Vec<NodeAddr>),
     Advert(Advert),
     Removal(Removal),
+    /// The node left its swarm: tell the members, forget them.
+    Leave,
 }
 
 type Swim = Foca<GossipMember, BoundCodec, rand::rngs::StdRng, RemovalGossip>;
@@ -133,6 +135,13 @@ impl GossipService {
         }
     }
 
+    /// Leaves the swarm's gossip (the node left its swarm): members are
+    /// told and forgotten; a later join announces afresh.
+    pub fn leave(&self) {
+        lock(&self.seeds).clear();
+        let _ = self.events.send(Event::Leave);
+    }
+
     /// Spreads a removal this node has just kept to the other members.
     pub fn spread_removal(&self, removal: Removal) {
         let _ = self.events.send(Event::Removal(removal));
@@ -215,6 +224,22 @@ impl GossipService {
                     Some(Event::Announce(seeds)) => announce(&mut foca, &seeds, &mut runtime),
                     Some(Event::Advert(advert)) => self.change_advert(&mut foca, advert, &mut runtime),
                     Some(Event::Removal(removal)) => add_removal(&mut foca, &removal),
+                    Some(Event::Leave) => {
+                        let left = foca.leave_cluster(&mut runtime);
+                        self.flush(&mut runtime, &pool);
+                        lock(&self.members).clear();
+                        lock(&self.disputed).clear();
+                        // Rejoining later needs an identity SWIM has not
+                        // seen leave.
+                        let mut me = lock(&self.me);
+                        let next = GossipMember {
+                            bump: me.bump.wrapping_add(1),
+                            ..me.clone()
+                        };
+                        *me = next.clone();
+                        drop(me);
+                        left.and_then(|()| foca.change_identity(next, &mut runtime))
+                    }
                     None => break,
                 },
                 _ = reannounce.tick() => {

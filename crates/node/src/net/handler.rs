@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use super::gossip::GossipService;
 use super::steward::StewardService;
@@ -18,7 +18,7 @@ use crate::admission::{self, Standing};
 use crate::donation::{Donation, PutAsk, Refused};
 use crate::membership::{JoinError, Membership};
 use crate::missing::MissingLog;
-use crate::ownership::{NodeControl, Ownership, OwnershipError};
+use crate::ownership::{ClaimOffer, NodeControl, Ownership, OwnershipError};
 use crate::roots::{RootStore, RootStoreError};
 use crate::spent::{Spent, SpentError};
 use crate::steward::StewardError;
@@ -450,7 +450,49 @@ async fn handle<B: Body>(
             Ok((Response::Root(record), Vec::new()))
         }
         Request::Claim { owner, signature } => {
-            let pairing_open = shared.services.control.pairing_open(Instant::now());
+            let control = &shared.services.control;
+            let pairing_open = control.pairing_open(Instant::now());
+            // Checked first (window, a free box, the signature), so that
+            // only a claim that could be made waits for the press.
+            control
+                .ownership()
+                .claim(
+                    &shared.config.identity.id,
+                    &peer,
+                    &owner,
+                    &signature,
+                    pairing_open,
+                    unix_now(),
+                )
+                .map_err(ownership_refusal)?;
+            match control.offer_claim(owner, peer) {
+                ClaimOffer::Waiting => {
+                    info!(
+                        owner = %owner.to_hex(),
+                        client = %peer.to_human(),
+                        "a claim by owner {} waits for a short press of the button (the LED blips twice a second); if you did not just run `cairn claim`, do not press: hold 5 s to start over",
+                        owner.to_hex()
+                    );
+                    return Ok((
+                        Response::ClaimPending {
+                            confirm_within_s: control.pairing_left(Instant::now()),
+                        },
+                        Vec::new(),
+                    ));
+                }
+                ClaimOffer::Contested => {
+                    warn!(
+                        owner = %owner.to_hex(),
+                        client = %peer.to_human(),
+                        "two different claims reached this box in one pairing window: neither is made"
+                    );
+                    return Err(Refusal {
+                        code: ErrorCode::Forbidden,
+                        message: "another claim reached this box in the same pairing window, so neither can be confirmed: someone else on your network may be trying to take it. Nothing was claimed. Hold the button about 5 seconds to start over, then claim again (if it keeps happening, claim with the box on a cable of its own)".into(),
+                    });
+                }
+                ClaimOffer::Confirmed => {}
+            }
             let ownership = update_ownership(shared, move |current, node, now, _| {
                 current.claim(&node, &peer, &owner, &signature, pairing_open, now)
             })
@@ -476,6 +518,7 @@ async fn handle<B: Body>(
                 &to_client,
                 not_after,
             );
+            let previous = shared.services.control.ownership().info().owner;
             let ownership = update_ownership(shared, move |current, node, now, spent| {
                 let next =
                     current.transfer(&node, &to_owner, &to_client, not_after, &signature, now)?;
@@ -487,6 +530,28 @@ async fn handle<B: Body>(
                 "transferred: this box now belongs to owner {}",
                 to_owner.to_hex()
             );
+            // The former owner's authority over the box goes with it: a
+            // swarm it founded could admit keys here and remove the new
+            // owner's members, so the box leaves it. (A swarm someone else
+            // founded is the community's, and the box stays.)
+            let membership = Arc::clone(&shared.services.membership);
+            if previous.is_some() && membership.swarm() == previous {
+                let left = blocking(move || membership.leave())
+                    .await?
+                    .map_err(|e| Refusal {
+                        code: ErrorCode::Internal,
+                        message: format!(
+                            "the box changed hands but could not leave its former owner's swarm: {e}"
+                        ),
+                    })?;
+                shared.services.gossip.leave();
+                if let Some(swarm) = left {
+                    info!(
+                        "left swarm {}, founded by the former owner; the new owner joins it to theirs",
+                        swarm.to_hex()
+                    );
+                }
+            }
             Ok((Response::Ownership(ownership.info()), Vec::new()))
         }
         Request::Drain {

@@ -150,7 +150,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Claim { id, addr, site } => {
             let node = parse_node(&id, &format!("node id {id}"))?;
             let entry = NodeAddr { node, addr, site };
-            let mut report = account::claim(&home, &entry).await?;
+            let mut report = account::claim(&home, &entry, |left| {
+                eprintln!(
+                    "This claim waits for you at the box: press its button once now (its LED blips twice a second); {left} s left."
+                )
+            })
+            .await?;
             report.claimed = id;
             out.show(&report, |r| {
                 format!(
