@@ -217,7 +217,8 @@ fn alices_box(alice: &Owner, mallory: &Mallory, extra: &str) -> Daemon {
     );
     let daemon = Daemon::start_with_files(
         &[client, mallory.key.id],
-        &[],
+        // As cairnd.service sets it.
+        &[("MALLOC_ARENA_MAX", "2")],
         extra,
         &[("state/ownership.toml", owned)],
     );
@@ -876,4 +877,154 @@ async fn after_a_transfer_the_former_owner_has_no_power_over_the_box() {
     let ticket = ok(bob.run(&["swarm", "invite", &node], None));
     let joined = bob.json(&["join", &node, "--invite", ticket.trim()]);
     assert_eq!(joined[0]["swarm"], bob.json(&["id"])[0]["owner"]);
+}
+
+/// **The story.** Mallory wants Alice's box down without touching its disk.
+/// A `Get` makes the node read a whole shard into memory and hold it until
+/// the reader takes it: she opens connection after connection, each with
+/// all the streams it may have, asks each stream for the largest shard,
+/// and never reads an answer. She also spreads requests over her
+/// connections to multiply the per-connection rate limit.
+///
+/// **Contained:** a key holds at most 4 connections; its request rate is
+/// one bucket across them; every shard a peer makes the node hold, coming
+/// or going, is inside the one body budget (here 2 MiB) until the peer has
+/// acknowledged it. The daemon's memory stays within a few MiB of where it
+/// was, and Alice's shard still reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_cannot_exhaust_the_boxs_memory_or_multiply_its_rate() {
+    let alice = Owner::new();
+    alice.json(&["init"]);
+    let mallory = Mallory::new();
+    let daemon = alices_box(&alice, &mallory, "");
+    let alice_owner = OwnerId(alice.secret().keys().owner_id().0);
+    let alice_peer = connect(
+        &daemon,
+        &Identity::from_private(alice.secret().client_key()),
+    )
+    .await;
+    let shard = common::random_bytes(2 << 20, 21);
+    let id = ShardId::of(&shard);
+    alice_peer
+        .put(id, shard.clone(), alice_owner, lease())
+        .await
+        .unwrap();
+    assert_eq!(alice_peer.get(id).await.unwrap(), shard);
+    let (rss_before, _) = daemon.rss_kib();
+
+    // Connections: four are served, the fifth is not.
+    let endpoint = Peer::client_endpoint("127.0.0.1:0".parse().unwrap()).unwrap();
+    let mut connections = Vec::new();
+    for _ in 0..5 {
+        let dialled = Peer::connect(
+            &endpoint,
+            daemon.addr,
+            daemon.id,
+            &mallory.key,
+            Duration::from_secs(5),
+        )
+        .await;
+        if let Ok(peer) = dialled {
+            connections.push(peer);
+        }
+    }
+    let mut served = 0;
+    for peer in &connections {
+        if peer.stat().await.is_ok() {
+            served += 1;
+        }
+    }
+    // Streams that ask for the 2 MiB shard and never read the answer.
+    let mut streams = Vec::new();
+    for peer in connections.iter().take(4) {
+        for _ in 0..30 {
+            let Ok((mut send, recv)) = peer.connection().open_bi().await else {
+                break;
+            };
+            let request = cairn_proto::Request::Get { id, range: None };
+            if cairn_net::write_frame(&mut send, &request).await.is_ok() {
+                let _ = send.finish();
+                streams.push((send, recv));
+            }
+        }
+    }
+    // Time for every request to be read, served or left waiting.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (rss_during, peak) = daemon.rss_kib();
+    // Alice is still served while Mallory's streams hang.
+    let alice_reads = alice_peer.get(id).await.map(|b| b == shard);
+
+    // The rate: requests as fast as they go, spread over four connections.
+    let started = std::time::Instant::now();
+    let asks = connections
+        .iter()
+        .take(4)
+        .flat_map(|peer| (0..150).map(move |_| peer.stat()));
+    let answers = join_all(asks).await;
+    let elapsed = started.elapsed().as_secs_f64();
+    let limited = answers
+        .iter()
+        .filter(|a| {
+            matches!(
+                a,
+                Err(NetError::Remote {
+                    code: ErrorCode::RateLimited,
+                    ..
+                })
+            )
+        })
+        .count();
+    let granted = answers.iter().filter(|a| a.is_ok()).count();
+    println!(
+        "exhaustion: connections served {served} of 5; {} Get streams left unread; RSS {} -> {} MiB (peak {} MiB; without the budget they would hold {} MiB); Alice's read meanwhile: {:?}; rate across 4 connections: {granted} of {} granted in {elapsed:.1} s (one key's burst 256 + 128/s)",
+        streams.len(),
+        rss_before / 1024,
+        rss_during / 1024,
+        peak / 1024,
+        streams.len() * 2,
+        alice_reads.as_ref().map_err(|e| e.to_string()),
+        answers.len()
+    );
+    assert_eq!(served, 4);
+    assert!(streams.len() >= 100, "the attack did not open its streams");
+    assert!(
+        rss_during < rss_before + 16 * 1024,
+        "memory grew by {} MiB",
+        (rss_during - rss_before) / 1024
+    );
+    assert!(matches!(alice_reads, Ok(true)));
+    assert!(limited > 0);
+    assert!(
+        (granted as f64) <= 256.0 + 128.0 * elapsed + 8.0,
+        "{granted} requests granted in {elapsed:.1} s"
+    );
+}
+
+/// Runs every future to its end, all at once (they borrow the
+/// connections, so they are polled here rather than spawned).
+async fn join_all<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
+    use std::task::Poll;
+    let mut futures: Vec<std::pin::Pin<Box<F>>> = futures.map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (future, output) in futures.iter_mut().zip(outputs.iter_mut()) {
+            if output.is_none() {
+                match future.as_mut().poll(cx) {
+                    Poll::Ready(value) => *output = Some(value),
+                    Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+    .await;
+    outputs
+        .into_iter()
+        .map(|o| o.expect("polled to the end"))
+        .collect()
 }

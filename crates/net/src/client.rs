@@ -549,6 +549,12 @@ impl Peer {
         }
     }
 
+    /// The QUIC connection, for tests that play a peer which opens streams
+    /// and never reads their answers.
+    pub fn connection(&self) -> &quinn::Connection {
+        &self.connection
+    }
+
     /// Sends raw bytes as a request stream and returns the node's answer
     /// (for tests of how a node treats malformed or oversized frames).
     pub async fn send_raw(&self, bytes: &[u8]) -> Result<Response, NetError> {

@@ -18,6 +18,7 @@ pub mod missing;
 pub mod net;
 pub mod node_status;
 pub mod ownership;
+pub mod peers;
 pub mod roots;
 pub mod service;
 pub mod spent;

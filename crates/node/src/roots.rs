@@ -22,6 +22,11 @@ pub enum RootStoreError {
         /// The cause.
         source: std::io::Error,
     },
+    /// The node keeps records for as many owners as it takes.
+    #[error(
+        "this node keeps root records for {MAX_OWNERS} owners already; keep yours on your other nodes"
+    )]
+    Full,
     /// A stored record no longer decodes or verifies.
     #[error("the stored root record {path} is damaged; it will be replaced by the next valid one")]
     Damaged {
@@ -30,9 +35,14 @@ pub enum RootStoreError {
     },
 }
 
+/// Owners whose root records one node keeps: each is a file in `/var`, and
+/// a stranger can make up owner keys, so their number is bounded.
+pub const MAX_OWNERS: usize = 4096;
+
 /// The root records this node keeps.
 pub struct RootStore {
     dir: PathBuf,
+    max_owners: usize,
     /// Serialises compare-and-replace.
     writing: Mutex<()>,
 }
@@ -47,8 +57,15 @@ impl RootStore {
         })?;
         Ok(Self {
             dir,
+            max_owners: MAX_OWNERS,
             writing: Mutex::new(()),
         })
+    }
+
+    /// The same store keeping records for at most `max_owners` owners (for
+    /// tests of the bound).
+    pub fn with_max_owners(self, max_owners: usize) -> Self {
+        Self { max_owners, ..self }
     }
 
     fn path(&self, owner: &OwnerId) -> PathBuf {
@@ -71,6 +88,27 @@ impl RootStore {
         Ok(Some(record))
     }
 
+    /// How many owners' records are kept.
+    fn owners(&self) -> Result<usize, RootStoreError> {
+        let io = |source| RootStoreError::Io {
+            path: self.dir.clone(),
+            source,
+        };
+        let mut count = 0;
+        for entry in std::fs::read_dir(&self.dir).map_err(io)? {
+            // A replace in flight writes `<owner>.tmp` first.
+            if !entry
+                .map_err(io)?
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".tmp")
+            {
+                count += 1;
+            }
+        }
+        Ok(count)
+    }
+
     /// Keeps `record` if it is valid and newer than the one held.
     pub fn put(&self, record: &RootRecord) -> Result<(), RootStoreError> {
         record.verify()?;
@@ -84,6 +122,9 @@ impl RootStore {
         };
         if !record.supersedes(held.as_ref())? {
             return Ok(());
+        }
+        if held.is_none() && self.owners()? >= self.max_owners {
+            return Err(RootStoreError::Full);
         }
         let path = self.path(&owner);
         let bytes = postcard::to_stdvec(record).map_err(|e| RootStoreError::Io {
@@ -100,6 +141,25 @@ impl RootStore {
 mod tests {
     use super::*;
     use ed25519_dalek::SigningKey;
+
+    /// A stranger making up owner keys fills the bound, not the disk; an
+    /// owner already kept still renews its record.
+    #[test]
+    fn records_are_kept_for_a_bounded_number_of_owners() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RootStore::open(dir.path()).unwrap().with_max_owners(3);
+        let keys: Vec<SigningKey> = (0..4).map(|n| SigningKey::from_bytes(&[n; 32])).collect();
+        for key in &keys[..3] {
+            store.put(&RootRecord::sign(key, 1, b"r".to_vec())).unwrap();
+        }
+        assert!(matches!(
+            store.put(&RootRecord::sign(&keys[3], 1, b"r".to_vec())),
+            Err(RootStoreError::Full)
+        ));
+        store
+            .put(&RootRecord::sign(&keys[0], 2, b"s".to_vec()))
+            .unwrap();
+    }
 
     #[test]
     fn keeps_the_newest_valid_record_across_reopen() {

@@ -9,7 +9,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, SemaphorePermit};
 use tracing::{debug, info, warn};
 
 use super::gossip::GossipService;
@@ -197,9 +197,63 @@ impl Handler {
         request: Request,
         body: &mut B,
     ) -> Result<Answer, Refusal> {
+        Ok(self.answer_held(peer, cert, request, body).await?.0)
+    }
+
+    /// Like [`Handler::answer`], with the share of the body budget the
+    /// answer's bytes hold: a shard read for a `Get` or an `Audit` is in
+    /// memory until it is written out, so the caller keeps the share until
+    /// then. Every shard body a peer can make the node hold, coming or
+    /// going, is inside the one budget.
+    pub async fn answer_held<B: Body>(
+        &self,
+        peer: NodeId,
+        cert: Option<&MemberCert>,
+        request: Request,
+        body: &mut B,
+    ) -> Result<(Answer, Option<SemaphorePermit<'_>>), Refusal> {
         admission::for_request(&peer, self.standing(&peer, cert), &request)?;
         limits::validate(&request, &self.config.limits)?;
-        handle(self, peer, request, body).await
+        let held = match self.answer_bytes(&request).await? {
+            0 => None,
+            bytes => Some(self.reserve(bytes).await?),
+        };
+        Ok((handle(self, peer, request, body).await?, held))
+    }
+
+    /// Bytes of shard the answer to `request` holds in memory.
+    async fn answer_bytes(&self, request: &Request) -> Result<u64, Refusal> {
+        match request {
+            Request::Get {
+                range: Some((_, len)),
+                ..
+            } => Ok(*len),
+            Request::Get { id, range: None } | Request::Audit { id, .. } => {
+                let store = Arc::clone(&self.services.store);
+                let id = *id;
+                Ok(blocking(move || store.record(id).map_or(0, |(_, r)| r.len)).await?)
+            }
+            _ => Ok(0),
+        }
+    }
+
+    /// Waits for `bytes` of room in the body budget; a peer that waits too
+    /// long is told to come back (the node is busy, not gone).
+    async fn reserve(&self, bytes: u64) -> Result<SemaphorePermit<'_>, Refusal> {
+        let kib = u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX);
+        tokio::time::timeout(BUDGET_WAIT, self.body_budget.acquire_many(kib))
+            .await
+            .map_err(|_| Refusal {
+                code: ErrorCode::RateLimited,
+                message: format!(
+                    "busy moving other shards for {} s; retry shortly",
+                    BUDGET_WAIT.as_secs()
+                ),
+            })?
+            .map_err(|_| Refusal {
+                code: ErrorCode::Internal,
+                message: "the node is stopping".into(),
+            })
     }
 }
 
@@ -306,22 +360,8 @@ async fn handle<B: Body>(
                 .await??;
             }
             // `validate` bounded `len` by the shard limit; the budget bounds all
-            // bodies together, so many peers cannot exhaust memory. A peer
-            // that waits too long is told to come back (it is busy, not gone).
-            let kib = u32::try_from(len.div_ceil(1024)).unwrap_or(u32::MAX);
-            let _budget = tokio::time::timeout(BUDGET_WAIT, shared.body_budget.acquire_many(kib))
-                .await
-                .map_err(|_| Refusal {
-                    code: ErrorCode::RateLimited,
-                    message: format!(
-                        "busy receiving other shards for {} s; retry shortly",
-                        BUDGET_WAIT.as_secs()
-                    ),
-                })?
-                .map_err(|_| Refusal {
-                    code: ErrorCode::Internal,
-                    message: "the node is stopping".into(),
-                })?;
+            // bodies together, so many peers cannot exhaust memory.
+            let _budget = shared.reserve(len).await?;
             let bytes = body.read(len as usize).await.map_err(|e| Refusal {
                 code: ErrorCode::BadRequest,
                 message: format!("the shard body ended early: {e}"),
@@ -432,6 +472,24 @@ async fn handle<B: Body>(
             Ok((Response::Deleted { found }, Vec::new()))
         }
         Request::PutRoot(record) => {
+            // Only the owners the box serves keep records here (the box's
+            // owner always; an evicted or unlisted owner never).
+            let owner = record.owner_id();
+            let box_owner = shared.services.control.ownership().info().owner;
+            if box_owner != Some(owner) {
+                let donation = &shared.services.donation;
+                if donation.is_evicted(&owner) {
+                    return Err(donation_refusal(Refused::Evicted(owner.to_hex())));
+                }
+                if donation
+                    .policy
+                    .owners
+                    .as_ref()
+                    .is_some_and(|owners| !owners.contains(&owner))
+                {
+                    return Err(donation_refusal(Refused::NotServed(owner.to_hex())));
+                }
+            }
             let roots = Arc::clone(&shared.services.roots);
             blocking(move || roots.put(&record))
                 .await?
@@ -884,6 +942,7 @@ fn root_refusal(error: RootStoreError) -> Refusal {
         RootStoreError::Refused(cairn_proto::root::RootError::Stale { .. }) => ErrorCode::Stale,
         RootStoreError::Refused(cairn_proto::root::RootError::TooLarge(_)) => ErrorCode::TooLarge,
         RootStoreError::Refused(_) => ErrorCode::Forbidden,
+        RootStoreError::Full => ErrorCode::NoSpace,
         _ => ErrorCode::Internal,
     };
     Refusal {

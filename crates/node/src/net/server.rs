@@ -4,21 +4,27 @@
 //! requests; what a request gets is [`super::handler`]'s to decide.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
 use super::handler::{Body, Handler, ServerConfig, Services};
+use crate::peers::PeerTable;
+use cairn_host::lock;
 use cairn_net::tls;
 use cairn_net::{NetError, handshake, read_body_within, read_frame, write_frame};
 use cairn_proto::ids::NodeId;
-use cairn_proto::limits::RateLimiter;
 use cairn_proto::membership::MemberCert;
 use cairn_proto::{ErrorCode, Request, Response};
+
+/// Handshakes (before a peer is authenticated) the node works on at once;
+/// more are refused, and past half of them a client must first prove its
+/// address (a QUIC retry), so that spoofed packets cost the node nothing.
+const MAX_HANDSHAKES: usize = 32;
 
 /// A bound endpoint serving the store.
 pub struct Server {
@@ -26,6 +32,12 @@ pub struct Server {
     shared: Arc<Handler>,
     /// Peers connected and authenticated right now.
     peers: Arc<AtomicUsize>,
+    /// Connections and request rates per key.
+    table: Arc<Mutex<PeerTable>>,
+    /// Handshakes in flight.
+    handshakes: Arc<Semaphore>,
+    /// The table's clock starts here.
+    epoch: Instant,
 }
 
 impl Server {
@@ -40,10 +52,14 @@ impl Server {
         let mut endpoint = tls::bind_endpoint(addr, Some(server_config))
             .map_err(|source| BindError::Socket { addr, source })?;
         endpoint.set_default_client_config(tls::client_config(&config.transport)?);
+        let table = Arc::new(Mutex::new(PeerTable::new(config.limits.clone())));
         Ok(Self {
             endpoint,
             shared: Arc::new(Handler::new(config, services)),
             peers: Arc::new(AtomicUsize::new(0)),
+            table,
+            handshakes: Arc::new(Semaphore::new(MAX_HANDSHAKES)),
+            epoch: Instant::now(),
         })
     }
 
@@ -71,12 +87,31 @@ impl Server {
             tokio::select! {
                 incoming = self.endpoint.accept() => {
                     let Some(incoming) = incoming else { break };
-                    let shared = Arc::clone(&self.shared);
-                    let peers = Arc::clone(&self.peers);
+                    let busy = MAX_HANDSHAKES - self.handshakes.available_permits();
+                    if busy >= MAX_HANDSHAKES / 2
+                        && !incoming.remote_address_validated()
+                        && incoming.may_retry()
+                    {
+                        // Under load, a client first proves it receives at
+                        // its address; the retry costs the node no state.
+                        let _ = incoming.retry();
+                        continue;
+                    }
+                    let Ok(handshake) = Arc::clone(&self.handshakes).try_acquire_owned() else {
+                        debug!(remote = %incoming.remote_address(), "too many handshakes in flight; refused");
+                        incoming.refuse();
+                        continue;
+                    };
+                    let serving = Serving {
+                        shared: Arc::clone(&self.shared),
+                        peers: Arc::clone(&self.peers),
+                        table: Arc::clone(&self.table),
+                        epoch: self.epoch,
+                    };
                     let stop = connection_stop.clone();
                     connections.spawn(async move {
                         let remote = incoming.remote_address();
-                        if let Err(e) = serve_connection(shared, &peers, incoming, stop).await {
+                        if let Err(e) = serving.connection(incoming, handshake, stop).await {
                             debug!(%remote, "connection ended: {e}");
                         }
                     });
@@ -117,35 +152,65 @@ pub enum BindError {
     },
 }
 
-async fn serve_connection(
+/// What one connection's task needs of the server.
+struct Serving {
     shared: Arc<Handler>,
-    peers: &AtomicUsize,
-    incoming: quinn::Incoming,
+    peers: Arc<AtomicUsize>,
+    table: Arc<Mutex<PeerTable>>,
+    epoch: Instant,
+}
+
+impl Serving {
+    async fn connection(
+        self,
+        incoming: quinn::Incoming,
+        handshake: OwnedSemaphorePermit,
+        stop: watch::Receiver<bool>,
+    ) -> Result<(), NetError> {
+        let connection = incoming.await?;
+        let config = &self.shared.config;
+        let shared = &self.shared;
+        let (peer, their_hello) = match handshake::respond(
+            &connection,
+            &config.identity,
+            &shared.hello(),
+            config.handshake_timeout,
+            |peer, hello| shared.admit_handshake(peer, hello).err(),
+        )
+        .await
+        {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                info!(remote = %connection.remote_address(), "handshake failed: {e}");
+                connection.close(1u32.into(), b"refused");
+                return Err(e);
+            }
+        };
+        drop(handshake);
+        let counted = lock(&self.table).connect(peer, self.epoch.elapsed());
+        if let Err(too_many) = counted {
+            info!(peer = %peer.to_human(), "connection refused: {too_many}");
+            connection.close(2u32.into(), too_many.to_string().as_bytes());
+            return Ok(());
+        }
+        self.peers.fetch_add(1, Ordering::Relaxed);
+        let result = serve_connection(&self, &connection, peer, their_hello, stop).await;
+        self.peers.fetch_sub(1, Ordering::Relaxed);
+        lock(&self.table).disconnect(&peer);
+        result
+    }
+}
+
+async fn serve_connection(
+    serving: &Serving,
+    connection: &quinn::Connection,
+    peer: NodeId,
+    their_hello: cairn_proto::Hello,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), NetError> {
-    let connection = incoming.await?;
-    let config = &shared.config;
-    let (peer, their_hello) = match handshake::respond(
-        &connection,
-        &config.identity,
-        &shared.hello(),
-        config.handshake_timeout,
-        |peer, hello| shared.admit_handshake(peer, hello).err(),
-    )
-    .await
-    {
-        Ok(accepted) => accepted,
-        Err(e) => {
-            info!(remote = %connection.remote_address(), "handshake failed: {e}");
-            connection.close(1u32.into(), b"refused");
-            return Err(e);
-        }
-    };
-    peers.fetch_add(1, Ordering::Relaxed);
+    let shared = &serving.shared;
     debug!(peer = %peer.to_human(), "peer authenticated");
     let cert = their_hello.member.map(Arc::new);
-    let started = Instant::now();
-    let mut limiter = RateLimiter::new(&config.limits, Duration::ZERO);
     let mut requests = JoinSet::new();
     let result = loop {
         let stream = tokio::select! {
@@ -159,14 +224,15 @@ async fn serve_connection(
             | Err(quinn::ConnectionError::LocallyClosed) => break Ok(()),
             Err(e) => break Err(e.into()),
         };
-        if let Err(wait) = limiter.try_acquire(started.elapsed()) {
+        let allowed = lock(&serving.table).request(&peer, serving.epoch.elapsed());
+        if let Err(wait) = allowed {
             let message = format!("too many requests; retry in {} ms", wait.as_millis() + 1);
             requests.spawn(async move {
                 let _ = respond_error(&mut send, ErrorCode::RateLimited, message).await;
             });
             continue;
         }
-        let shared = Arc::clone(&shared);
+        let shared = Arc::clone(shared);
         let cert = cert.clone();
         requests.spawn(async move {
             let timeout = shared.config.request_timeout;
@@ -184,7 +250,6 @@ async fn serve_connection(
     };
     // In-flight requests finish (the server's drain bounds this).
     while requests.join_next().await.is_some() {}
-    peers.fetch_sub(1, Ordering::Relaxed);
     result
 }
 
@@ -219,9 +284,10 @@ async fn serve_request(
     };
     // Admission is checked per request, so a claim takes effect at once
     // and a transfer revokes the old owner's client at once.
-    let answer = shared.answer(peer, cert, request, &mut recv).await;
+    let answer = shared.answer_held(peer, cert, request, &mut recv).await;
     match answer {
-        Ok((response, body)) => {
+        // The budget's share is held until the body is handed to QUIC.
+        Ok(((response, body), held)) => {
             write_frame(&mut send, &response).await?;
             if !body.is_empty() {
                 send.write_chunk(body.into())
@@ -229,6 +295,12 @@ async fn serve_request(
                     .map_err(|e| NetError::Write(e.to_string()))?;
             }
             let _ = send.finish();
+            if held.is_some() {
+                // QUIC keeps the bytes until the peer acknowledges them: a
+                // peer that reads slowly holds its share of the budget, not
+                // memory beyond it (the request's deadline bounds the wait).
+                let _ = send.stopped().await;
+            }
             Ok(())
         }
         Err(refusal) => {
