@@ -191,7 +191,13 @@ async fn run_ours_put(peer: &Arc<Peer>, data: &Arc<Vec<(ShardId, bytes::Bytes)>>
         async move {
             let (id, bytes) = &data[i];
             let already = peer
-                .put(*id, bytes.clone(), OWNER, u64::MAX)
+                // A lease inside the node's longest ([donation]).
+                .put(
+                    *id,
+                    bytes.clone(),
+                    OWNER,
+                    cairn_host::unix_now() + 30 * 86_400,
+                )
                 .await
                 .expect("put");
             assert!(!already, "every round puts fresh shards");
