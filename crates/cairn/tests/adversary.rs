@@ -1028,3 +1028,54 @@ async fn join_all<F: std::future::Future>(futures: impl Iterator<Item = F>) -> V
         .map(|o| o.expect("polled to the end"))
         .collect()
 }
+
+/// **The story.** Before a peer is authenticated the node already works
+/// for it: a QUIC handshake, then a Noise handshake it waits up to 10 s to
+/// finish. Mallory opens dozens of connections that finish QUIC and never
+/// start Noise, to take every slot the node keeps for handshakes and lock
+/// out everyone else.
+///
+/// **Contained:** one source address may have 4 handshakes in flight (the
+/// node 32 in all, with a QUIC retry past 16), so Mallory holds only her
+/// own few; Alice, from another address, connects at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_handshakes_do_not_lock_others_out() {
+    let alice = Owner::new();
+    alice.json(&["init"]);
+    let mallory = Mallory::new();
+    let daemon = alices_box(&alice, &mallory, "");
+    let flood = Peer::client_endpoint("127.0.0.3:0".parse().unwrap()).unwrap();
+    let mut stalled = Vec::new();
+    let mut refused = 0;
+    for _ in 0..40 {
+        let attempt = flood.connect(daemon.addr, "cairn").unwrap();
+        match tokio::time::timeout(Duration::from_secs(2), attempt).await {
+            Ok(Ok(connection)) => stalled.push(connection),
+            _ => refused += 1,
+        }
+    }
+    let endpoint = Peer::client_endpoint("127.0.0.2:0".parse().unwrap()).unwrap();
+    let started = std::time::Instant::now();
+    let alices = Peer::connect(
+        &endpoint,
+        daemon.addr,
+        daemon.id,
+        &Identity::from_private(alice.secret().client_key()),
+        Duration::from_secs(5),
+    )
+    .await;
+    let took = started.elapsed();
+    println!(
+        "handshake flood: Mallory's connections that never authenticate: {} held, {refused} refused of 40; Alice from another address connected in {} ms: {}",
+        stalled.len(),
+        took.as_millis(),
+        alices.is_ok()
+    );
+    assert!(
+        stalled.len() <= 4,
+        "{} stalled handshakes held",
+        stalled.len()
+    );
+    let alices = alices.unwrap();
+    assert!(alices.stat().await.is_ok());
+}

@@ -25,6 +25,47 @@ use cairn_proto::{ErrorCode, Request, Response};
 /// more are refused, and past half of them a client must first prove its
 /// address (a QUIC retry), so that spoofed packets cost the node nothing.
 const MAX_HANDSHAKES: usize = 32;
+/// Handshakes one source address may have in flight: a peer that opens
+/// connections and never finishes the handshake holds its own few, not the
+/// node's (each is given up after the handshake timeout).
+const MAX_HANDSHAKES_PER_ADDRESS: u32 = 4;
+
+/// Handshakes in flight per source address; an entry leaves with its last.
+#[derive(Default)]
+struct HandshakesByAddress(Mutex<std::collections::HashMap<std::net::IpAddr, u32>>);
+
+/// One handshake of one address, counted until dropped.
+struct AddressHandshake {
+    table: Arc<HandshakesByAddress>,
+    ip: std::net::IpAddr,
+}
+
+impl HandshakesByAddress {
+    fn begin(self: &Arc<Self>, ip: std::net::IpAddr) -> Option<AddressHandshake> {
+        let mut table = lock(&self.0);
+        let count = table.entry(ip).or_insert(0);
+        if *count >= MAX_HANDSHAKES_PER_ADDRESS {
+            return None;
+        }
+        *count += 1;
+        Some(AddressHandshake {
+            table: Arc::clone(self),
+            ip,
+        })
+    }
+}
+
+impl Drop for AddressHandshake {
+    fn drop(&mut self) {
+        let mut table = lock(&self.table.0);
+        if let Some(count) = table.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                table.remove(&self.ip);
+            }
+        }
+    }
+}
 
 /// A bound endpoint serving the store.
 pub struct Server {
@@ -36,6 +77,8 @@ pub struct Server {
     table: Arc<Mutex<PeerTable>>,
     /// Handshakes in flight.
     handshakes: Arc<Semaphore>,
+    /// Handshakes in flight per source address.
+    by_address: Arc<HandshakesByAddress>,
     /// The table's clock starts here.
     epoch: Instant,
 }
@@ -59,6 +102,7 @@ impl Server {
             peers: Arc::new(AtomicUsize::new(0)),
             table,
             handshakes: Arc::new(Semaphore::new(MAX_HANDSHAKES)),
+            by_address: Arc::default(),
             epoch: Instant::now(),
         })
     }
@@ -97,11 +141,17 @@ impl Server {
                         let _ = incoming.retry();
                         continue;
                     }
-                    let Ok(handshake) = Arc::clone(&self.handshakes).try_acquire_owned() else {
+                    let Some(of_address) = self.by_address.begin(incoming.remote_address().ip()) else {
+                        debug!(remote = %incoming.remote_address(), "too many handshakes in flight from this address; refused");
+                        incoming.refuse();
+                        continue;
+                    };
+                    let Ok(permit) = Arc::clone(&self.handshakes).try_acquire_owned() else {
                         debug!(remote = %incoming.remote_address(), "too many handshakes in flight; refused");
                         incoming.refuse();
                         continue;
                     };
+                    let handshake = (permit, of_address);
                     let serving = Serving {
                         shared: Arc::clone(&self.shared),
                         peers: Arc::clone(&self.peers),
@@ -164,7 +214,7 @@ impl Serving {
     async fn connection(
         self,
         incoming: quinn::Incoming,
-        handshake: OwnedSemaphorePermit,
+        handshake: (OwnedSemaphorePermit, AddressHandshake),
         stop: watch::Receiver<bool>,
     ) -> Result<(), NetError> {
         let connection = incoming.await?;
