@@ -433,6 +433,13 @@ async fn a_squatter_is_held_to_its_share_and_evicted_by_the_box_owner() {
     );
     assert_eq!(used_after, mine.len() as u64, "the space came back");
     assert_eq!(usage.len(), 1);
+    // The evicted owners' stewards learn which shards to rebuild elsewhere.
+    let (reported, _, _) = alice_peer.missing(0).await.unwrap();
+    let gone = reported
+        .iter()
+        .filter(|m| m.state == cairn_proto::MissingState::Gone)
+        .count() as u64;
+    assert_eq!(gone, (stored[0] + stored[1]) / (256 << 10));
 }
 
 /// Alice's two nodes in her swarm, gossiping, each admitting her client;

@@ -755,9 +755,15 @@ impl ShardStore {
 
     /// Drops up to `limit` of `owner`'s claims here (the box's owner evicting
     /// it); shards no other owner claims are deleted. Returns how many claims
-    /// went: call again until it returns 0.
-    pub fn evict(&self, owner: &OwnerId, limit: usize) -> Result<usize, StoreError> {
+    /// went and the shards deleted with them (call again until no claim
+    /// goes).
+    pub fn evict(
+        &self,
+        owner: &OwnerId,
+        limit: usize,
+    ) -> Result<(usize, Vec<ShardId>), StoreError> {
         let mut released = 0;
+        let mut gone = Vec::new();
         for disk in self.online() {
             let ids = disk
                 .index()
@@ -765,15 +771,19 @@ impl ShardStore {
                 .map_err(|e| self.index_failed(&disk, "listing an owner's shards", e))?;
             for id in ids {
                 let _guard = self.locks.lock(id);
-                if self.unclaim_locked(IndexOp::Release(id, *owner))?.changed() {
+                let unclaimed = self.unclaim_locked(IndexOp::Release(id, *owner))?;
+                if unclaimed.changed() {
                     released += 1;
+                }
+                if unclaimed.gone {
+                    gone.push(id);
                 }
             }
             if released >= limit {
                 break;
             }
         }
-        Ok(released)
+        Ok((released, gone))
     }
 
     /// Extends a shard's lease to `expires` (unix seconds); an earlier time

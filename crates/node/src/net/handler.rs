@@ -788,6 +788,7 @@ async fn handle<B: Body>(
             }
             let donation = Arc::clone(&shared.services.donation);
             let spent = Arc::clone(&shared.services.spent);
+            let missing = Arc::clone(&shared.services.missing);
             let (claims, more) = blocking(move || {
                 spent
                     .spend(&message, not_after, unix_now())
@@ -799,9 +800,13 @@ async fn handle<B: Body>(
                 if !evict {
                     return Ok((0, false));
                 }
-                let claims = store
+                let (claims, gone) = store
                     .evict(&owner, MAX_EVICT as usize)
-                    .map_err(store_refusal)? as u64;
+                    .map_err(store_refusal)?;
+                // The evicted owner's steward learns at once which shards
+                // to rebuild elsewhere, rather than at their next audit.
+                missing.record(&gone, cairn_proto::MissingState::Gone);
+                let claims = claims as u64;
                 let more = store.owner_usage(&owner).map_err(store_refusal)?.shards > 0;
                 Ok((claims, more))
             })
