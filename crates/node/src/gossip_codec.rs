@@ -16,7 +16,9 @@
 //!   down, and the incarnation SWIM refutes with) but never its identity:
 //!   the identity becomes the one that member last gave itself, or, for a
 //!   member not yet heard from directly, a placeholder with bump 0 that any
-//!   word of its own replaces.
+//!   word of its own replaces;
+//! - an update about this node itself is left as it is: SWIM compares it
+//!   with the node's own identity and refutes a suspicion of it.
 //!
 //! What the node shows of a member (address, advert, draining) is only its
 //! own word; whether it is down is decided by this node's own probe (see
@@ -57,16 +59,21 @@ pub enum GossipCodecError {
 }
 
 /// What this node has heard members say of themselves, and who is speaking now.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Heard {
+    me: NodeId,
     sender: Option<NodeId>,
     own: BTreeMap<NodeId, GossipMember>,
 }
 
 impl Heard {
-    /// Shared, empty.
-    pub fn shared() -> Arc<Mutex<Self>> {
-        Arc::new(Mutex::new(Self::default()))
+    /// Shared and empty, for the node `me`.
+    pub fn shared(me: NodeId) -> Arc<Mutex<Self>> {
+        Arc::new(Mutex::new(Self {
+            me,
+            sender: None,
+            own: BTreeMap::new(),
+        }))
     }
 
     /// The authenticated peer whose packet is decoded next (`None` after).
@@ -161,8 +168,9 @@ impl Codec<GossipMember> for BoundCodec {
     fn decode_member(&mut self, buf: impl Buf) -> Result<Member<GossipMember>, Self::Error> {
         let member: Member<GossipMember> = PostcardCodec.decode_member(buf)?;
         let heard = lock(&self.heard);
-        if heard.sender == Some(member.id().node) {
-            // Its own word about itself (the header already carried it).
+        if heard.sender == Some(member.id().node) || member.id().node == heard.me {
+            // Its own word about itself (the header already carried it), or
+            // news of this node, which SWIM checks against its own identity.
             return Ok(member);
         }
         Ok(Member::new(
@@ -233,7 +241,7 @@ mod tests {
             member(2, 5, false),
             member(3, 5, false),
         );
-        let heard = Heard::shared();
+        let heard = Heard::shared(me.node);
         let mut foca = swim(&me, &heard);
         let mut runtime = AccumulatingRuntime::new();
         // Bob speaks for himself first.
@@ -271,6 +279,29 @@ mod tests {
         );
     }
 
+    /// News of this node itself reaches SWIM as this node's own identity,
+    /// so that SWIM can refute a suspicion (or, as here, learn that the
+    /// swarm holds it down, and rejoin).
+    #[test]
+    fn news_of_this_node_is_left_for_swim_to_answer() {
+        let (me, carol) = (member(1, 5, false), member(4, 7, false));
+        let heard = Heard::shared(me.node);
+        let mut foca = swim(&me, &heard);
+        let mut runtime = AccumulatingRuntime::new();
+        lock(&heard).set_sender(Some(carol.node));
+        foca.handle_data(
+            &packet(&carol, &me, &[Member::new(me.clone(), 0, State::Down)]),
+            &mut runtime,
+        )
+        .unwrap();
+        // Held down, SWIM rejoins under a renewed identity.
+        assert_eq!(
+            foca.identity().bump,
+            me.bump + 1,
+            "SWIM did not take the news as its own"
+        );
+    }
+
     /// A member heard of only through others gets a placeholder that its
     /// own first word replaces, and liveness still travels.
     #[test]
@@ -280,7 +311,7 @@ mod tests {
             member(4, 7, false),
             member(5, 3, false),
         );
-        let heard = Heard::shared();
+        let heard = Heard::shared(me.node);
         let mut foca = swim(&me, &heard);
         let mut runtime = AccumulatingRuntime::new();
         lock(&heard).set_sender(Some(carol.node));

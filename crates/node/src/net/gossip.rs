@@ -79,6 +79,7 @@ impl GossipService {
     /// describes.
     pub fn new(me: GossipMember, membership: Arc<Membership>) -> Arc<Self> {
         let (events, receiver) = mpsc::unbounded_channel();
+        let heard = Heard::shared(me.node);
         Arc::new(Self {
             me: Mutex::new(me),
             membership,
@@ -87,7 +88,7 @@ impl GossipService {
             members: Mutex::new(BTreeMap::new()),
             seeds: Mutex::new(Vec::new()),
             running: AtomicBool::new(false),
-            heard: Heard::shared(),
+            heard,
             disputed: Mutex::new(BTreeMap::new()),
         })
     }
