@@ -19,7 +19,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags};
+use rustix::fs::{AtFlags, Mode, OFlags};
 
 /// Name of the cairn directory inside a data disk's mountpoint.
 pub const CAIRN_DIR: &str = "cairn";
@@ -176,7 +176,8 @@ impl RealMount {
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
             Mode::empty(),
         )?;
-        Ok(Arc::new(RealDiskFs { dir }))
+        let device = rustix::fs::fstat(&dir)?.st_dev;
+        Ok(Arc::new(RealDiskFs { dir, device }))
     }
 }
 
@@ -218,44 +219,90 @@ impl Mount for RealMount {
 /// A data disk is whatever someone plugged in: its file system may hold
 /// symbolic links, FIFOs or device nodes put there to make the daemon read or
 /// write outside the disk (a `shards/xx/<id>` that points at the node key).
-/// So every path is resolved by the kernel with `openat2` and
-/// `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS |
-/// RESOLVE_NO_XDEV`: no component may be a link or leave the directory or
-/// its file system, and a read opens only a regular file.
+/// So every path is resolved one component at a time from the directory's
+/// descriptor, each with `O_NOFOLLOW` (a link is refused, never followed),
+/// `.` and `..` refused, and each directory checked to be on the disk's own
+/// file system: what `openat2` with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS |
+/// RESOLVE_NO_XDEV` does, done by hand because systemd's
+/// `RestrictSUIDSGID=` (which the appliance's unit sets) blocks `openat2`
+/// itself. A read opens only a regular file.
 struct RealDiskFs {
     dir: OwnedFd,
+    /// The file system every path must stay on.
+    device: u64,
 }
 
-/// How every path below a disk's cairn directory is resolved.
-const BENEATH: ResolveFlags = ResolveFlags::BENEATH
-    .union(ResolveFlags::NO_SYMLINKS)
-    .union(ResolveFlags::NO_MAGICLINKS)
-    .union(ResolveFlags::NO_XDEV);
+/// A path below the cairn directory that goes through a link, leaves the
+/// disk's file system, or names something that is not what it must be.
+fn refused(path: &str, what: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::PermissionDenied,
+        format!(
+            "{path} on this data disk {what}; cairnd never follows one (a disk prepared to make it read elsewhere)"
+        ),
+    )
+}
 
-/// Opens `path` below `dir` with [`BENEATH`]. The kernel answers `EAGAIN`
-/// when a rename elsewhere raced the lookup; that is retried a few times.
-fn open_beneath(dir: &OwnedFd, path: &str, flags: OFlags, mode: Mode) -> io::Result<OwnedFd> {
-    let mut tries = 0;
-    loop {
-        match rustix::fs::openat2(dir, path, flags | OFlags::CLOEXEC, mode, BENEATH) {
-            Err(rustix::io::Errno::AGAIN) if tries < 8 => tries += 1,
-            Err(rustix::io::Errno::NOSYS) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::Unsupported,
-                    "this kernel has no openat2 (Linux 5.6 or later is needed to open data disks safely); update the system",
-                ));
-            }
-            Err(rustix::io::Errno::LOOP) | Err(rustix::io::Errno::XDEV) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::PermissionDenied,
-                    format!(
-                        "{path} on this data disk is, or passes through, a symbolic link or another file system; cairnd never follows one (a disk prepared to make it read elsewhere)"
-                    ),
-                ));
-            }
-            other => return Ok(other?),
-        }
+/// Opens `path` below `dir` (on file system `device`) the way the module's
+/// doc says: every component without following a link, every directory on
+/// the same file system.
+fn open_beneath(
+    dir: &OwnedFd,
+    device: u64,
+    path: &str,
+    flags: OFlags,
+    mode: Mode,
+) -> io::Result<OwnedFd> {
+    if path == "." {
+        return Ok(rustix::fs::openat(dir, ".", flags | OFlags::CLOEXEC, mode)?);
     }
+    let components: Vec<&str> = path.split('/').collect();
+    if components
+        .iter()
+        .any(|c| c.is_empty() || *c == "." || *c == "..")
+    {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{path:?} does not name an entry below the cairn directory"),
+        ));
+    }
+    let (name, parents) = components.split_last().expect("split yields one at least");
+    let mut parent: Option<OwnedFd> = None;
+    for component in parents {
+        let at = parent.as_ref().unwrap_or(dir);
+        let next = match rustix::fs::openat(
+            at,
+            *component,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) {
+            // O_PATH | O_NOFOLLOW on a link opens the link, and O_DIRECTORY
+            // then refuses it.
+            Err(rustix::io::Errno::NOTDIR) | Err(rustix::io::Errno::LOOP) => {
+                return Err(refused(
+                    path,
+                    "passes through a symbolic link or a non-directory",
+                ));
+            }
+            other => other?,
+        };
+        if rustix::fs::fstat(&next)?.st_dev != device {
+            return Err(refused(path, "passes through another file system"));
+        }
+        parent = Some(next);
+    }
+    let at = parent.as_ref().unwrap_or(dir);
+    let fd = match rustix::fs::openat(at, *name, flags | OFlags::NOFOLLOW | OFlags::CLOEXEC, mode) {
+        Err(rustix::io::Errno::LOOP) => return Err(refused(path, "is a symbolic link")),
+        Err(rustix::io::Errno::NOTDIR) if flags.contains(OFlags::DIRECTORY) => {
+            return Err(refused(path, "is a symbolic link or not a directory"));
+        }
+        other => other?,
+    };
+    if rustix::fs::fstat(&fd)?.st_dev != device {
+        return Err(refused(path, "is on another file system"));
+    }
+    Ok(fd)
 }
 
 impl RealDiskFs {
@@ -267,13 +314,13 @@ impl RealDiskFs {
         } else {
             flags | OFlags::NONBLOCK
         };
-        // openat2 refuses a mode unless the open may create the file.
+        // A mode is meaningful only when the open may create the file.
         let mode = if flags.contains(OFlags::CREATE) {
             Mode::from(0o640)
         } else {
             Mode::empty()
         };
-        let fd = open_beneath(&self.dir, path, flags, mode)?;
+        let fd = open_beneath(&self.dir, self.device, path, flags, mode)?;
         let file = File::from(fd);
         if !file.metadata()?.file_type().is_file() {
             return Err(io::Error::new(
@@ -290,6 +337,7 @@ impl RealDiskFs {
         let path = if dir.is_empty() { "." } else { dir };
         open_beneath(
             &self.dir,
+            self.device,
             path,
             OFlags::RDONLY | OFlags::DIRECTORY,
             Mode::empty(),
@@ -309,6 +357,7 @@ impl RealDiskFs {
         }
         let fd = open_beneath(
             &self.dir,
+            self.device,
             if dir.is_empty() { "." } else { dir },
             OFlags::PATH | OFlags::DIRECTORY,
             Mode::empty(),
