@@ -307,16 +307,29 @@ impl OpenDisk {
     /// when it took the last claim, the shard's files go too. The caller
     /// holds the shard's lock.
     pub fn change_claims(&self, op: IndexOp) -> Result<OpOutcome, DiskIoError> {
-        let id = op.shard();
-        let outcome = self
-            .commit(op)
-            .map_err(|e| DiskIoError::index(format!("changing the claims on shard {id}"), &e))?;
-        if let OpOutcome::Applied(Some(_)) = outcome {
-            remove_files(self.fs.as_ref(), &id)
-                .map_err(|e| DiskIoError::new(format!("removing shard {id}"), e))?;
-            self.intent_done(id);
+        let mut outcomes = self.change_claims_many(vec![op])?;
+        Ok(outcomes.pop().expect("one outcome per op"))
+    }
+
+    /// [`OpenDisk::change_claims`] for many shards in one index commit (an
+    /// eviction). The caller holds every shard's lock.
+    pub fn change_claims_many(&self, ops: Vec<IndexOp>) -> Result<Vec<OpOutcome>, DiskIoError> {
+        let ids: Vec<ShardId> = ops.iter().map(IndexOp::shard).collect();
+        let outcomes = self.commit_all(ops, false).map_err(|e| {
+            let what = match ids.as_slice() {
+                [id] => format!("changing the claims on shard {id}"),
+                _ => format!("changing the claims on {} shards", ids.len()),
+            };
+            DiskIoError::index(what, &e)
+        })?;
+        for (id, outcome) in ids.iter().zip(&outcomes) {
+            if let OpOutcome::Applied(Some(_)) = outcome {
+                remove_files(self.fs.as_ref(), id)
+                    .map_err(|e| DiskIoError::new(format!("removing shard {id}"), e))?;
+                self.intent_done(*id);
+            }
         }
-        Ok(outcome)
+        Ok(outcomes)
     }
 
     /// Marks a shard quarantined and moves its file (if any) aside. The caller holds the shard's lock.

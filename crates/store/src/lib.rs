@@ -769,14 +769,22 @@ impl ShardStore {
                 .index()
                 .owner_shards(owner, limit - released)
                 .map_err(|e| self.index_failed(&disk, "listing an owner's shards", e))?;
-            for id in ids {
-                let _guard = self.locks.lock(id);
-                let unclaimed = self.unclaim_locked(IndexOp::Release(id, *owner))?;
-                if unclaimed.changed() {
-                    released += 1;
-                }
-                if unclaimed.gone {
-                    gone.push(id);
+            // One commit for the page: an eviction of thousands of claims
+            // must not cost thousands of syncs. Locks in id order (the
+            // page is sorted), as put_many takes them.
+            let _guards: Vec<ShardGuard<'_>> = ids.iter().map(|id| self.locks.lock(*id)).collect();
+            let ops = ids.iter().map(|id| IndexOp::Release(*id, *owner)).collect();
+            let outcomes = disk
+                .change_claims_many(ops)
+                .map_err(|e| self.disk_failed(&disk, e))?;
+            for (id, outcome) in ids.iter().zip(outcomes) {
+                match outcome {
+                    OpOutcome::Applied(Some(_)) => {
+                        released += 1;
+                        gone.push(*id);
+                    }
+                    OpOutcome::Claimed(_) => released += 1,
+                    _ => {}
                 }
             }
             if released >= limit {

@@ -593,3 +593,33 @@ fn attaching_at_run_time_keeps_the_start_up_refusals() {
     );
     assert_eq!(std::fs::read_dir(&mine).unwrap().count(), 0);
 }
+
+/// An eviction drops only the evicted owner's claims: a shard another owner
+/// also claims stays for it, the rest go, all in one pass.
+#[test]
+fn evicting_an_owner_keeps_the_shards_others_claim() {
+    let root = tempfile::tempdir().unwrap();
+    let disks = disk_dirs(root.path(), 1);
+    let store = ShardStore::open(config(NODE_A, &root.path().join("state"), disks)).unwrap();
+    let squatter = cairn_proto::ids::OwnerId([0xee; 32]);
+    let shared = shard(1, 5000);
+    let alone: Vec<_> = (2..6).map(|i| shard(i, 3000)).collect();
+    store.put(shared.0, &shared.1, OWNER, FAR_FUTURE).unwrap();
+    store
+        .put(shared.0, &shared.1, squatter, FAR_FUTURE)
+        .unwrap();
+    for (id, bytes) in &alone {
+        store.put(*id, bytes, squatter, FAR_FUTURE).unwrap();
+    }
+    assert_eq!(store.owner_usage(&squatter).unwrap().shards, 5);
+    let (released, gone) = store.evict(&squatter, 100).unwrap();
+    assert_eq!(released, 5);
+    let mut expected: Vec<_> = alone.iter().map(|(id, _)| *id).collect();
+    expected.sort();
+    assert_eq!(gone, expected);
+    assert_eq!(store.get(shared.0).unwrap(), shared.1);
+    assert_eq!(store.owner_usage(&squatter).unwrap().shards, 0);
+    assert_eq!(store.owner_usage(&OWNER).unwrap().shards, 1);
+    assert_eq!(store.evict(&squatter, 100).unwrap(), (0, vec![]));
+    assert_eq!(store.disk_stats()[0].shards, 1);
+}
