@@ -37,8 +37,16 @@ const RETELL_REMOVALS: Duration = Duration::from_secs(60);
 /// A removal is a few hundred bytes; anything larger is not one.
 const MAX_REMOVAL_BYTES: usize = 512;
 
+/// Packets from members waiting for SWIM. Members send them at will, so
+/// the queue has a bound: a packet that finds it full is dropped, which
+/// SWIM takes as ordinary loss (and a node whose gossip never runs, having
+/// no address to advertise, keeps none).
+const PACKET_QUEUE: usize = 256;
+
+/// A SWIM packet and the authenticated member that sent it.
+type Packet = (NodeId, Vec<u8>);
+
 enum Event {
-    Packet(NodeId, Vec<u8>),
     /// This node's own probe of a member the swarm said is down.
     Probed {
         member: GossipMember,
@@ -64,6 +72,8 @@ pub struct GossipService {
     membership: Arc<Membership>,
     events: mpsc::UnboundedSender<Event>,
     receiver: Mutex<Option<mpsc::UnboundedReceiver<Event>>>,
+    packets: mpsc::Sender<Packet>,
+    packet_receiver: Mutex<Option<mpsc::Receiver<Packet>>>,
     members: Mutex<BTreeMap<NodeId, MemberState>>,
     seeds: Mutex<Vec<NodeAddr>>,
     /// SWIM runs (events are taken); until then adverts are only kept.
@@ -79,12 +89,15 @@ impl GossipService {
     /// describes.
     pub fn new(me: GossipMember, membership: Arc<Membership>) -> Arc<Self> {
         let (events, receiver) = mpsc::unbounded_channel();
+        let (packets, packet_receiver) = mpsc::channel(PACKET_QUEUE);
         let heard = Heard::shared(me.node);
         Arc::new(Self {
             me: Mutex::new(me),
             membership,
             events,
             receiver: Mutex::new(Some(receiver)),
+            packets,
+            packet_receiver: Mutex::new(Some(packet_receiver)),
             members: Mutex::new(BTreeMap::new()),
             seeds: Mutex::new(Vec::new()),
             running: AtomicBool::new(false),
@@ -96,7 +109,9 @@ impl GossipService {
     /// A packet the authenticated member `from` sent: it may speak only
     /// for itself (see [`crate::gossip_codec`]).
     pub fn take_packet(&self, from: NodeId, packet: Vec<u8>) {
-        let _ = self.events.send(Event::Packet(from, packet));
+        if self.running.load(Ordering::Acquire) {
+            let _ = self.packets.try_send((from, packet));
+        }
     }
 
     /// Joins the swarm's gossip through these members (and keeps them, to
@@ -112,6 +127,11 @@ impl GossipService {
     /// carries the member's real identity, so a wrong hint costs one
     /// refused connection.
     pub fn introduce(&self, found: Vec<NodeAddr>) {
+        // Hints come from anyone on the LAN; with no SWIM to take them
+        // (yet, or ever) they are not kept: discovery tells them again.
+        if !self.running.load(Ordering::Acquire) {
+            return;
+        }
         let members = lock(&self.members);
         let unknown: Vec<NodeAddr> = self
             .others(found)
@@ -193,6 +213,9 @@ impl GossipService {
         let Some(mut receiver) = lock(&self.receiver).take() else {
             return;
         };
+        let Some(mut packets) = lock(&self.packet_receiver).take() else {
+            return;
+        };
         self.running.store(true, Ordering::Release);
         let mut seed = [0u8; 32];
         let _ = getrandom::fill(&mut seed);
@@ -210,13 +233,13 @@ impl GossipService {
         let mut last_retold: Option<Instant> = None;
         loop {
             let result = tokio::select! {
+                Some((from, packet)) = packets.recv() => {
+                    lock(&self.heard).set_sender(Some(from));
+                    let handled = foca.handle_data(&packet, &mut runtime);
+                    lock(&self.heard).set_sender(None);
+                    handled
+                }
                 event = receiver.recv() => match event {
-                    Some(Event::Packet(from, packet)) => {
-                        lock(&self.heard).set_sender(Some(from));
-                        let handled = foca.handle_data(&packet, &mut runtime);
-                        lock(&self.heard).set_sender(None);
-                        handled
-                    }
                     Some(Event::Probed { member, answered }) => {
                         self.probed(member, answered);
                         Ok(())
@@ -511,5 +534,44 @@ impl BroadcastHandler<GossipMember> for RemovalGossip {
         }
         // Added here (no sender): always spread; heard: only if news.
         Ok((news || sender.is_none()).then_some(RemovedMember(removal.member)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A node whose gossip never runs (no address to advertise) keeps
+    /// nothing members send it, however much they send.
+    #[test]
+    fn packets_are_not_kept_where_swim_does_not_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let node = NodeId([1; 32]);
+        let membership = Arc::new(Membership::open(dir.path(), node).unwrap());
+        let gossip = GossipService::new(
+            GossipMember {
+                node,
+                addr: String::new(),
+                bump: 1,
+                advert: Advert {
+                    site: None,
+                    capacity: 0,
+                    free: 0,
+                    software: String::new(),
+                    draining: false,
+                },
+            },
+            membership,
+        );
+        for _ in 0..10_000 {
+            gossip.take_packet(NodeId([2; 32]), vec![0; 1000]);
+        }
+        assert_eq!(gossip.packets.capacity(), PACKET_QUEUE);
+        // Running, the queue holds at most its bound.
+        gossip.running.store(true, Ordering::Release);
+        for _ in 0..10_000 {
+            gossip.take_packet(NodeId([2; 32]), vec![0; 1000]);
+        }
+        assert_eq!(gossip.packets.capacity(), 0);
     }
 }
