@@ -229,6 +229,39 @@ fn alices_box(alice: &Owner, mallory: &Mallory, extra: &str) -> Daemon {
     daemon
 }
 
+/// Alice, her box (claimed, admitting Mallory as a member), and her
+/// client connected to it.
+struct Household {
+    alice: Owner,
+    mallory: Mallory,
+    daemon: Daemon,
+    alice_owner: OwnerId,
+    alice_peer: Peer,
+}
+
+impl Household {
+    /// The box configured with `extra`.
+    async fn new(extra: &str) -> Self {
+        let alice = Owner::new();
+        alice.json(&["init"]);
+        let mallory = Mallory::new();
+        let daemon = alices_box(&alice, &mallory, extra);
+        let alice_owner = OwnerId(alice.secret().keys().owner_id().0);
+        let alice_peer = connect(
+            &daemon,
+            &Identity::from_private(alice.secret().client_key()),
+        )
+        .await;
+        Self {
+            alice,
+            mallory,
+            daemon,
+            alice_owner,
+            alice_peer,
+        }
+    }
+}
+
 fn lease() -> u64 {
     cairn_host::unix_now() + 90 * 86_400
 }
@@ -246,16 +279,13 @@ fn lease() -> u64 {
 /// bit-exact, and Mallory cannot delete Alice's claim.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_duplicate_put_then_delete_takes_only_the_squatters_claim() {
-    let alice = Owner::new();
-    alice.json(&["init"]);
-    let mallory = Mallory::new();
-    let daemon = alices_box(&alice, &mallory, "");
-    let alice_owner = OwnerId(alice.secret().keys().owner_id().0);
-    let alice_peer = connect(
-        &daemon,
-        &Identity::from_private(alice.secret().client_key()),
-    )
-    .await;
+    let Household {
+        alice: _alice,
+        mallory,
+        daemon,
+        alice_owner,
+        alice_peer,
+    } = Household::new("").await;
     let mallory_peer = connect(&daemon, &mallory.key).await;
     let (m_key, m_owner) = Mallory::owner(1);
 
@@ -313,21 +343,14 @@ async fn a_duplicate_put_then_delete_takes_only_the_squatters_claim() {
 /// own shard still reads.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_squatter_is_held_to_its_share_and_evicted_by_the_box_owner() {
-    let alice = Owner::new();
-    alice.json(&["init"]);
-    let mallory = Mallory::new();
-    let daemon = alices_box(
-        &alice,
-        &mallory,
-        "[donation]\nper_owner_mib = 1\nlongest_lease_days = 120\n",
-    );
+    let Household {
+        alice,
+        mallory,
+        daemon,
+        alice_owner,
+        alice_peer,
+    } = Household::new("[donation]\nper_owner_mib = 1\nlongest_lease_days = 120\n").await;
     let node = daemon.id.to_human();
-    let alice_owner = OwnerId(alice.secret().keys().owner_id().0);
-    let alice_peer = connect(
-        &daemon,
-        &Identity::from_private(alice.secret().client_key()),
-    )
-    .await;
     let mallory_peer = connect(&daemon, &mallory.key).await;
     let mine = common::random_bytes(300_000, 1);
     alice_peer
@@ -750,22 +773,7 @@ async fn polling_for_the_pairing_window_wins_nothing() {
     // Alice starts over: a new hold, her claim alone, her press.
     hold(&daemon, Duration::from_millis(5_500)).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let waits_before = daemon.log().matches("waits for a short press").count();
-    let (id, addr) = (daemon.id.to_human(), daemon.addr.to_string());
-    let claimed = std::thread::scope(|scope| {
-        let claim = scope.spawn(|| alice.run(&["claim", &id, &addr], None));
-        let until = std::time::Instant::now() + Duration::from_secs(10);
-        while daemon.log().matches("waits for a short press").count() == waits_before
-            && !claim.is_finished()
-            && std::time::Instant::now() < until
-        {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        std::fs::write(daemon.board().join("button"), "1").unwrap();
-        std::thread::sleep(Duration::from_millis(300));
-        std::fs::write(daemon.board().join("button"), "0").unwrap();
-        claim.join().unwrap()
-    });
+    let claimed = alice.claim_at_the_box(&daemon, &[]);
     assert!(
         claimed.status.success(),
         "{}",
@@ -827,17 +835,7 @@ async fn after_a_transfer_the_former_owner_has_no_power_over_the_box() {
         "a member of Alice's swarm is admitted before the transfer"
     );
 
-    let card = {
-        let out = bob.run(&["id"], None);
-        let text = String::from_utf8(out.stdout).unwrap();
-        text.lines()
-            .find_map(|l| l.strip_prefix("transfer card: "))
-            .unwrap()
-            .split_whitespace()
-            .next()
-            .unwrap()
-            .to_owned()
-    };
+    let card = bob.transfer_card();
     ok(alice.run(&["transfer", &node, "--to", &card], None));
 
     let after = Peer::connect_as(
@@ -900,16 +898,13 @@ async fn after_a_transfer_the_former_owner_has_no_power_over_the_box() {
 /// was, and Alice's shard still reads.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_cannot_exhaust_the_boxs_memory_or_multiply_its_rate() {
-    let alice = Owner::new();
-    alice.json(&["init"]);
-    let mallory = Mallory::new();
-    let daemon = alices_box(&alice, &mallory, "");
-    let alice_owner = OwnerId(alice.secret().keys().owner_id().0);
-    let alice_peer = connect(
-        &daemon,
-        &Identity::from_private(alice.secret().client_key()),
-    )
-    .await;
+    let Household {
+        alice: _alice,
+        mallory,
+        daemon,
+        alice_owner,
+        alice_peer,
+    } = Household::new("").await;
     let shard = common::random_bytes(2 << 20, 21);
     let id = ShardId::of(&shard);
     alice_peer

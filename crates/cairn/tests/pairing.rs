@@ -31,30 +31,6 @@ async fn press(board: &Path, held: Duration) {
     std::fs::write(board.join("button"), "0").unwrap();
 }
 
-/// Claims the box the way its owner does: `cairn claim` from the owner's
-/// computer, which waits for the box's button; the box logs that a claim
-/// waits, and the button is pressed once to confirm it.
-fn claim_at_the_box(owner: &Owner, daemon: &Daemon) -> std::process::Output {
-    let (id, addr) = (daemon.id.to_human(), daemon.addr.to_string());
-    let waits_before = daemon.log().matches("waits for a short press").count();
-    std::thread::scope(|scope| {
-        let claim = scope.spawn(|| owner.run(&["claim", &id, &addr, "--site", "hall"], None));
-        // The daemon logs the waiting claim as it answers it; the press is
-        // the confirmation itself, not a guess at how long anything takes.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while daemon.log().matches("waits for a short press").count() == waits_before {
-            if claim.is_finished() || Instant::now() > deadline {
-                return claim.join().unwrap();
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        std::fs::write(daemon.board().join("button"), "1").unwrap();
-        std::thread::sleep(Duration::from_millis(300));
-        std::fs::write(daemon.board().join("button"), "0").unwrap();
-        claim.join().unwrap()
-    })
-}
-
 fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -116,7 +92,7 @@ async fn pairing_claim_transfer_drain_and_factory_reset() {
     press(&daemon.board(), Duration::from_millis(5_500)).await;
     // The window opens within a few samples of the release.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let claimed = claim_at_the_box(&alice, &daemon);
+    let claimed = alice.claim_at_the_box(&daemon, &["--site", "hall"]);
     assert!(claimed.status.success(), "{}", stderr(&claimed));
     assert!(
         stderr(&claimed).contains("press its button"),
@@ -158,17 +134,7 @@ async fn pairing_claim_transfer_drain_and_factory_reset() {
     );
 
     // Alice hands it to Bob with his transfer card.
-    let card = {
-        let out = bob.run(&["id"], None);
-        let text = String::from_utf8(out.stdout).unwrap();
-        text.lines()
-            .find_map(|l| l.strip_prefix("transfer card: "))
-            .unwrap()
-            .split_whitespace()
-            .next()
-            .unwrap()
-            .to_owned()
-    };
+    let card = bob.transfer_card();
     let handed = alice.run(&["transfer", &daemon.id.to_human(), "--to", &card], None);
     assert!(handed.status.success(), "{}", stderr(&handed));
     bob.run(

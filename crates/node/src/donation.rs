@@ -191,14 +191,7 @@ impl Policy {
         if box_owner == Some(owner) {
             return Ok(());
         }
-        if evicted.contains(owner) {
-            return Err(Refused::Evicted(owner.to_hex()));
-        }
-        if let Some(owners) = &self.owners
-            && !owners.contains(owner)
-        {
-            return Err(Refused::NotServed(owner.to_hex()));
-        }
+        self.serves(owner, box_owner, evicted)?;
         if lease_expires > now.saturating_add(self.longest_lease_s) {
             return Err(Refused::LeaseTooLong {
                 asked: lease_expires,
@@ -214,6 +207,28 @@ impl Policy {
                 used,
                 share,
             });
+        }
+        Ok(())
+    }
+
+    /// Whether the box keeps anything (shards, a root record) for `owner`:
+    /// its own owner always; an evicted or unlisted owner never.
+    pub fn serves(
+        &self,
+        owner: &OwnerId,
+        box_owner: Option<&OwnerId>,
+        evicted: &Evicted,
+    ) -> Result<(), Refused> {
+        if box_owner == Some(owner) {
+            return Ok(());
+        }
+        if evicted.contains(owner) {
+            return Err(Refused::Evicted(owner.to_hex()));
+        }
+        if let Some(owners) = &self.owners
+            && !owners.contains(owner)
+        {
+            return Err(Refused::NotServed(owner.to_hex()));
         }
         Ok(())
     }
@@ -322,6 +337,12 @@ impl Donation {
     ) -> Result<(), Refused> {
         let evicted = cairn_host::lock(&self.evicted);
         self.policy.check_put(owner, box_owner, &evicted, ask, now)
+    }
+
+    /// [`Policy::serves`] against the evicted owners now.
+    pub fn serves(&self, owner: &OwnerId, box_owner: Option<&OwnerId>) -> Result<(), Refused> {
+        let evicted = cairn_host::lock(&self.evicted);
+        self.policy.serves(owner, box_owner, &evicted)
     }
 
     /// Whether the box's owner evicted `owner`.

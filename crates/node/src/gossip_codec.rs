@@ -32,7 +32,7 @@ use bytes::{Buf, BufMut};
 use foca::{Codec, Header, Member, PostcardCodec};
 
 use cairn_host::lock;
-use cairn_proto::gossip::{Advert, GossipMember};
+use cairn_proto::gossip::GossipMember;
 use cairn_proto::ids::NodeId;
 
 /// Most members whose own word is kept: a member can add only itself, so
@@ -104,18 +104,7 @@ impl Heard {
     fn told_of(&self, member: &GossipMember) -> GossipMember {
         match self.own.get(&member.node) {
             Some(own) => own.clone(),
-            None => GossipMember {
-                node: member.node,
-                addr: member.addr.clone(),
-                bump: 0,
-                advert: Advert {
-                    site: None,
-                    capacity: 0,
-                    free: 0,
-                    software: String::new(),
-                    draining: false,
-                },
-            },
+            None => GossipMember::placeholder(member.node, member.addr.clone(), None),
         }
     }
 }
@@ -186,6 +175,7 @@ mod tests {
     use super::*;
     use std::num::NonZeroU32;
 
+    use cairn_proto::gossip::Advert;
     use foca::{AccumulatingRuntime, Foca, Message, NoCustomBroadcast, State};
     use rand::SeedableRng;
 

@@ -99,7 +99,8 @@ impl PeerTable {
     }
 
     /// Connections held now.
-    pub fn connections(&self) -> u32 {
+    #[cfg(test)]
+    fn connections(&self) -> u32 {
         self.connections
     }
 

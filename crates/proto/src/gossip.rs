@@ -53,6 +53,26 @@ impl Advert {
     }
 }
 
+impl GossipMember {
+    /// A member known only by its id and where it was said to be (a seed,
+    /// a LAN hint, a member heard of through others): bump 0 and an empty
+    /// advert, which any word of the member's own replaces.
+    pub fn placeholder(node: NodeId, addr: String, site: Option<String>) -> Self {
+        Self {
+            node,
+            addr,
+            bump: 0,
+            advert: Advert {
+                site,
+                capacity: 0,
+                free: 0,
+                software: String::new(),
+                draining: false,
+            },
+        }
+    }
+}
+
 impl foca::Identity for GossipMember {
     type Addr = NodeId;
 

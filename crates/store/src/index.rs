@@ -127,7 +127,7 @@ impl Claims {
         Some(out)
     }
 
-    /// These claims but those `drop` picks.
+    /// These claims, keeping those `keep` picks.
     fn retain(&self, mut keep: impl FnMut(&Claim) -> bool) -> Self {
         let mut out = *self;
         out.count = 0;
@@ -845,16 +845,20 @@ impl Tables<'_> {
 mod tests {
     use super::*;
 
+    fn memory_index() -> Index {
+        Index::open(
+            IndexBackend(Box::new(redb::backends::InMemoryBackend::new())),
+            1 << 20,
+        )
+        .unwrap()
+    }
+
     /// Two owners hold one shard: each claim is counted to its owner,
     /// releasing or expiring one leaves the other's, and the last one's
     /// going removes the shard and every row it had.
     #[test]
     fn claims_are_kept_counted_and_released_per_owner() {
-        let index = Index::open(
-            IndexBackend(Box::new(redb::backends::InMemoryBackend::new())),
-            1 << 20,
-        )
-        .unwrap();
+        let index = memory_index();
         let (alice, mallory) = (OwnerId([1; 32]), OwnerId([2; 32]));
         let id = ShardId([7; 32]);
         let apply = |op| index.apply(&[], &[op]).unwrap().0[0];
@@ -941,11 +945,7 @@ mod tests {
     /// An index written before owner rows existed gets them once, at open.
     #[test]
     fn an_index_of_version_1_records_is_upgraded_with_owner_rows() {
-        let index = Index::open(
-            IndexBackend(Box::new(redb::backends::InMemoryBackend::new())),
-            1 << 20,
-        )
-        .unwrap();
+        let index = memory_index();
         let txn = index.db.begin_write().unwrap();
         {
             let mut shards = txn.open_table(SHARDS).unwrap();
@@ -975,11 +975,7 @@ mod tests {
     /// says exactly what `apply` did to the intents table.
     #[test]
     fn wrote_intent_matches_what_apply_writes() {
-        let index = Index::open(
-            IndexBackend(Box::new(redb::backends::InMemoryBackend::new())),
-            1 << 20,
-        )
-        .unwrap();
+        let index = memory_index();
         let record = |lease_expires| ShardRecord::stored(10, OwnerId([3; 32]), lease_expires);
         let other = ShardRecord::stored(10, OwnerId([4; 32]), 150);
         let ops = |id| {

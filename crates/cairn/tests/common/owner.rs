@@ -2,6 +2,9 @@
 //! its own home directory.
 
 use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use super::daemon::Daemon;
 
 use cairn_client::keys::OwnerSecret;
 
@@ -107,6 +110,47 @@ impl Owner {
     pub fn secret(&self) -> OwnerSecret {
         let bytes = std::fs::read(self.home.path().join("secret")).unwrap();
         OwnerSecret::from_bytes(bytes.try_into().unwrap())
+    }
+
+    /// The owner's transfer card (`OWNER:CLIENT_KEY`), as `cairn id` shows it.
+    pub fn transfer_card(&self) -> String {
+        let out = self.run(&["id"], None);
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("transfer card: "))
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// Claims the box the way its owner does: `cairn claim` (with `extra`
+    /// arguments) from the owner's computer, which waits for the box's
+    /// button; the box logs that a claim waits, and the simulated button is
+    /// pressed once to confirm it. The press is the confirmation itself,
+    /// not a guess at how long anything takes.
+    pub fn claim_at_the_box(&self, daemon: &Daemon, extra: &[&str]) -> Output {
+        let (id, addr) = (daemon.id.to_human(), daemon.addr.to_string());
+        let mut args = vec!["claim", id.as_str(), addr.as_str()];
+        args.extend_from_slice(extra);
+        let waits = || daemon.log().matches("waits for a short press").count();
+        let waits_before = waits();
+        std::thread::scope(|scope| {
+            let claim = scope.spawn(|| self.run(&args, None));
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while waits() == waits_before {
+                if claim.is_finished() || Instant::now() > deadline {
+                    return claim.join().unwrap();
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            std::fs::write(daemon.board().join("button"), "1").unwrap();
+            std::thread::sleep(Duration::from_millis(300));
+            std::fs::write(daemon.board().join("button"), "0").unwrap();
+            claim.join().unwrap()
+        })
     }
 }
 

@@ -453,18 +453,7 @@ fn announce(
     for seed in seeds {
         // Only the address matters: the seed's answer brings its identity.
         foca.announce(
-            GossipMember {
-                node: seed.node,
-                addr: seed.addr.clone(),
-                bump: 0,
-                advert: Advert {
-                    site: seed.site.clone(),
-                    capacity: 0,
-                    free: 0,
-                    software: String::new(),
-                    draining: false,
-                },
-            },
+            GossipMember::placeholder(seed.node, seed.addr.clone(), seed.site.clone()),
             &mut *runtime,
         )?;
     }
@@ -549,18 +538,7 @@ mod tests {
         let node = NodeId([1; 32]);
         let membership = Arc::new(Membership::open(dir.path(), node).unwrap());
         let gossip = GossipService::new(
-            GossipMember {
-                node,
-                addr: String::new(),
-                bump: 1,
-                advert: Advert {
-                    site: None,
-                    capacity: 0,
-                    free: 0,
-                    software: String::new(),
-                    draining: false,
-                },
-            },
+            GossipMember::placeholder(node, String::new(), None),
             membership,
         );
         for _ in 0..10_000 {

@@ -448,6 +448,7 @@ async fn handle<B: Body>(
                                     &signed::delete_message(&node, &id, not_after),
                                     not_after,
                                     now,
+                                    &peer,
                                 )
                                 .map_err(spent_refusal)?;
                             return store.release(id, claim.owner).map_err(store_refusal);
@@ -474,22 +475,12 @@ async fn handle<B: Body>(
         Request::PutRoot(record) => {
             // Only the owners the box serves keep records here (the box's
             // owner always; an evicted or unlisted owner never).
-            let owner = record.owner_id();
             let box_owner = shared.services.control.ownership().info().owner;
-            if box_owner != Some(owner) {
-                let donation = &shared.services.donation;
-                if donation.is_evicted(&owner) {
-                    return Err(donation_refusal(Refused::Evicted(owner.to_hex())));
-                }
-                if donation
-                    .policy
-                    .owners
-                    .as_ref()
-                    .is_some_and(|owners| !owners.contains(&owner))
-                {
-                    return Err(donation_refusal(Refused::NotServed(owner.to_hex())));
-                }
-            }
+            shared
+                .services
+                .donation
+                .serves(&record.owner_id(), box_owner.as_ref())
+                .map_err(donation_refusal)?;
             let roots = Arc::clone(&shared.services.roots);
             blocking(move || roots.put(&record))
                 .await?
@@ -580,7 +571,7 @@ async fn handle<B: Body>(
             let ownership = update_ownership(shared, move |current, node, now, spent| {
                 let next =
                     current.transfer(&node, &to_owner, &to_client, not_after, &signature, now)?;
-                spent.spend(&message, not_after, now)?;
+                spent.spend(&message, not_after, now, &peer)?;
                 Ok(next)
             })
             .await?;
@@ -620,7 +611,7 @@ async fn handle<B: Body>(
             let message = signed::drain_message(&shared.config.identity.id, draining, not_after);
             let ownership = update_ownership(shared, move |current, node, now, spent| {
                 let next = current.drain(&node, draining, not_after, &signature, now)?;
-                spent.spend(&message, not_after, now)?;
+                spent.spend(&message, not_after, now, &peer)?;
                 Ok(next)
             })
             .await?;
@@ -706,7 +697,7 @@ async fn handle<B: Body>(
             let spent = Arc::clone(&shared.services.spent);
             let count = blocking(move || {
                 spent
-                    .spend(&message, not_after, unix_now())
+                    .spend(&message, not_after, unix_now(), &peer)
                     .map_err(spent_refusal)?;
                 steward.untrack(&owner, &segments).map_err(steward_refusal)
             })
@@ -791,7 +782,7 @@ async fn handle<B: Body>(
             let missing = Arc::clone(&shared.services.missing);
             let (claims, more) = blocking(move || {
                 spent
-                    .spend(&message, not_after, unix_now())
+                    .spend(&message, not_after, unix_now(), &peer)
                     .map_err(spent_refusal)?;
                 donation.set_evicted(owner, evict).map_err(|e| Refusal {
                     code: ErrorCode::Internal,
@@ -909,7 +900,7 @@ fn spent_refusal(error: SpentError) -> Refusal {
 fn spent_code(error: &SpentError) -> ErrorCode {
     match error {
         SpentError::Replayed => ErrorCode::Forbidden,
-        SpentError::Full => ErrorCode::RateLimited,
+        SpentError::Full | SpentError::FullForPeer => ErrorCode::RateLimited,
         SpentError::Table { .. } => ErrorCode::Internal,
     }
 }
