@@ -81,6 +81,11 @@ pub struct NodeReport {
     /// Whether the box is this owner's.
     #[serde(skip)]
     pub yours: bool,
+    /// How this client reached it: `lan`, `direct`, `mapped`, `punched`,
+    /// `relayed via cn…`.
+    pub path: Option<String>,
+    /// Why it could not be reached.
+    pub error: Option<String>,
 }
 
 /// A box claimed by [`claim`].
@@ -140,6 +145,16 @@ pub struct MemberReport {
     pub free: u64,
     /// Its software.
     pub software: String,
+    /// What it learned of its router (`Unknown`, `Open`, `Mapped`,
+    /// `Punchable`, `Symmetric`).
+    pub nat: String,
+    /// Its public address, as members outside its LAN see it.
+    pub public: Option<String>,
+    /// The member it waits for calls at (punches, relays), if any.
+    pub rendezvous: Option<String>,
+    /// How the answering node reaches it: `lan`, `direct`, `mapped`,
+    /// `punched`, `relayed via cn…` (none for itself, or before it did).
+    pub path: Option<String>,
 }
 
 /// A swarm ticket issued by [`swarm_invite`].
@@ -242,25 +257,35 @@ pub async fn nodes(home: &ClientHome) -> Result<Vec<NodeReport>, ClientError> {
     for node in swarm.nodes() {
         let swarm = Arc::clone(&swarm);
         asks.spawn(async move {
-            let stat = match swarm.peer(node.node).await {
-                Ok(peer) => peer.stat().await.ok(),
-                Err(_) => None,
+            let (stat, error) = match swarm.peer(node.node).await {
+                Ok(peer) => match peer.stat().await {
+                    Ok(stat) => (Some(stat), None),
+                    Err(e) => (None, Some(e.to_string())),
+                },
+                Err(e) => (None, Some(e.to_string())),
             };
-            (node, stat)
+            let path = swarm.path(node.node).map(|p| p.to_string());
+            (node, stat, path, error)
         });
     }
     let mut answers = asks.join_all().await;
     let order: Vec<NodeId> = swarm.nodes().iter().map(|n| n.node).collect();
-    answers.sort_by_key(|(node, _)| order.iter().position(|id| *id == node.node));
+    answers.sort_by_key(|(node, ..)| order.iter().position(|id| *id == node.node));
     swarm.close().await;
     Ok(answers
         .into_iter()
-        .map(|(node, stat)| node_report(node, stat.as_ref(), me))
+        .map(|(node, stat, path, error)| NodeReport {
+            path,
+            error,
+            ..node_report(node, stat.as_ref(), me)
+        })
         .collect())
 }
 
 fn node_report(node: NodeAddr, stat: Option<&StatInfo>, me: OwnerId) -> NodeReport {
     NodeReport {
+        path: None,
+        error: None,
         id: node.node.to_human(),
         addr: node.addr,
         site: node.site,
@@ -515,11 +540,22 @@ pub async fn join(home: &ClientHome, node: &str, invite: &str) -> Result<JoinRep
 }
 
 /// The swarm's members as the first of the owner's nodes that answers
-/// sees them, and which node that was.
-pub async fn members(home: &ClientHome) -> Result<(NodeId, Vec<MemberReport>), ClientError> {
+/// (or `only`, a node id) sees them, and which node that was.
+pub async fn members(
+    home: &ClientHome,
+    only: Option<&str>,
+) -> Result<(NodeId, Vec<MemberReport>), ClientError> {
     let (swarm, _) = home.swarm(None)?;
+    let only = match only {
+        Some(text) => Some(parse_node(text, &format!("node id {text}"))?),
+        None => None,
+    };
     let mut answer = None;
-    for node in swarm.nodes() {
+    for node in swarm
+        .nodes()
+        .into_iter()
+        .filter(|n| only.is_none_or(|id| id == n.node))
+    {
         if let Ok(peer) = swarm.peer(node.node).await
             && let Ok(members) = peer.members().await
         {
@@ -541,6 +577,10 @@ pub async fn members(home: &ClientHome) -> Result<(NodeId, Vec<MemberReport>), C
                 capacity: m.advert.capacity,
                 free: m.advert.free,
                 software: m.advert.software,
+                nat: format!("{:?}", m.advert.reach.nat),
+                public: m.advert.reach.public,
+                rendezvous: m.advert.reach.rendezvous.map(|r| r.to_human()),
+                path: state.path.map(|p| p.to_string()),
             }
         })
         .collect();

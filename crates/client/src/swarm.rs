@@ -6,7 +6,6 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::io::Write;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -21,8 +20,8 @@ use super::segment::{self, Coding};
 use super::tree::{Located, RootPointer, SNAPSHOT_FORMAT, StoredRef};
 use cairn_host::unix_now;
 use cairn_net::identity::Identity;
-use cairn_net::pool::PoolConfig;
-use cairn_net::{NetError, Peer, Pool};
+use cairn_net::pool::{PROBE_TIMEOUT, PoolConfig};
+use cairn_net::{NetError, Peer, Pool, RouteTable, Routes};
 use cairn_proto::ids::{NodeId, ShardId};
 use cairn_proto::membership::MemberCert;
 use cairn_proto::root::RootRecord;
@@ -153,6 +152,10 @@ pub struct Swarm {
     nodes: Mutex<Vec<NodeAddr>>,
     /// Asked where shards are now when their recorded holders fail.
     steward: Mutex<Option<NodeId>>,
+    /// How to reach nodes behind routers, learned from a node's member
+    /// list the first time a node cannot be dialled at its address.
+    routes: Arc<RouteTable>,
+    routes_loaded: tokio::sync::OnceCell<()>,
     /// Recently read packs by segment key, newest last; a pack being read
     /// is in here already, so readers that want it too wait for that read.
     packs: Mutex<VecDeque<([u8; 32], PackSlot)>>,
@@ -171,9 +174,9 @@ impl Swarm {
         timeout: Duration,
         member: Option<MemberCert>,
     ) -> Result<Arc<Self>, SwarmError> {
-        let endpoint = Peer::client_endpoint(SocketAddr::from(([0, 0, 0, 0], 0)))
-            .map_err(SwarmError::Endpoint)?;
+        let (endpoint, raw) = Peer::dual_stack_endpoint().map_err(SwarmError::Endpoint)?;
         let client_id = Identity::from_private(client_key).id;
+        let routes = Arc::new(RouteTable::default());
         let pool = Pool::new(
             endpoint,
             Identity::from_private(client_key),
@@ -182,12 +185,15 @@ impl Swarm {
                 timeout,
                 down_for: DOWN_FOR,
             },
-        );
+        )
+        .with_routes(Arc::clone(&routes) as Arc<dyn Routes>, Some(raw));
         Ok(Arc::new(Self {
             pool,
             client_id,
             keys,
             nodes: Mutex::new(nodes),
+            routes,
+            routes_loaded: tokio::sync::OnceCell::new(),
             steward: Mutex::new(None),
             packs: Mutex::new(VecDeque::new()),
             coding,
@@ -253,7 +259,75 @@ impl Swarm {
             .into_iter()
             .find(|n| n.node == node)
             .ok_or_else(|| NetError::Refused(format!("node {} is not known", node.to_human())))?;
-        self.pool.peer(node, &entry.addr).await
+        // Once per command: how the swarm's members are reached (some may
+        // be behind routers in other houses).
+        self.routes_loaded.get_or_init(|| self.load_routes()).await;
+        let dialled = self.pool.peer(node, &entry.addr).await;
+        match dialled {
+            Err(e) if !self.routes.is_empty() && self.routes.member(node).is_none() => {
+                Err(NetError::NoPath {
+                    node: node.to_human(),
+                    why: format!(
+                        "it did not answer at {} ({e}), and no member of the swarm has heard from it: it is off, or it cannot reach any member (is UDP blocked where it is?)",
+                        entry.addr
+                    ),
+                })
+            }
+            other => other,
+        }
+    }
+
+    /// Fills the route table from the first node (in the settings' order)
+    /// that answers `Members`, and learns this computer's public address
+    /// from a member anyone can dial: with it, a node behind the same
+    /// router is dialled on the LAN, not through a punch.
+    async fn load_routes(&self) {
+        let mut loaded = false;
+        for entry in self.nodes() {
+            let ask = async {
+                let peer = self.pool.peer(entry.node, &entry.addr).await?;
+                peer.members().await
+            };
+            let Ok(Ok(members)) = tokio::time::timeout(PROBE_TIMEOUT, ask).await else {
+                continue;
+            };
+            for state in members {
+                let member = state.member;
+                // Asked before the routes were known, at its LAN address.
+                self.pool.forget_failure(member.node);
+                self.routes
+                    .set_member(member.node, member.addr, member.advert.reach);
+            }
+            loaded = true;
+            break;
+        }
+        if !loaded {
+            return;
+        }
+        let observers: Vec<(NodeId, String)> = self
+            .nodes()
+            .into_iter()
+            .filter_map(|n| {
+                let (_, reach) = self.routes.member(n.node)?;
+                let public = reach.public.filter(|_| reach.nat.dialable())?;
+                Some((n.node, public))
+            })
+            .collect();
+        for (node, addr) in observers.into_iter().take(2) {
+            let ask = async { self.pool.peer(node, &addr).await?.observe().await };
+            if let Ok(Ok(seen)) = tokio::time::timeout(PROBE_TIMEOUT, ask).await {
+                self.routes.set_me(cairn_proto::reach::Reach {
+                    public: Some(seen.to_string()),
+                    ..Default::default()
+                });
+                return;
+            }
+        }
+    }
+
+    /// How the connection to `node` was made, if one is open.
+    pub fn path(&self, node: NodeId) -> Option<cairn_proto::reach::PathKind> {
+        self.pool.path(node)
     }
 
     fn mark_down(&self, node: NodeId) {

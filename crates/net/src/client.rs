@@ -3,6 +3,7 @@
 //! id before they are returned.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -113,6 +114,27 @@ impl Peer {
             })?;
         endpoint.set_default_client_config(config);
         Ok(endpoint)
+    }
+
+    /// [`Peer::client_endpoint`] with a second handle on its socket (see
+    /// [`crate::tls::bind_endpoint_raw`]). Bound to `[::]:0` where the host
+    /// has IPv6 (both families then), else to `0.0.0.0:0`.
+    pub fn dual_stack_endpoint() -> Result<(quinn::Endpoint, Arc<std::net::UdpSocket>), NetError> {
+        let v6 = SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0));
+        let v4 = SocketAddr::from(([0, 0, 0, 0], 0));
+        let (mut endpoint, raw) = super::tls::bind_endpoint_raw(v6, None)
+            .or_else(|_| super::tls::bind_endpoint_raw(v4, None))
+            .map_err(|e| NetError::Connect {
+                addr: v4,
+                reason: e.to_string(),
+            })?;
+        let config =
+            super::tls::client_config(&Default::default()).map_err(|e| NetError::Connect {
+                addr: v4,
+                reason: e.to_string(),
+            })?;
+        endpoint.set_default_client_config(config);
+        Ok((endpoint, raw))
     }
 
     /// Sends a request (and body), returns the response and its body.
@@ -511,6 +533,76 @@ impl Peer {
             (Response::Members(members), _) => Ok(members),
             (other, _) => Err(NetError::Unexpected(format!("{other:?}"))),
         }
+    }
+
+    /// The address this connection comes from, as the node sees it.
+    pub async fn observe(&self) -> Result<SocketAddr, NetError> {
+        match self.call(&Request::Observe, Bytes::new()).await? {
+            (Response::Observed { addr }, _) => addr
+                .parse()
+                .map_err(|_| NetError::Unexpected(format!("an observed address {addr:?}"))),
+            (other, _) => Err(NetError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Asks the node to dial this program back at `port` of the address it
+    /// sees, from another socket; whether it got through.
+    pub async fn dial_back(&self, port: u16) -> Result<bool, NetError> {
+        match self.call(&Request::DialBack { port }, Bytes::new()).await? {
+            (Response::DialedBack { reached }, _) => Ok(reached),
+            (other, _) => Err(NetError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Waits at this node (the rendezvous) for members' calls, up to
+    /// [`cairn_proto::reach::CALL_HOLD_S`] seconds.
+    pub async fn await_calls(&self) -> Result<Vec<cairn_proto::reach::Call>, NetError> {
+        let hold = Duration::from_secs(cairn_proto::reach::CALL_HOLD_S + 10);
+        let waiting = Self {
+            connection: self.connection.clone(),
+            node: self.node,
+            hello: self.hello.clone(),
+            local: self.local,
+            timeout: hold.max(self.timeout),
+        };
+        match waiting.call(&Request::AwaitCalls, Bytes::new()).await? {
+            (Response::Calls(calls), _) => Ok(calls),
+            (other, _) => Err(NetError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Asks this node (`target`'s rendezvous) to have `target` punch toward
+    /// this program; `target`'s address as the rendezvous sees it.
+    pub async fn connect_call(&self, target: NodeId) -> Result<SocketAddr, NetError> {
+        match self
+            .call(&Request::Connect { target }, Bytes::new())
+            .await?
+        {
+            (Response::Rendezvous { at }, _) => at
+                .parse()
+                .map_err(|_| NetError::Unexpected(format!("a rendezvous address {at:?}"))),
+            (other, _) => Err(NetError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Asks this node to relay toward `target`: where to dial and the
+    /// token to send there first.
+    pub async fn relay_open(&self, target: NodeId) -> Result<(SocketAddr, [u8; 16]), NetError> {
+        match self
+            .call(&Request::RelayOpen { target }, Bytes::new())
+            .await?
+        {
+            (Response::Relayed { at, token }, _) => at
+                .parse()
+                .map(|at| (at, token))
+                .map_err(|_| NetError::Unexpected(format!("a relay address {at:?}"))),
+            (other, _) => Err(NetError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Where the connection's packets go now.
+    pub fn remote_address(&self) -> SocketAddr {
+        self.connection.remote_address()
     }
 
     /// Tells the node a member was removed from its swarm.

@@ -21,7 +21,7 @@ use cairn_proto::{ErrorCode, FrameError};
 
 pub use client::{ClaimAnswer, Peer};
 pub use identity::Identity;
-pub use pool::Pool;
+pub use pool::{Pool, RouteTable, Routes};
 
 /// This program's name and version as peers see it in the handshake.
 pub fn software() -> String {
@@ -77,6 +77,14 @@ pub enum NetError {
     /// The peer took too long.
     #[error("the peer did not answer within {0:?}")]
     Timeout(Duration),
+    /// No way to the node is known or every way failed.
+    #[error("no path to node {node}: {why}")]
+    NoPath {
+        /// The node, as people read it.
+        node: String,
+        /// What was tried, or why nothing could be.
+        why: String,
+    },
 }
 
 impl NetError {

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use cairn_proto::ids::NodeId;
 use cairn_proto::membership::MemberCert;
+use cairn_proto::reach::{self, PathKind, Reach, Step};
 
 use crate::NetError;
 use crate::client::Peer;
@@ -23,6 +24,69 @@ pub const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The latency assumed for a node not measured yet.
 const FIRST_LATENCY: Duration = Duration::from_millis(50);
+
+/// How long a punched or relayed dial may take once its rendezvous
+/// answered: QUIC resends its first packet after about a second, which
+/// a router that saw the callee's punch then lets in.
+const TRAVERSAL_TIMEOUT: Duration = Duration::from_secs(4);
+
+/// How long a plain dial may take when a punch or relay follows it.
+const LAN_DIAL_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// What a pool knows of how to reach members across routers: its own
+/// state and each member's advert. The node fills it from gossip, the
+/// owner's client from a node's member list.
+pub trait Routes: Send + Sync {
+    /// This program's own reach (its NAT, its public address).
+    fn me(&self) -> Reach;
+    /// A member's gossip address and advertised reach.
+    fn member(&self, node: NodeId) -> Option<(String, Reach)>;
+    /// When `node` waits for calls at this very program (it is `node`'s
+    /// rendezvous): has it punch toward this program, and returns where
+    /// it is seen.
+    fn punch_here(&self, _node: NodeId) -> Option<SocketAddr> {
+        None
+    }
+}
+
+/// [`Routes`] as a plain table, set whole.
+#[derive(Default)]
+pub struct RouteTable {
+    me: Mutex<Reach>,
+    members: Mutex<HashMap<NodeId, (String, Reach)>>,
+}
+
+impl RouteTable {
+    /// Sets this program's own reach.
+    pub fn set_me(&self, me: Reach) {
+        *cairn_host::lock(&self.me) = me;
+    }
+
+    /// Sets what is known of one member.
+    pub fn set_member(&self, node: NodeId, addr: String, reach: Reach) {
+        cairn_host::lock(&self.members).insert(node, (addr, reach));
+    }
+
+    /// How many members it knows.
+    pub fn len(&self) -> usize {
+        cairn_host::lock(&self.members).len()
+    }
+
+    /// Whether it knows no member.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Routes for RouteTable {
+    fn me(&self) -> Reach {
+        cairn_host::lock(&self.me).clone()
+    }
+
+    fn member(&self, node: NodeId) -> Option<(String, Reach)> {
+        cairn_host::lock(&self.members).get(&node).cloned()
+    }
+}
 
 /// The certificate to show when dialling, asked at every dial because a
 /// node may join a swarm while it runs.
@@ -50,6 +114,11 @@ pub struct Pool {
     dials: std::sync::atomic::AtomicU64,
     /// One dial per node at a time: others asking for it wait for that one.
     dialling: Mutex<HashMap<NodeId, Arc<tokio::sync::Mutex<()>>>>,
+    /// How to reach members behind routers; without it, every node is
+    /// dialled at its address as given.
+    routes: Option<Arc<dyn Routes>>,
+    /// The endpoint's own socket, for relay tokens.
+    raw: Option<Arc<std::net::UdpSocket>>,
 }
 
 struct Slot {
@@ -57,6 +126,8 @@ struct Slot {
     down_since: Option<Instant>,
     /// Smoothed time of a request, for "fastest first".
     latency: Duration,
+    /// How the kept connection was made.
+    path: Option<PathKind>,
 }
 
 impl Pool {
@@ -76,7 +147,76 @@ impl Pool {
             slots: Mutex::new(HashMap::new()),
             dials: std::sync::atomic::AtomicU64::new(0),
             dialling: Mutex::new(HashMap::new()),
+            routes: None,
+            raw: None,
         }
+    }
+
+    /// Dials members behind routers as `routes` says (punch, relay), with
+    /// `raw`, the endpoint's own socket, for relay tokens.
+    pub fn with_routes(
+        mut self,
+        routes: Arc<dyn Routes>,
+        raw: Option<Arc<std::net::UdpSocket>>,
+    ) -> Self {
+        self.routes = Some(routes);
+        self.raw = raw;
+        self
+    }
+
+    /// Tries, for each member reached through a relay, the better ways its
+    /// plan has now (a punch, a dial), and keeps the connection that
+    /// works in place of the relayed one; how many were upgraded. A member
+    /// is relayed when that was the only way when it was dialled; the
+    /// relay is a member's bandwidth, so the pool moves off it when it can.
+    pub async fn upgrade_relayed(&self) -> usize {
+        let Some(routes) = self.routes.clone() else {
+            return 0;
+        };
+        let relayed: Vec<NodeId> = self
+            .slots()
+            .iter()
+            .filter(|(_, slot)| {
+                slot.peer.is_some() && matches!(slot.path, Some(PathKind::Relayed(_)))
+            })
+            .map(|(node, _)| *node)
+            .collect();
+        let mut upgraded = 0;
+        for node in relayed {
+            let Some((addr, them)) = routes.member(node) else {
+                continue;
+            };
+            let better = reach::plan(&routes.me(), self.identity.id, &them, &addr)
+                .into_iter()
+                .take_while(|step| !matches!(step, Step::Relay { .. }));
+            for step in better {
+                let tried = match &step {
+                    Step::Dial { addr, kind } => self
+                        .connect(node, addr, LAN_DIAL_TIMEOUT)
+                        .await
+                        .map(|peer| (peer, *kind)),
+                    Step::Punch { via } => self.punched(node, *via).await,
+                    Step::Relay { .. } => continue,
+                };
+                if let Ok((peer, path)) = tried {
+                    if let Some(slot) = self.slots().get_mut(&node) {
+                        slot.peer = Some(peer);
+                        slot.path = Some(path);
+                    }
+                    upgraded += 1;
+                    break;
+                }
+            }
+        }
+        upgraded
+    }
+
+    /// How the kept connection to `node` was made, if there is one.
+    pub fn path(&self, node: NodeId) -> Option<PathKind> {
+        self.slots()
+            .get(&node)
+            .filter(|slot| slot.peer.is_some())
+            .and_then(|slot| slot.path)
     }
 
     /// The endpoint the pool dials from.
@@ -114,15 +254,20 @@ impl Pool {
             peer: None,
             down_since: None,
             latency: FIRST_LATENCY,
+            path: None,
         });
-        match &result {
-            Ok(peer) => {
-                slot.peer = Some(Arc::clone(peer));
+        match result {
+            Ok((peer, path)) => {
+                slot.peer = Some(Arc::clone(&peer));
                 slot.down_since = None;
+                slot.path = Some(path);
+                Ok(peer)
             }
-            Err(_) => slot.down_since = Some(Instant::now()),
+            Err(e) => {
+                slot.down_since = Some(Instant::now());
+                Err(e)
+            }
         }
-        result
     }
 
     /// Connects (if needed) and asks for `Stat`, within [`PROBE_TIMEOUT`];
@@ -160,6 +305,14 @@ impl Pool {
         }
     }
 
+    /// Forgets that `node` failed, so the next ask dials it again (what
+    /// is known of its path changed).
+    pub fn forget_failure(&self, node: NodeId) {
+        if let Some(slot) = self.slots().get_mut(&node) {
+            slot.down_since = None;
+        }
+    }
+
     /// Folds one request's time into `node`'s smoothed latency.
     pub fn note_latency(&self, node: NodeId, took: Duration) {
         if let Some(slot) = self.slots().get_mut(&node) {
@@ -192,9 +345,65 @@ impl Pool {
         let _ = tokio::time::timeout(Duration::from_millis(200), self.endpoint.wait_idle()).await;
     }
 
-    async fn dial(&self, node: NodeId, addr: &str) -> Result<Arc<Peer>, NetError> {
+    /// Tries the ways to `node` in the order [`reach::plan`] gives.
+    async fn dial(&self, node: NodeId, addr: &str) -> Result<(Arc<Peer>, PathKind), NetError> {
         self.dials
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let steps = match &self.routes {
+            Some(routes) => {
+                let them = routes.member(node).map(|(_, r)| r).unwrap_or_default();
+                reach::plan(&routes.me(), self.identity.id, &them, addr)
+            }
+            None => vec![Step::Dial {
+                addr: addr.to_owned(),
+                kind: PathKind::Lan,
+            }],
+        };
+        if steps.is_empty() {
+            return Err(NetError::NoPath {
+                node: node.to_human(),
+                why: "it is behind a router and keeps no rendezvous with any member anyone can reach (is UDP blocked in its house?)".into(),
+            });
+        }
+        let mut failures = Vec::new();
+        let last = steps.len() - 1;
+        for (i, step) in steps.into_iter().enumerate() {
+            // On a LAN a dial takes milliseconds: an address that does
+            // not answer within a second is not on this LAN, and the
+            // punch or relay after it should not wait for it.
+            let within = if i < last {
+                LAN_DIAL_TIMEOUT
+            } else {
+                self.config.timeout.min(PROBE_TIMEOUT)
+            };
+            let tried = match &step {
+                Step::Dial { addr, kind } => self
+                    .connect(node, addr, within)
+                    .await
+                    .map(|peer| (peer, *kind)),
+                Step::Punch { via } => self.punched(node, *via).await,
+                Step::Relay { via } => self.relayed(node, *via).await,
+            };
+            match tried {
+                Ok(done) => return Ok(done),
+                // A single plain dial keeps its own error, as before any
+                // traversal: it names the address and the cause.
+                Err(e) if i == last && failures.is_empty() => return Err(e),
+                Err(e) => failures.push(format!("{step:?}: {e}")),
+            }
+        }
+        Err(NetError::NoPath {
+            node: node.to_human(),
+            why: failures.join("; "),
+        })
+    }
+
+    async fn connect(
+        &self,
+        node: NodeId,
+        addr: &str,
+        within: Duration,
+    ) -> Result<Arc<Peer>, NetError> {
         let socket: SocketAddr = tokio::net::lookup_host(addr)
             .await
             .ok()
@@ -206,10 +415,70 @@ impl Pool {
             node,
             &self.identity,
             (self.cert)(),
-            self.config.timeout.min(PROBE_TIMEOUT),
+            within,
         )
         .await?;
         Ok(Arc::new(peer.with_timeout(self.config.timeout)))
+    }
+
+    /// The connection to a rendezvous `via`, dialled as any member.
+    async fn rendezvous(&self, via: NodeId) -> Result<Arc<Peer>, NetError> {
+        let addr = self
+            .routes
+            .as_ref()
+            .and_then(|routes| routes.member(via))
+            .map(|(addr, reach)| reach.public.unwrap_or(addr))
+            .ok_or_else(|| {
+                NetError::Refused(format!("rendezvous {} is not known", via.to_human()))
+            })?;
+        Box::pin(self.peer(via, &addr)).await
+    }
+
+    /// Has `node` punch toward this endpoint through its rendezvous, then
+    /// dials it where the rendezvous sees it.
+    async fn punched(&self, node: NodeId, via: NodeId) -> Result<(Arc<Peer>, PathKind), NetError> {
+        let asked = Instant::now();
+        let at = if via == self.identity.id {
+            self.routes
+                .as_ref()
+                .and_then(|r| r.punch_here(node))
+                .ok_or_else(|| {
+                    NetError::Refused(format!("{} does not wait for calls here", node.to_human()))
+                })?
+        } else {
+            self.rendezvous(via).await?.connect_call(node).await?
+        };
+        // The callee hears of the punch about when this answer arrived:
+        // a dial sent before its punch left would be dropped by its router
+        // and resent only after QUIC's first timeout.
+        tokio::time::sleep(asked.elapsed().min(Duration::from_millis(500))).await;
+        let peer = self
+            .connect(node, &at.to_string(), TRAVERSAL_TIMEOUT)
+            .await?;
+        Ok((peer, PathKind::Punched))
+    }
+
+    /// Opens a relay toward `node` at its rendezvous and dials through it.
+    async fn relayed(&self, node: NodeId, via: NodeId) -> Result<(Arc<Peer>, PathKind), NetError> {
+        let raw = self
+            .raw
+            .clone()
+            .ok_or_else(|| NetError::Refused("this endpoint cannot send relay tokens".into()))?;
+        if via == self.identity.id {
+            return Err(NetError::Refused("a node does not relay to itself".into()));
+        }
+        let rendezvous = self.rendezvous(via).await?;
+        let (at, token) = rendezvous.relay_open(node).await?;
+        // The token tells the relay where this side is; a few copies, as
+        // any datagram may be lost.
+        for _ in 0..3 {
+            crate::tls::send_raw(&raw, &token, at);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let peer = self
+            .connect(node, &at.to_string(), TRAVERSAL_TIMEOUT)
+            .await?;
+        Ok((peer, PathKind::Relayed(via)))
     }
 
     /// A live connection, or the error of a recent failure; `None` if a

@@ -122,6 +122,19 @@ pub fn bind_endpoint(
     addr: std::net::SocketAddr,
     server: Option<quinn::ServerConfig>,
 ) -> std::io::Result<quinn::Endpoint> {
+    bind_endpoint_raw(addr, server).map(|(endpoint, _)| endpoint)
+}
+
+/// [`bind_endpoint`], with a second handle on its UDP socket for the few
+/// datagrams QUIC cannot send: a punch toward a member dialling in, and a
+/// relay token. Both must leave from the endpoint's own port, which is
+/// what a router mapped. Punch packets must stay at most
+/// [`RAW_DATAGRAM_MAX`] bytes: quinn answers longer packets it cannot
+/// place with a stateless reset.
+pub fn bind_endpoint_raw(
+    addr: std::net::SocketAddr,
+    server: Option<quinn::ServerConfig>,
+) -> std::io::Result<(quinn::Endpoint, Arc<std::net::UdpSocket>)> {
     let domain = socket2::Domain::for_address(addr);
     let socket = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
     if addr.is_ipv6() {
@@ -139,8 +152,29 @@ pub fn bind_endpoint(
     config
         .max_udp_payload_size(MTU_UPPER_BOUND)
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
-    quinn::Endpoint::new(config, server, socket.into(), Arc::new(quinn::TokioRuntime))
+    let socket: std::net::UdpSocket = socket.into();
+    let raw = Arc::new(socket.try_clone()?);
+    let endpoint = quinn::Endpoint::new(config, server, socket, Arc::new(quinn::TokioRuntime))?;
+    Ok((endpoint, raw))
 }
+
+/// Sends one datagram from `raw` (see [`bind_endpoint_raw`]) to `to`,
+/// as an IPv4-mapped address when the socket is dual-stack (Linux refuses
+/// a plain IPv4 address on an IPv6 socket). Best effort: a lost punch or
+/// token is covered by the copies sent after it.
+pub fn send_raw(raw: &std::net::UdpSocket, bytes: &[u8], to: std::net::SocketAddr) {
+    let to = match (raw.local_addr(), to) {
+        (Ok(std::net::SocketAddr::V6(_)), std::net::SocketAddr::V4(v4)) => {
+            std::net::SocketAddr::new(v4.ip().to_ipv6_mapped().into(), v4.port())
+        }
+        _ => to,
+    };
+    let _ = raw.send_to(bytes, to);
+}
+
+/// Longest raw datagram sent to a QUIC endpoint (see
+/// [`bind_endpoint_raw`]).
+pub const RAW_DATAGRAM_MAX: usize = 21;
 
 /// The server side: a fresh self-signed certificate per start.
 pub fn server_config(limits: &TransportLimits) -> Result<quinn::ServerConfig, TlsError> {

@@ -49,6 +49,48 @@ pub struct DaemonConfig {
     /// What this box gives others, and to whom.
     #[serde(default)]
     pub donation: DonationSection,
+    /// Reaching members across home routers, and relaying for them.
+    #[serde(default)]
+    pub reach: ReachSection,
+}
+
+/// `[reach]`: how the node learns its public address, reaches members
+/// behind routers, and what it relays for them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReachSection {
+    /// Learn this node's public address and NAT from members outside the
+    /// LAN, keep a rendezvous, punch and relay.
+    pub traversal: bool,
+    /// Seconds between looks at this node's public address (a new one,
+    /// from DHCP or the provider, is re-advertised at the next look).
+    pub observe_every_s: u64,
+    /// Ask the home router to map a port to the node (PCP, NAT-PMP),
+    /// advertised once a member reached it there.
+    pub port_mapping: bool,
+    /// Relay packets between members when this node is reachable from
+    /// anywhere (it sees only their encrypted QUIC packets).
+    pub relay: bool,
+    /// Relayed connections at once.
+    pub relay_sessions: usize,
+    /// MiB per second relayed, over all connections.
+    pub relay_mib_per_s: u64,
+    /// GiB relayed per day, over all connections.
+    pub relay_gib_per_day: u64,
+}
+
+impl Default for ReachSection {
+    fn default() -> Self {
+        Self {
+            traversal: true,
+            observe_every_s: 60,
+            port_mapping: true,
+            relay: true,
+            relay_sessions: 128,
+            relay_mib_per_s: 4,
+            relay_gib_per_day: 20,
+        }
+    }
 }
 
 /// `[donation]`: the box owner's rules for what other owners may store here

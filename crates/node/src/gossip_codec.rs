@@ -190,6 +190,7 @@ mod tests {
                 free: 50,
                 software: "t".into(),
                 draining,
+                reach: Default::default(),
             },
         }
     }

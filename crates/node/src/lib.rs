@@ -19,6 +19,7 @@ pub mod net;
 pub mod node_status;
 pub mod ownership;
 pub mod peers;
+pub mod rendezvous;
 pub mod roots;
 pub mod service;
 pub mod spent;

@@ -17,6 +17,7 @@ pub fn advert(config: &DaemonConfig, store: &ShardStore, control: &NodeControl) 
         free: DiskStats::free_of(&disks),
         software: cairn_net::software(),
         draining: control.ownership().draining,
+        reach: Default::default(),
     }
 }
 

@@ -7,7 +7,10 @@
 //! a rate per connection would be multiplied the same way. So connections
 //! are counted per key and in all, and the token bucket is the key's, kept
 //! a while after its last connection closes (reconnecting does not refill
-//! it).
+//! it). A key's newest connection replaces its oldest beyond the share:
+//! a close that never arrived (a crashed program, a router that forgot
+//! the flow) must not lock an owner out until the idle timeout, and the
+//! key still holds no more than its share.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -26,11 +29,6 @@ const REMEMBERED: usize = 1024;
 /// Why a connection is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum TooMany {
-    /// This key holds its share of connections already.
-    #[error(
-        "this key already holds {MAX_CONNECTIONS_PER_KEY} connections to this node; reuse one of them"
-    )]
-    ForKey,
     /// The node holds all the connections it takes.
     #[error("this node serves {MAX_CONNECTIONS} connections already; try again shortly")]
     InAll,
@@ -38,7 +36,8 @@ pub enum TooMany {
 
 #[derive(Debug)]
 struct Entry {
-    connections: u32,
+    /// Its connections' numbers, oldest first.
+    connections: std::collections::VecDeque<u64>,
     limiter: RateLimiter,
 }
 
@@ -60,31 +59,36 @@ impl PeerTable {
         }
     }
 
-    /// A connection of `key` was authenticated at `now`: counted, or refused.
-    pub fn connect(&mut self, key: NodeId, now: Duration) -> Result<(), TooMany> {
-        if self.connections >= MAX_CONNECTIONS {
-            return Err(TooMany::InAll);
-        }
+    /// Connection number `id` of `key` was authenticated at `now`:
+    /// counted, or refused. Beyond the key's share it replaces the key's
+    /// oldest connection, whose number is returned for the server to
+    /// close.
+    pub fn connect(&mut self, key: NodeId, id: u64, now: Duration) -> Result<Option<u64>, TooMany> {
         let limits = self.limits.clone();
+        let full = self.connections >= MAX_CONNECTIONS;
         let entry = self.keys.entry(key).or_insert_with(|| Entry {
-            connections: 0,
+            connections: std::collections::VecDeque::new(),
             limiter: RateLimiter::new(&limits, now),
         });
-        if entry.connections >= MAX_CONNECTIONS_PER_KEY {
-            return Err(TooMany::ForKey);
-        }
-        entry.connections += 1;
-        self.connections += 1;
+        let replaced = if entry.connections.len() >= MAX_CONNECTIONS_PER_KEY as usize {
+            entry.connections.pop_front()
+        } else if full {
+            return Err(TooMany::InAll);
+        } else {
+            self.connections += 1;
+            None
+        };
+        entry.connections.push_back(id);
         self.forget_idle(key);
-        Ok(())
+        Ok(replaced)
     }
 
-    /// A connection of `key` ended.
-    pub fn disconnect(&mut self, key: &NodeId) {
+    /// Connection number `id` of `key` ended (nothing, if it was replaced).
+    pub fn disconnect(&mut self, key: &NodeId, id: u64) {
         if let Some(entry) = self.keys.get_mut(key)
-            && entry.connections > 0
+            && let Some(at) = entry.connections.iter().position(|c| *c == id)
         {
-            entry.connections -= 1;
+            entry.connections.remove(at);
             self.connections -= 1;
         }
     }
@@ -111,7 +115,7 @@ impl PeerTable {
             let idle = self
                 .keys
                 .iter()
-                .find(|(k, e)| e.connections == 0 && **k != keep)
+                .find(|(k, e)| e.connections.is_empty() && **k != keep)
                 .map(|(k, _)| *k);
             match idle {
                 Some(k) => {
@@ -140,19 +144,24 @@ mod tests {
         let mut table = PeerTable::new(limits());
         let key = NodeId([1; 32]);
         let t = Duration::ZERO;
-        for _ in 0..MAX_CONNECTIONS_PER_KEY {
-            table.connect(key, t).unwrap();
+        for id in 0..u64::from(MAX_CONNECTIONS_PER_KEY) {
+            assert_eq!(table.connect(key, id, t), Ok(None));
         }
-        assert_eq!(table.connect(key, t), Err(TooMany::ForKey));
-        table.connect(NodeId([2; 32]), t).unwrap();
+        // A fifth replaces the first: the key never holds more than four.
+        assert_eq!(table.connect(key, 100, t), Ok(Some(0)));
+        assert_eq!(table.connections(), MAX_CONNECTIONS_PER_KEY);
+        // The replaced one's end changes nothing.
+        table.disconnect(&key, 0);
+        assert_eq!(table.connections(), MAX_CONNECTIONS_PER_KEY);
+        table.connect(NodeId([2; 32]), 200, t).unwrap();
         // The burst is the key's, not each connection's.
         let taken = (0..100).filter(|_| table.request(&key, t).is_ok()).count();
         assert_eq!(taken, 10);
         // Reconnecting does not refill the bucket.
-        for _ in 0..MAX_CONNECTIONS_PER_KEY {
-            table.disconnect(&key);
+        for id in [1, 2, 3, 100] {
+            table.disconnect(&key, id);
         }
-        table.connect(key, t).unwrap();
+        table.connect(key, 300, t).unwrap();
         assert!(table.request(&key, t).is_err());
         assert!(table.request(&key, t + Duration::from_secs(1)).is_ok());
         assert_eq!(table.connections(), 2);
@@ -165,20 +174,23 @@ mod tests {
         for n in 0..MAX_CONNECTIONS {
             let mut id = [0u8; 32];
             id[..4].copy_from_slice(&n.to_le_bytes());
-            table.connect(NodeId(id), t).unwrap();
+            table.connect(NodeId(id), n.into(), t).unwrap();
         }
-        assert_eq!(table.connect(NodeId([0xff; 32]), t), Err(TooMany::InAll));
+        assert_eq!(
+            table.connect(NodeId([0xff; 32]), 999, t),
+            Err(TooMany::InAll)
+        );
         // Many keys come and go: the table keeps a bounded number.
         for n in 0..MAX_CONNECTIONS {
             let mut id = [0u8; 32];
             id[..4].copy_from_slice(&n.to_le_bytes());
-            table.disconnect(&NodeId(id));
+            table.disconnect(&NodeId(id), n.into());
         }
         for n in 0..5_000u32 {
             let mut id = [0xaa; 32];
             id[..4].copy_from_slice(&n.to_le_bytes());
-            table.connect(NodeId(id), t).unwrap();
-            table.disconnect(&NodeId(id));
+            table.connect(NodeId(id), n.into(), t).unwrap();
+            table.disconnect(&NodeId(id), n.into());
         }
         assert!(table.keys.len() <= REMEMBERED + 1, "{}", table.keys.len());
         assert_eq!(table.connections(), 0);

@@ -21,10 +21,12 @@ use crate::membership::{JoinError, Membership};
 use crate::missing::MissingLog;
 use crate::net::discovery::{self, LanDiscovery};
 use crate::net::gossip::GossipService;
+use crate::net::reach::ReachService;
 use crate::net::server::BindError;
 use crate::net::steward::StewardService;
 use crate::net::{Server, ServerConfig, Services};
 use crate::ownership::NodeControl;
+use crate::rendezvous::{RelayLimits, Rendezvous};
 use crate::roots::{RootStore, RootStoreError};
 use crate::spent::{Spent, SpentError};
 
@@ -176,6 +178,12 @@ impl RunningNode {
         let policy = config.donation.policy().map_err(StartError::Donation)?;
         let donation = Arc::new(Donation::open(policy, &config.state_dir)?);
         let spent = Arc::new(Spent::open(&config.state_dir)?);
+        let rendezvous = Arc::new(Rendezvous::new(RelayLimits {
+            enabled: config.reach.relay,
+            sessions: config.reach.relay_sessions,
+            bytes_per_s: config.reach.relay_mib_per_s.saturating_mul(1 << 20),
+            bytes_per_day: config.reach.relay_gib_per_day.saturating_mul(1 << 30),
+        }));
         let server = Server::bind(
             config.listen,
             server_config,
@@ -189,6 +197,7 @@ impl RunningNode {
                 missing: Arc::clone(&missing),
                 donation,
                 spent,
+                rendezvous: Arc::clone(&rendezvous),
             },
         )?;
         let addr = server.local_addr()?;
@@ -198,8 +207,28 @@ impl RunningNode {
         let server = Arc::new(server);
         // One pool for everything this node dials: the steward's holders and
         // gossip's members are often the same nodes.
-        let pool =
-            Arc::new(membership.pool(server.endpoint().clone(), identity.clone(), request_timeout));
+        let mut pool =
+            membership.pool(server.endpoint().clone(), identity.clone(), request_timeout);
+        let reach = config.reach.traversal.then(|| {
+            ReachService::new(
+                identity.id,
+                Arc::clone(&gossip),
+                Arc::clone(&membership),
+                Arc::clone(&rendezvous),
+                server.raw_socket(),
+                addr.port(),
+                &config.reach,
+            )
+        });
+        if let Some(reach) = &reach {
+            pool = pool.with_routes(
+                Arc::clone(reach) as Arc<dyn cairn_net::Routes>,
+                Some(server.raw_socket()),
+            );
+        }
+        let pool = Arc::new(pool);
+        let reach_task =
+            reach.map(|reach| tokio::spawn(reach.run(Arc::clone(&pool), stop_rx.clone())));
         let steward_task = steward.map(|steward| {
             tokio::spawn(steward.run(Arc::clone(&pool), Arc::clone(&gossip), stop_rx.clone()))
         });
@@ -263,6 +292,7 @@ impl RunningNode {
             async move { server.run(stop_rx).await }
         });
         let others = [
+            reach_task,
             steward_task,
             gossip_task,
             discovery_task,

@@ -71,6 +71,7 @@ impl Node {
                     free: QUOTA,
                     software: "test".into(),
                     draining: false,
+                    reach: Default::default(),
                 },
             },
             Arc::clone(&membership),
@@ -117,6 +118,14 @@ impl Node {
                 .unwrap(),
             ),
             spent: Arc::new(Spent::open(&state).unwrap()),
+            rendezvous: Arc::new(cairn_node::rendezvous::Rendezvous::new(
+                cairn_node::rendezvous::RelayLimits {
+                    enabled: false,
+                    sessions: 0,
+                    bytes_per_s: 0,
+                    bytes_per_day: 0,
+                },
+            )),
         };
         Self {
             handler: Handler::new(config, services),

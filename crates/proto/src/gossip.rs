@@ -35,6 +35,8 @@ pub struct Advert {
     pub software: String,
     /// Its owner is taking it out of the swarm: place nothing new on it.
     pub draining: bool,
+    /// How to reach it from outside its LAN.
+    pub reach: crate::reach::Reach,
 }
 
 impl Advert {
@@ -49,6 +51,7 @@ impl Advert {
             || self.capacity != told.capacity
             || self.software != told.software
             || self.draining != told.draining
+            || self.reach != told.reach
             || self.free.abs_diff(told.free) >= threshold
     }
 }
@@ -68,6 +71,7 @@ impl GossipMember {
                 free: 0,
                 software: String::new(),
                 draining: false,
+                reach: crate::reach::Reach::default(),
             },
         }
     }
@@ -103,6 +107,8 @@ pub struct MemberState {
     pub member: GossipMember,
     /// Up (true) or declared down by the swarm.
     pub up: bool,
+    /// How the answering node reached it last, if it did.
+    pub path: Option<crate::reach::PathKind>,
 }
 
 #[cfg(test)]
@@ -122,6 +128,7 @@ mod tests {
                 free: 1,
                 software: "t".into(),
                 draining: false,
+                reach: Default::default(),
             },
         };
         let renewed = member.renew().unwrap();
@@ -145,6 +152,7 @@ mod tests {
             free: 500_000,
             software: "1".into(),
             draining: false,
+            reach: Default::default(),
         };
         let mut now = told.clone();
         now.free -= 9_999;

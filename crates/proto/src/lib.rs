@@ -12,6 +12,7 @@ pub mod gossip;
 pub mod ids;
 pub mod limits;
 pub mod membership;
+pub mod reach;
 pub mod root;
 pub mod signed;
 
@@ -22,9 +23,9 @@ pub use ids::{DiskId, NodeId, OwnerId, ShardId};
 pub use frame::{FrameError, decode_frame, encode_frame};
 
 /// The protocol version this code speaks. Peers exchange it in the handshake.
-pub const PROTOCOL_VERSION: u16 = 2;
-/// The QUIC ALPN identifier of protocol version 2.
-pub const ALPN: &[u8] = b"cairn/2";
+pub const PROTOCOL_VERSION: u16 = 3;
+/// The QUIC ALPN identifier of protocol version 3.
+pub const ALPN: &[u8] = b"cairn/3";
 /// Largest request or response frame (the header, not a shard body).
 pub const MAX_FRAME: usize = 64 * 1024;
 /// Largest handshake message (Noise's own limit).
@@ -202,6 +203,32 @@ pub enum Request {
         not_after: u64,
         /// The box owner's signature over [`signed::evict_message`].
         signature: Vec<u8>,
+    },
+    /// The address this connection comes from, as the node sees it (the
+    /// asker's public address when the node is outside its NAT).
+    Observe,
+    /// Dial the asker back at the address this connection comes from, but
+    /// at `port`, from another socket of the node's, and say whether it
+    /// answered there as itself: proof that strangers can reach it there.
+    DialBack {
+        /// The port to dial (the asker's mapped or own port).
+        port: u16,
+    },
+    /// Held by the node until a member calls for the asker (a punch or a
+    /// relay), at most [`reach::CALL_HOLD_S`] seconds; a node behind a NAT
+    /// keeps one waiting at its rendezvous, which also keeps its router's
+    /// mapping alive.
+    AwaitCalls,
+    /// Tell `target`, which waits here, to punch toward the asker; the
+    /// answer is the target's address as this node sees it.
+    Connect {
+        /// The member to reach.
+        target: NodeId,
+    },
+    /// Relay packets between the asker and `target`, which waits here.
+    RelayOpen {
+        /// The member to reach.
+        target: NodeId,
     },
 }
 
@@ -391,6 +418,33 @@ pub enum Response {
     ClaimPending {
         /// Seconds left to press before the pairing window closes.
         confirm_within_s: u64,
+    },
+    /// Answer to `Observe`.
+    Observed {
+        /// HOST:PORT the asker's packets come from.
+        addr: String,
+    },
+    /// Answer to `DialBack`.
+    DialedBack {
+        /// Whether the asker answered, as itself, at that port.
+        reached: bool,
+    },
+    /// Answer to `AwaitCalls`: the calls that came (none when the hold
+    /// ran out), at most [`reach::MAX_CALLS`].
+    Calls(Vec<reach::Call>),
+    /// Answer to `Connect`: the target was told to punch toward the asker.
+    Rendezvous {
+        /// HOST:PORT of the target as this node sees it: dial it now.
+        at: String,
+    },
+    /// Answer to `RelayOpen`: dial the target at `at` after sending
+    /// `token` there, alone in one UDP datagram, from the socket that
+    /// dials.
+    Relayed {
+        /// HOST:PORT of the relay's port for the asker.
+        at: String,
+        /// Binds the asker's address to its side of the relay.
+        token: [u8; 16],
     },
 }
 

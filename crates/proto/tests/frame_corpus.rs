@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use cairn_proto::frame::{check_decoder, encode_frame};
 use cairn_proto::membership::{MemberCert, Removal, Role};
+use cairn_proto::reach::Call;
 use cairn_proto::root::RootRecord;
 use cairn_proto::{
     DiskInfo, ErrorCode, Hello, MissingShard, MissingState, NodeId, OwnerId, OwnershipInfo,
@@ -123,6 +124,21 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
             },
         ),
         ("request-members", Request::Members),
+        ("request-observe", Request::Observe),
+        ("request-dial-back", Request::DialBack { port: 7447 }),
+        ("request-await-calls", Request::AwaitCalls),
+        (
+            "request-connect",
+            Request::Connect {
+                target: NodeId([7; 32]),
+            },
+        ),
+        (
+            "request-relay-open",
+            Request::RelayOpen {
+                target: NodeId([7; 32]),
+            },
+        ),
         ("request-gossip", Request::Gossip { packet: vec![2; 8] }),
         (
             "request-remove",
@@ -250,6 +266,30 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
             },
         ),
         (
+            "response-observed",
+            Response::Observed {
+                addr: "11.77.0.21:7447".into(),
+            },
+        ),
+        (
+            "response-dialed-back",
+            Response::DialedBack { reached: true },
+        ),
+        (
+            "response-calls",
+            Response::Calls(vec![Call::Punch {
+                from: NodeId([7; 32]),
+                at: "11.77.0.22:7447".into(),
+            }]),
+        ),
+        (
+            "response-relayed",
+            Response::Relayed {
+                at: "11.77.0.2:40000".into(),
+                token: [5; 16],
+            },
+        ),
+        (
             "response-ownership",
             Response::Ownership(OwnershipInfo {
                 owner: Some(OwnerId([9; 32])),
@@ -258,7 +298,7 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         ),
     ];
     let hello = Hello {
-        versions: vec![2],
+        versions: vec![3],
         software: "cairnd 0.1.0".into(),
         max_shard: 16 << 20,
         refused: Some("key cn… is not allowed on this node".into()),

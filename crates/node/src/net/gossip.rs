@@ -27,6 +27,7 @@ use cairn_proto::NodeAddr;
 use cairn_proto::gossip::{Advert, GossipMember, MemberState};
 use cairn_proto::ids::NodeId;
 use cairn_proto::membership::Removal;
+use cairn_proto::reach::Reach;
 
 /// Deadline for handing one packet to a member.
 const SEND_TIMEOUT: Duration = Duration::from_secs(2);
@@ -82,6 +83,14 @@ pub struct GossipService {
     heard: Arc<Mutex<Heard>>,
     /// Members SWIM holds down that answered this node's own probe.
     disputed: Mutex<BTreeMap<NodeId, GossipMember>>,
+    /// How this node can be reached, as it learned (see `net::reach`):
+    /// part of every advert it tells.
+    reach: Mutex<Reach>,
+    /// The pool SWIM dials with, for how each member was reached. Weak:
+    /// the pool's routes hold this service, and a cycle would keep the
+    /// endpoint's socket bound after the node stops (a factory reset
+    /// restarts the node on the same port).
+    pool: std::sync::OnceLock<std::sync::Weak<Pool>>,
 }
 
 impl GossipService {
@@ -103,6 +112,8 @@ impl GossipService {
             running: AtomicBool::new(false),
             heard,
             disputed: Mutex::new(BTreeMap::new()),
+            reach: Mutex::new(Reach::default()),
+            pool: std::sync::OnceLock::new(),
         })
     }
 
@@ -147,13 +158,29 @@ impl GossipService {
     /// Tells the swarm this node's advert when it changed enough to matter
     /// (see [`Advert::worth_telling`]). Before gossip runs (or when it
     /// never will) the advert is only kept, so nothing queues up.
-    pub fn set_advert(&self, advert: Advert) {
+    pub fn set_advert(&self, mut advert: Advert) {
+        advert.reach = lock(&self.reach).clone();
         let mut me = lock(&self.me);
         if !self.running.load(Ordering::Acquire) {
             me.advert = advert;
         } else if advert.worth_telling(&me.advert) {
             let _ = self.events.send(Event::Advert(advert));
         }
+    }
+
+    /// Tells the swarm how this node can be reached now (a new NAT state,
+    /// a new public address, another rendezvous).
+    pub fn set_reach(&self, reach: Reach) {
+        *lock(&self.reach) = reach;
+        let advert = lock(&self.me).advert.clone();
+        self.set_advert(advert);
+    }
+
+    /// A member's address and reach in its own words, for dialling it.
+    pub fn route_of(&self, node: &NodeId) -> Option<(String, Reach)> {
+        let heard = lock(&self.heard);
+        let own = heard.own_word(node)?;
+        Some((own.addr.clone(), own.advert.reach.clone()))
     }
 
     /// Leaves the swarm's gossip (the node left its swarm): members are
@@ -176,6 +203,7 @@ impl GossipService {
         let mut all = vec![MemberState {
             member: lock(&self.me).clone(),
             up: true,
+            path: None,
         }];
         let members = lock(&self.members);
         all.extend(
@@ -197,9 +225,15 @@ impl GossipService {
 
     fn in_own_words(&self, state: &MemberState) -> Option<MemberState> {
         let own = lock(&self.heard).own_word(&state.member.node)?.clone();
+        let path = self
+            .pool
+            .get()
+            .and_then(std::sync::Weak::upgrade)
+            .and_then(|pool| pool.path(own.node));
         Some(MemberState {
             member: own,
             up: state.up,
+            path,
         })
     }
 
@@ -213,6 +247,7 @@ impl GossipService {
         let Some(mut receiver) = lock(&self.receiver).take() else {
             return;
         };
+        let _ = self.pool.set(Arc::downgrade(&pool));
         let Some(mut packets) = lock(&self.packet_receiver).take() else {
             return;
         };
@@ -336,11 +371,16 @@ impl GossipService {
             let addr = self.address_of(&to);
             tokio::spawn(async move {
                 let node = to.node;
-                let sent = tokio::time::timeout(SEND_TIMEOUT, async {
-                    let peer = pool.peer(node, &addr).await?;
-                    peer.gossip(packet.to_vec()).await
-                })
-                .await;
+                // The dial is not cut short: a member behind a router may
+                // take a punch or a relay to reach (each bounded by the
+                // pool), and a dial given up halfway is made again from
+                // scratch by the next packet.
+                let sent = match pool.peer(node, &addr).await {
+                    Ok(peer) => tokio::time::timeout(SEND_TIMEOUT, peer.gossip(packet.to_vec()))
+                        .await
+                        .map_err(|_| ()),
+                    Err(_) => Err(()),
+                };
                 if !matches!(sent, Ok(Ok(()))) {
                     // SWIM itself notices a member that does not answer.
                     pool.mark_down(node);
@@ -362,7 +402,14 @@ impl GossipService {
                     info!(node = %member.node.to_human(), addr = %member.addr, "gossip: member up");
                     lock(&self.disputed).remove(&member.node);
                     came_up = true;
-                    members.insert(member.node, MemberState { member, up: true });
+                    members.insert(
+                        member.node,
+                        MemberState {
+                            member,
+                            up: true,
+                            path: None,
+                        },
+                    );
                 }
                 OwnedNotification::MemberDown(member) => {
                     // Down may be SWIM's own verdict or a claim another
@@ -374,7 +421,14 @@ impl GossipService {
                 }
                 OwnedNotification::Rename(_, member) => {
                     let up = members.get(&member.node).is_some_and(|m| m.up);
-                    members.insert(member.node, MemberState { member, up });
+                    members.insert(
+                        member.node,
+                        MemberState {
+                            member,
+                            up,
+                            path: None,
+                        },
+                    );
                 }
                 OwnedNotification::Defunct => {
                     warn!("gossip: the swarm declared this node down; it rejoins")
@@ -401,11 +455,12 @@ impl GossipService {
         let pool = Arc::clone(pool);
         let events = self.events.clone();
         tokio::spawn(async move {
-            let answered = tokio::time::timeout(DOWN_PROBE, async {
-                pool.peer(member.node, &addr).await?.stat().await
-            })
-            .await
-            .is_ok_and(|r| r.is_ok());
+            let answered = match pool.peer(member.node, &addr).await {
+                Ok(peer) => tokio::time::timeout(DOWN_PROBE, peer.stat())
+                    .await
+                    .is_ok_and(|r| r.is_ok()),
+                Err(_) => false,
+            };
             let _ = events.send(Event::Probed { member, answered });
         });
     }
@@ -436,11 +491,25 @@ impl GossipService {
             if disputed.insert(member.node, member.clone()).is_none() {
                 info!(node = %member.node.to_human(), "gossip: a member said to be down answers this node; kept up");
             }
-            members.insert(member.node, MemberState { member, up: true });
+            members.insert(
+                member.node,
+                MemberState {
+                    member,
+                    up: true,
+                    path: None,
+                },
+            );
         } else {
             disputed.remove(&member.node);
             warn!(node = %member.node.to_human(), "gossip: member down (the swarm said so, and it does not answer this node)");
-            members.insert(member.node, MemberState { member, up: false });
+            members.insert(
+                member.node,
+                MemberState {
+                    member,
+                    up: false,
+                    path: None,
+                },
+            );
         }
     }
 }

@@ -119,6 +119,8 @@ pub struct Services {
     pub donation: Arc<Donation>,
     /// Owner-signed commands already carried out (replays are refused).
     pub spent: Arc<Spent>,
+    /// Members behind routers waiting for calls here, and the relay.
+    pub rendezvous: Arc<crate::rendezvous::Rendezvous>,
 }
 
 /// Answers requests: the services a request may touch, and the limits.
@@ -128,7 +130,14 @@ pub struct Handler {
     hello: Hello,
     /// Permits are KiB of body memory; a put holds its share until stored.
     body_budget: Semaphore,
+    /// Dial-backs in flight.
+    dial_backs: Semaphore,
 }
+
+/// Most dial-backs a node makes at once for members.
+pub const DIAL_BACKS: usize = 4;
+/// How long a dial-back waits for the member's answer.
+const DIAL_BACK_TIMEOUT: Duration = Duration::from_secs(3);
 
 impl Handler {
     /// A handler for `config` over `services`.
@@ -155,6 +164,7 @@ impl Handler {
             services,
             hello,
             body_budget,
+            dial_backs: Semaphore::new(DIAL_BACKS),
         }
     }
 
@@ -219,6 +229,129 @@ impl Handler {
             bytes => Some(self.reserve(bytes).await?),
         };
         Ok((handle(self, peer, request, body).await?, held))
+    }
+
+    /// Answers the requests that need to know the connection they came on
+    /// (`Observe`, `DialBack`, `AwaitCalls`, `Connect`, `RelayOpen`):
+    /// `remote` is where its packets come from, `local_ip` the node's
+    /// address they reached. `None` for any other request.
+    pub async fn answer_reach(
+        &self,
+        peer: NodeId,
+        cert: Option<&MemberCert>,
+        request: &Request,
+        remote: std::net::SocketAddr,
+        local_ip: Option<std::net::IpAddr>,
+    ) -> Option<Result<Answer, Refusal>> {
+        use crate::rendezvous::{RendezvousError, canonical};
+        use cairn_proto::reach::{CALL_HOLD_S, Call};
+        let remote = std::net::SocketAddr::new(canonical(remote.ip()), remote.port());
+        let reach_request = matches!(
+            request,
+            Request::Observe
+                | Request::DialBack { .. }
+                | Request::AwaitCalls
+                | Request::Connect { .. }
+                | Request::RelayOpen { .. }
+        );
+        if !reach_request {
+            return None;
+        }
+        if let Err(refusal) = admission::for_request(&peer, self.standing(&peer, cert), request) {
+            return Some(Err(refusal));
+        }
+        let rendezvous = &self.services.rendezvous;
+        let refused = |e: RendezvousError| {
+            let code = match e {
+                RendezvousError::NotWaiting(_) => ErrorCode::NotFound,
+                RendezvousError::Busy(_) | RendezvousError::RelayLimit(_) => ErrorCode::RateLimited,
+                RendezvousError::NoRelay => ErrorCode::Forbidden,
+                RendezvousError::Full | RendezvousError::Socket(_) => ErrorCode::Internal,
+            };
+            Refusal {
+                code,
+                message: e.to_string(),
+            }
+        };
+        let answer = match request {
+            Request::Observe => Ok(Response::Observed {
+                addr: remote.to_string(),
+            }),
+            Request::DialBack { port } => {
+                let target = std::net::SocketAddr::new(remote.ip(), *port);
+                Ok(Response::DialedBack {
+                    reached: self.dial_back(peer, target).await,
+                })
+            }
+            Request::AwaitCalls => rendezvous
+                .await_calls(peer, remote, Duration::from_secs(CALL_HOLD_S))
+                .await
+                .map(Response::Calls)
+                .map_err(refused),
+            Request::Connect { target } => rendezvous
+                .call(
+                    *target,
+                    Call::Punch {
+                        from: peer,
+                        at: remote.to_string(),
+                    },
+                )
+                .map(|at| Response::Rendezvous { at: at.to_string() })
+                .map_err(refused),
+            Request::RelayOpen { target } => match local_ip {
+                None => Err(Refusal {
+                    code: ErrorCode::Internal,
+                    message: "this node cannot tell its own address on this connection".into(),
+                }),
+                Some(ip) => rendezvous
+                    .open_relay(peer, remote, *target, canonical(ip))
+                    .await
+                    .map(|(at, token)| Response::Relayed {
+                        at: at.to_string(),
+                        token,
+                    })
+                    .map_err(refused),
+            },
+            _ => unreachable!("matched above"),
+        };
+        Some(answer.map(|response| (response, Vec::new())))
+    }
+
+    /// Dials `peer` at `target` from a socket of its own (not the one the
+    /// peer's connection reached), as a stranger would: whether `peer`
+    /// answered there. At most [`DIAL_BACKS`] at once; only to the
+    /// address the request came from, so no member can aim it elsewhere.
+    async fn dial_back(&self, peer: NodeId, target: std::net::SocketAddr) -> bool {
+        let Ok(_permit) = self.dial_backs.try_acquire() else {
+            return false;
+        };
+        let bind = if target.is_ipv6() {
+            std::net::SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0))
+        } else {
+            std::net::SocketAddr::from(([0, 0, 0, 0], 0))
+        };
+        let Ok(endpoint) = cairn_net::Peer::client_endpoint(bind) else {
+            return false;
+        };
+        let dialled = cairn_net::Peer::connect_as(
+            &endpoint,
+            target,
+            peer,
+            &self.config.identity,
+            self.services.membership.own_cert(),
+            DIAL_BACK_TIMEOUT,
+        )
+        .await;
+        let reached = dialled.is_ok();
+        if let Ok(peer) = dialled {
+            peer.close();
+        }
+        endpoint.close(0u32.into(), b"dialled back");
+        // The close must leave before the endpoint goes, or the member
+        // keeps counting the connection against this node's key until
+        // its idle timeout.
+        let _ = tokio::time::timeout(Duration::from_millis(300), endpoint.wait_idle()).await;
+        reached
     }
 
     /// Bytes of shard the answer to `request` holds in memory.
@@ -824,6 +957,15 @@ async fn handle<B: Body>(
                 Vec::new(),
             ))
         }
+        // Answered by `Handler::answer_reach`, which knows the connection.
+        Request::Observe
+        | Request::DialBack { .. }
+        | Request::AwaitCalls
+        | Request::Connect { .. }
+        | Request::RelayOpen { .. } => Err(Refusal {
+            code: ErrorCode::BadRequest,
+            message: "this request needs a connection".into(),
+        }),
     }
 }
 

@@ -5,6 +5,8 @@
 pub mod discovery;
 pub mod gossip;
 pub mod handler;
+pub mod portmap;
+pub mod reach;
 pub mod server;
 pub mod steward;
 

@@ -70,11 +70,15 @@ impl Drop for AddressHandshake {
 /// A bound endpoint serving the store.
 pub struct Server {
     endpoint: quinn::Endpoint,
+    /// A second handle on the endpoint's socket (punches, relay tokens).
+    raw: Arc<std::net::UdpSocket>,
     shared: Arc<Handler>,
     /// Peers connected and authenticated right now.
     peers: Arc<AtomicUsize>,
     /// Connections and request rates per key.
     table: Arc<Mutex<PeerTable>>,
+    /// Authenticated connections by number.
+    live: Arc<Mutex<std::collections::HashMap<u64, quinn::Connection>>>,
     /// Handshakes in flight.
     handshakes: Arc<Semaphore>,
     /// Handshakes in flight per source address.
@@ -92,15 +96,17 @@ impl Server {
         services: Services,
     ) -> Result<Self, BindError> {
         let server_config = tls::server_config(&config.transport)?;
-        let mut endpoint = tls::bind_endpoint(addr, Some(server_config))
+        let (mut endpoint, raw) = tls::bind_endpoint_raw(addr, Some(server_config))
             .map_err(|source| BindError::Socket { addr, source })?;
         endpoint.set_default_client_config(tls::client_config(&config.transport)?);
         let table = Arc::new(Mutex::new(PeerTable::new(config.limits.clone())));
         Ok(Self {
             endpoint,
+            raw,
             shared: Arc::new(Handler::new(config, services)),
             peers: Arc::new(AtomicUsize::new(0)),
             table,
+            live: Arc::default(),
             handshakes: Arc::new(Semaphore::new(MAX_HANDSHAKES)),
             by_address: Arc::default(),
             epoch: Instant::now(),
@@ -115,6 +121,12 @@ impl Server {
     /// The endpoint, for dialling other nodes from the same socket.
     pub fn endpoint(&self) -> &quinn::Endpoint {
         &self.endpoint
+    }
+
+    /// A second handle on the endpoint's UDP socket, for the datagrams
+    /// QUIC does not send (see `cairn_net::tls::bind_endpoint_raw`).
+    pub fn raw_socket(&self) -> Arc<std::net::UdpSocket> {
+        Arc::clone(&self.raw)
     }
 
     /// Peers connected and authenticated right now.
@@ -156,6 +168,7 @@ impl Server {
                         shared: Arc::clone(&self.shared),
                         peers: Arc::clone(&self.peers),
                         table: Arc::clone(&self.table),
+                        live: Arc::clone(&self.live),
                         epoch: self.epoch,
                     };
                     let stop = connection_stop.clone();
@@ -207,6 +220,9 @@ struct Serving {
     shared: Arc<Handler>,
     peers: Arc<AtomicUsize>,
     table: Arc<Mutex<PeerTable>>,
+    /// Authenticated connections by number, to close one a newer
+    /// connection of its key replaces.
+    live: Arc<Mutex<std::collections::HashMap<u64, quinn::Connection>>>,
     epoch: Instant,
 }
 
@@ -237,16 +253,28 @@ impl Serving {
             }
         };
         drop(handshake);
-        let counted = lock(&self.table).connect(peer, self.epoch.elapsed());
-        if let Err(too_many) = counted {
-            info!(peer = %peer.to_human(), "connection refused: {too_many}");
-            connection.close(2u32.into(), too_many.to_string().as_bytes());
-            return Ok(());
+        let id = connection.stable_id() as u64;
+        let counted = lock(&self.table).connect(peer, id, self.epoch.elapsed());
+        match counted {
+            Err(too_many) => {
+                info!(peer = %peer.to_human(), "connection refused: {too_many}");
+                connection.close(2u32.into(), too_many.to_string().as_bytes());
+                return Ok(());
+            }
+            Ok(Some(replaced)) => {
+                debug!(peer = %peer.to_human(), "a newer connection of this key replaces its oldest");
+                if let Some(old) = lock(&self.live).remove(&replaced) {
+                    old.close(3u32.into(), b"replaced by a newer connection of this key");
+                }
+            }
+            Ok(None) => {}
         }
+        lock(&self.live).insert(id, connection.clone());
         self.peers.fetch_add(1, Ordering::Relaxed);
         let result = serve_connection(&self, &connection, peer, their_hello, stop).await;
         self.peers.fetch_sub(1, Ordering::Relaxed);
-        lock(&self.table).disconnect(&peer);
+        lock(&self.live).remove(&id);
+        lock(&self.table).disconnect(&peer, id);
         result
     }
 }
@@ -284,11 +312,14 @@ async fn serve_connection(
         }
         let shared = Arc::clone(shared);
         let cert = cert.clone();
+        // Read per request: a peer that moved (a new address from its
+        // provider, a NAT that forgot it) is seen where it is now.
+        let seen = (connection.remote_address(), connection.local_ip());
         requests.spawn(async move {
             let timeout = shared.config.request_timeout;
             let outcome = tokio::time::timeout(
                 timeout,
-                serve_request(&shared, peer, cert.as_deref(), send, recv),
+                serve_request(&shared, peer, cert.as_deref(), seen, send, recv),
             )
             .await;
             match outcome {
@@ -317,6 +348,7 @@ async fn serve_request(
     shared: &Handler,
     peer: NodeId,
     cert: Option<&MemberCert>,
+    (remote, local_ip): (SocketAddr, Option<std::net::IpAddr>),
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
 ) -> Result<(), NetError> {
@@ -334,7 +366,13 @@ async fn serve_request(
     };
     // Admission is checked per request, so a claim takes effect at once
     // and a transfer revokes the old owner's client at once.
-    let answer = shared.answer_held(peer, cert, request, &mut recv).await;
+    let reach = shared
+        .answer_reach(peer, cert, &request, remote, local_ip)
+        .await;
+    let answer = match reach {
+        Some(answer) => answer.map(|answer| (answer, None)),
+        None => shared.answer_held(peer, cert, request, &mut recv).await,
+    };
     match answer {
         // The budget's share is held until the body is handed to QUIC.
         Ok(((response, body), held)) => {

@@ -206,8 +206,13 @@ pub enum Command {
     #[command(subcommand)]
     Swarm(SwarmCommand),
     /// The swarm's members as gossip knows them (asked of your first node
-    /// that answers): up or down, site, space, software.
-    Members,
+    /// that answers, or of `--node`): up or down, site, space, software,
+    /// the router each is behind and how the node asked reaches it.
+    Members {
+        /// Ask this node of yours (cn…) instead.
+        #[arg(long)]
+        node: Option<String>,
+    },
     /// Make one of your nodes join your swarm with its invite ticket.
     Join {
         /// The node id (cn…), one of your nodes.

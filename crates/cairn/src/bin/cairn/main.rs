@@ -428,19 +428,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             session.close().await;
         }
         Command::Swarm(command) => swarm_command(&home, &out, command).await?,
-        Command::Members => {
-            let (asked, members) = account::members(&home).await?;
+        Command::Members { node } => {
+            let (asked, members) = account::members(&home, node.as_deref()).await?;
             for m in &members {
                 out.show(m, |m| {
                     format!(
-                        "{} {} {}, {} free of {}{} ({})",
+                        "{} {} {}, {} free of {}{} ({}); router: {}{}",
                         m.id,
                         m.addr,
                         if m.up { "up" } else { "DOWN" },
                         size(m.free),
                         size(m.capacity),
                         site(&m.site),
-                        m.software
+                        m.software,
+                        m.nat.to_lowercase(),
+                        m.path
+                            .as_ref()
+                            .map(|p| format!(", reached {p}"))
+                            .unwrap_or_default()
                     )
                 });
             }
@@ -600,6 +605,12 @@ fn node_line(node: &NodeReport) -> String {
         _ => line += "DOWN",
     }
     line += &site(&node.site);
+    if let Some(path) = &node.path {
+        line += &format!(", reached {path}");
+    }
+    if let Some(error) = node.error.as_ref().filter(|_| node.state.is_none()) {
+        line += &format!("\n    {error}");
+    }
     for reason in node.reasons.iter().flatten() {
         line += &format!("\n    {reason}");
     }

@@ -1,0 +1,466 @@
+//! The node's reachability across routers, as I/O around the plain code of
+//! `cairn_proto::reach`: it asks members outside its LAN what address they
+//! see (and one of them to dial back), keeps a call waiting at a
+//! rendezvous when it is behind a NAT, answers members' calls (a punch, a
+//! relay token) from its own QUIC socket, and tells the swarm through its
+//! gossip advert. It is also the node's [`Routes`]: how its pool reaches
+//! members behind routers.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cairn_host::lock;
+use cairn_net::pool::{Pool, Routes};
+use cairn_proto::ids::NodeId;
+use cairn_proto::reach::{self, Call, Nat, Observation, Reach};
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use super::gossip::GossipService;
+use super::portmap::PortMapper;
+use crate::daemon_config::ReachSection;
+use crate::membership::Membership;
+use crate::rendezvous::{Rendezvous, canonical};
+
+/// Members asked for the address they see, per look.
+const OBSERVERS: usize = 3;
+/// A look at the start, and again this often until one observer answered.
+const FIRST_LOOKS: Duration = Duration::from_secs(2);
+/// Punch packets sent toward a member dialling in, and their spacing: a
+/// few, as any may be lost, over about the time its dial takes to arrive.
+const PUNCHES: u32 = 6;
+const PUNCH_SPACING: Duration = Duration::from_millis(150);
+/// What a punch packet says: short enough that quinn drops it without a
+/// stateless reset (see `cairn_net::tls::RAW_DATAGRAM_MAX`).
+const PUNCH: &[u8] = b"cairn punch";
+
+/// The node's reachability and its part in traversal.
+pub struct ReachService {
+    node: NodeId,
+    gossip: Arc<GossipService>,
+    membership: Arc<Membership>,
+    rendezvous: Arc<Rendezvous>,
+    /// The QUIC endpoint's own socket, for punches and relay tokens.
+    raw: Arc<std::net::UdpSocket>,
+    /// The port the endpoint is bound to.
+    port: u16,
+    observe_every: Duration,
+    relay_allowed: bool,
+    /// The port the home router maps to the node, if it offers one.
+    mapper: Option<tokio::sync::Mutex<PortMapper>>,
+    reach: Mutex<Reach>,
+    /// How members this node has not heard from itself say they are
+    /// reached, as a member anyone can dial lists them: a hint for
+    /// dialling only (Noise proves who answers), never their identity.
+    hints: Mutex<std::collections::BTreeMap<NodeId, (String, Reach)>>,
+    /// Whether the NAT maps per destination, as last learned from two
+    /// observer addresses, at this public IP.
+    mapping_learned: Mutex<Option<(IpAddr, bool)>>,
+    /// The public address a member last dialled back to, and when: asked
+    /// again only when the address changes or the proof is old.
+    proven: Mutex<Option<(SocketAddr, std::time::Instant)>>,
+}
+
+/// How long a dial-back stays proof that the node is reachable.
+const PROOF_KEPT: Duration = Duration::from_secs(600);
+
+impl ReachService {
+    /// The service for `node`, listening on `port`, sending raw datagrams
+    /// from `raw` (the endpoint's socket), as `config` says.
+    pub fn new(
+        node: NodeId,
+        gossip: Arc<GossipService>,
+        membership: Arc<Membership>,
+        rendezvous: Arc<Rendezvous>,
+        raw: Arc<std::net::UdpSocket>,
+        port: u16,
+        config: &ReachSection,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            node,
+            gossip,
+            membership,
+            rendezvous,
+            raw,
+            port,
+            observe_every: Duration::from_secs(config.observe_every_s.max(1)),
+            relay_allowed: config.relay,
+            mapper: config
+                .port_mapping
+                .then(|| PortMapper::new(port))
+                .flatten()
+                .map(tokio::sync::Mutex::new),
+            reach: Mutex::new(Reach::default()),
+            hints: Mutex::new(std::collections::BTreeMap::new()),
+            proven: Mutex::new(None),
+            mapping_learned: Mutex::new(None),
+        })
+    }
+
+    /// What the node knows of its own reach now.
+    pub fn reach(&self) -> Reach {
+        lock(&self.reach).clone()
+    }
+
+    /// Looks at the node's address now and then, and keeps a call
+    /// waiting at its rendezvous, until `stop`.
+    pub async fn run(self: Arc<Self>, pool: Arc<Pool>, mut stop: watch::Receiver<bool>) {
+        let calls = tokio::spawn(Arc::clone(&self).wait_for_calls(Arc::clone(&pool), stop.clone()));
+        let mut wait = FIRST_LOOKS;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = stop.wait_for(|s| *s) => break,
+            }
+            let heard = self.look(&pool).await;
+            wait = if heard {
+                self.observe_every
+            } else {
+                FIRST_LOOKS.max(self.observe_every.min(Duration::from_secs(10)) / 2)
+            };
+        }
+        let _ = calls.await;
+        if let Some(mapper) = &self.mapper {
+            mapper.lock().await.remove().await;
+        }
+    }
+
+    /// One look: asks members outside the LAN what they see, classifies,
+    /// picks a rendezvous, tells the swarm if anything changed. Whether
+    /// any observer answered.
+    async fn look(&self, pool: &Arc<Pool>) -> bool {
+        let observers = self.observers();
+        let mut observations = Vec::new();
+        let mut answered = Vec::new();
+        for (node, addr) in observers.into_iter().take(OBSERVERS) {
+            let ask = async {
+                let peer = pool.peer(node, &addr).await?;
+                let seen = peer.observe().await?;
+                Ok::<_, cairn_net::NetError>((peer, seen))
+            };
+            match tokio::time::timeout(cairn_net::pool::PROBE_TIMEOUT, ask).await {
+                Ok(Ok((peer, seen))) => {
+                    let at = peer.remote_address();
+                    observations.push(Observation {
+                        observer: node,
+                        observer_addr: SocketAddr::new(canonical(at.ip()), at.port()),
+                        seen: SocketAddr::new(canonical(seen.ip()), seen.port()),
+                    });
+                    answered.push(peer);
+                }
+                Ok(Err(e)) => debug!(observer = %node.to_human(), "reach: no observation: {e}"),
+                Err(_) => debug!(observer = %node.to_human(), "reach: observer silent"),
+            }
+        }
+        let mut classified = reach::classify(&observations, &own_ips(), self.port);
+        // A look where only one observer address answered says nothing of
+        // the NAT's mapping: what an earlier look learned at the same
+        // public IP still holds (else a busy observer would flip the node
+        // between symmetric and punchable).
+        if let Some(seen) = classified.as_mut() {
+            let mut learned = lock(&self.mapping_learned);
+            match (seen.per_destination, *learned) {
+                (Some(per_destination), _) => *learned = Some((seen.public.ip(), per_destination)),
+                (None, Some((ip, per_destination))) if ip == seen.public.ip() => {
+                    seen.per_destination = Some(per_destination);
+                }
+                (None, _) => {}
+            }
+        }
+        // Where strangers might reach the node: its own address, or (behind
+        // a NAT) a port its router maps, at the public address observed.
+        let mut mapped = false;
+        let candidate = match classified {
+            Some(seen) if seen.own_address => Some(seen.public),
+            Some(seen) => match &self.mapper {
+                Some(mapper) => mapper.lock().await.ensure().await.map(|port| {
+                    mapped = true;
+                    SocketAddr::new(seen.public.ip(), port)
+                }),
+                None => None,
+            },
+            None => None,
+        };
+        let mut dialled_back = false;
+        if let Some(candidate) = candidate {
+            let proven = *lock(&self.proven);
+            dialled_back =
+                proven.is_some_and(|(at, when)| at == candidate && when.elapsed() < PROOF_KEPT);
+            // A host firewall would let the observers' answers back in
+            // but not a stranger's dial, and a router may claim a mapping
+            // it does not make: only a dial back proves it.
+            for peer in answered
+                .iter()
+                .take(if dialled_back { 0 } else { OBSERVERS })
+            {
+                if let Ok(true) = peer.dial_back(candidate.port()).await {
+                    dialled_back = true;
+                    *lock(&self.proven) = Some((candidate, std::time::Instant::now()));
+                    break;
+                }
+            }
+        }
+        let nat = reach::nat_of(classified.as_ref(), dialled_back, mapped);
+        let rendezvous = if nat.dialable() || classified.is_none() {
+            None
+        } else {
+            self.choose_rendezvous()
+        };
+        let public = match (nat, candidate) {
+            (Nat::Mapped, Some(mapped_at)) => Some(mapped_at),
+            _ => classified.map(|c| c.public),
+        };
+        let next = Reach {
+            nat,
+            public: public.map(|p| p.to_string()),
+            rendezvous,
+            relays: nat == Nat::Open && self.relay_allowed,
+        };
+        self.rendezvous.set_relaying(next.relays);
+        let changed = {
+            let mut reach = lock(&self.reach);
+            let changed = *reach != next;
+            reach.clone_from(&next);
+            changed
+        };
+        if changed {
+            info!(
+                nat = ?next.nat,
+                public = next.public.as_deref().unwrap_or("unknown"),
+                rendezvous = %next.rendezvous.map_or("none".into(), |r| r.to_human()),
+                relays = next.relays,
+                "reach: telling the swarm how this node is reached"
+            );
+            self.gossip.set_reach(next);
+        }
+        self.learn_hints(pool).await;
+        let upgraded = pool.upgrade_relayed().await;
+        if upgraded > 0 {
+            info!(
+                upgraded,
+                "reach: members reached through a relay are now reached directly"
+            );
+        }
+        !observations.is_empty()
+    }
+
+    /// Asks a member anyone can dial (the rendezvous first) how each
+    /// member is reached: gossip keeps only a member's own word, so a
+    /// member this node has not heard from yet would be dialled at its
+    /// LAN address, and one that needs no rendezvous could not be found.
+    async fn learn_hints(&self, pool: &Arc<Pool>) {
+        let rendezvous = lock(&self.reach).rendezvous;
+        let mut asked: Vec<NodeId> = rendezvous.into_iter().collect();
+        asked.extend(
+            self.gossip
+                .members()
+                .into_iter()
+                .filter(|m| {
+                    m.up && m.member.node != self.node && m.member.advert.reach.nat.dialable()
+                })
+                .map(|m| m.member.node),
+        );
+        for node in asked.into_iter().take(2) {
+            let Some(addr) = self.address_of(node) else {
+                continue;
+            };
+            let ask = async { pool.peer(node, &addr).await?.members().await };
+            let Ok(Ok(members)) = tokio::time::timeout(cairn_net::pool::PROBE_TIMEOUT, ask).await
+            else {
+                continue;
+            };
+            let mut hints = lock(&self.hints);
+            hints.clear();
+            // At most what a Members answer holds; a member's own list.
+            for state in members.into_iter().filter(|m| m.member.node != self.node) {
+                let m = state.member;
+                hints.insert(m.node, (m.addr, m.advert.reach));
+            }
+            return;
+        }
+    }
+
+    /// Members worth asking: up, at an address that counts (outside every
+    /// LAN), those anyone can dial first; the seeds when gossip knows none.
+    fn observers(&self) -> Vec<(NodeId, String)> {
+        let mut found: Vec<(bool, NodeId, String)> = self
+            .gossip
+            .members()
+            .into_iter()
+            .filter(|m| m.up && m.member.node != self.node)
+            .filter_map(|m| {
+                let reach = &m.member.advert.reach;
+                let addr = if reach.nat.dialable() {
+                    reach.public.clone().unwrap_or(m.member.addr.clone())
+                } else {
+                    m.member.addr.clone()
+                };
+                let counts = addr.parse().is_ok_and(reach::observer_counts);
+                counts.then_some((!reach.nat.dialable(), m.member.node, addr))
+            })
+            .collect();
+        if found.is_empty() {
+            found = self
+                .membership
+                .seeds()
+                .into_iter()
+                .filter(|s| s.node != self.node)
+                .filter(|s| s.addr.parse().is_ok_and(reach::observer_counts))
+                .map(|s| (false, s.node, s.addr))
+                .collect();
+        }
+        found.sort();
+        found
+            .into_iter()
+            .map(|(_, node, addr)| (node, addr))
+            .collect()
+    }
+
+    /// The member to wait for calls at: of the up and dialable members,
+    /// one that relays (a relayed dial goes through the rendezvous) with
+    /// the lowest id. Every node behind a NAT picks the same one, so a
+    /// member that has not heard from another yet can guess where it
+    /// waits: its own rendezvous (see `reach::plan`).
+    fn choose_rendezvous(&self) -> Option<NodeId> {
+        let dialable = self
+            .gossip
+            .members()
+            .into_iter()
+            .filter(|m| m.up && m.member.node != self.node && m.member.advert.reach.nat.dialable())
+            .map(|m| (!m.member.advert.reach.relays, m.member.node))
+            .min()
+            .map(|(_, node)| node);
+        dialable.or_else(|| {
+            // Before gossip knows who is dialable: a seed outside the
+            // LAN, by the same rule, so the choice does not move once it does.
+            self.membership
+                .seeds()
+                .into_iter()
+                .filter(|s| s.node != self.node && s.addr.parse().is_ok_and(reach::observer_counts))
+                .map(|s| s.node)
+                .min()
+        })
+    }
+
+    /// Keeps one `AwaitCalls` waiting at the rendezvous and answers the
+    /// calls that come, until `stop`.
+    async fn wait_for_calls(self: Arc<Self>, pool: Arc<Pool>, mut stop: watch::Receiver<bool>) {
+        loop {
+            let rendezvous = lock(&self.reach).rendezvous;
+            let waited = async {
+                let Some(via) = rendezvous else {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    return;
+                };
+                let Some(addr) = self.address_of(via) else {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    return;
+                };
+                let calls = match pool.peer(via, &addr).await {
+                    Ok(peer) => peer.await_calls().await,
+                    Err(e) => Err(e),
+                };
+                match calls {
+                    Ok(calls) => {
+                        for call in calls {
+                            self.answer(call);
+                        }
+                    }
+                    Err(e) => {
+                        debug!(rendezvous = %via.to_human(), "reach: waiting for calls failed: {e}");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            };
+            tokio::select! {
+                _ = waited => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+        }
+    }
+
+    fn address_of(&self, node: NodeId) -> Option<String> {
+        if let Some((addr, reach)) = self.gossip.route_of(&node) {
+            return Some(
+                reach
+                    .public
+                    .filter(|_| reach.nat.dialable())
+                    .unwrap_or(addr),
+            );
+        }
+        self.membership
+            .seeds()
+            .into_iter()
+            .find(|s| s.node == node)
+            .map(|s| s.addr)
+    }
+
+    /// Answers a member's call from the endpoint's own socket.
+    fn answer(&self, call: Call) {
+        let raw = Arc::clone(&self.raw);
+        match call {
+            Call::Punch { from, at } => {
+                let Ok(at) = at.parse::<SocketAddr>() else {
+                    return;
+                };
+                debug!(from = %from.to_human(), %at, "reach: punching toward a member dialling in");
+                tokio::spawn(async move {
+                    for _ in 0..PUNCHES {
+                        cairn_net::tls::send_raw(&raw, PUNCH, at);
+                        tokio::time::sleep(PUNCH_SPACING).await;
+                    }
+                });
+            }
+            Call::Relay { from, at, token } => {
+                let Ok(at) = at.parse::<SocketAddr>() else {
+                    return;
+                };
+                debug!(from = %from.to_human(), %at, "reach: a member dials in through a relay");
+                tokio::spawn(async move {
+                    for _ in 0..3 {
+                        cairn_net::tls::send_raw(&raw, &token, at);
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                });
+            }
+        }
+    }
+}
+
+impl Routes for ReachService {
+    fn me(&self) -> Reach {
+        self.reach()
+    }
+
+    fn member(&self, node: NodeId) -> Option<(String, Reach)> {
+        self.gossip
+            .route_of(&node)
+            .or_else(|| lock(&self.hints).get(&node).cloned())
+    }
+
+    fn punch_here(&self, node: NodeId) -> Option<SocketAddr> {
+        let reach = self.reach();
+        let at = reach.public.filter(|_| reach.nat.dialable())?;
+        self.rendezvous
+            .call(
+                node,
+                Call::Punch {
+                    from: self.node,
+                    at,
+                },
+            )
+            .ok()
+    }
+}
+
+/// This host's addresses, to tell whether observers see one of them.
+fn own_ips() -> Vec<IpAddr> {
+    match if_addrs::get_if_addrs() {
+        Ok(interfaces) => interfaces.iter().map(|i| i.ip()).collect(),
+        Err(e) => {
+            warn!("reach: cannot list the network interfaces: {e}");
+            Vec::new()
+        }
+    }
+}
