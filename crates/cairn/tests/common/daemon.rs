@@ -70,7 +70,13 @@ impl Daemon {
         extra: &str,
         files: &[(&str, String)],
     ) -> Self {
-        Self::launch(ip, allow, env, extra, files, &|_| {})
+        Self::launch(None, ip, allow, env, extra, files, &|_| {})
+    }
+
+    /// Starts a daemon in the network namespace `netns`, listening on
+    /// `ip` at the default port (each namespace has its own ports).
+    pub fn start_in(netns: &str, ip: IpAddr, allow: &[NodeId], extra: &str) -> Self {
+        Self::launch(Some(netns), ip, allow, &[], extra, &[], &|_| {})
     }
 
     /// Like [`Self::start_configured`], with `prepare` run on its
@@ -78,6 +84,7 @@ impl Daemon {
     /// `extra` before its first `[section]` go at the top of the file.
     pub fn start_prepared(allow: &[NodeId], extra: &str, prepare: &dyn Fn(&Path)) -> Self {
         Self::launch(
+            None,
             IpAddr::from([127, 0, 0, 1]),
             allow,
             &[],
@@ -88,6 +95,7 @@ impl Daemon {
     }
 
     fn launch(
+        netns: Option<&str>,
         ip: IpAddr,
         allow: &[NodeId],
         env: &[(&str, &str)],
@@ -114,11 +122,14 @@ impl Daemon {
         };
         let (top, sections) = extra.split_at(first_section);
         // A free port: bind, note, release.
-        let port = UdpSocket::bind(SocketAddr::new(ip, 0))
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = match netns {
+            Some(_) => 7447,
+            None => UdpSocket::bind(SocketAddr::new(ip, 0))
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port(),
+        };
         let addr = SocketAddr::new(ip, port);
         let allow: Vec<String> = allow
             .iter()
@@ -141,7 +152,15 @@ impl Daemon {
         notify
             .set_read_timeout(Some(Duration::from_secs(30)))
             .unwrap();
-        let child = Command::new(CAIRND)
+        let mut command = match netns {
+            Some(ns) => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", ns, CAIRND]);
+                command
+            }
+            None => Command::new(CAIRND),
+        };
+        let child = command
             .arg("--config")
             .arg(&config)
             .env("NOTIFY_SOCKET", &socket_path)

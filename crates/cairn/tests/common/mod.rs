@@ -2,6 +2,7 @@
 #![allow(dead_code)] // each test uses a different part
 
 pub mod daemon;
+pub mod lab;
 pub mod owner;
 
 /// `len` bytes that depend only on `seed`.

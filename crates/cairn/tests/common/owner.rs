@@ -41,14 +41,27 @@ impl Owner {
 
     /// Runs `cairn ARGS` (with `stdin`), logging how long it took.
     pub fn run(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        self.run_in(None, args, stdin)
+    }
+
+    /// Runs `cairn ARGS` in the network namespace `netns` (if any): the
+    /// owner's computer in one home of a lab.
+    pub fn run_in(&self, netns: Option<&str>, args: &[&str], stdin: Option<&str>) -> Output {
         let started = std::time::Instant::now();
-        let out = self.run_inner(args, stdin);
+        let out = self.run_inner(netns, args, stdin);
         eprintln!("cairn {args:?} took {:?}", started.elapsed());
         out
     }
 
-    fn run_inner(&self, args: &[&str], stdin: Option<&str>) -> Output {
-        let mut command = Command::new(CAIRN);
+    fn run_inner(&self, netns: Option<&str>, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut command = match netns {
+            Some(ns) => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", ns, CAIRN]);
+                command
+            }
+            None => Command::new(CAIRN),
+        };
         command
             .args(args)
             .env("CAIRN_HOME", self.home.path())
