@@ -113,7 +113,12 @@ impl ReachService {
                 _ = tokio::time::sleep(wait) => {}
                 _ = stop.wait_for(|s| *s) => break,
             }
-            let heard = self.look(&pool).await;
+            // A stop does not wait for a look: each of its steps is
+            // bounded, but together they may take half a minute.
+            let heard = tokio::select! {
+                heard = self.look(&pool) => heard,
+                _ = stop.wait_for(|s| *s) => break,
+            };
             wait = if heard {
                 self.observe_every
             } else {
