@@ -152,9 +152,10 @@ pub struct Swarm {
     nodes: Mutex<Vec<NodeAddr>>,
     /// Asked where shards are now when their recorded holders fail.
     steward: Mutex<Option<NodeId>>,
-    /// How to reach nodes behind routers, learned from a node's member
-    /// list the first time a node cannot be dialled at its address.
+    /// How to reach nodes behind routers: a node's member list and this
+    /// computer's public address, learned before the command's first dial.
     routes: Arc<RouteTable>,
+    /// Whether `routes` was learned (once per command).
     routes_loaded: tokio::sync::OnceCell<()>,
     /// Recently read packs by segment key, newest last; a pack being read
     /// is in here already, so readers that want it too wait for that read.
