@@ -19,20 +19,7 @@ use cairn_net::pool::PoolConfig;
 use cairn_net::{Identity, Peer, Pool, RouteTable, Routes};
 use cairn_proto::ids::{NodeId, ShardId};
 use cairn_proto::reach::{PathKind, Reach};
-use tests_common::lab::{LabSwarm, Router};
-
-const PLACES: &[(&str, Router)] = &[
-    ("pub1", Router::Public),
-    ("pub2", Router::Public),
-    ("home1", Router::Home),
-    ("home2", Router::Home),
-    ("sym1", Router::Symmetric),
-    ("sym2", Router::Symmetric),
-    ("cgn", Router::Carrier),
-    ("upnp", Router::Upnp),
-    ("liar", Router::LyingUpnp),
-    ("noudp", Router::UdpBlocked),
-];
+use tests_common::lab::{LabSwarm, PLACES};
 
 const SHARD: usize = 1 << 20;
 const IN_FLIGHT: usize = 8;

@@ -23,24 +23,13 @@
 
 mod common;
 
+use std::path::Path;
 use std::time::Duration;
 
 use common::daemon::Daemon;
-use common::lab::{LabSwarm, Router, eventually};
+use common::lab::{LabSwarm, PLACES, Router, eventually};
+use common::owner::Owner;
 use common::random_bytes;
-
-const PLACES: &[(&str, Router)] = &[
-    ("pub1", Router::Public),
-    ("pub2", Router::Public),
-    ("home1", Router::Home),
-    ("home2", Router::Home),
-    ("sym1", Router::Symmetric),
-    ("sym2", Router::Symmetric),
-    ("cgn", Router::Carrier),
-    ("upnp", Router::Upnp),
-    ("liar", Router::LyingUpnp),
-    ("noudp", Router::UdpBlocked),
-];
 
 #[test]
 fn homes_behind_routers_reach_each_other() {
@@ -110,32 +99,7 @@ fn stored_across_homes(swarm: &LabSwarm) {
     }
     let source = alice.home.path().join("lab.bin");
     std::fs::write(&source, &plain).unwrap();
-    let put = alice.run_in(Some(&home1), &["put", source.to_str().unwrap()], None);
-    assert!(
-        put.status.success(),
-        "{}",
-        String::from_utf8_lossy(&put.stderr)
-    );
-    let back = alice.home.path().join("lab.back");
-    let get = alice.run_in(
-        Some(&home1),
-        &[
-            "get",
-            source.to_str().unwrap(),
-            "-o",
-            back.to_str().unwrap(),
-        ],
-        None,
-    );
-    assert!(
-        get.status.success(),
-        "{}",
-        String::from_utf8_lossy(&get.stderr)
-    );
-    assert!(
-        std::fs::read(&back).unwrap() == plain,
-        "the file read back differs"
-    );
+    put_and_read_back(alice, &home1, &source, &plain);
     for (mut child, file) in captures {
         let _ = rustix::process::kill_process(
             rustix::process::Pid::from_child(&child),
@@ -208,14 +172,30 @@ fn stored_across_homes(swarm: &LabSwarm) {
     });
     assert!(flushed_while_running > 0, "the put ended before any flush");
     eprintln!("conntrack flushed {flushed_while_running} times during the put");
-    let big_back = alice.home.path().join("big.back");
+    read_back(alice, &home1, &big_source, &big);
+}
+
+/// `cairn put SOURCE` in `netns`, then [`read_back`].
+fn put_and_read_back(alice: &Owner, netns: &str, source: &Path, want: &[u8]) {
+    let put = alice.run_in(Some(netns), &["put", source.to_str().unwrap()], None);
+    assert!(
+        put.status.success(),
+        "{}",
+        String::from_utf8_lossy(&put.stderr)
+    );
+    read_back(alice, netns, source, want);
+}
+
+/// `cairn get SOURCE` in `netns`: the bytes must be `want`'s.
+fn read_back(alice: &Owner, netns: &str, source: &Path, want: &[u8]) {
+    let back = alice.home.path().join("read-back");
     let get = alice.run_in(
-        Some(&home1),
+        Some(netns),
         &[
             "get",
-            big_source.to_str().unwrap(),
+            source.to_str().unwrap(),
             "-o",
-            big_back.to_str().unwrap(),
+            back.to_str().unwrap(),
         ],
         None,
     );
@@ -225,8 +205,9 @@ fn stored_across_homes(swarm: &LabSwarm) {
         String::from_utf8_lossy(&get.stderr)
     );
     assert!(
-        std::fs::read(&big_back).unwrap() == big,
-        "the big file read back differs"
+        std::fs::read(&back).unwrap() == want,
+        "{} read back differs",
+        source.display()
     );
 }
 

@@ -53,7 +53,9 @@ pub enum RendezvousError {
     Full,
     /// The owner does not let this node relay (or it cannot be reached
     /// from anywhere, which a relay must be).
-    #[error("this node does not relay")]
+    #[error(
+        "this node does not relay: it has no public address of its own, or its owner turned relaying off ([reach] relay); dial through another member"
+    )]
     NoRelay,
     /// The relay's limits are reached.
     #[error("the relay is at its limit ({0}); retry later or through another member")]
@@ -107,7 +109,7 @@ struct MeterState {
     refilled: Instant,
     day_started: Instant,
     today: u64,
-    /// Relayed since start, for `cairn nodes`, tests and benchmarks.
+    /// Relayed since start (what `Rendezvous::relayed` reports).
     total: u64,
 }
 

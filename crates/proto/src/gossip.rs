@@ -111,6 +111,17 @@ pub struct MemberState {
     pub path: Option<crate::reach::PathKind>,
 }
 
+impl MemberState {
+    /// A member as gossip heard of it, before any path to it is known.
+    pub fn heard(member: GossipMember, up: bool) -> Self {
+        Self {
+            member,
+            up,
+            path: None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

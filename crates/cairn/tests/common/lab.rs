@@ -460,6 +460,21 @@ impl Drop for Lab {
     }
 }
 
+/// The lab's places: every kind of router the tests and the relay
+/// benchmark know, each once or twice.
+pub const PLACES: &[(&str, Router)] = &[
+    ("pub1", Router::Public),
+    ("pub2", Router::Public),
+    ("home1", Router::Home),
+    ("home2", Router::Home),
+    ("sym1", Router::Symmetric),
+    ("sym2", Router::Symmetric),
+    ("cgn", Router::Carrier),
+    ("upnp", Router::Upnp),
+    ("liar", Router::LyingUpnp),
+    ("noudp", Router::UdpBlocked),
+];
+
 /// What every box in the lab runs with: no mDNS (each home has one box),
 /// and a look at its address every 2 s so that changes show soon.
 pub const LAB_CONFIG: &str = "[swarm]\nmdns = 'off'\n[reach]\nobserve_every_s = 2\n";

@@ -402,14 +402,7 @@ impl GossipService {
                     info!(node = %member.node.to_human(), addr = %member.addr, "gossip: member up");
                     lock(&self.disputed).remove(&member.node);
                     came_up = true;
-                    members.insert(
-                        member.node,
-                        MemberState {
-                            member,
-                            up: true,
-                            path: None,
-                        },
-                    );
+                    members.insert(member.node, MemberState::heard(member, true));
                 }
                 OwnedNotification::MemberDown(member) => {
                     // Down may be SWIM's own verdict or a claim another
@@ -421,14 +414,7 @@ impl GossipService {
                 }
                 OwnedNotification::Rename(_, member) => {
                     let up = members.get(&member.node).is_some_and(|m| m.up);
-                    members.insert(
-                        member.node,
-                        MemberState {
-                            member,
-                            up,
-                            path: None,
-                        },
-                    );
+                    members.insert(member.node, MemberState::heard(member, up));
                 }
                 OwnedNotification::Defunct => {
                     warn!("gossip: the swarm declared this node down; it rejoins")
@@ -491,25 +477,11 @@ impl GossipService {
             if disputed.insert(member.node, member.clone()).is_none() {
                 info!(node = %member.node.to_human(), "gossip: a member said to be down answers this node; kept up");
             }
-            members.insert(
-                member.node,
-                MemberState {
-                    member,
-                    up: true,
-                    path: None,
-                },
-            );
+            members.insert(member.node, MemberState::heard(member, true));
         } else {
             disputed.remove(&member.node);
             warn!(node = %member.node.to_human(), "gossip: member down (the swarm said so, and it does not answer this node)");
-            members.insert(
-                member.node,
-                MemberState {
-                    member,
-                    up: false,
-                    path: None,
-                },
-            );
+            members.insert(member.node, MemberState::heard(member, false));
         }
     }
 }

@@ -34,6 +34,9 @@ const PUNCH_SPACING: Duration = Duration::from_millis(150);
 /// What a punch packet says: short enough that quinn drops it without a
 /// stateless reset (see `cairn_net::tls::RAW_DATAGRAM_MAX`).
 const PUNCH: &[u8] = b"cairn punch";
+/// Calls answered per window, however many the rendezvous passes on.
+const CALLS_PER_WINDOW: u32 = 64;
+const CALL_WINDOW: Duration = Duration::from_secs(10);
 
 /// The node's reachability and its part in traversal.
 pub struct ReachService {
@@ -54,6 +57,8 @@ pub struct ReachService {
     /// reached, as a member anyone can dial lists them: a hint for
     /// dialling only (Noise proves who answers), never their identity.
     hints: Mutex<std::collections::BTreeMap<NodeId, (String, Reach)>>,
+    /// Calls answered in the current window, and when it began.
+    answered: Mutex<(std::time::Instant, u32)>,
     /// Whether the NAT maps per destination, as last learned from two
     /// observer addresses, at this public IP.
     mapping_learned: Mutex<Option<(IpAddr, bool)>>,
@@ -95,6 +100,7 @@ impl ReachService {
             hints: Mutex::new(std::collections::BTreeMap::new()),
             proven: Mutex::new(None),
             mapping_learned: Mutex::new(None),
+            answered: Mutex::new((std::time::Instant::now(), 0)),
         })
     }
 
@@ -401,35 +407,40 @@ impl ReachService {
             .map(|s| s.addr)
     }
 
-    /// Answers a member's call from the endpoint's own socket.
+    /// Answers a member's call from the endpoint's own socket: a few
+    /// punch packets, or a few copies of the relay token. The calls come
+    /// from the rendezvous this node chose, but what they name is only its
+    /// word: at most [`CALLS_PER_WINDOW`] are answered per
+    /// [`CALL_WINDOW`], so no rendezvous can make the node spray datagrams.
     fn answer(&self, call: Call) {
-        let raw = Arc::clone(&self.raw);
-        match call {
-            Call::Punch { from, at } => {
-                let Ok(at) = at.parse::<SocketAddr>() else {
-                    return;
-                };
-                debug!(from = %from.to_human(), %at, "reach: punching toward a member dialling in");
-                tokio::spawn(async move {
-                    for _ in 0..PUNCHES {
-                        cairn_net::tls::send_raw(&raw, PUNCH, at);
-                        tokio::time::sleep(PUNCH_SPACING).await;
-                    }
-                });
+        {
+            let mut window = lock(&self.answered);
+            if window.0.elapsed() >= CALL_WINDOW {
+                *window = (std::time::Instant::now(), 0);
             }
-            Call::Relay { from, at, token } => {
-                let Ok(at) = at.parse::<SocketAddr>() else {
-                    return;
-                };
-                debug!(from = %from.to_human(), %at, "reach: a member dials in through a relay");
-                tokio::spawn(async move {
-                    for _ in 0..3 {
-                        cairn_net::tls::send_raw(&raw, &token, at);
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                    }
-                });
+            if window.1 >= CALLS_PER_WINDOW {
+                debug!("reach: too many calls lately; this one is left unanswered");
+                return;
             }
+            window.1 += 1;
         }
+        let (from, at, payload, copies, spacing) = match call {
+            Call::Punch { from, at } => (from, at, PUNCH.to_vec(), PUNCHES, PUNCH_SPACING),
+            Call::Relay { from, at, token } => {
+                (from, at, token.to_vec(), 3, Duration::from_millis(20))
+            }
+        };
+        let Ok(at) = at.parse::<SocketAddr>() else {
+            return;
+        };
+        debug!(from = %from.to_human(), %at, "reach: answering a member's call");
+        let raw = Arc::clone(&self.raw);
+        tokio::spawn(async move {
+            for _ in 0..copies {
+                cairn_net::tls::send_raw(&raw, &payload, at);
+                tokio::time::sleep(spacing).await;
+            }
+        });
     }
 }
 
