@@ -1,13 +1,17 @@
 //! Boxes behind home routers, in a lab of network namespaces (see
-//! `common/lab.rs`): two public members, two typical home NATs, two
-//! symmetric NATs, a home behind carrier-grade NAT, and a home whose
-//! router blocks UDP. Every box runs the real `cairnd`; the owner's `cairn`
-//! runs in the first home. The test checks:
+//! `common/lab.rs`): two public members (IPv4 and IPv6), two typical
+//! home NATs, two symmetric NATs, a home behind carrier-grade NAT, a
+//! router with miniupnpd (PCP, NAT-PMP, UPnP), one with UPnP-IGD alone, one
+//! whose miniupnpd lies, a home whose router blocks UDP, and two homes
+//! with IPv6 behind a firewall (one of them behind a symmetric IPv4 NAT).
+//! Every box runs the real `cairnd`; the owner's `cairn` runs in the first
+//! home. The test checks:
 //! - for every ordered pair of boxes, the path the first uses to the
-//!   second is the one the routers allow (direct to public members,
-//!   punched between port-keeping NATs, relayed into and out of symmetric
-//!   ones), and the boxes that cannot exist on the swarm (UDP blocked)
-//!   fail with a clear error;
+//!   second is the one the routers allow (IPv6 where both have it, direct
+//!   to public members, mapped where the router maps, punched between
+//!   port-keeping NATs, relayed into and out of symmetric ones), and the
+//!   boxes that cannot exist on the swarm (UDP blocked) fail with a clear
+//!   error;
 //! - a file stored from the first home is spread over every home and
 //!   reads back bit-exact, and a capture on the relays holds none of its
 //!   plaintext;
@@ -17,7 +21,8 @@
 //!   without a restart.
 //!
 //! It prints the lab's matrix as `nat pairs=N direct=D mapped=M
-//! punched=P relayed=R failed=F` (failed: pairs the lab makes impossible).
+//! punched=P relayed=R failed=F` (failed: pairs the lab makes impossible),
+//! after `nat ipv6 direct=D punched=P` (the pairs among those over IPv6).
 //! It needs root, `nft` and `conntrack` (`scripts/setup` installs them);
 //! without root it says so and checks nothing.
 
@@ -27,7 +32,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::daemon::Daemon;
-use common::lab::{LabSwarm, PLACES, Router, eventually};
+use common::lab::{LabSwarm, Router, eventually, places};
 use common::owner::Owner;
 use common::random_bytes;
 
@@ -37,9 +42,10 @@ fn homes_behind_routers_reach_each_other() {
         eprintln!("skipped: the NAT lab needs root for network namespaces");
         return;
     }
-    let mut swarm = LabSwarm::start(PLACES, &|_| String::new());
+    let mut swarm = LabSwarm::start(&places(), &|_| String::new());
     let keep = swarm.keep_logs_on_failure();
-    let matrix = swarm.wait_for_paths(Duration::from_secs(150));
+    let matrix = swarm.wait_for_paths(Duration::from_secs(240));
+    println!("{}", matrix.ipv6_line());
     println!("{}", matrix.line());
     assert!(
         matrix.wrong.is_empty(),

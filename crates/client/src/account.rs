@@ -152,8 +152,12 @@ pub struct MemberReport {
     pub public: Option<String>,
     /// The member it waits for calls at (punches, relays), if any.
     pub rendezvous: Option<String>,
+    /// Its global IPv6 address and what members learned of it
+    /// (`[ADDR]:PORT open`, `… filtered`, `… candidate`), if it has one.
+    pub ipv6: Option<String>,
     /// How the answering node reaches it: `lan`, `direct`, `mapped`,
-    /// `punched`, `relayed via cn…` (none for itself, or before it did).
+    /// `punched`, `relayed via cn…`, `direct ipv6`, `punched ipv6` (none
+    /// for itself, or before it did).
     pub path: Option<String>,
 }
 
@@ -580,6 +584,11 @@ pub async fn members(
                 nat: format!("{:?}", m.advert.reach.nat),
                 public: m.advert.reach.public,
                 rendezvous: m.advert.reach.rendezvous.map(|r| r.to_human()),
+                ipv6: m
+                    .advert
+                    .reach
+                    .ipv6
+                    .map(|v6| format!("{} {:?}", v6.addr, v6.state).to_lowercase()),
                 path: state.path.map(|p| p.to_string()),
             }
         })

@@ -314,16 +314,58 @@ impl Swarm {
                 Some((n.node, public))
             })
             .collect();
+        let mut me = cairn_proto::reach::Reach::default();
         for (node, addr) in observers.into_iter().take(2) {
             let ask = async { self.pool.peer(node, &addr).await?.observe().await };
             if let Ok(Ok(seen)) = tokio::time::timeout(PROBE_TIMEOUT, ask).await {
-                self.routes.set_me(cairn_proto::reach::Reach {
-                    public: Some(seen.to_string()),
-                    ..Default::default()
-                });
-                return;
+                me.public = Some(seen.to_string());
+                break;
             }
         }
+        me.ipv6 = self.observe_ipv6().await;
+        self.routes.set_me(me);
+    }
+
+    /// This computer's IPv6 address, once a node anyone can dial over IPv6
+    /// saw it used: then nodes with IPv6 are dialled that way (a punch
+    /// opens the firewall of one that filters). `None` without a global
+    /// IPv6 address, or when no node with one answered.
+    async fn observe_ipv6(&self) -> Option<cairn_proto::reach::Ipv6Reach> {
+        use cairn_proto::reach::{Ipv6Reach, Ipv6State};
+        let own = cairn_net::pool::global_ipv6_addresses();
+        if own.is_empty() {
+            return None;
+        }
+        let port = self.pool.endpoint().local_addr().ok()?.port();
+        let observers: Vec<(NodeId, String)> = self
+            .nodes()
+            .into_iter()
+            .filter_map(|n| {
+                let (_, reach) = self.routes.member(n.node)?;
+                let v6 = reach.ipv6.filter(|v6| v6.state == Ipv6State::Open)?;
+                Some((n.node, v6.addr))
+            })
+            .collect();
+        for (node, addr) in observers.into_iter().take(2) {
+            let ask = async {
+                let peer = self.pool.dial_aside(node, &addr, PROBE_TIMEOUT).await?;
+                let seen = peer.observe().await;
+                peer.close();
+                seen
+            };
+            if let Ok(Ok(seen)) = tokio::time::timeout(PROBE_TIMEOUT, ask).await
+                && own.contains(&seen.ip())
+                && seen.port() == port
+            {
+                // This program only dials: for nodes, it is behind
+                // whatever firewall it has.
+                return Some(Ipv6Reach {
+                    addr: seen.to_string(),
+                    state: Ipv6State::Filtered,
+                });
+            }
+        }
+        None
     }
 
     /// How the connection to `node` was made, if one is open.

@@ -572,10 +572,15 @@ impl Peer {
     }
 
     /// Asks this node (`target`'s rendezvous) to have `target` punch toward
-    /// this program; `target`'s address as the rendezvous sees it.
-    pub async fn connect_call(&self, target: NodeId) -> Result<SocketAddr, NetError> {
+    /// this program (and toward `ipv6`, this program's own IPv6 address,
+    /// if it has one); `target`'s address as the rendezvous sees it.
+    pub async fn connect_call(
+        &self,
+        target: NodeId,
+        ipv6: Option<String>,
+    ) -> Result<SocketAddr, NetError> {
         match self
-            .call(&Request::Connect { target }, Bytes::new())
+            .call(&Request::Connect { target, ipv6 }, Bytes::new())
             .await?
         {
             (Response::Rendezvous { at }, _) => at

@@ -19,7 +19,7 @@ pub const NOISE_PARAMS: &str = "Noise_IK_25519_ChaChaPoly_BLAKE2s";
 /// The TLS exporter label whose secret goes into the prologue.
 pub const EXPORTER_LABEL: &[u8] = b"EXPORTER-cairn-noise-v1";
 /// Prefix of the prologue, before the exporter secret.
-pub const PROLOGUE_PREFIX: &[u8] = b"cairn/3 noise\0";
+pub const PROLOGUE_PREFIX: &[u8] = b"cairn/4 noise\0";
 
 fn prologue(connection: &quinn::Connection) -> Result<Vec<u8>, NetError> {
     let mut secret = [0u8; 32];

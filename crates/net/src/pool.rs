@@ -33,6 +33,22 @@ const TRAVERSAL_TIMEOUT: Duration = Duration::from_secs(4);
 /// How long a plain dial may take when a punch or relay follows it.
 const LAN_DIAL_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// Members tried per [`Pool::upgrade`]: each try may take a few seconds.
+pub const UPGRADES_PER_CALL: usize = 4;
+
+/// This host's global IPv6 addresses (not unique-local, link-local or
+/// loopback): where members elsewhere might reach it over IPv6.
+pub fn global_ipv6_addresses() -> Vec<std::net::IpAddr> {
+    let Ok(interfaces) = if_addrs::get_if_addrs() else {
+        return Vec::new();
+    };
+    interfaces
+        .iter()
+        .map(|i| i.ip())
+        .filter(|ip| ip.is_ipv6() && reach::observer_counts(SocketAddr::new(*ip, 1)))
+        .collect()
+}
+
 /// What a pool knows of how to reach members across routers: its own
 /// state and each member's advert. The node fills it from gossip, the
 /// owner's client from a node's member list.
@@ -42,8 +58,8 @@ pub trait Routes: Send + Sync {
     /// A member's gossip address and advertised reach.
     fn member(&self, node: NodeId) -> Option<(String, Reach)>;
     /// When `node` waits for calls at this very program (it is `node`'s
-    /// rendezvous): has it punch toward this program, and returns where
-    /// it is seen.
+    /// rendezvous): has it punch toward this program (its IPv4 address and
+    /// its IPv6 one), and returns where it is seen.
     fn punch_here(&self, _node: NodeId) -> Option<SocketAddr> {
         None
     }
@@ -119,6 +135,8 @@ pub struct Pool {
     routes: Option<Arc<dyn Routes>>,
     /// The endpoint's own socket, for relay tokens.
     raw: Option<Arc<std::net::UdpSocket>>,
+    /// The last member [`Pool::upgrade`] tried.
+    upgrade_turn: Mutex<Option<NodeId>>,
 }
 
 struct Slot {
@@ -149,6 +167,7 @@ impl Pool {
             dialling: Mutex::new(HashMap::new()),
             routes: None,
             raw: None,
+            upgrade_turn: Mutex::new(None),
         }
     }
 
@@ -164,38 +183,73 @@ impl Pool {
         self
     }
 
-    /// Tries, for each member reached through a relay, the better ways its
-    /// plan has now (a punch, a dial), and keeps the connection that
-    /// works in place of the relayed one; how many were upgraded. A member
-    /// is relayed when that was the only way when it was dialled; the
-    /// relay is a member's bandwidth, so the pool moves off it when it can.
-    pub async fn upgrade_relayed(&self) -> usize {
+    /// Tries, for members reached a worse way than their plan now offers,
+    /// the better ways (a punch or a dial where a relay carries them; IPv6
+    /// where IPv4 does), and keeps the connection that works in place of
+    /// the old one; how many were upgraded. A member is relayed when that
+    /// was the only way when it was dialled (the relay is a member's
+    /// bandwidth, so the pool moves off it when it can), and reached over
+    /// IPv4 when its IPv6 was not proven yet. At most
+    /// [`UPGRADES_PER_CALL`] members are tried per call, each in turn.
+    pub async fn upgrade(&self) -> usize {
         let Some(routes) = self.routes.clone() else {
             return 0;
         };
-        let relayed: Vec<NodeId> = self
+        let connected: Vec<(NodeId, PathKind)> = self
             .slots()
             .iter()
-            .filter(|(_, slot)| {
-                slot.peer.is_some() && matches!(slot.path, Some(PathKind::Relayed(_)))
-            })
-            .map(|(node, _)| *node)
+            .filter(|(_, slot)| slot.peer.is_some())
+            .filter_map(|(node, slot)| Some((*node, slot.path?)))
             .collect();
-        let mut upgraded = 0;
-        for node in relayed {
+        let me = routes.me();
+        let mut candidates = Vec::new();
+        // A LAN path is as good as any, and an IPv6 one is what comes first.
+        let connected = connected
+            .into_iter()
+            .filter(|(_, path)| *path != PathKind::Lan && !path.ipv6());
+        for (node, path) in connected {
             let Some((addr, them)) = routes.member(node) else {
                 continue;
             };
-            let better = reach::plan(&routes.me(), self.identity.id, &them, &addr)
+            let relayed = matches!(path, PathKind::Relayed(_));
+            // The steps before the one that made the kept connection, and
+            // of those only IPv6 ones unless a relay carries it: a better
+            // IPv4 way would have been taken when it was dialled.
+            let better: Vec<Step> = reach::plan(&me, self.identity.id, &them, &addr)
                 .into_iter()
-                .take_while(|step| !matches!(step, Step::Relay { .. }));
+                .take_while(|step| step.path() != path && !matches!(step, Step::Relay { .. }))
+                .filter(|step| relayed || step.path().ipv6())
+                .collect();
+            if !better.is_empty() {
+                candidates.push((node, better));
+            }
+        }
+        // Each member in turn across calls, so that a few that never
+        // upgrade do not keep the others waiting.
+        candidates.sort_by_key(|(node, _)| *node);
+        let start = {
+            let mut turn = cairn_host::lock(&self.upgrade_turn);
+            let start = candidates
+                .iter()
+                .position(|(node, _)| Some(*node) > *turn)
+                .unwrap_or(0);
+            *turn = candidates
+                .get(start + UPGRADES_PER_CALL - 1)
+                .or(candidates.last())
+                .map(|(node, _)| *node);
+            start
+        };
+        candidates.rotate_left(start);
+        candidates.truncate(UPGRADES_PER_CALL);
+        let mut upgraded = 0;
+        for (node, better) in candidates {
             for step in better {
                 let tried = match &step {
                     Step::Dial { addr, kind } => self
                         .connect(node, addr, LAN_DIAL_TIMEOUT)
                         .await
                         .map(|peer| (peer, *kind)),
-                    Step::Punch { via } => self.punched(node, *via).await,
+                    Step::Punch { via, ipv6 } => self.punched(node, *via, ipv6.as_deref()).await,
                     Step::Relay { .. } => continue,
                 };
                 if let Ok((peer, path)) = tried {
@@ -381,7 +435,7 @@ impl Pool {
                     .connect(node, addr, within)
                     .await
                     .map(|peer| (peer, *kind)),
-                Step::Punch { via } => self.punched(node, *via).await,
+                Step::Punch { via, ipv6 } => self.punched(node, *via, ipv6.as_deref()).await,
                 Step::Relay { via } => self.relayed(node, *via).await,
             };
             match tried {
@@ -421,6 +475,18 @@ impl Pool {
         Ok(Arc::new(peer.with_timeout(self.config.timeout)))
     }
 
+    /// A connection to `node` at `addr` from the pool's endpoint that the
+    /// pool does not keep (the caller closes it): to ask a question over
+    /// a path other than the kept connection's, such as IPv6.
+    pub async fn dial_aside(
+        &self,
+        node: NodeId,
+        addr: &str,
+        within: Duration,
+    ) -> Result<Arc<Peer>, NetError> {
+        self.connect(node, addr, within).await
+    }
+
     /// The connection to a rendezvous `via`, dialled as any member.
     async fn rendezvous(&self, via: NodeId) -> Result<Arc<Peer>, NetError> {
         let addr = self
@@ -435,10 +501,15 @@ impl Pool {
     }
 
     /// Has `node` punch toward this endpoint through its rendezvous, then
-    /// dials it where the rendezvous sees it.
-    async fn punched(&self, node: NodeId, via: NodeId) -> Result<(Arc<Peer>, PathKind), NetError> {
+    /// dials it at `ipv6` when given, else where the rendezvous sees it.
+    async fn punched(
+        &self,
+        node: NodeId,
+        via: NodeId,
+        ipv6: Option<&str>,
+    ) -> Result<(Arc<Peer>, PathKind), NetError> {
         let asked = Instant::now();
-        let at = if via == self.identity.id {
+        let seen = if via == self.identity.id {
             self.routes
                 .as_ref()
                 .and_then(|r| r.punch_here(node))
@@ -446,16 +517,28 @@ impl Pool {
                     NetError::Refused(format!("{} does not wait for calls here", node.to_human()))
                 })?
         } else {
-            self.rendezvous(via).await?.connect_call(node).await?
+            let own_v6 = self
+                .routes
+                .as_ref()
+                .and_then(|r| r.me().ipv6_working().map(|(addr, _)| addr.to_owned()));
+            self.rendezvous(via)
+                .await?
+                .connect_call(node, own_v6)
+                .await?
+        };
+        // The rendezvous may see the target over IPv6 too (its call
+        // waits there): the path is named by the family dialled.
+        let at = ipv6.map_or_else(|| seen.to_string(), str::to_owned);
+        let path = match at.parse::<SocketAddr>() {
+            Ok(addr) if reach::canonical(addr.ip()).is_ipv6() => PathKind::Punched6,
+            _ => PathKind::Punched,
         };
         // The callee hears of the punch about when this answer arrived:
         // a dial sent before its punch left would be dropped by its router
         // and resent only after QUIC's first timeout.
         tokio::time::sleep(asked.elapsed().min(Duration::from_millis(500))).await;
-        let peer = self
-            .connect(node, &at.to_string(), TRAVERSAL_TIMEOUT)
-            .await?;
-        Ok((peer, PathKind::Punched))
+        let peer = self.connect(node, &at, TRAVERSAL_TIMEOUT).await?;
+        Ok((peer, path))
     }
 
     /// Opens a relay toward `node` at its rendezvous and dials through it.

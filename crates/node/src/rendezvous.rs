@@ -27,8 +27,11 @@ use tracing::{debug, info};
 
 /// Most members waiting for calls at once.
 pub const MAX_WAITING: usize = 1024;
-/// Most relayed connections one asking key holds at once.
-pub const MAX_RELAYS_PER_KEY: usize = 8;
+/// Most relayed connections one asking key holds at once. An owner's
+/// `cairn` opens one per relayed box per command, and a relay outlives
+/// its connection by up to [`RELAY_IDLE`]: a few commands in a minute to
+/// a household with several such boxes must fit.
+pub const MAX_RELAYS_PER_KEY: usize = 16;
 /// A relay port that carried nothing for this long is closed.
 const RELAY_IDLE: Duration = Duration::from_secs(60);
 /// A relay whose two sides have not both sent their tokens by then is
@@ -81,6 +84,9 @@ pub struct RelayLimits {
 struct Waiting {
     /// Where its packets come from, as this node sees them.
     seen: SocketAddr,
+    /// This node's address on its connection (the family it reaches this
+    /// node by: its side of a relay is opened there).
+    local: Option<IpAddr>,
     queue: VecDeque<Call>,
     notify: Arc<Notify>,
     last_asked: Instant,
@@ -214,6 +220,7 @@ impl Rendezvous {
         &self,
         peer: NodeId,
         seen: SocketAddr,
+        local: Option<IpAddr>,
         hold: Duration,
     ) -> Result<Vec<Call>, RendezvousError> {
         let notify = {
@@ -226,11 +233,13 @@ impl Rendezvous {
             }
             let entry = waiting.entry(peer).or_insert_with(|| Waiting {
                 seen,
+                local,
                 queue: VecDeque::new(),
                 notify: Arc::new(Notify::new()),
                 last_asked: Instant::now(),
             });
             entry.seen = seen;
+            entry.local = local;
             entry.last_asked = Instant::now();
             if !entry.queue.is_empty() {
                 return Ok(entry.queue.drain(..).collect());
@@ -267,9 +276,11 @@ impl Rendezvous {
             .is_some_and(|w| w.last_asked.elapsed() < WAIT_FORGOTTEN)
     }
 
-    /// Opens a relay between `from` (seen at `from_seen`) and `target`,
-    /// on this node's address `local_ip`: tells `target` its port and
-    /// token, and returns the asker's.
+    /// Opens a relay between `from` (seen at `from_seen`, on this node's
+    /// address `local_ip`) and `target`: tells `target` its port and
+    /// token, and returns the asker's. Each side's port is on the address
+    /// its own connection reached (the two may differ in family: a member
+    /// with IPv6 only on one side, IPv4 on the other).
     pub async fn open_relay(
         &self,
         from: NodeId,
@@ -280,16 +291,17 @@ impl Rendezvous {
         if !self.relays() {
             return Err(RendezvousError::NoRelay);
         }
-        let target_seen = {
+        let (target_seen, target_local) = {
             let waiting = lock(&self.waiting);
             waiting
                 .get(&target)
                 .filter(|w| w.last_asked.elapsed() < WAIT_FORGOTTEN)
-                .map(|w| w.seen)
+                .map(|w| (w.seen, w.local.unwrap_or(local_ip)))
                 .ok_or_else(|| RendezvousError::NotWaiting(target.to_human()))?
         };
         self.relay.begin(from)?;
-        let session = Session::open(local_ip, from_seen.ip(), target_seen.ip()).await;
+        let session =
+            Session::open((local_ip, from_seen.ip()), (target_local, target_seen.ip())).await;
         let session = match session {
             Ok(session) => session,
             Err(e) => {
@@ -349,8 +361,10 @@ const BATCH_BYTES: usize = 64 * 1024;
 const RELAY_SOCKET_BUFFER: usize = 4 << 20;
 
 impl Session {
-    async fn open(local_ip: IpAddr, a_ip: IpAddr, b_ip: IpAddr) -> std::io::Result<Self> {
-        let side = |ip: IpAddr| -> std::io::Result<Side> {
+    /// A session whose sides are each (this node's address the side's
+    /// connection reached, the side's own IP).
+    async fn open(a: (IpAddr, IpAddr), b: (IpAddr, IpAddr)) -> std::io::Result<Self> {
+        let side = |(local_ip, ip): (IpAddr, IpAddr)| -> std::io::Result<Side> {
             let bind = SocketAddr::new(local_ip, 0);
             let socket = socket2::Socket::new(
                 socket2::Domain::for_address(bind),
@@ -375,8 +389,8 @@ impl Session {
             })
         };
         Ok(Self {
-            a: side(a_ip)?,
-            b: side(b_ip)?,
+            a: side(a)?,
+            b: side(b)?,
         })
     }
 
@@ -510,14 +524,7 @@ async fn forward(
     }
 }
 
-/// An IPv4 address as itself, even when a dual-stack socket reports it
-/// IPv4-mapped.
-pub fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
-        v4 => v4,
-    }
-}
+pub use cairn_proto::reach::canonical;
 
 #[cfg(test)]
 mod tests {
@@ -539,7 +546,10 @@ mod tests {
         let seen: SocketAddr = "11.77.0.10:7447".parse().unwrap();
         let waiting = {
             let r = Arc::clone(&rendezvous);
-            tokio::spawn(async move { r.await_calls(waiter, seen, Duration::from_secs(5)).await })
+            tokio::spawn(async move {
+                r.await_calls(waiter, seen, None, Duration::from_secs(5))
+                    .await
+            })
         };
         // Until the waiter has asked, it does not wait here.
         while !rendezvous.waits_here(&waiter) {
@@ -548,6 +558,7 @@ mod tests {
         let call = Call::Punch {
             from: caller,
             at: "11.77.0.20:7447".into(),
+            ipv6: None,
         };
         assert_eq!(rendezvous.call(waiter, call.clone()).unwrap(), seen);
         assert_eq!(waiting.await.unwrap().unwrap(), vec![call.clone()]);
@@ -564,7 +575,7 @@ mod tests {
             Err(RendezvousError::Busy(_))
         ));
         let queued = rendezvous
-            .await_calls(waiter, seen, Duration::from_secs(5))
+            .await_calls(waiter, seen, None, Duration::from_secs(5))
             .await
             .unwrap();
         assert_eq!(queued.len(), MAX_CALLS);
@@ -588,14 +599,14 @@ mod tests {
             Err(RendezvousError::NoRelay)
         ));
         rendezvous.set_relaying(true);
-        let waiting = rendezvous.await_calls(target, b.local_addr().unwrap(), Duration::ZERO);
+        let waiting = rendezvous.await_calls(target, b.local_addr().unwrap(), None, Duration::ZERO);
         assert!(waiting.await.unwrap().is_empty());
         let (at_a, token_a) = rendezvous
             .open_relay(asker, a.local_addr().unwrap(), target, loopback)
             .await
             .unwrap();
         let calls = rendezvous
-            .await_calls(target, b.local_addr().unwrap(), Duration::ZERO)
+            .await_calls(target, b.local_addr().unwrap(), None, Duration::ZERO)
             .await
             .unwrap();
         let Call::Relay {

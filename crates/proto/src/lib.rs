@@ -23,9 +23,9 @@ pub use ids::{DiskId, NodeId, OwnerId, ShardId};
 pub use frame::{FrameError, decode_frame, encode_frame};
 
 /// The protocol version this code speaks. Peers exchange it in the handshake.
-pub const PROTOCOL_VERSION: u16 = 3;
-/// The QUIC ALPN identifier of protocol version 3.
-pub const ALPN: &[u8] = b"cairn/3";
+pub const PROTOCOL_VERSION: u16 = 4;
+/// The QUIC ALPN identifier of protocol version 4.
+pub const ALPN: &[u8] = b"cairn/4";
 /// Largest request or response frame (the header, not a shard body).
 pub const MAX_FRAME: usize = 64 * 1024;
 /// Largest handshake message (Noise's own limit).
@@ -224,6 +224,9 @@ pub enum Request {
     Connect {
         /// The member to reach.
         target: NodeId,
+        /// The asker's own IPv6 address, `[ADDR]:PORT`, for the target
+        /// to punch as well.
+        ipv6: Option<String>,
     },
     /// Relay packets between the asker and `target`, which waits here.
     RelayOpen {

@@ -11,6 +11,12 @@
 //! observer can reach the box once the box has sent a packet its way (the
 //! punch). A "symmetric" router picks a new port per destination, so no
 //! member can predict it: only a relay helps.
+//!
+//! IPv6 needs no NAT: a box's address is its own, and at most a stateful
+//! firewall in the router drops what nobody inside asked for. Where both
+//! ends have IPv6 it comes first: a box whose firewall lets strangers in
+//! is dialled directly, one whose firewall filters is reached by a punch
+//! (no port to guess, so it works even where IPv4 needs a relay).
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -33,6 +39,9 @@ pub enum Call {
         from: NodeId,
         /// HOST:PORT its packets come from.
         at: String,
+        /// `[ADDR]:PORT`, its IPv6 address, to punch as well (its own
+        /// word: at most a few small datagrams go there).
+        ipv6: Option<String>,
     },
     /// `from` will dial through the rendezvous's relay: send `token`,
     /// alone in one UDP datagram, to `at` from this node's socket, so the
@@ -90,6 +99,41 @@ pub struct Reach {
     /// Whether it relays packets between members (it is dialable and its
     /// owner allows it).
     pub relays: bool,
+    /// Its global IPv6 address, if it has one.
+    pub ipv6: Option<Ipv6Reach>,
+}
+
+/// A node's global IPv6 address and what members learned of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ipv6Reach {
+    /// `[ADDR]:PORT`.
+    pub addr: String,
+    /// What is known of the way in.
+    pub state: Ipv6State,
+}
+
+/// How far a node's IPv6 address is proven.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Ipv6State {
+    /// An address of its own that no member has seen it use yet: members
+    /// with IPv6 only observe it there (which proves their own IPv6).
+    Candidate,
+    /// A member saw its packets come from it over IPv6 but could not dial
+    /// back: a firewall filters, and a punch opens it.
+    Filtered,
+    /// A member dialled back to it: anyone with IPv6 can dial it.
+    Open,
+}
+
+impl Reach {
+    /// Its IPv6 address, once a member saw it used (not a mere
+    /// candidate), and whether anyone can dial it there.
+    pub fn ipv6_working(&self) -> Option<(&str, bool)> {
+        self.ipv6
+            .as_ref()
+            .filter(|v6| v6.state != Ipv6State::Candidate)
+            .map(|v6| (v6.addr.as_str(), v6.state == Ipv6State::Open))
+    }
 }
 
 /// How a connection to a member was made, as `cairn nodes` and `cairn
@@ -106,6 +150,17 @@ pub enum PathKind {
     Punched,
     /// Through this member's relay.
     Relayed(NodeId),
+    /// Its IPv6 address, which anyone can dial.
+    Direct6,
+    /// Its IPv6 address, after a punch through its firewall.
+    Punched6,
+}
+
+impl PathKind {
+    /// Whether the connection runs over IPv6.
+    pub fn ipv6(self) -> bool {
+        matches!(self, Self::Direct6 | Self::Punched6)
+    }
 }
 
 impl std::fmt::Display for PathKind {
@@ -116,6 +171,8 @@ impl std::fmt::Display for PathKind {
             Self::Mapped => f.write_str("mapped"),
             Self::Punched => f.write_str("punched"),
             Self::Relayed(via) => write!(f, "relayed via {}", via.to_human()),
+            Self::Direct6 => f.write_str("direct ipv6"),
+            Self::Punched6 => f.write_str("punched ipv6"),
         }
     }
 }
@@ -135,6 +192,9 @@ pub enum Step {
     Punch {
         /// The rendezvous.
         via: NodeId,
+        /// Dial the target's IPv6 address, `[ADDR]:PORT`, rather than
+        /// where the rendezvous sees it.
+        ipv6: Option<String>,
     },
     /// Ask this member to relay, then dial the target through it.
     Relay {
@@ -143,12 +203,48 @@ pub enum Step {
     },
 }
 
+impl Step {
+    /// The path a connection made by this step has.
+    pub fn path(&self) -> PathKind {
+        match self {
+            Self::Dial { kind, .. } => *kind,
+            Self::Punch { ipv6: Some(_), .. } => PathKind::Punched6,
+            Self::Punch { ipv6: None, .. } => PathKind::Punched,
+            Self::Relay { via } => PathKind::Relayed(*via),
+        }
+    }
+}
+
 /// The ways to reach a member whose gossip address is `addr` and whose
 /// advert says `them`, from a node (or client) `own` whose own state is
 /// `me`, best first. Empty only when the member is known to be behind a
 /// NAT and keeps no rendezvous: no path can exist until it finds one.
 pub fn plan(me: &Reach, own: NodeId, them: &Reach, addr: &str) -> Vec<Step> {
     let mut steps = Vec::new();
+    // A member heard of only through others has not told this node how
+    // to reach it (gossip keeps only a member's own word): it most likely
+    // waits at the same rendezvous as this node, which every node behind
+    // a NAT picks the same way. A wrong guess costs one refused call.
+    let via = match (them.nat, them.rendezvous) {
+        (_, Some(via)) => Some(via),
+        (Nat::Unknown, None) => me.rendezvous,
+        _ => None,
+    };
+    // IPv6 first where both ends have it working: no NAT, so no port to
+    // guess and no relay needed; IPv4 follows should it fail.
+    if let (Some(_), Some((their_v6, open))) = (me.ipv6_working(), them.ipv6_working()) {
+        if open {
+            steps.push(Step::Dial {
+                addr: their_v6.to_owned(),
+                kind: PathKind::Direct6,
+            });
+        } else if let Some(via) = via {
+            steps.push(Step::Punch {
+                via,
+                ipv6: Some(their_v6.to_owned()),
+            });
+        }
+    }
     let same_public_ip = match (public_ip(me), public_ip(them)) {
         (Some(a), Some(b)) => a == b,
         _ => false,
@@ -188,15 +284,6 @@ pub fn plan(me: &Reach, own: NodeId, them: &Reach, addr: &str) -> Vec<Step> {
             },
         });
     }
-    // A member heard of only through others has not told this node how
-    // to reach it (gossip keeps only a member's own word): it most likely
-    // waits at the same rendezvous as this node, which every node behind
-    // a NAT picks the same way. A wrong guess costs one refused call.
-    let via = match (them.nat, them.rendezvous) {
-        (_, Some(via)) => Some(via),
-        (Nat::Unknown, None) => me.rendezvous,
-        _ => None,
-    };
     if let Some(via) = via {
         // A punch needs one side whose port the other can know: it fails
         // between two symmetric NATs, and from a symmetric NAT to any NAT
@@ -206,7 +293,7 @@ pub fn plan(me: &Reach, own: NodeId, them: &Reach, addr: &str) -> Vec<Step> {
         let hopeless = (me.nat == Nat::Symmetric && !them.nat.dialable())
             || (them.nat == Nat::Symmetric && !(me.nat.dialable() && via == own));
         if !hopeless {
-            steps.push(Step::Punch { via });
+            steps.push(Step::Punch { via, ipv6: None });
         }
         steps.push(Step::Relay { via });
     }
@@ -219,6 +306,15 @@ fn public_ip(reach: &Reach) -> Option<IpAddr> {
         .as_deref()
         .and_then(|a| a.parse::<SocketAddr>().ok())
         .map(|a| a.ip())
+}
+
+/// `ip`, with an IPv4-mapped IPv6 address (as a dual-stack socket gives
+/// an IPv4 peer) as the IPv4 address it is.
+pub fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
+    }
 }
 
 /// What one member outside the LAN saw of this node's address.
@@ -272,7 +368,7 @@ pub fn observer_counts(addr: SocketAddr) -> bool {
     }
 }
 
-/// Classifies the observations that count (see [`observer_counts`]),
+/// Classifies the IPv4 observations that count (see [`observer_counts`]),
 /// given the node's own addresses and its bound port; `None` when none
 /// counts yet.
 pub fn classify(
@@ -280,8 +376,10 @@ pub fn classify(
     own_ips: &[IpAddr],
     own_port: u16,
 ) -> Option<Classified> {
+    // IPv6 has no NAT to learn of (see `Ipv6Reach`): only IPv4 counts.
     let counted: Vec<&Observation> = observations
         .iter()
+        .filter(|o| o.observer_addr.is_ipv4() && o.seen.is_ipv4())
         .filter(|o| observer_counts(o.observer_addr))
         .collect();
     // The most common address seen is the public one; ties go to the
@@ -390,6 +488,9 @@ mod tests {
         ];
         let c = classify(&one, &own, 7447).unwrap();
         assert_eq!(c.per_destination, None);
+        // What an observer saw over IPv6 says nothing of the IPv4 NAT.
+        let v6 = [obs(1, "[2001:db8:77::2]:7447", "[2001:db8:110::10]:7447")];
+        assert_eq!(classify(&v6, &own, 7447), None);
     }
 
     #[test]
@@ -414,18 +515,21 @@ mod tests {
             public: Some("11.77.0.2:7447".into()),
             rendezvous: None,
             relays: true,
+            ipv6: None,
         };
         let punchable = |ip: &str| Reach {
             nat: Nat::Punchable,
             public: Some(format!("{ip}:7447")),
             rendezvous: Some(r),
             relays: false,
+            ipv6: None,
         };
         let symmetric = Reach {
             nat: Nat::Symmetric,
             public: Some("11.77.0.30:40000".into()),
             rendezvous: Some(r),
             relays: false,
+            ipv6: None,
         };
         let lan_addr = "192.168.1.10:7447";
         assert_eq!(
@@ -442,7 +546,7 @@ mod tests {
                 &punchable("11.77.0.21"),
                 lan_addr
             ),
-            vec![Step::Punch { via: r }, Step::Relay { via: r }]
+            vec![Step::Punch { via: r, ipv6: None }, Step::Relay { via: r }]
         );
         assert_eq!(
             plan(
@@ -465,7 +569,7 @@ mod tests {
         // relays, like everyone else.
         assert_eq!(
             plan(&open, r, &symmetric, lan_addr),
-            vec![Step::Punch { via: r }, Step::Relay { via: r }]
+            vec![Step::Punch { via: r, ipv6: None }, Step::Relay { via: r }]
         );
         assert_eq!(
             plan(&open, me, &symmetric, lan_addr),
@@ -504,7 +608,7 @@ mod tests {
                     addr: lan_addr.into(),
                     kind: PathKind::Lan
                 },
-                Step::Punch { via: r },
+                Step::Punch { via: r, ipv6: None },
                 Step::Relay { via: r }
             ]
         );
@@ -514,5 +618,82 @@ mod tests {
             ..punchable("11.77.0.22")
         };
         assert!(plan(&open, me, &stranded, lan_addr).is_empty());
+    }
+
+    #[test]
+    fn ipv6_comes_first_where_both_ends_have_it_working() {
+        let (r, me) = (node(9), node(1));
+        let v6 = |host: &str, state| {
+            Some(Ipv6Reach {
+                addr: format!("[2001:db8:77::{host}]:7447"),
+                state,
+            })
+        };
+        // Behind symmetric IPv4 NATs both: IPv4 could only relay.
+        let symmetric = |host: &str, state| Reach {
+            nat: Nat::Symmetric,
+            public: Some(format!("11.77.0.{host}:40000")),
+            rendezvous: Some(r),
+            relays: false,
+            ipv6: v6(host, state),
+        };
+        let lan_addr = "192.168.1.10:7447";
+        let filtered = symmetric("20", Ipv6State::Filtered);
+        assert_eq!(
+            plan(
+                &filtered,
+                me,
+                &symmetric("21", Ipv6State::Filtered),
+                lan_addr
+            ),
+            vec![
+                Step::Punch {
+                    via: r,
+                    ipv6: Some("[2001:db8:77::21]:7447".into())
+                },
+                Step::Relay { via: r }
+            ]
+        );
+        assert_eq!(
+            plan(&filtered, me, &symmetric("21", Ipv6State::Open), lan_addr)[0],
+            Step::Dial {
+                addr: "[2001:db8:77::21]:7447".into(),
+                kind: PathKind::Direct6
+            }
+        );
+        // A candidate no member has seen used proves nothing: IPv4 only.
+        assert_eq!(
+            plan(
+                &filtered,
+                me,
+                &symmetric("21", Ipv6State::Candidate),
+                lan_addr
+            ),
+            vec![Step::Relay { via: r }]
+        );
+        assert_eq!(
+            plan(
+                &symmetric("20", Ipv6State::Candidate),
+                me,
+                &symmetric("21", Ipv6State::Open),
+                lan_addr
+            ),
+            vec![Step::Relay { via: r }]
+        );
+        // A dialable IPv4 member with open IPv6: IPv6, then IPv4.
+        let open = Reach {
+            nat: Nat::Open,
+            public: Some("11.77.0.2:7447".into()),
+            rendezvous: None,
+            relays: true,
+            ipv6: v6("2", Ipv6State::Open),
+        };
+        assert_eq!(
+            plan(&filtered, me, &open, "11.77.0.2:7447")
+                .iter()
+                .map(Step::path)
+                .collect::<Vec<_>>(),
+            vec![PathKind::Direct6, PathKind::Direct]
+        );
     }
 }

@@ -131,6 +131,7 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
             "request-connect",
             Request::Connect {
                 target: NodeId([7; 32]),
+                ipv6: Some("[2001:db8:77::21]:7447".into()),
             },
         ),
         (
@@ -280,6 +281,7 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
             Response::Calls(vec![Call::Punch {
                 from: NodeId([7; 32]),
                 at: "11.77.0.22:7447".into(),
+                ipv6: Some("[2001:db8:77::22]:7447".into()),
             }]),
         ),
         (

@@ -131,6 +131,22 @@ impl Daemon {
                 .port(),
         };
         let addr = SocketAddr::new(ip, port);
+        // In a namespace of its own, a box listens on both families, as
+        // it does by default, and tells members its IPv4 address.
+        let (listen, advertise) = match netns {
+            Some(_) => (
+                SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port)).to_string(),
+                format!("advertise = '{addr}'\n"),
+            ),
+            None => (addr.to_string(), String::new()),
+        };
+        let sections = if advertise.is_empty() {
+            sections.to_owned()
+        } else if sections.contains("[swarm]\n") {
+            sections.replacen("[swarm]\n", &format!("[swarm]\n{advertise}"), 1)
+        } else {
+            format!("{sections}[swarm]\n{advertise}")
+        };
         let allow: Vec<String> = allow
             .iter()
             .map(|id| format!("'{}'", id.to_human()))
@@ -139,7 +155,7 @@ impl Daemon {
         std::fs::write(
             &config,
             format!(
-                "state_dir = '{}'\nlisten = '{addr}'\ndisks = ['{}']\n{top}[store]\nreserve_mib = 0\nmax_shard_mib = 2\nlease_gc_every_s = 1\n[network]\nmax_buffered_mib = 2\nallow = [{}]\n{sections}",
+                "state_dir = '{}'\nlisten = '{listen}'\ndisks = ['{}']\n{top}[store]\nreserve_mib = 0\nmax_shard_mib = 2\nlease_gc_every_s = 1\n[network]\nmax_buffered_mib = 2\nallow = [{}]\n{sections}",
                 dir.path().join("state").display(),
                 disk.display(),
                 allow.join(", "),

@@ -284,16 +284,25 @@ impl Handler {
                 })
             }
             Request::AwaitCalls => rendezvous
-                .await_calls(peer, remote, Duration::from_secs(CALL_HOLD_S))
+                .await_calls(
+                    peer,
+                    remote,
+                    local_ip.map(canonical),
+                    Duration::from_secs(CALL_HOLD_S),
+                )
                 .await
                 .map(Response::Calls)
                 .map_err(refused),
-            Request::Connect { target } => rendezvous
+            Request::Connect { target, ipv6 } => rendezvous
                 .call(
                     *target,
                     Call::Punch {
                         from: peer,
                         at: remote.to_string(),
+                        // Only a global IPv6 address is passed on: the
+                        // target punches it, and nothing on its own LAN
+                        // should be a member's to name.
+                        ipv6: ipv6.as_deref().and_then(global_ipv6).map(|a| a.to_string()),
                     },
                 )
                 .map(|at| Response::Rendezvous { at: at.to_string() })
@@ -1087,4 +1096,11 @@ fn root_refusal(error: RootStoreError) -> Refusal {
         code,
         message: error.to_string(),
     }
+}
+
+/// `text` as a global IPv6 socket address, if it is one.
+fn global_ipv6(text: &str) -> Option<std::net::SocketAddr> {
+    let addr: std::net::SocketAddr = text.parse().ok()?;
+    (addr.is_ipv6() && addr.port() != 0 && cairn_proto::reach::observer_counts(addr))
+        .then_some(addr)
 }

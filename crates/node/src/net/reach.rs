@@ -13,7 +13,7 @@ use std::time::Duration;
 use cairn_host::lock;
 use cairn_net::pool::{Pool, Routes};
 use cairn_proto::ids::NodeId;
-use cairn_proto::reach::{self, Call, Nat, Observation, Reach};
+use cairn_proto::reach::{self, Call, Ipv6Reach, Ipv6State, Nat, Observation, Reach};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
@@ -65,10 +65,16 @@ pub struct ReachService {
     /// The public address a member last dialled back to, and when: asked
     /// again only when the address changes or the proof is old.
     proven: Mutex<Option<(SocketAddr, std::time::Instant)>>,
+    /// What a member last saw of the node's IPv6 address, and when: kept
+    /// through a look where no member with IPv6 answered.
+    ipv6_seen: Mutex<Option<(Ipv6Reach, std::time::Instant)>>,
 }
 
 /// How long a dial-back stays proof that the node is reachable.
 const PROOF_KEPT: Duration = Duration::from_secs(600);
+/// How often members are asked again what they see of the node's IPv6
+/// address (the address itself is checked at every look).
+const IPV6_LOOK_EVERY: Duration = Duration::from_secs(300);
 
 impl ReachService {
     /// The service for `node`, listening on `port`, sending raw datagrams
@@ -99,6 +105,7 @@ impl ReachService {
             reach: Mutex::new(Reach::default()),
             hints: Mutex::new(std::collections::BTreeMap::new()),
             proven: Mutex::new(None),
+            ipv6_seen: Mutex::new(None),
             mapping_learned: Mutex::new(None),
             answered: Mutex::new((std::time::Instant::now(), 0)),
         })
@@ -146,19 +153,30 @@ impl ReachService {
         let mut answered = Vec::new();
         for (node, addr) in observers.into_iter().take(OBSERVERS) {
             let ask = async {
-                let peer = pool.peer(node, &addr).await?;
-                let seen = peer.observe().await?;
-                Ok::<_, cairn_net::NetError>((peer, seen))
+                let mut peer = pool.peer(node, &addr).await?;
+                // The IPv4 NAT is learned over IPv4: a kept connection
+                // that moved to IPv6 is left alone for a connection aside.
+                let aside = canonical(peer.remote_address().ip()).is_ipv6();
+                if aside {
+                    peer = pool
+                        .dial_aside(node, &addr, cairn_net::pool::PROBE_TIMEOUT)
+                        .await?;
+                }
+                let seen = peer.observe().await;
+                if seen.is_err() && aside {
+                    peer.close();
+                }
+                Ok::<_, cairn_net::NetError>((peer, seen?, aside))
             };
             match tokio::time::timeout(cairn_net::pool::PROBE_TIMEOUT, ask).await {
-                Ok(Ok((peer, seen))) => {
+                Ok(Ok((peer, seen, aside))) => {
                     let at = peer.remote_address();
                     observations.push(Observation {
                         observer: node,
                         observer_addr: SocketAddr::new(canonical(at.ip()), at.port()),
                         seen: SocketAddr::new(canonical(seen.ip()), seen.port()),
                     });
-                    answered.push(peer);
+                    answered.push((peer, aside));
                 }
                 Ok(Err(e)) => debug!(observer = %node.to_human(), "reach: no observation: {e}"),
                 Err(_) => debug!(observer = %node.to_human(), "reach: observer silent"),
@@ -201,7 +219,7 @@ impl ReachService {
             // A host firewall would let the observers' answers back in
             // but not a stranger's dial, and a router may claim a mapping
             // it does not make: only a dial back proves it.
-            for peer in answered
+            for (peer, _) in answered
                 .iter()
                 .take(if dialled_back { 0 } else { OBSERVERS })
             {
@@ -210,6 +228,11 @@ impl ReachService {
                     *lock(&self.proven) = Some((candidate, std::time::Instant::now()));
                     break;
                 }
+            }
+        }
+        for (peer, aside) in &answered {
+            if *aside {
+                peer.close();
             }
         }
         let nat = reach::nat_of(classified.as_ref(), dialled_back, mapped);
@@ -222,11 +245,13 @@ impl ReachService {
             (Nat::Mapped, Some(mapped_at)) => Some(mapped_at),
             _ => classified.map(|c| c.public),
         };
+        let ipv6 = self.look_ipv6(pool).await;
         let next = Reach {
             nat,
             public: public.map(|p| p.to_string()),
             rendezvous,
             relays: nat == Nat::Open && self.relay_allowed,
+            ipv6,
         };
         self.rendezvous.set_relaying(next.relays);
         let changed = {
@@ -241,12 +266,13 @@ impl ReachService {
                 public = next.public.as_deref().unwrap_or("unknown"),
                 rendezvous = %next.rendezvous.map_or("none".into(), |r| r.to_human()),
                 relays = next.relays,
+                ipv6 = %next.ipv6.as_ref().map_or("none".into(), |v6| format!("{} {:?}", v6.addr, v6.state)),
                 "reach: telling the swarm how this node is reached"
             );
             self.gossip.set_reach(next);
         }
         self.learn_hints(pool).await;
-        let upgraded = pool.upgrade_relayed().await;
+        let upgraded = pool.upgrade().await;
         if upgraded > 0 {
             info!(
                 upgraded,
@@ -254,6 +280,117 @@ impl ReachService {
             );
         }
         !observations.is_empty()
+    }
+
+    /// The node's IPv6 reach: a member with IPv6 is asked, over IPv6, what
+    /// address it sees (which proves the way out) and to dial back there
+    /// (which proves the way in, through any firewall). With no such
+    /// member yet, the node's own global address is a mere candidate,
+    /// where members may observe it. `None` without a global IPv6
+    /// address, or where the address seen is not the node's own (a
+    /// translating router: IPv4's ways serve).
+    async fn look_ipv6(&self, pool: &Arc<Pool>) -> Option<Ipv6Reach> {
+        let own = cairn_net::pool::global_ipv6_addresses();
+        let first = *own.first()?;
+        // Members that may answer over IPv6: those anyone can dial there,
+        // then those nobody has seen use it yet (a filtering firewall
+        // would drop the dial).
+        let mut observers: Vec<(bool, NodeId, String)> = self
+            .gossip
+            .members()
+            .into_iter()
+            .filter(|m| m.up && m.member.node != self.node)
+            .filter_map(|m| {
+                let v6 = m.member.advert.reach.ipv6?;
+                (v6.state != Ipv6State::Filtered).then_some((
+                    v6.state != Ipv6State::Open,
+                    m.member.node,
+                    v6.addr,
+                ))
+            })
+            .collect();
+        observers.sort();
+        let kept = lock(&self.ipv6_seen)
+            .clone()
+            .filter(|(_, when)| when.elapsed() < PROOF_KEPT);
+        // What a member saw lately still holds: IPv6 addresses change
+        // rarely, and each look over it costs a handshake (and, behind a
+        // filtering firewall, a dial-back that waits out its timeout).
+        if let Some((v6, when)) = &kept
+            && when.elapsed() < IPV6_LOOK_EVERY
+            && v6
+                .addr
+                .parse::<SocketAddr>()
+                .is_ok_and(|a| own.contains(&a.ip()))
+        {
+            return Some(v6.clone());
+        }
+        for (_, node, addr) in observers.into_iter().take(2) {
+            let peer = match tokio::time::timeout(
+                cairn_net::pool::PROBE_TIMEOUT,
+                pool.dial_aside(node, &addr, cairn_net::pool::PROBE_TIMEOUT),
+            )
+            .await
+            {
+                Ok(Ok(peer)) => peer,
+                Ok(Err(e)) => {
+                    debug!(observer = %node.to_human(), %addr, "reach: no IPv6 observation: {e}");
+                    continue;
+                }
+                Err(_) => {
+                    debug!(observer = %node.to_human(), %addr, "reach: IPv6 observer silent");
+                    continue;
+                }
+            };
+            let seen = tokio::time::timeout(cairn_net::pool::PROBE_TIMEOUT, peer.observe()).await;
+            let Ok(Ok(seen)) = seen else {
+                peer.close();
+                continue;
+            };
+            if !own.contains(&seen.ip()) || seen.port() != self.port {
+                peer.close();
+                debug!(%seen, "reach: members see another IPv6 address than this node's own; IPv6 is not advertised");
+                return None;
+            }
+            let addr = seen.to_string();
+            let proven = kept
+                .as_ref()
+                .is_some_and(|(v6, _)| v6.addr == addr && v6.state == Ipv6State::Open);
+            let open = proven
+                || matches!(
+                    tokio::time::timeout(
+                        cairn_net::pool::PROBE_TIMEOUT * 2,
+                        peer.dial_back(self.port)
+                    )
+                    .await,
+                    Ok(Ok(true))
+                );
+            peer.close();
+            let v6 = Ipv6Reach {
+                addr,
+                state: if open {
+                    Ipv6State::Open
+                } else {
+                    Ipv6State::Filtered
+                },
+            };
+            *lock(&self.ipv6_seen) = Some((v6.clone(), std::time::Instant::now()));
+            return Some(v6);
+        }
+        // No member answered over IPv6 this time: what one saw lately
+        // holds while the address is still this node's.
+        if let Some((v6, _)) = kept
+            && v6
+                .addr
+                .parse::<SocketAddr>()
+                .is_ok_and(|a| own.contains(&a.ip()))
+        {
+            return Some(v6);
+        }
+        Some(Ipv6Reach {
+            addr: SocketAddr::new(first, self.port).to_string(),
+            state: Ipv6State::Candidate,
+        })
     }
 
     /// Asks a member anyone can dial (the rendezvous first) how each
@@ -424,20 +561,31 @@ impl ReachService {
             }
             window.1 += 1;
         }
-        let (from, at, payload, copies, spacing) = match call {
-            Call::Punch { from, at } => (from, at, PUNCH.to_vec(), PUNCHES, PUNCH_SPACING),
+        let (from, at, ipv6, payload, copies, spacing) = match call {
+            Call::Punch { from, at, ipv6 } => {
+                (from, at, ipv6, PUNCH.to_vec(), PUNCHES, PUNCH_SPACING)
+            }
             Call::Relay { from, at, token } => {
-                (from, at, token.to_vec(), 3, Duration::from_millis(20))
+                (from, at, None, token.to_vec(), 3, Duration::from_millis(20))
             }
         };
         let Ok(at) = at.parse::<SocketAddr>() else {
             return;
         };
-        debug!(from = %from.to_human(), %at, "reach: answering a member's call");
+        // The dialler's IPv6 address too, when both have IPv6 working: the
+        // dial may come that way, and this node's firewall must expect it.
+        let ipv6 = ipv6
+            .filter(|_| self.reach().ipv6_working().is_some())
+            .and_then(|v6| v6.parse::<SocketAddr>().ok())
+            .filter(|v6| v6.is_ipv6() && reach::observer_counts(*v6));
+        debug!(from = %from.to_human(), %at, ?ipv6, "reach: answering a member's call");
         let raw = Arc::clone(&self.raw);
         tokio::spawn(async move {
             for _ in 0..copies {
                 cairn_net::tls::send_raw(&raw, &payload, at);
+                if let Some(v6) = ipv6 {
+                    cairn_net::tls::send_raw(&raw, &payload, v6);
+                }
                 tokio::time::sleep(spacing).await;
             }
         });
@@ -450,13 +598,26 @@ impl Routes for ReachService {
     }
 
     fn member(&self, node: NodeId) -> Option<(String, Reach)> {
-        self.gossip
-            .route_of(&node)
-            .or_else(|| lock(&self.hints).get(&node).cloned())
+        let hint = lock(&self.hints).get(&node).cloned();
+        match self.gossip.route_of(&node) {
+            // The member's own word, but from before it learned how it is
+            // reached (it was declared down since, say, and has not spoken
+            // to this node): a dialable member's newer view is better to
+            // dial by, and Noise proves who answers.
+            Some((_, own))
+                if own.nat == Nat::Unknown
+                    && hint.as_ref().is_some_and(|(_, h)| h.nat != Nat::Unknown) =>
+            {
+                hint
+            }
+            Some(own) => Some(own),
+            None => hint,
+        }
     }
 
     fn punch_here(&self, node: NodeId) -> Option<SocketAddr> {
         let reach = self.reach();
+        let ipv6 = reach.ipv6_working().map(|(addr, _)| addr.to_owned());
         let at = reach.public.filter(|_| reach.nat.dialable())?;
         self.rendezvous
             .call(
@@ -464,6 +625,7 @@ impl Routes for ReachService {
                 Call::Punch {
                     from: self.node,
                     at,
+                    ipv6,
                 },
             )
             .ok()

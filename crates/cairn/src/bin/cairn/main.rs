@@ -433,7 +433,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             for m in &members {
                 out.show(m, |m| {
                     format!(
-                        "{} {} {}, {} free of {}{} ({}); router: {}{}",
+                        "{} {} {}, {} free of {}{} ({}); router: {}{}{}",
                         m.id,
                         m.addr,
                         if m.up { "up" } else { "DOWN" },
@@ -442,6 +442,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         site(&m.site),
                         m.software,
                         m.nat.to_lowercase(),
+                        m.ipv6
+                            .as_ref()
+                            .map(|v6| format!(", ipv6 {v6}"))
+                            .unwrap_or_default(),
                         m.path
                             .as_ref()
                             .map(|p| format!(", reached {p}"))
