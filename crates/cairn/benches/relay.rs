@@ -19,7 +19,7 @@ use cairn_net::pool::PoolConfig;
 use cairn_net::{Identity, Peer, Pool, RouteTable, Routes};
 use cairn_proto::ids::{NodeId, ShardId};
 use cairn_proto::reach::{PathKind, Reach};
-use tests_common::lab::{LabSwarm, places};
+use tests_common::lab::{LabSwarm, PLACES};
 
 const SHARD: usize = 1 << 20;
 const IN_FLIGHT: usize = 8;
@@ -41,7 +41,7 @@ fn main() {
         env_or("CAIRN_BENCH_ROUNDS", 3),
     );
     // The relay's own speed is measured, not its owner's limit.
-    let swarm = LabSwarm::start(&places(), &|_| "relay_mib_per_s = 100000\n".into());
+    let swarm = LabSwarm::start(PLACES, &|_| "relay_mib_per_s = 100000\n".into());
     let matrix = swarm.wait_for_paths(Duration::from_secs(240));
     println!("{}", matrix.ipv6_line());
     println!("{}", matrix.line());

@@ -32,7 +32,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::daemon::Daemon;
-use common::lab::{LabSwarm, Router, eventually, places};
+use common::lab::{LabSwarm, PLACES, Router, eventually};
 use common::owner::Owner;
 use common::random_bytes;
 
@@ -42,7 +42,7 @@ fn homes_behind_routers_reach_each_other() {
         eprintln!("skipped: the NAT lab needs root for network namespaces");
         return;
     }
-    let mut swarm = LabSwarm::start(&places(), &|_| String::new());
+    let mut swarm = LabSwarm::start(PLACES, &|_| String::new());
     let keep = swarm.keep_logs_on_failure();
     let matrix = swarm.wait_for_paths(Duration::from_secs(240));
     println!("{}", matrix.ipv6_line());

@@ -36,6 +36,19 @@ const LAN_DIAL_TIMEOUT: Duration = Duration::from_secs(1);
 /// Members tried per [`Pool::upgrade`]: each try may take a few seconds.
 pub const UPGRADES_PER_CALL: usize = 4;
 
+/// [`reach::plan`] for `node`, without a punch or relay through `node`
+/// itself: a member heard of only through others is guessed to wait at
+/// this program's own rendezvous, and when that member is the rendezvous,
+/// dialling it through itself would wait on its own dial.
+fn plan_to(me: &Reach, own: NodeId, node: NodeId, them: &Reach, addr: &str) -> Vec<Step> {
+    let mut steps = reach::plan(me, own, them, addr);
+    steps.retain(|step| match step {
+        Step::Punch { via, .. } | Step::Relay { via } => *via != node,
+        Step::Dial { .. } => true,
+    });
+    steps
+}
+
 /// This host's global IPv6 addresses (not unique-local, link-local or
 /// loopback): where members elsewhere might reach it over IPv6.
 pub fn global_ipv6_addresses() -> Vec<std::net::IpAddr> {
@@ -215,7 +228,7 @@ impl Pool {
             // The steps before the one that made the kept connection, and
             // of those only IPv6 ones unless a relay carries it: a better
             // IPv4 way would have been taken when it was dialled.
-            let better: Vec<Step> = reach::plan(&me, self.identity.id, &them, &addr)
+            let better: Vec<Step> = plan_to(&me, self.identity.id, node, &them, &addr)
                 .into_iter()
                 .take_while(|step| step.path() != path && !matches!(step, Step::Relay { .. }))
                 .filter(|step| relayed || step.path().ipv6())
@@ -406,7 +419,7 @@ impl Pool {
         let steps = match &self.routes {
             Some(routes) => {
                 let them = routes.member(node).map(|(_, r)| r).unwrap_or_default();
-                reach::plan(&routes.me(), self.identity.id, &them, addr)
+                plan_to(&routes.me(), self.identity.id, node, &them, addr)
             }
             None => vec![Step::Dial {
                 addr: addr.to_owned(),
@@ -526,9 +539,20 @@ impl Pool {
                 .connect_call(node, own_v6)
                 .await?
         };
-        // The rendezvous may see the target over IPv6 too (its call
-        // waits there): the path is named by the family dialled.
-        let at = ipv6.map_or_else(|| seen.to_string(), str::to_owned);
+        // The rendezvous may see the target over IPv6 (its call waits
+        // there), yet this punch is over IPv4: its advertised public
+        // address is where its router keeps the port. The path is named by
+        // the family dialled.
+        let at = match ipv6 {
+            Some(v6) => v6.to_owned(),
+            None if reach::canonical(seen.ip()).is_ipv6() => self
+                .routes
+                .as_ref()
+                .and_then(|r| r.member(node))
+                .and_then(|(_, them)| them.public)
+                .unwrap_or_else(|| seen.to_string()),
+            None => seen.to_string(),
+        };
         let path = match at.parse::<SocketAddr>() {
             Ok(addr) if reach::canonical(addr.ip()).is_ipv6() => PathKind::Punched6,
             _ => PathKind::Punched,
@@ -586,6 +610,33 @@ impl Pool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A rendezvous whose own advert this program has not heard is guessed
+    /// to wait at... itself: its plan must not go through it, or the dial
+    /// would wait on its own gate forever.
+    #[test]
+    fn no_member_is_dialled_through_itself() {
+        let (own, rendezvous) = (NodeId([1; 32]), NodeId([9; 32]));
+        let me = Reach {
+            nat: reach::Nat::Punchable,
+            public: Some("11.77.0.20:7447".into()),
+            rendezvous: Some(rendezvous),
+            relays: false,
+            ipv6: None,
+        };
+        let unknown = Reach::default();
+        let steps = plan_to(&me, own, rendezvous, &unknown, "11.77.0.2:7447");
+        assert_eq!(
+            steps,
+            vec![Step::Dial {
+                addr: "11.77.0.2:7447".into(),
+                kind: PathKind::Direct
+            }]
+        );
+        // Another member not heard from: its guessed rendezvous stays.
+        let other = plan_to(&me, own, NodeId([5; 32]), &unknown, "192.168.4.10:7447");
+        assert!(other.contains(&Step::Relay { via: rendezvous }));
+    }
 
     /// A burst of asks for a node that does not answer (a stopped box: QUIC
     /// hears nothing back) costs one dial: the asks queued behind it get

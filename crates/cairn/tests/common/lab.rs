@@ -588,27 +588,9 @@ pub const PLACES: &[(&str, Router)] = &[
     ("igd", Router::UpnpOnly),
     ("liar", Router::LyingUpnp),
     ("noudp", Router::UdpBlocked),
-];
-
-/// Homes with IPv6 behind a firewall, one of them behind a symmetric IPv4
-/// NAT: not in [`PLACES`] yet. With them the lab's 13 boxes do not
-/// converge reliably on a 2-core machine (SWIM declares boxes down under
-/// the load, and a box declared down is not heard from again in time);
-/// `CAIRN_LAB_IPV6=1` adds them.
-pub const IPV6_HOMES: &[(&str, Router)] = &[
     ("dual1", Router::DualHome),
     ("dual2", Router::DualSymmetric),
 ];
-
-/// The places of a lab run: [`PLACES`], and [`IPV6_HOMES`] when
-/// `CAIRN_LAB_IPV6` is set.
-pub fn places() -> Vec<(&'static str, Router)> {
-    let mut all = PLACES.to_vec();
-    if std::env::var_os("CAIRN_LAB_IPV6").is_some() {
-        all.extend_from_slice(IPV6_HOMES);
-    }
-    all
-}
 
 /// What every box in the lab runs with: no mDNS (each home has one box),
 /// and a look at its address every 2 s so that changes show soon.

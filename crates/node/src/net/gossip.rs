@@ -66,6 +66,14 @@ type Swim = Foca<GossipMember, BoundCodec, rand::rngs::StdRng, RemovalGossip>;
 /// How long this node's own probe of a member the swarm says is down waits
 /// for an answer.
 const DOWN_PROBE: Duration = Duration::from_secs(5);
+/// A member down that did not answer this node is probed again for this
+/// long after it went down: SWIM no longer pings it, and it may not know
+/// this node (a peer speaks only for itself), so without this the two
+/// could stay apart after a moment of loss.
+const LOST_PROBED_FOR: Duration = Duration::from_secs(15 * 60);
+/// Lost members probed again per [`REANNOUNCE`] tick, the longest
+/// unprobed first.
+const LOST_PER_TICK: usize = 4;
 
 /// The node's gossip: its SWIM instance and the members it knows.
 pub struct GossipService {
@@ -83,6 +91,9 @@ pub struct GossipService {
     heard: Arc<Mutex<Heard>>,
     /// Members SWIM holds down that answered this node's own probe.
     disputed: Mutex<BTreeMap<NodeId, GossipMember>>,
+    /// Members down that did not answer this node: when they went down
+    /// and when they were last probed (see [`LOST_PROBED_FOR`]).
+    lost: Mutex<BTreeMap<NodeId, (GossipMember, Instant, Instant)>>,
     /// How this node can be reached, as it learned (see `net::reach`):
     /// part of every advert it tells.
     reach: Mutex<Reach>,
@@ -112,6 +123,7 @@ impl GossipService {
             running: AtomicBool::new(false),
             heard,
             disputed: Mutex::new(BTreeMap::new()),
+            lost: Mutex::new(BTreeMap::new()),
             reach: Mutex::new(Reach::default()),
             pool: std::sync::OnceLock::new(),
         })
@@ -288,6 +300,7 @@ impl GossipService {
                         self.flush(&mut runtime, &pool);
                         lock(&self.members).clear();
                         lock(&self.disputed).clear();
+                        lock(&self.lost).clear();
                         // Rejoining later needs an identity SWIM has not
                         // seen leave.
                         let mut me = lock(&self.me);
@@ -401,6 +414,7 @@ impl GossipService {
                 OwnedNotification::MemberUp(member) => {
                     info!(node = %member.node.to_human(), addr = %member.addr, "gossip: member up");
                     lock(&self.disputed).remove(&member.node);
+                    lock(&self.lost).remove(&member.node);
                     came_up = true;
                     members.insert(member.node, MemberState::heard(member, true));
                 }
@@ -459,10 +473,37 @@ impl GossipService {
         for member in disputed {
             self.probe(member, pool);
         }
+        // And a few of those that did not answer, while they may yet come
+        // back: the ways to them may have changed since (a member that
+        // had not learned its reach, a relay that went).
+        let lost: Vec<GossipMember> = {
+            let mut lost = lock(&self.lost);
+            lost.retain(|_, (_, since, _)| since.elapsed() < LOST_PROBED_FOR);
+            let mut due: Vec<(Instant, NodeId)> = lost
+                .iter()
+                .map(|(node, (_, _, probed))| (*probed, *node))
+                .collect();
+            due.sort();
+            due.into_iter()
+                .take(LOST_PER_TICK)
+                .filter_map(|(_, node)| {
+                    let entry = lost.get_mut(&node)?;
+                    entry.2 = Instant::now();
+                    Some(entry.0.clone())
+                })
+                .collect()
+        };
+        for member in lost {
+            // Its last failure is not news: the ways to it are tried afresh.
+            pool.forget_failure(member.node);
+            self.probe(member, pool);
+        }
     }
 
     /// The outcome of this node's own probe of a member SWIM declared down.
     fn probed(&self, member: GossipMember, answered: bool) {
+        // Before the members' lock: `heard` is never taken under it.
+        let addr = self.address_of(&member);
         let mut members = lock(&self.members);
         // A member that retold its advert has a newer identity already;
         // only the identity it goes by now counts.
@@ -473,14 +514,29 @@ impl GossipService {
             return;
         }
         let mut disputed = lock(&self.disputed);
+        let mut lost = lock(&self.lost);
         if answered {
+            lost.remove(&member.node);
             if disputed.insert(member.node, member.clone()).is_none() {
                 info!(node = %member.node.to_human(), "gossip: a member said to be down answers this node; kept up");
+                // SWIM takes it back once it hears it speak for itself:
+                // an announce makes it answer with its identity as it is
+                // now.
+                let _ = self.events.send(Event::Announce(vec![NodeAddr {
+                    node: member.node,
+                    addr,
+                    site: None,
+                }]));
             }
             members.insert(member.node, MemberState::heard(member, true));
         } else {
             disputed.remove(&member.node);
-            warn!(node = %member.node.to_human(), "gossip: member down (the swarm said so, and it does not answer this node)");
+            let now = Instant::now();
+            if !lost.contains_key(&member.node) {
+                warn!(node = %member.node.to_human(), "gossip: member down (the swarm said so, and it does not answer this node)");
+            }
+            let since = lost.get(&member.node).map_or(now, |(_, since, _)| *since);
+            lost.insert(member.node, (member.clone(), since, now));
             members.insert(member.node, MemberState::heard(member, false));
         }
     }

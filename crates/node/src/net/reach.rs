@@ -72,6 +72,8 @@ pub struct ReachService {
 
 /// How long a dial-back stays proof that the node is reachable.
 const PROOF_KEPT: Duration = Duration::from_secs(600);
+/// Longest a look spends moving connections to better paths.
+const UPGRADE_LIMIT: Duration = Duration::from_secs(30);
 /// How often members are asked again what they see of the node's IPv6
 /// address (the address itself is checked at every look).
 const IPV6_LOOK_EVERY: Duration = Duration::from_secs(300);
@@ -272,7 +274,10 @@ impl ReachService {
             self.gossip.set_reach(next);
         }
         self.learn_hints(pool).await;
-        let upgraded = pool.upgrade().await;
+        // Each try is bounded, but a look must end whatever a dial does.
+        let upgraded = tokio::time::timeout(UPGRADE_LIMIT, pool.upgrade())
+            .await
+            .unwrap_or(0);
         if upgraded > 0 {
             info!(
                 upgraded,
