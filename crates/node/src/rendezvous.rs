@@ -37,7 +37,13 @@ const RELAY_IDLE: Duration = Duration::from_secs(60);
 /// A relay whose two sides have not both sent their tokens by then is
 /// closed: the dial through it failed or was never made.
 const RELAY_UNBOUND: Duration = Duration::from_secs(10);
-/// A member that stopped asking for calls this long ago is not waiting.
+/// A member whose call was answered asks again at once: one that has
+/// not within this long waits elsewhere (it moved to another rendezvous)
+/// or is gone, and a call queued for it would wait unanswered while its
+/// dialler times out.
+const REASK_GRACE: Duration = Duration::from_secs(5);
+/// A member that stopped asking for calls this long ago is forgotten when
+/// room is needed for another.
 const WAIT_FORGOTTEN: Duration = Duration::from_secs(CALL_HOLD_S * 2 + 10);
 
 /// Why a call or relay was refused, in words for the asker.
@@ -89,7 +95,48 @@ struct Waiting {
     local: Option<IpAddr>,
     queue: VecDeque<Call>,
     notify: Arc<Notify>,
+    /// When its latest ask began or ended.
     last_asked: Instant,
+    /// Its latest ask, counted: an earlier one still held (its connection
+    /// went, or the member dropped it to wait elsewhere) is superseded and
+    /// never takes the calls.
+    generation: u64,
+    /// Whether its latest ask is held here now.
+    pending: bool,
+    /// Whether its latest ask was given up unanswered: it is not coming
+    /// back to ask again at once.
+    abandoned: bool,
+}
+
+impl Waiting {
+    /// Whether calls for it reach it: an ask is held, or one just ended.
+    fn waits(&self) -> bool {
+        self.pending || (!self.abandoned && self.last_asked.elapsed() < REASK_GRACE)
+    }
+
+    fn ended(&mut self, generation: u64, abandoned: bool) {
+        if self.generation == generation && self.pending {
+            self.pending = false;
+            self.abandoned = abandoned;
+            self.last_asked = Instant::now();
+        }
+    }
+}
+
+/// Marks an ask abandoned when its future is dropped unanswered (its
+/// asker stopped it, or its connection went).
+struct AskHeld<'a> {
+    waiting: &'a Mutex<HashMap<NodeId, Waiting>>,
+    peer: NodeId,
+    generation: u64,
+}
+
+impl Drop for AskHeld<'_> {
+    fn drop(&mut self) {
+        if let Some(entry) = lock(self.waiting).get_mut(&self.peer) {
+            entry.ended(self.generation, true);
+        }
+    }
 }
 
 /// The members waiting here, and the relay.
@@ -215,7 +262,8 @@ impl Rendezvous {
     }
 
     /// `peer`, seen at `seen`, waits for calls: the calls queued for it,
-    /// as soon as there are some, or none after `hold`.
+    /// as soon as there are some, or none after `hold`. A newer ask from
+    /// the same member supersedes this one, which then ends with none.
     pub async fn await_calls(
         &self,
         peer: NodeId,
@@ -223,10 +271,10 @@ impl Rendezvous {
         local: Option<IpAddr>,
         hold: Duration,
     ) -> Result<Vec<Call>, RendezvousError> {
-        let notify = {
+        let (notified, held) = {
             let mut waiting = lock(&self.waiting);
             if !waiting.contains_key(&peer) {
-                waiting.retain(|_, w| w.last_asked.elapsed() < WAIT_FORGOTTEN);
+                waiting.retain(|_, w| w.waits() || w.last_asked.elapsed() < WAIT_FORGOTTEN);
                 if waiting.len() >= MAX_WAITING {
                     return Err(RendezvousError::Full);
                 }
@@ -237,21 +285,45 @@ impl Rendezvous {
                 queue: VecDeque::new(),
                 notify: Arc::new(Notify::new()),
                 last_asked: Instant::now(),
+                generation: 0,
+                pending: false,
+                abandoned: false,
             });
             entry.seen = seen;
             entry.local = local;
             entry.last_asked = Instant::now();
+            entry.generation += 1;
+            entry.abandoned = false;
             if !entry.queue.is_empty() {
+                entry.pending = false;
                 return Ok(entry.queue.drain(..).collect());
             }
-            Arc::clone(&entry.notify)
+            entry.pending = true;
+            // Earlier asks still held end now, with nothing.
+            entry.notify.notify_waiters();
+            // Registered before the lock is let go: a call queued after
+            // it wakes this ask.
+            let notified = Arc::clone(&entry.notify).notified_owned();
+            let held = AskHeld {
+                waiting: &self.waiting,
+                peer,
+                generation: entry.generation,
+            };
+            (notified, held)
         };
-        let _ = tokio::time::timeout(hold, notify.notified()).await;
+        let _ = tokio::time::timeout(hold, notified).await;
         let mut waiting = lock(&self.waiting);
-        Ok(waiting.get_mut(&peer).map_or_else(Vec::new, |entry| {
-            entry.last_asked = Instant::now();
-            entry.queue.drain(..).collect()
-        }))
+        let calls = waiting.get_mut(&peer).map_or_else(Vec::new, |entry| {
+            if entry.generation == held.generation {
+                entry.ended(held.generation, false);
+                entry.queue.drain(..).collect()
+            } else {
+                Vec::new()
+            }
+        });
+        drop(waiting);
+        drop(held);
+        Ok(calls)
     }
 
     /// Queues `call` for `target`; where `target` is seen.
@@ -259,21 +331,19 @@ impl Rendezvous {
         let mut waiting = lock(&self.waiting);
         let entry = waiting
             .get_mut(&target)
-            .filter(|w| w.last_asked.elapsed() < WAIT_FORGOTTEN)
+            .filter(|w| w.waits())
             .ok_or_else(|| RendezvousError::NotWaiting(target.to_human()))?;
         if entry.queue.len() >= MAX_CALLS {
             return Err(RendezvousError::Busy(target.to_human()));
         }
         entry.queue.push_back(call);
-        entry.notify.notify_one();
+        entry.notify.notify_waiters();
         Ok(entry.seen)
     }
 
     /// Whether `target` waits here.
     pub fn waits_here(&self, target: &NodeId) -> bool {
-        lock(&self.waiting)
-            .get(target)
-            .is_some_and(|w| w.last_asked.elapsed() < WAIT_FORGOTTEN)
+        lock(&self.waiting).get(target).is_some_and(Waiting::waits)
     }
 
     /// Opens a relay between `from` (seen at `from_seen`, on this node's
@@ -295,7 +365,7 @@ impl Rendezvous {
             let waiting = lock(&self.waiting);
             waiting
                 .get(&target)
-                .filter(|w| w.last_asked.elapsed() < WAIT_FORGOTTEN)
+                .filter(|w| w.waits())
                 .map(|w| (w.seen, w.local.unwrap_or(local_ip)))
                 .ok_or_else(|| RendezvousError::NotWaiting(target.to_human()))?
         };
@@ -579,6 +649,58 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(queued.len(), MAX_CALLS);
+    }
+
+    /// A member that asks again (over a new connection, or back from
+    /// another rendezvous) supersedes its earlier ask: the earlier one
+    /// ends with nothing, and the calls go to the ask it holds now.
+    #[tokio::test]
+    async fn a_newer_ask_takes_the_calls_and_an_older_one_ends_empty() {
+        let rendezvous = Arc::new(Rendezvous::new(limits()));
+        let waiter = NodeId([1; 32]);
+        let seen: SocketAddr = "11.77.0.10:7447".parse().unwrap();
+        let ask = |hold: u64| {
+            let r = Arc::clone(&rendezvous);
+            tokio::spawn(async move {
+                r.await_calls(waiter, seen, None, Duration::from_secs(hold))
+                    .await
+                    .unwrap()
+            })
+        };
+        let older = ask(30);
+        while !rendezvous.waits_here(&waiter) {
+            tokio::task::yield_now().await;
+        }
+        let newer = ask(30);
+        // The older ask ends long before its hold, with no call.
+        let ended = tokio::time::timeout(Duration::from_secs(10), older)
+            .await
+            .expect("the superseded ask ends at once");
+        assert_eq!(ended.unwrap(), vec![]);
+        let call = Call::Punch {
+            from: NodeId([2; 32]),
+            at: "11.77.0.20:7447".into(),
+            ipv6: None,
+        };
+        rendezvous.call(waiter, call.clone()).unwrap();
+        assert_eq!(newer.await.unwrap(), vec![call.clone()]);
+        // Between an answer and the next ask, calls queue for it.
+        rendezvous.call(waiter, call.clone()).unwrap();
+        assert_eq!(ask(30).await.unwrap(), vec![call.clone()]);
+        // An ask given up unanswered (the member moved to another
+        // rendezvous, or its connection went): calls are refused at once,
+        // not queued for a member that will not come for them.
+        let dropped = ask(30);
+        while !lock(&rendezvous.waiting)[&waiter].pending {
+            tokio::task::yield_now().await;
+        }
+        dropped.abort();
+        let _ = dropped.await;
+        assert!(!rendezvous.waits_here(&waiter));
+        assert!(matches!(
+            rendezvous.call(waiter, call.clone()),
+            Err(RendezvousError::NotWaiting(_))
+        ));
     }
 
     /// Two sockets on loopback stand for two members: each sends its token,

@@ -436,6 +436,37 @@ pub fn nat_of(classified: Option<&Classified>, dialled_back: bool, mapped: bool)
     }
 }
 
+/// How to believe a member is reached: by its own word, unless that word
+/// predates its learning it (`Nat::Unknown`, from before it was declared
+/// down, say) and a hint knows better; by a hint where it has not spoken.
+/// A hint is another member's view, fit for dialling only: Noise proves
+/// who answers. Each word comes with what goes with it (the address it
+/// gives, say).
+pub fn believed<A>(own: Option<(A, Reach)>, hint: Option<(A, Reach)>) -> Option<(A, Reach)> {
+    match (own, hint) {
+        (Some(own), Some(hint)) if own.1.nat == Nat::Unknown && hint.1.nat != Nat::Unknown => {
+            Some(hint)
+        }
+        (Some(own), _) => Some(own),
+        (None, hint) => hint,
+    }
+}
+
+/// The rendezvous to wait for calls at, among the members up and how each
+/// is believed reached ([`believed`]): a dialable one, relaying ones
+/// first (a relayed dial into this node goes through its rendezvous, and
+/// into a symmetric NAT only the rendezvous can punch), the lowest id
+/// among equals, so that every node picks the same one and a member not
+/// yet heard from can be guessed to wait at the dialler's own.
+pub fn choose_rendezvous(members: impl IntoIterator<Item = (NodeId, Reach)>) -> Option<NodeId> {
+    members
+        .into_iter()
+        .filter(|(_, reach)| reach.nat.dialable())
+        .map(|(node, reach)| (!reach.relays, node))
+        .min()
+        .map(|(_, node)| node)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -491,6 +522,58 @@ mod tests {
         // What an observer saw over IPv6 says nothing of the IPv4 NAT.
         let v6 = [obs(1, "[2001:db8:77::2]:7447", "[2001:db8:110::10]:7447")];
         assert_eq!(classify(&v6, &own, 7447), None);
+    }
+
+    /// A node behind a NAT that first heard only of a member that does not
+    /// relay moves to one that does once any member's view tells of it:
+    /// the relaying member may be unable to speak to it before it waits
+    /// there.
+    #[test]
+    fn the_rendezvous_is_a_relaying_member_even_one_known_by_hint_only() {
+        let mapped = Reach {
+            nat: Nat::Mapped,
+            public: Some("11.77.0.26:7447".into()),
+            rendezvous: None,
+            relays: false,
+            ipv6: None,
+        };
+        let open = Reach {
+            nat: Nat::Open,
+            public: Some("11.77.0.2:7447".into()),
+            rendezvous: None,
+            relays: true,
+            ipv6: None,
+        };
+        let unknown = Reach::default();
+        // Known by its own word only as a placeholder: not a rendezvous.
+        assert_eq!(
+            choose_rendezvous([(node(1), mapped.clone()), (node(5), unknown.clone())]),
+            Some(node(1))
+        );
+        // A hint tells it relays: it wins over the lower id that does not.
+        let (said, five) =
+            believed(Some(("own", unknown.clone())), Some(("hint", open.clone()))).unwrap();
+        assert_eq!((said, &five), ("hint", &open));
+        assert_eq!(
+            choose_rendezvous([(node(1), mapped.clone()), (node(5), five)]),
+            Some(node(5))
+        );
+        // A member it has not heard at all, by hint alone.
+        assert_eq!(
+            believed(None, Some(("hint", open.clone()))),
+            Some(("hint", open.clone()))
+        );
+        // Its own word, once it knows its reach, beats any hint.
+        assert_eq!(
+            believed(Some(("own", mapped.clone())), Some(("hint", open.clone()))),
+            Some(("own", mapped.clone()))
+        );
+        // Among relaying members, the lowest id; none dialable, none.
+        assert_eq!(
+            choose_rendezvous([(node(7), open.clone()), (node(3), open.clone())]),
+            Some(node(3))
+        );
+        assert_eq!(choose_rendezvous([(node(2), unknown)]), None);
     }
 
     #[test]

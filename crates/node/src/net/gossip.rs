@@ -227,6 +227,16 @@ impl GossipService {
         all
     }
 
+    /// The members SWIM holds up, whether or not they spoke to this node
+    /// yet (what they said of themselves is in [`Self::members`]).
+    pub fn up(&self) -> std::collections::BTreeSet<NodeId> {
+        lock(&self.members)
+            .values()
+            .filter(|m| m.up && !self.membership.is_removed(&m.member.node))
+            .map(|m| m.member.node)
+            .collect()
+    }
+
     /// What the swarm says of `node`: its own advert and whether it is up;
     /// `None` when it has not spoken to this node.
     pub fn view(&self, node: &NodeId) -> Option<MemberState> {

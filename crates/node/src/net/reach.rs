@@ -53,10 +53,14 @@ pub struct ReachService {
     /// The port the home router maps to the node, if it offers one.
     mapper: Option<tokio::sync::Mutex<PortMapper>>,
     reach: Mutex<Reach>,
+    /// The rendezvous chosen, watched by the task that waits there: it
+    /// moves at once, not when its held ask ends.
+    chosen: watch::Sender<Option<NodeId>>,
     /// How members this node has not heard from itself say they are
     /// reached, as a member anyone can dial lists them: a hint for
     /// dialling only (Noise proves who answers), never their identity.
-    hints: Mutex<std::collections::BTreeMap<NodeId, (String, Reach)>>,
+    /// Each with whether the member that listed it holds it up.
+    hints: Mutex<std::collections::BTreeMap<NodeId, (String, Reach, bool)>>,
     /// Calls answered in the current window, and when it began.
     answered: Mutex<(std::time::Instant, u32)>,
     /// Whether the NAT maps per destination, as last learned from two
@@ -105,6 +109,7 @@ impl ReachService {
                 .flatten()
                 .map(tokio::sync::Mutex::new),
             reach: Mutex::new(Reach::default()),
+            chosen: watch::Sender::new(None),
             hints: Mutex::new(std::collections::BTreeMap::new()),
             proven: Mutex::new(None),
             ipv6_seen: Mutex::new(None),
@@ -256,6 +261,11 @@ impl ReachService {
             ipv6,
         };
         self.rendezvous.set_relaying(next.relays);
+        self.chosen.send_if_modified(|chosen| {
+            let moved = *chosen != next.rendezvous;
+            *chosen = next.rendezvous;
+            moved
+        });
         let changed = {
             let mut reach = lock(&self.reach);
             let changed = *reach != next;
@@ -428,7 +438,7 @@ impl ReachService {
             // At most what a Members answer holds; a member's own list.
             for state in members.into_iter().filter(|m| m.member.node != self.node) {
                 let m = state.member;
-                hints.insert(m.node, (m.addr, m.advert.reach));
+                hints.insert(m.node, (m.addr, m.advert.reach, state.up));
             }
             return;
         }
@@ -475,15 +485,26 @@ impl ReachService {
     /// the lowest id. Every node behind a NAT picks the same one, so a
     /// member that has not heard from another yet can guess where it
     /// waits: its own rendezvous (see `reach::plan`).
+    ///
+    /// A member is judged by its own word, or by a hint where its own
+    /// word has not come yet, and counts as up where SWIM or the hint's
+    /// giver holds it up: a member that can reach this node only through
+    /// a relay never speaks to it before this node waits at a relay, so
+    /// judging by own words alone would keep this node at a member that
+    /// does not relay, unreachable from most of the swarm.
     fn choose_rendezvous(&self) -> Option<NodeId> {
-        let dialable = self
-            .gossip
-            .members()
-            .into_iter()
-            .filter(|m| m.up && m.member.node != self.node && m.member.advert.reach.nat.dialable())
-            .map(|m| (!m.member.advert.reach.relays, m.member.node))
-            .min()
-            .map(|(_, node)| node);
+        let mut up = self.gossip.up();
+        up.extend(
+            lock(&self.hints)
+                .iter()
+                .filter(|(_, (_, _, up))| *up)
+                .map(|(node, _)| *node),
+        );
+        up.remove(&self.node);
+        let dialable = reach::choose_rendezvous(
+            up.into_iter()
+                .filter_map(|node| Some((node, self.member(node)?.1))),
+        );
         dialable.or_else(|| {
             // Before gossip knows who is dialable: a seed outside the
             // LAN, by the same rule, so the choice does not move once it does.
@@ -499,8 +520,10 @@ impl ReachService {
     /// Keeps one `AwaitCalls` waiting at the rendezvous and answers the
     /// calls that come, until `stop`.
     async fn wait_for_calls(self: Arc<Self>, pool: Arc<Pool>, mut stop: watch::Receiver<bool>) {
+        let mut chosen = self.chosen.subscribe();
         loop {
-            let rendezvous = lock(&self.reach).rendezvous;
+            let rendezvous = *chosen.borrow_and_update();
+            let mut moved = chosen.clone();
             let waited = async {
                 let Some(via) = rendezvous else {
                     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -511,7 +534,13 @@ impl ReachService {
                     return;
                 };
                 let calls = match pool.peer(via, &addr).await {
-                    Ok(peer) => peer.await_calls().await,
+                    // An ask held at a rendezvous given up is dropped: the
+                    // new one is asked at once (the old one sees it stop
+                    // asking, and refuses calls for it soon after).
+                    Ok(peer) => tokio::select! {
+                        calls = peer.await_calls() => calls,
+                        _ = moved.changed() => Ok(Vec::new()),
+                    },
                     Err(e) => Err(e),
                 };
                 match calls {
@@ -534,7 +563,7 @@ impl ReachService {
     }
 
     fn address_of(&self, node: NodeId) -> Option<String> {
-        if let Some((addr, reach)) = self.gossip.route_of(&node) {
+        if let Some((addr, reach)) = self.member(node) {
             return Some(
                 reach
                     .public
@@ -603,21 +632,10 @@ impl Routes for ReachService {
     }
 
     fn member(&self, node: NodeId) -> Option<(String, Reach)> {
-        let hint = lock(&self.hints).get(&node).cloned();
-        match self.gossip.route_of(&node) {
-            // The member's own word, but from before it learned how it is
-            // reached (it was declared down since, say, and has not spoken
-            // to this node): a dialable member's newer view is better to
-            // dial by, and Noise proves who answers.
-            Some((_, own))
-                if own.nat == Nat::Unknown
-                    && hint.as_ref().is_some_and(|(_, h)| h.nat != Nat::Unknown) =>
-            {
-                hint
-            }
-            Some(own) => Some(own),
-            None => hint,
-        }
+        let hint = lock(&self.hints)
+            .get(&node)
+            .map(|(addr, reach, _)| (addr.clone(), reach.clone()));
+        reach::believed(self.gossip.route_of(&node), hint)
     }
 
     fn punch_here(&self, node: NodeId) -> Option<SocketAddr> {

@@ -366,9 +366,13 @@ async fn serve_request(
     };
     // Admission is checked per request, so a claim takes effect at once
     // and a transfer revokes the old owner's client at once.
-    let reach = shared
-        .answer_reach(peer, cert, &request, remote, local_ip)
-        .await;
+    let reach = tokio::select! {
+        reach = shared.answer_reach(peer, cert, &request, remote, local_ip) => reach,
+        // A held ask whose asker gave it up (it waits for calls at another
+        // rendezvous now, or its connection went) ends here: the
+        // rendezvous then knows at once that calls no longer reach it.
+        _ = send.stopped() => return Ok(()),
+    };
     let answer = match reach {
         Some(answer) => answer.map(|answer| (answer, None)),
         None => shared.answer_held(peer, cert, request, &mut recv).await,
