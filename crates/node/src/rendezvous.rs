@@ -321,6 +321,8 @@ impl Rendezvous {
                 Vec::new()
             }
         });
+        // The guard takes the same lock as it drops (a no-op now that the
+        // ask ended answered).
         drop(waiting);
         drop(held);
         Ok(calls)

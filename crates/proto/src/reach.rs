@@ -475,6 +475,17 @@ mod tests {
         NodeId([n; 32])
     }
 
+    /// A member anyone can dial at `public`, with no rendezvous or IPv6.
+    fn dialable(nat: Nat, public: &str, relays: bool) -> Reach {
+        Reach {
+            nat,
+            public: Some(public.into()),
+            rendezvous: None,
+            relays,
+            ipv6: None,
+        }
+    }
+
     fn obs(observer: u8, observer_addr: &str, seen: &str) -> Observation {
         Observation {
             observer: node(observer),
@@ -530,20 +541,8 @@ mod tests {
     /// there.
     #[test]
     fn the_rendezvous_is_a_relaying_member_even_one_known_by_hint_only() {
-        let mapped = Reach {
-            nat: Nat::Mapped,
-            public: Some("11.77.0.26:7447".into()),
-            rendezvous: None,
-            relays: false,
-            ipv6: None,
-        };
-        let open = Reach {
-            nat: Nat::Open,
-            public: Some("11.77.0.2:7447".into()),
-            rendezvous: None,
-            relays: true,
-            ipv6: None,
-        };
+        let mapped = dialable(Nat::Mapped, "11.77.0.26:7447", false);
+        let open = dialable(Nat::Open, "11.77.0.2:7447", true);
         let unknown = Reach::default();
         // Known by its own word only as a placeholder: not a rendezvous.
         assert_eq!(
@@ -593,13 +592,7 @@ mod tests {
     #[test]
     fn the_plan_goes_direct_punches_or_relays_as_the_nats_allow() {
         let (r, me) = (node(9), node(1));
-        let open = Reach {
-            nat: Nat::Open,
-            public: Some("11.77.0.2:7447".into()),
-            rendezvous: None,
-            relays: true,
-            ipv6: None,
-        };
+        let open = dialable(Nat::Open, "11.77.0.2:7447", true);
         let punchable = |ip: &str| Reach {
             nat: Nat::Punchable,
             public: Some(format!("{ip}:7447")),
@@ -765,11 +758,8 @@ mod tests {
         );
         // A dialable IPv4 member with open IPv6: IPv6, then IPv4.
         let open = Reach {
-            nat: Nat::Open,
-            public: Some("11.77.0.2:7447".into()),
-            rendezvous: None,
-            relays: true,
             ipv6: v6("2", Ipv6State::Open),
+            ..dialable(Nat::Open, "11.77.0.2:7447", true)
         };
         assert_eq!(
             plan(&filtered, me, &open, "11.77.0.2:7447")

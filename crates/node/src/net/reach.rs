@@ -246,7 +246,7 @@ impl ReachService {
         let rendezvous = if nat.dialable() || classified.is_none() {
             None
         } else {
-            self.choose_rendezvous()
+            self.choose_rendezvous(pool)
         };
         let public = match (nat, candidate) {
             (Nat::Mapped, Some(mapped_at)) => Some(mapped_at),
@@ -311,10 +311,7 @@ impl ReachService {
         // then those nobody has seen use it yet (a filtering firewall
         // would drop the dial).
         let mut observers: Vec<(bool, NodeId, String)> = self
-            .gossip
-            .members()
-            .into_iter()
-            .filter(|m| m.up && m.member.node != self.node)
+            .others_up()
             .filter_map(|m| {
                 let v6 = m.member.advert.reach.ipv6?;
                 (v6.state != Ipv6State::Filtered).then_some((
@@ -325,18 +322,20 @@ impl ReachService {
             })
             .collect();
         observers.sort();
-        let kept = lock(&self.ipv6_seen)
-            .clone()
-            .filter(|(_, when)| when.elapsed() < PROOF_KEPT);
-        // What a member saw lately still holds: IPv6 addresses change
-        // rarely, and each look over it costs a handshake (and, behind a
-        // filtering firewall, a dial-back that waits out its timeout).
+        // What a member saw lately, while the address is still this
+        // node's.
+        let kept = lock(&self.ipv6_seen).clone().filter(|(v6, when)| {
+            when.elapsed() < PROOF_KEPT
+                && v6
+                    .addr
+                    .parse::<SocketAddr>()
+                    .is_ok_and(|a| own.contains(&a.ip()))
+        });
+        // It still holds: IPv6 addresses change rarely, and each look over
+        // it costs a handshake (and, behind a filtering firewall, a
+        // dial-back that waits out its timeout).
         if let Some((v6, when)) = &kept
             && when.elapsed() < IPV6_LOOK_EVERY
-            && v6
-                .addr
-                .parse::<SocketAddr>()
-                .is_ok_and(|a| own.contains(&a.ip()))
         {
             return Some(v6.clone());
         }
@@ -393,13 +392,8 @@ impl ReachService {
             return Some(v6);
         }
         // No member answered over IPv6 this time: what one saw lately
-        // holds while the address is still this node's.
-        if let Some((v6, _)) = kept
-            && v6
-                .addr
-                .parse::<SocketAddr>()
-                .is_ok_and(|a| own.contains(&a.ip()))
-        {
+        // holds.
+        if let Some((v6, _)) = kept {
             return Some(v6);
         }
         Some(Ipv6Reach {
@@ -416,12 +410,8 @@ impl ReachService {
         let rendezvous = lock(&self.reach).rendezvous;
         let mut asked: Vec<NodeId> = rendezvous.into_iter().collect();
         asked.extend(
-            self.gossip
-                .members()
-                .into_iter()
-                .filter(|m| {
-                    m.up && m.member.node != self.node && m.member.advert.reach.nat.dialable()
-                })
+            self.others_up()
+                .filter(|m| m.member.advert.reach.nat.dialable())
                 .map(|m| m.member.node),
         );
         for node in asked.into_iter().take(2) {
@@ -444,14 +434,19 @@ impl ReachService {
         }
     }
 
+    /// The other members up that spoke to this node, in their own words.
+    fn others_up(&self) -> impl Iterator<Item = cairn_proto::gossip::MemberState> + use<'_> {
+        self.gossip
+            .members()
+            .into_iter()
+            .filter(|m| m.up && m.member.node != self.node)
+    }
+
     /// Members worth asking: up, at an address that counts (outside every
     /// LAN), those anyone can dial first; the seeds when gossip knows none.
     fn observers(&self) -> Vec<(NodeId, String)> {
         let mut found: Vec<(bool, NodeId, String)> = self
-            .gossip
-            .members()
-            .into_iter()
-            .filter(|m| m.up && m.member.node != self.node)
+            .others_up()
             .filter_map(|m| {
                 let reach = &m.member.advert.reach;
                 let addr = if reach.nat.dialable() {
@@ -492,7 +487,11 @@ impl ReachService {
     /// a relay never speaks to it before this node waits at a relay, so
     /// judging by own words alone would keep this node at a member that
     /// does not relay, unreachable from most of the swarm.
-    fn choose_rendezvous(&self) -> Option<NodeId> {
+    ///
+    /// A member known only by others' word that this node failed to
+    /// reach lately is passed over: a member's hint could otherwise keep
+    /// it waiting at a member it cannot reach, unreachable itself.
+    fn choose_rendezvous(&self, pool: &Pool) -> Option<NodeId> {
         let mut up = self.gossip.up();
         up.extend(
             lock(&self.hints)
@@ -501,6 +500,7 @@ impl ReachService {
                 .map(|(node, _)| *node),
         );
         up.remove(&self.node);
+        up.retain(|node| self.gossip.route_of(node).is_some() || !pool.latency(*node).0);
         let dialable = reach::choose_rendezvous(
             up.into_iter()
                 .filter_map(|node| Some((node, self.member(node)?.1))),

@@ -367,6 +367,9 @@ async fn serve_request(
     // Admission is checked per request, so a claim takes effect at once
     // and a transfer revokes the old owner's client at once.
     let reach = tokio::select! {
+        // Any other request is answered `None` at once: the stream's state
+        // is not even looked at on the hot path.
+        biased;
         reach = shared.answer_reach(peer, cert, &request, remote, local_ip) => reach,
         // A held ask whose asker gave it up (it waits for calls at another
         // rendezvous now, or its connection went) ends here: the
