@@ -743,3 +743,204 @@ fn must_found(secret: &OwnerSecret, current: Option<&MemberCert>) -> Result<(), 
         _ => Ok(()),
     }
 }
+
+/// The settings of one of your boxes, from [`settings`].
+#[derive(Debug, Clone, Serialize)]
+pub struct SettingsReport {
+    /// The node.
+    pub node: String,
+    /// The site it advertises.
+    pub site: Option<String>,
+    /// GiB it gives in all; `None`: all free space.
+    pub quota_gib: Option<u64>,
+    /// Owners that may store there (hex; empty: any owner of the swarm).
+    pub donation_owners: Vec<String>,
+    /// MiB each other owner may use there; `None`: no share.
+    pub per_owner_mib: Option<u64>,
+    /// The longest lease a put may ask for, days.
+    pub longest_lease_days: u64,
+    /// Whether the change made the node restart its services.
+    pub restarting: bool,
+}
+
+/// Changes a box's settings (an empty change only reads them); the box
+/// keeps them on its writable partition, over its configuration file.
+pub async fn settings(
+    home: &ClientHome,
+    node: &str,
+    change: cairn_proto::SettingsChange,
+) -> Result<SettingsReport, ClientError> {
+    let (swarm, secret, id) = your_node(home, node)?;
+    let result = async {
+        let peer = reach(&swarm, id, node).await?;
+        peer.settings(&secret.keys().signing, change, cairn_host::unix_now() + 600)
+            .await
+            .map_err(ClientError::node(format!(
+                "changing the settings of {node}"
+            )))
+    }
+    .await;
+    swarm.close().await;
+    let info = result?;
+    Ok(SettingsReport {
+        node: node.to_owned(),
+        site: info.site,
+        quota_gib: info.quota_gib,
+        donation_owners: info.donation_owners.iter().map(OwnerId::to_hex).collect(),
+        per_owner_mib: info.per_owner_mib,
+        longest_lease_days: info.longest_lease_days,
+        restarting: info.restarting,
+    })
+}
+
+/// A link to the owner's view of a box's page, valid for `minutes`:
+/// `base` (default `http://<the box's host>/`) + `owner?until=…&sig=…`.
+/// Signed here, with nothing sent anywhere.
+pub fn panel_link(
+    home: &ClientHome,
+    node: &str,
+    minutes: u64,
+    base: Option<&str>,
+) -> Result<String, ClientError> {
+    let id = parse_node(node, &format!("node id {node}"))?;
+    let secret = home.secret()?;
+    let base = match base {
+        Some(base) => base.trim_end_matches('/').to_owned(),
+        None => {
+            let config = home.config()?;
+            let at = config
+                .nodes
+                .iter()
+                .find(|n| n.node == id)
+                .ok_or_else(|| {
+                    ClientError::Usage(format!(
+                        "{node} is not in your node list (`cairn nodes`); give the page's address with --at"
+                    ))
+                })?;
+            let host = at
+                .addr
+                .rsplit_once(':')
+                .map_or(at.addr.as_str(), |(host, _)| host);
+            format!("http://{host}")
+        }
+    };
+    let link = cairn_proto::signed::PanelLink::sign(
+        &secret.keys().signing,
+        &id,
+        cairn_host::unix_now() + minutes.max(1) * 60,
+    );
+    Ok(format!("{base}/owner?{}", link.to_query()))
+}
+
+/// What [`adopt_disks`] did.
+#[derive(Debug, Clone, Serialize)]
+pub struct AdoptReport {
+    /// The box that took the disks over.
+    pub node: String,
+    /// The node whose disks they were.
+    pub from: String,
+    /// Disks taken over.
+    pub disks: usize,
+    /// Shards on them.
+    pub shards: u64,
+    /// Shards your steward re-pointed to the box (none are rebuilt).
+    pub repointed: u64,
+    /// Why the steward could not be told, if it could not.
+    pub steward_error: Option<String>,
+}
+
+/// Has `node` take over the data disks another box of yours left in it
+/// (`from`; by default each of your other nodes is tried), then tells your
+/// steward that those shards now live at `node`, so it re-points them
+/// instead of rebuilding them.
+pub async fn adopt_disks(
+    home: &ClientHome,
+    node: &str,
+    from: Option<&str>,
+) -> Result<Vec<AdoptReport>, ClientError> {
+    let (swarm, secret, id) = your_node(home, node)?;
+    let config = home.config()?;
+    let candidates: Vec<NodeId> = match from {
+        Some(from) => vec![parse_node(from, &format!("node id {from}"))?],
+        None => config
+            .nodes
+            .iter()
+            .map(|n| n.node)
+            .filter(|n| *n != id)
+            .collect(),
+    };
+    let signing = secret.keys().signing;
+    let owner = secret.keys().owner_id();
+    let result = async {
+        let peer = reach(&swarm, id, node).await?;
+        let mut reports = Vec::new();
+        let mut refusals = Vec::new();
+        for old in candidates {
+            let (disks, shards) = match peer
+                .adopt_disks(&signing, old, cairn_host::unix_now() + 600)
+                .await
+            {
+                Ok(done) => done,
+                // Tried blindly: no disk of that node is here.
+                Err(e) if from.is_none() && e.code() == Some(cairn_proto::ErrorCode::NotFound) => {
+                    continue;
+                }
+                Err(e) => {
+                    refusals.push(format!("{}: {e}", old.to_human()));
+                    continue;
+                }
+            };
+            let mut report = AdoptReport {
+                node: node.to_owned(),
+                from: old.to_human(),
+                disks: disks.len(),
+                shards,
+                repointed: 0,
+                steward_error: None,
+            };
+            if let Some(steward) = config.steward {
+                let told = async {
+                    let steward = swarm.peer(steward).await?;
+                    let mut total = 0;
+                    loop {
+                        let not_after = cairn_host::unix_now() + 600;
+                        let record = cairn_proto::MovedRecord {
+                            owner,
+                            from: old,
+                            to: id,
+                            not_after,
+                            signature: cairn_proto::signed::sign(
+                                &signing,
+                                &cairn_proto::signed::moved_message(&owner, &old, &id, not_after),
+                            ),
+                        };
+                        let (count, more) = steward.moved(record).await?;
+                        total += count;
+                        if !more {
+                            return Ok::<_, cairn_net::NetError>(total);
+                        }
+                    }
+                }
+                .await;
+                match told {
+                    Ok(count) => report.repointed = count,
+                    Err(e) => report.steward_error = Some(e.to_string()),
+                }
+            }
+            reports.push(report);
+        }
+        if reports.is_empty() {
+            return Err(ClientError::Usage(if refusals.is_empty() {
+                format!(
+                    "{node} holds no disk of another node of yours; plug the disks in, or name the old node with --from"
+                )
+            } else {
+                format!("{node} adopted no disk: {}", refusals.join("; "))
+            }));
+        }
+        Ok(reports)
+    }
+    .await;
+    swarm.close().await;
+    result
+}

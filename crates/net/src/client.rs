@@ -393,6 +393,61 @@ impl Peer {
         self.ownership_call(&request).await
     }
 
+    /// The box's settings after `change` (empty: only read them), signed
+    /// by the box's owner.
+    pub async fn settings(
+        &self,
+        owner: &SigningKey,
+        change: cairn_proto::SettingsChange,
+        not_after: u64,
+    ) -> Result<cairn_proto::SettingsInfo, NetError> {
+        let signature = signed::sign(
+            owner,
+            &signed::settings_message(&self.node, &change, not_after),
+        );
+        let request = Request::Settings {
+            change,
+            not_after,
+            signature,
+        };
+        match self.call(&request, Bytes::new()).await? {
+            (Response::Settings(info), _) => Ok(info),
+            (other, _) => Err(NetError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Has the node take over the disks `old_node` left in it, signed by
+    /// the owner; returns the disks and the shards on them.
+    pub async fn adopt_disks(
+        &self,
+        owner: &SigningKey,
+        old_node: NodeId,
+        not_after: u64,
+    ) -> Result<(Vec<cairn_proto::DiskId>, u64), NetError> {
+        let signature = signed::sign(
+            owner,
+            &signed::adopt_message(&old_node, &self.node, not_after),
+        );
+        let request = Request::AdoptDisks {
+            old_node,
+            not_after,
+            signature,
+        };
+        match self.call(&request, Bytes::new()).await? {
+            (Response::Adopted { disks, shards }, _) => Ok((disks, shards)),
+            (other, _) => Err(NetError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Tells this steward that the owner's shards at `from` now live at
+    /// `to`; returns how many it re-pointed and whether more are left.
+    pub async fn moved(&self, moved: cairn_proto::MovedRecord) -> Result<(u64, bool), NetError> {
+        match self.call(&Request::Moved { moved }, Bytes::new()).await? {
+            (Response::Repointed { shards, more }, _) => Ok((shards, more)),
+            (other, _) => Err(NetError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
     /// What each owner's shards take on the node, largest first; only the
     /// box's owner may ask.
     pub async fn usage(&self) -> Result<Vec<cairn_proto::OwnerUse>, NetError> {

@@ -90,6 +90,16 @@ pub fn for_request(peer: &NodeId, standing: Standing, request: &Request) -> Resu
             message: "only the box's owner may see who uses it or evict an owner".into(),
         });
     }
+    if matches!(
+        request,
+        Request::Settings { .. } | Request::AdoptDisks { .. }
+    ) && !standing.administers()
+    {
+        return Err(Refusal {
+            code: ErrorCode::Forbidden,
+            message: "only the box's owner may change its settings or make it adopt disks (claim it first)".into(),
+        });
+    }
     Ok(())
 }
 

@@ -91,7 +91,7 @@ impl BoardLoop {
             if last_assessed.is_none_or(|at| now >= at + HEALTH_EVERY) || serving != was_serving {
                 last_assessed = Some(now);
                 was_serving = serving;
-                let inputs = self.inputs();
+                let (inputs, power) = self.inputs();
                 let next = monitor.assess(&inputs);
                 if next.state != health.state || next.reasons != health.reasons {
                     if next.reasons.is_empty() {
@@ -116,6 +116,7 @@ impl BoardLoop {
                     state: health.state.as_str(),
                     reasons: health.reasons.clone(),
                     temperature_mc: inputs.temperature_mc,
+                    power,
                 });
             }
             // A claim closes the window from the network side.
@@ -141,11 +142,11 @@ impl BoardLoop {
         self.board.set_led(0);
     }
 
-    fn inputs(&mut self) -> HealthInputs {
+    fn inputs(&mut self) -> (HealthInputs, Option<cairn_board::sensors::PowerFlags>) {
         let readings = self.board.read();
         let disks = self.store.disk_stats();
         let online = disks.iter().filter(|d| d.state == DiskState::Online);
-        HealthInputs {
+        let inputs = HealthInputs {
             starting: !self.serving.load(Ordering::Relaxed),
             fatal: None,
             disks: disks.len(),
@@ -162,7 +163,8 @@ impl BoardLoop {
                 .steward
                 .as_ref()
                 .is_some_and(|steward| steward.repairing()),
-        }
+        };
+        (inputs, readings.power)
     }
 
     fn act(&mut self, action: PanelAction, health: &cairn_board::health::Health) {

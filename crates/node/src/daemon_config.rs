@@ -52,6 +52,33 @@ pub struct DaemonConfig {
     /// Reaching members across home routers, and relaying for them.
     #[serde(default)]
     pub reach: ReachSection,
+    /// The box's page and `/metrics` on the LAN.
+    #[serde(default)]
+    pub web: WebSection,
+}
+
+/// `[web]`: the page on the LAN. Under systemd the port comes from
+/// `cairnd.socket` (socket activation, so the daemon needs no capability
+/// to bind port 80); `listen` is for a node started by hand.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebSection {
+    /// Serve the page and `/metrics`.
+    pub enabled: bool,
+    /// TCP address to listen on when systemd hands over no socket.
+    pub listen: Option<SocketAddr>,
+    /// Minutes a link `cairn panel` signs stays valid, at most.
+    pub owner_link_minutes: u64,
+}
+
+impl Default for WebSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: None,
+            owner_link_minutes: 60,
+        }
+    }
 }
 
 /// `[reach]`: how the node learns its public address, reaches members
@@ -512,6 +539,14 @@ impl DaemonConfig {
             path: path.to_owned(),
             message: e.to_string().trim_end().to_owned(),
         })?;
+        config.check(path)?;
+        Ok(config)
+    }
+
+    /// Checks that the values make sense together; `path` names the file
+    /// that set them (the configuration, or the owner's settings over it).
+    pub fn check(&self, path: &Path) -> Result<(), ConfigError> {
+        let config = self;
         let value_error = |key: &str, message: String| ConfigError::Value {
             path: path.to_owned(),
             key: key.to_owned(),
@@ -578,7 +613,26 @@ impl DaemonConfig {
                 "timeouts must be at least 1 second".into(),
             ));
         }
-        Ok(config)
+        if let Some(site) = &config.swarm.site
+            && (site.is_empty()
+                || site.len() > cairn_proto::MAX_SITE
+                || site.chars().any(char::is_control))
+        {
+            return Err(value_error(
+                "swarm.site",
+                format!(
+                    "a site is 1 to {} bytes of printable text",
+                    cairn_proto::MAX_SITE
+                ),
+            ));
+        }
+        if config.donation.owners.len() > cairn_proto::MAX_DONATION_OWNERS {
+            return Err(value_error(
+                "donation.owners",
+                format!("at most {} owners", cairn_proto::MAX_DONATION_OWNERS),
+            ));
+        }
+        Ok(())
     }
 
     /// The allow list as node ids.

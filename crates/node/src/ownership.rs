@@ -207,6 +207,8 @@ pub struct HealthSnapshot {
     pub reasons: Vec<String>,
     /// The hottest temperature measured, millidegrees Celsius.
     pub temperature_mc: Option<i32>,
+    /// The power supply's flags, where the board reports them.
+    pub power: Option<cairn_board::sensors::PowerFlags>,
 }
 
 impl Default for HealthSnapshot {
@@ -215,6 +217,7 @@ impl Default for HealthSnapshot {
             state: "booting",
             reasons: Vec::new(),
             temperature_mc: None,
+            power: None,
         }
     }
 }

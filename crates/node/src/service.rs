@@ -24,10 +24,12 @@ use crate::net::gossip::GossipService;
 use crate::net::reach::ReachService;
 use crate::net::server::BindError;
 use crate::net::steward::StewardService;
+use crate::net::web::WebSources;
 use crate::net::{Server, ServerConfig, Services};
 use crate::ownership::NodeControl;
 use crate::rendezvous::{RelayLimits, Rendezvous};
 use crate::roots::{RootStore, RootStoreError};
+use crate::settings::Settings;
 use crate::spent::{Spent, SpentError};
 
 /// Why the node's services could not start.
@@ -42,6 +44,9 @@ pub enum StartError {
     /// The listening socket could not be bound.
     #[error(transparent)]
     Bind(#[from] BindError),
+    /// The page's TCP socket could not be used.
+    #[error("cannot serve the box's page on its socket: {0}")]
+    Web(std::io::Error),
     /// The `[donation]` policy does not parse.
     #[error("[donation] in the configuration: {0}")]
     Donation(String),
@@ -149,14 +154,18 @@ async fn report_store_events(
 impl RunningNode {
     /// Binds the server and starts every service; `serving` turns true
     /// once the server listens. Call it on the tokio runtime.
+    #[allow(clippy::too_many_arguments)]
     pub fn start(
         config: DaemonConfig,
         server_config: ServerConfig,
         store: Arc<ShardStore>,
         control: Arc<NodeControl>,
         steward: Option<Arc<StewardService>>,
+        settings: Arc<Settings>,
+        web: Option<std::net::TcpListener>,
         serving: &AtomicBool,
     ) -> Result<Self, StartError> {
+        let started = std::time::Instant::now();
         let roots = Arc::new(RootStore::open(&config.state_dir)?);
         let identity = server_config.identity.clone();
         let membership = Arc::new(Membership::open(&config.state_dir, identity.id)?);
@@ -178,6 +187,7 @@ impl RunningNode {
         let policy = config.donation.policy().map_err(StartError::Donation)?;
         let donation = Arc::new(Donation::open(policy, &config.state_dir)?);
         let spent = Arc::new(Spent::open(&config.state_dir)?);
+        let donation_for_page = Arc::clone(&donation);
         let rendezvous = Arc::new(Rendezvous::new(RelayLimits {
             enabled: config.reach.relay,
             sessions: config.reach.relay_sessions,
@@ -198,6 +208,7 @@ impl RunningNode {
                 donation,
                 spent,
                 rendezvous: Arc::clone(&rendezvous),
+                settings: Some(Arc::clone(&settings)),
             },
         )?;
         let addr = server.local_addr()?;
@@ -229,6 +240,36 @@ impl RunningNode {
         let pool = Arc::new(pool);
         let reach_task =
             reach.map(|reach| tokio::spawn(reach.run(Arc::clone(&pool), stop_rx.clone())));
+        let web_task = match web {
+            Some(listener) if config.web.enabled => {
+                let listener = listener
+                    .set_nonblocking(true)
+                    .and_then(|()| tokio::net::TcpListener::from_std(listener))
+                    .map_err(StartError::Web)?;
+                if let Ok(at) = listener.local_addr() {
+                    info!(%at, "the box's page is served at http://{at}/");
+                }
+                let sources = Arc::new(WebSources {
+                    node: identity.id,
+                    store: Arc::clone(&store),
+                    control: Arc::clone(&control),
+                    gossip: Arc::clone(&gossip),
+                    steward: steward.clone(),
+                    server: Arc::clone(&server),
+                    settings,
+                    donation: donation_for_page,
+                    counters: server.counters(),
+                    started,
+                    link_longest_s: config.web.owner_link_minutes.saturating_mul(60),
+                });
+                Some(tokio::spawn(crate::net::web::serve(
+                    listener,
+                    sources,
+                    stop_rx.clone(),
+                )))
+            }
+            _ => None,
+        };
         let steward_task = steward.map(|steward| {
             tokio::spawn(steward.run(Arc::clone(&pool), Arc::clone(&gossip), stop_rx.clone()))
         });
@@ -292,6 +333,7 @@ impl RunningNode {
             async move { server.run(stop_rx).await }
         });
         let others = [
+            web_task,
             reach_task,
             steward_task,
             gossip_task,
@@ -322,6 +364,20 @@ impl RunningNode {
             &self.store,
             &self.control,
         ));
+    }
+
+    /// Writes the box's owner into its data disks' markers where it is not
+    /// there yet, so that the owner can have them adopted after a re-image.
+    pub async fn stamp_owner(&self) {
+        let Some(owner) = self.control.ownership().info().owner else {
+            return;
+        };
+        let store = Arc::clone(&self.store);
+        if let Ok(written) = tokio::task::spawn_blocking(move || store.stamp_owner(&owner)).await
+            && written > 0
+        {
+            info!("the owner is recorded on {written} data disk(s)");
+        }
     }
 
     /// Makes what the store has acknowledged durable in its index (a

@@ -126,6 +126,7 @@ impl Node {
                     bytes_per_day: 0,
                 },
             )),
+            settings: None,
         };
         Self {
             handler: Handler::new(config, services),

@@ -233,6 +233,135 @@ pub enum Request {
         /// The member to reach.
         target: NodeId,
     },
+    /// The box's settings (site, donated space, donation policy): `change`
+    /// applied first (an empty change only reads them), kept on the box's
+    /// writable partition. Signed by the box's owner.
+    Settings {
+        /// What to change.
+        change: SettingsChange,
+        /// Unix time after which the signature is void.
+        not_after: u64,
+        /// The box owner's signature over [`signed::settings_message`].
+        signature: Vec<u8>,
+    },
+    /// Take over the data disks here that `old_node` (this box before it
+    /// was re-imaged, or another box of the same owner) left, and tell the
+    /// owner's stewards the shards on them now live here. Signed by the
+    /// owner named in the disks' markers, who must also own this box.
+    AdoptDisks {
+        /// The node whose disks these were.
+        old_node: NodeId,
+        /// Unix time after which the signature is void.
+        not_after: u64,
+        /// The owner's signature over [`signed::adopt_message`].
+        signature: Vec<u8>,
+    },
+    /// A steward's owner says the shards that `moved.from` held now live
+    /// at `moved.to` (the disks moved, nothing was lost): the steward
+    /// re-points them instead of rebuilding. Only the owner's client may ask.
+    Moved {
+        /// The owner's signed record.
+        moved: MovedRecord,
+    },
+}
+
+impl Request {
+    /// The request's name, as `/metrics` and logs count it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Stat => "stat",
+            Self::Put { .. } => "put",
+            Self::Get { .. } => "get",
+            Self::Audit { .. } => "audit",
+            Self::Renew { .. } => "renew",
+            Self::Delete { .. } => "delete",
+            Self::PutRoot(_) => "put_root",
+            Self::GetRoot { .. } => "get_root",
+            Self::Claim { .. } => "claim",
+            Self::Transfer { .. } => "transfer",
+            Self::Drain { .. } => "drain",
+            Self::Track { .. } => "track",
+            Self::Join { .. } => "join",
+            Self::Remove { .. } => "remove",
+            Self::Gossip { .. } => "gossip",
+            Self::Members => "members",
+            Self::Locate { .. } => "locate",
+            Self::Untrack { .. } => "untrack",
+            Self::RenewMany { .. } => "renew_many",
+            Self::Missing { .. } => "missing",
+            Self::Usage => "usage",
+            Self::Evict { .. } => "evict",
+            Self::Observe => "observe",
+            Self::DialBack { .. } => "dial_back",
+            Self::AwaitCalls => "await_calls",
+            Self::Connect { .. } => "connect",
+            Self::RelayOpen { .. } => "relay_open",
+            Self::Settings { .. } => "settings",
+            Self::AdoptDisks { .. } => "adopt_disks",
+            Self::Moved { .. } => "moved",
+        }
+    }
+}
+
+/// Longest site name a box keeps, in bytes.
+pub const MAX_SITE: usize = 64;
+/// Most owners a donation policy names.
+pub const MAX_DONATION_OWNERS: usize = 256;
+
+/// A change to a box's settings; `None` leaves a setting as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SettingsChange {
+    /// The site advertised to the swarm (`Some(None)` clears it).
+    pub site: Option<Option<String>>,
+    /// GiB donated in all (`Some(None)`: all free space).
+    pub quota_gib: Option<Option<u64>>,
+    /// Only these owners may store here (empty: any owner of the swarm).
+    pub donation_owners: Option<Vec<OwnerId>>,
+    /// MiB each other owner may use here (`Some(None)`: no share).
+    pub per_owner_mib: Option<Option<u64>>,
+    /// The longest lease a put may ask for, days.
+    pub longest_lease_days: Option<u64>,
+}
+
+impl SettingsChange {
+    /// Whether it changes nothing (a read).
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// A box's settings as they are in force.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SettingsInfo {
+    /// The site advertised to the swarm.
+    pub site: Option<String>,
+    /// GiB donated in all; `None`: all free space.
+    pub quota_gib: Option<u64>,
+    /// Only these owners may store here (empty: any owner of the swarm).
+    pub donation_owners: Vec<OwnerId>,
+    /// MiB each other owner may use here; `None`: no share beyond the quota.
+    pub per_owner_mib: Option<u64>,
+    /// The longest lease a put may ask for, days.
+    pub longest_lease_days: u64,
+    /// Whether the node restarts its services to take a change (its
+    /// connections drop for a moment).
+    pub restarting: bool,
+}
+
+/// An owner's word that the shards `from` held now live at `to`, because
+/// `to` took over `from`'s disks (signed over [`signed::moved_message`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MovedRecord {
+    /// The owner.
+    pub owner: OwnerId,
+    /// The node whose disks moved.
+    pub from: NodeId,
+    /// The node that holds them now.
+    pub to: NodeId,
+    /// Unix time after which the record is void.
+    pub not_after: u64,
+    /// The owner's signature.
+    pub signature: Vec<u8>,
 }
 
 /// Most owners in a `Usage` answer.
@@ -448,6 +577,23 @@ pub enum Response {
         at: String,
         /// Binds the asker's address to its side of the relay.
         token: [u8; 16],
+    },
+    /// Answer to `Settings`: the settings in force (after the change).
+    Settings(SettingsInfo),
+    /// Answer to `AdoptDisks`.
+    Adopted {
+        /// The disks taken over.
+        disks: Vec<DiskId>,
+        /// Shards on them, now this node's.
+        shards: u64,
+    },
+    /// Answer to `Moved`: how many shards of the owner's the steward
+    /// re-pointed in this answer's time.
+    Repointed {
+        /// Shards re-pointed now.
+        shards: u64,
+        /// Whether more are left: ask again.
+        more: bool,
     },
 }
 

@@ -49,6 +49,32 @@ impl Refusal {
     }
 }
 
+/// A settings change within the protocol's bounds.
+fn check_settings(change: &crate::SettingsChange) -> Result<(), Refusal> {
+    if let Some(Some(site)) = &change.site
+        && (site.is_empty() || site.len() > crate::MAX_SITE || site.chars().any(char::is_control))
+    {
+        return Err(Refusal::new(
+            ErrorCode::BadRequest,
+            format!("a site is 1 to {} bytes of printable text", crate::MAX_SITE),
+        ));
+    }
+    if change
+        .donation_owners
+        .as_ref()
+        .is_some_and(|owners| owners.len() > crate::MAX_DONATION_OWNERS)
+    {
+        return Err(Refusal::new(
+            ErrorCode::TooLarge,
+            format!(
+                "a donation policy names at most {} owners",
+                crate::MAX_DONATION_OWNERS
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Checks a request against the limits; nothing of its body has been read.
 pub fn validate(request: &Request, limits: &Limits) -> Result<(), Refusal> {
     match request {
@@ -80,6 +106,8 @@ pub fn validate(request: &Request, limits: &Limits) -> Result<(), Refusal> {
         | Request::Transfer { signature, .. }
         | Request::Drain { signature, .. }
         | Request::Evict { signature, .. }
+        | Request::Settings { signature, .. }
+        | Request::AdoptDisks { signature, .. }
             if signature.len() != 64 =>
         {
             Err(Refusal::new(
@@ -87,6 +115,11 @@ pub fn validate(request: &Request, limits: &Limits) -> Result<(), Refusal> {
                 "an owner signature is 64 bytes (Ed25519)",
             ))
         }
+        Request::Moved { moved } if moved.signature.len() != 64 => Err(Refusal::new(
+            ErrorCode::BadRequest,
+            "an owner signature is 64 bytes (Ed25519)",
+        )),
+        Request::Settings { change, .. } => check_settings(change),
         Request::Track {
             segments, grant, ..
         } => {

@@ -117,6 +117,154 @@ pub fn drain_message(node: &NodeId, draining: bool, not_after: u64) -> Vec<u8> {
     out
 }
 
+/// What the box's owner signs to change `node`'s settings (the change as
+/// postcard encodes it: one encoding per change).
+pub fn settings_message(node: &NodeId, change: &crate::SettingsChange, not_after: u64) -> Vec<u8> {
+    let mut out = b"cairn/1 settings\0".to_vec();
+    out.extend_from_slice(&node.0);
+    out.extend_from_slice(&postcard::to_stdvec(change).unwrap_or_default());
+    out.extend_from_slice(&not_after.to_le_bytes());
+    out
+}
+
+/// What the box's owner signs for a link to `node`'s page (the owner's
+/// view), valid until `not_after`.
+pub fn panel_message(node: &NodeId, not_after: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(14 + 32 + 8);
+    out.extend_from_slice(b"cairn/1 panel\0");
+    out.extend_from_slice(&node.0);
+    out.extend_from_slice(&not_after.to_le_bytes());
+    out
+}
+
+/// A link to the owner's view of a box's page: until when, and the
+/// owner's signature over [`panel_message`]. In the URL's query as
+/// `until=<unix seconds>&sig=<128 hex digits>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PanelLink {
+    /// Unix time after which the link is void.
+    pub not_after: u64,
+    /// The owner's signature.
+    pub signature: Vec<u8>,
+}
+
+/// Why an owner's link to the page is refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PanelLinkError {
+    /// The URL carries no link.
+    #[error("this page is for the box's owner: open the link `cairn panel NODE` prints")]
+    Missing,
+    /// The query is not a link `cairn panel` makes.
+    #[error("this is not a link `cairn panel` makes ({0}); open the link it prints, whole")]
+    Malformed(&'static str),
+    /// The box has no owner to sign links.
+    #[error("this box has no owner yet: claim it first (`cairn claim`)")]
+    Unclaimed,
+    /// The owner's signature did not check, or the link is too long-lived.
+    #[error("this link is not signed by this box's owner for this box: {0}")]
+    Refused(OwnerAuthError),
+}
+
+impl PanelLink {
+    /// Signs a link to `node`'s page until `not_after`.
+    pub fn sign(key: &SigningKey, node: &NodeId, not_after: u64) -> Self {
+        Self {
+            not_after,
+            signature: sign(key, &panel_message(node, not_after)),
+        }
+    }
+
+    /// The URL query that carries it.
+    pub fn to_query(&self) -> String {
+        let mut sig = String::with_capacity(128);
+        for byte in &self.signature {
+            sig.push_str(&format!("{byte:02x}"));
+        }
+        format!("until={}&sig={sig}", self.not_after)
+    }
+
+    /// Reads a link from a URL's query (`None`: no query at all).
+    pub fn from_query(query: Option<&str>) -> Result<Self, PanelLinkError> {
+        let query = query
+            .filter(|q| !q.is_empty())
+            .ok_or(PanelLinkError::Missing)?;
+        let (mut until, mut sig) = (None, None);
+        for pair in query.split('&') {
+            match pair.split_once('=') {
+                Some(("until", value)) => until = Some(value),
+                Some(("sig", value)) => sig = Some(value),
+                _ => {}
+            }
+        }
+        if until.is_none() && sig.is_none() {
+            return Err(PanelLinkError::Missing);
+        }
+        let not_after = until
+            .and_then(|u| u.parse().ok())
+            .ok_or(PanelLinkError::Malformed("no valid `until`"))?;
+        let sig = sig.ok_or(PanelLinkError::Malformed("no `sig`"))?;
+        if sig.len() != 128 || !sig.is_ascii() {
+            return Err(PanelLinkError::Malformed("`sig` is not 128 hex digits"));
+        }
+        let signature = (0..64)
+            .map(|i| u8::from_str_radix(&sig[2 * i..2 * i + 2], 16))
+            .collect::<Result<Vec<u8>, _>>()
+            .map_err(|_| PanelLinkError::Malformed("`sig` is not 128 hex digits"))?;
+        Ok(Self {
+            not_after,
+            signature,
+        })
+    }
+
+    /// Checks the link for `node`, owned by `owner`, at `now`, valid for at
+    /// most `longest_s` ahead.
+    pub fn verify(
+        &self,
+        node: &NodeId,
+        owner: Option<&OwnerId>,
+        now: u64,
+        longest_s: u64,
+    ) -> Result<(), PanelLinkError> {
+        let owner = owner.ok_or(PanelLinkError::Unclaimed)?;
+        if self.not_after > now.saturating_add(longest_s) {
+            return Err(PanelLinkError::Refused(OwnerAuthError::TooLong {
+                not_after: self.not_after,
+            }));
+        }
+        verify_expiring(
+            owner,
+            &panel_message(node, self.not_after),
+            &self.signature,
+            self.not_after,
+            now,
+        )
+        .map_err(PanelLinkError::Refused)
+    }
+}
+
+/// What an owner signs for `new_node` to take over the data disks of
+/// `old_node` (its own box, re-imaged or replaced).
+pub fn adopt_message(old_node: &NodeId, new_node: &NodeId, not_after: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(14 + 64 + 8);
+    out.extend_from_slice(b"cairn/1 adopt\0");
+    out.extend_from_slice(&old_node.0);
+    out.extend_from_slice(&new_node.0);
+    out.extend_from_slice(&not_after.to_le_bytes());
+    out
+}
+
+/// What an owner signs to tell its stewards that `from`'s shards now live
+/// at `to`.
+pub fn moved_message(owner: &OwnerId, from: &NodeId, to: &NodeId, not_after: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(14 + 96 + 8);
+    out.extend_from_slice(b"cairn/1 moved\0");
+    out.extend_from_slice(&owner.0);
+    out.extend_from_slice(&from.0);
+    out.extend_from_slice(&to.0);
+    out.extend_from_slice(&not_after.to_le_bytes());
+    out
+}
+
 /// The bytes a swarm's founder signs to admit `member` in `role`.
 pub fn member_message(swarm: &OwnerId, member: &NodeId, role: Role, not_after: u64) -> Vec<u8> {
     let mut out = Vec::with_capacity(90);

@@ -307,6 +307,17 @@ impl ShardStore {
     /// rewriting its marker. Its shards stay (they belong to their owners, not
     /// to a node). Call it before opening the store on that disk.
     pub fn adopt_disk(config: &StoreConfig, mount: &dyn Mount) -> Result<DiskId, StoreError> {
+        Self::adopt_disk_of(config, mount, None)
+    }
+
+    /// Like [`ShardStore::adopt_disk`], but only a disk of `from` (whose
+    /// marker names that node) whose marker names `owner` as its owner:
+    /// what an owner's signed request may adopt without a shell.
+    pub fn adopt_disk_of(
+        config: &StoreConfig,
+        mount: &dyn Mount,
+        expect: Option<(&NodeId, &OwnerId)>,
+    ) -> Result<DiskId, StoreError> {
         let path = mount.path().to_owned();
         let refuse = |reason: String| StoreError::Adopt {
             path: path.clone(),
@@ -327,6 +338,20 @@ impl ShardStore {
                 "its format {} is newer than this cairnd; upgrade first",
                 marker.format
             )));
+        }
+        if let Some((from, owner)) = expect {
+            if marker.node != *from {
+                return Err(refuse(format!(
+                    "it is node {}'s disk, not node {}'s",
+                    marker.node.to_human(),
+                    from.to_human()
+                )));
+            }
+            if marker.owner.as_ref() != Some(owner) {
+                return Err(refuse(
+                    "its marker does not name this owner (a disk records its owner once its node is claimed); adopt it at the box with `cairnd adopt-disk`".into(),
+                ));
+            }
         }
         if marker.node != config.node {
             Marker {
@@ -350,6 +375,30 @@ impl ShardStore {
                 })?;
         }
         Ok(marker.disk)
+    }
+
+    /// Writes `owner` into the marker of every disk in service that does
+    /// not name it yet (a node claimed, transferred, or a disk plugged in
+    /// since); returns how many were written. A disk that cannot be written
+    /// is left for the next call.
+    pub fn stamp_owner(&self, owner: &OwnerId) -> usize {
+        let mut written = 0;
+        for disk in self.online() {
+            let Ok(marker) = Marker::read_from(disk.fs()) else {
+                continue;
+            };
+            if marker.owner.as_ref() == Some(owner) || marker.node != self.config.node {
+                continue;
+            }
+            let stamped = Marker {
+                owner: Some(*owner),
+                ..marker
+            };
+            if stamped.write_to(disk.fs()).is_ok() {
+                written += 1;
+            }
+        }
+        written
     }
 
     /// Takes a disk into service while the store runs: a data disk mounted
@@ -1318,6 +1367,7 @@ fn initialise(config: &StoreConfig, fs: &dyn fs::DiskFs) -> std::io::Result<()> 
         format: FORMAT_VERSION,
         node: config.node,
         disk: DiskId::random(),
+        owner: None,
     }
     .write_to(fs)?;
     OpenDisk::create_layout(fs)

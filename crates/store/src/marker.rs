@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::fs::DiskFs;
-use cairn_proto::ids::{DiskId, NodeId};
+use cairn_proto::ids::{DiskId, NodeId, OwnerId};
 
 /// Path of the marker inside the cairn directory.
 pub const MARKER_FILE: &str = "marker.toml";
@@ -30,6 +30,10 @@ pub struct Marker {
     pub node: NodeId,
     /// This disk.
     pub disk: DiskId,
+    /// The owner of the node, once claimed: public (an owner id is a
+    /// public key), so that after a re-image only this owner's signature
+    /// can have the disk adopted without a shell.
+    pub owner: Option<OwnerId>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -37,6 +41,8 @@ struct MarkerFile {
     format: u32,
     node_id: String,
     disk_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    owner_id: Option<String>,
 }
 
 /// Why a marker could not be read.
@@ -67,6 +73,11 @@ impl Marker {
                 .disk_id
                 .parse()
                 .map_err(|e: cairn_proto::ids::ParseIdError| MarkerError::Damaged(e.to_string()))?,
+            owner: file
+                .owner_id
+                .map(|hex| OwnerId::from_hex(&hex))
+                .transpose()
+                .map_err(|e| MarkerError::Damaged(format!("owner_id: {e}")))?,
         })
     }
 
@@ -76,6 +87,7 @@ impl Marker {
             format: self.format,
             node_id: self.node.to_hex(),
             disk_id: self.disk.to_hex(),
+            owner_id: self.owner.map(|o| o.to_hex()),
         };
         let body = toml::to_string(&file).map_err(io::Error::other)?;
         let text = format!(

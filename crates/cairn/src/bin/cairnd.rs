@@ -27,6 +27,7 @@ use cairn_node::net::steward::{StewardConfig, StewardService};
 use cairn_node::net::{AllowList, ServerConfig};
 use cairn_node::ownership::NodeControl;
 use cairn_node::service::RunningNode;
+use cairn_node::settings::Settings;
 use cairn_proto::limits::Limits;
 use cairn_store::fs::RealMount;
 use cairn_store::{DiskState, ShardStore, StoreConfig, StoreError};
@@ -61,6 +62,8 @@ enum Outcome {
     Stopped,
     /// The button confirmed a factory reset: reset, then start afresh.
     FactoryReset,
+    /// The owner changed the settings: start afresh with them.
+    Reload,
 }
 
 fn main() -> std::process::ExitCode {
@@ -70,8 +73,14 @@ fn main() -> std::process::ExitCode {
         if let Some(Command::AdoptDisk { path }) = &args.command {
             return adopt_disk(&args, path);
         }
-        // A factory reset restarts the node in this process, with its new key.
-        while let Outcome::FactoryReset = run(&args)? {}
+        // The page's port, handed over by systemd once (cairnd.socket);
+        // every start of the node in this process serves it.
+        let page_socket = listenfd::ListenFd::from_env()
+            .take_tcp_listener(0)
+            .context("reading the page's socket from systemd (cairnd.socket)")?;
+        // A factory reset restarts the node in this process, with its new
+        // key; a change of settings, with the new settings.
+        while let Outcome::FactoryReset | Outcome::Reload = run(&args, page_socket.as_ref())? {}
         Ok(())
     })();
     match result {
@@ -144,8 +153,40 @@ fn init_logging() {
         .init();
 }
 
-fn run(args: &Args) -> anyhow::Result<Outcome> {
-    let mut config = DaemonConfig::load(&args.config)?;
+/// The page's socket: systemd's, or `[web] listen`, or none.
+fn page_listener(
+    config: &DaemonConfig,
+    from_systemd: Option<&std::net::TcpListener>,
+) -> anyhow::Result<Option<std::net::TcpListener>> {
+    if !config.web.enabled {
+        return Ok(None);
+    }
+    if let Some(socket) = from_systemd {
+        return Ok(Some(
+            socket
+                .try_clone()
+                .context("sharing the page's socket from systemd")?,
+        ));
+    }
+    match config.web.listen {
+        Some(at) => Ok(Some(std::net::TcpListener::bind(at).with_context(
+            || {
+                format!(
+                    "cannot listen for the box's page on {at} ([web] listen); choose another port"
+                )
+            },
+        )?)),
+        None => {
+            info!("no page: systemd handed over no socket and [web] listen is not set");
+            Ok(None)
+        }
+    }
+}
+
+fn run(args: &Args, page_socket: Option<&std::net::TcpListener>) -> anyhow::Result<Outcome> {
+    let (settings, mut config) = Settings::load(&args.config)?;
+    let settings = Arc::new(settings);
+    let page = page_listener(&config, page_socket)?;
     std::fs::create_dir_all(&config.state_dir).with_context(|| {
         format!(
             "cannot create the state directory {}",
@@ -262,6 +303,7 @@ fn run(args: &Args) -> anyhow::Result<Outcome> {
         Arc::clone(&store),
         control.clone(),
         steward,
+        (settings, page),
         serving,
         reset_rx,
     ));
@@ -270,10 +312,10 @@ fn run(args: &Args) -> anyhow::Result<Outcome> {
     drop(store);
     drop(runtime);
     let outcome = result?;
-    if let Outcome::FactoryReset = outcome {
-        factory_reset(&config, &control)?;
-    } else {
-        info!("stopped");
+    match outcome {
+        Outcome::FactoryReset => factory_reset(&config, &control)?,
+        Outcome::Reload => info!("starting again with the owner's new settings"),
+        Outcome::Stopped => info!("stopped"),
     }
     Ok(outcome)
 }
@@ -325,10 +367,22 @@ async fn serve(
     store: Arc<ShardStore>,
     control: Arc<NodeControl>,
     steward: Option<Arc<StewardService>>,
+    (settings, page): (Arc<Settings>, Option<std::net::TcpListener>),
     serving: Arc<AtomicBool>,
     mut reset: tokio::sync::mpsc::Receiver<()>,
 ) -> anyhow::Result<Outcome> {
-    let node = RunningNode::start(config, server_config, store, control, steward, &serving)?;
+    let mut settings_changed = settings.watch();
+    let node = RunningNode::start(
+        config,
+        server_config,
+        store,
+        control,
+        steward,
+        settings,
+        page,
+        &serving,
+    )?;
+    node.stamp_owner().await;
     notify(&[NotifyState::Ready, NotifyState::Status(&node.status_line())]);
 
     let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
@@ -347,6 +401,7 @@ async fn serve(
             _ = terminate.recv() => break Outcome::Stopped,
             _ = interrupt.recv() => break Outcome::Stopped,
             Some(()) = reset.recv() => break Outcome::FactoryReset,
+            Ok(()) = settings_changed.changed() => break Outcome::Reload,
             _ = ticker.tick() => {
                 ticks += 1;
                 if watchdog.is_some() {
@@ -355,6 +410,7 @@ async fn serve(
                 node.refresh_advert();
                 if ticks.is_multiple_of(status_every) {
                     node.flush_store().await;
+                    node.stamp_owner().await;
                     notify(&[NotifyState::Status(&node.status_line())]);
                 }
             }

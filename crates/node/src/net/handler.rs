@@ -38,6 +38,59 @@ use cairn_store::{PutOutcome, ShardStore, StoreError};
 /// told to retry (RateLimited).
 const BUDGET_WAIT: Duration = Duration::from_secs(10);
 
+/// Takes over the disks here whose markers name `old_node` and `owner`
+/// (refused as foreign until now) and puts them into service; returns
+/// them and the shards on them. Disks of anyone else are not touched.
+fn adopt_disks(
+    store: &ShardStore,
+    old_node: &NodeId,
+    owner: &OwnerId,
+) -> Result<(Vec<cairn_proto::DiskId>, u64), Refusal> {
+    use cairn_store::fs::RealMount;
+    use cairn_store::{DiskProblem, DiskState};
+    let mut adopted = Vec::new();
+    let mut problems = Vec::new();
+    for disk in store.disk_stats() {
+        let DiskState::Refused(DiskProblem::ForeignMarker { owner: node, .. }) = &disk.state else {
+            continue;
+        };
+        if node != old_node {
+            continue;
+        }
+        let mount = RealMount::new(&disk.path);
+        let result = ShardStore::adopt_disk_of(store.config(), &mount, Some((old_node, owner)))
+            .and_then(|id| {
+                store
+                    .attach(Box::new(RealMount::new(&disk.path)))
+                    .map(|state| (id, state))
+            });
+        match result {
+            Ok((id, _)) => adopted.push((id, disk.path.clone())),
+            Err(e) => problems.push(e.to_string()),
+        }
+    }
+    if adopted.is_empty() {
+        return Err(Refusal {
+            code: ErrorCode::NotFound,
+            message: if problems.is_empty() {
+                format!(
+                    "no disk of node {} is plugged into this box; plug it in and ask again",
+                    old_node.to_human()
+                )
+            } else {
+                problems.join("; ")
+            },
+        });
+    }
+    let stats = store.disk_stats();
+    let shards = stats
+        .iter()
+        .filter(|d| adopted.iter().any(|(_, path)| *path == d.path))
+        .map(|d| d.shards)
+        .sum();
+    Ok((adopted.into_iter().map(|(id, _)| id).collect(), shards))
+}
+
 /// What a request produces: a response frame and a raw body (empty for
 /// most answers).
 pub type Answer = (Response, Vec<u8>);
@@ -121,6 +174,9 @@ pub struct Services {
     pub spent: Arc<Spent>,
     /// Members behind routers waiting for calls here, and the relay.
     pub rendezvous: Arc<crate::rendezvous::Rendezvous>,
+    /// The owner's settings that stick (`None`: this node keeps none, as
+    /// in tests without a configuration file).
+    pub settings: Option<Arc<crate::settings::Settings>>,
 }
 
 /// Answers requests: the services a request may touch, and the limits.
@@ -132,6 +188,8 @@ pub struct Handler {
     body_budget: Semaphore,
     /// Dial-backs in flight.
     dial_backs: Semaphore,
+    /// Requests answered, by kind and outcome, for `/metrics`.
+    counters: crate::face::metrics::RequestCounters,
 }
 
 /// Most dial-backs a node makes at once for members.
@@ -165,7 +223,13 @@ impl Handler {
             hello,
             body_budget,
             dial_backs: Semaphore::new(DIAL_BACKS),
+            counters: crate::face::metrics::RequestCounters::new(),
         }
+    }
+
+    /// Requests answered so far, by kind and outcome.
+    pub fn counters(&self) -> &crate::face::metrics::RequestCounters {
+        &self.counters
     }
 
     /// What the node knows of `peer`, showing `cert`, now; the decisions
@@ -954,6 +1018,132 @@ async fn handle<B: Body>(
                 info!(owner = %owner.to_hex(), "eviction lifted by the box's owner");
             }
             Ok((Response::Evicted { claims, more }, Vec::new()))
+        }
+        Request::Settings {
+            change,
+            not_after,
+            signature,
+        } => {
+            let Some(box_owner) = shared.services.control.ownership().info().owner else {
+                return Err(Refusal {
+                    code: ErrorCode::Forbidden,
+                    message: "this box has no owner to change its settings; claim it first".into(),
+                });
+            };
+            let message = signed::settings_message(&shared.config.identity.id, &change, not_after);
+            signed::verify_expiring(&box_owner, &message, &signature, not_after, unix_now())
+                .map_err(|e| Refusal {
+                    code: match e {
+                        signed::OwnerAuthError::Expired { .. } => ErrorCode::Expired,
+                        _ => ErrorCode::Forbidden,
+                    },
+                    message: format!("only the box's owner may change its settings: {e}"),
+                })?;
+            let Some(settings) = shared.services.settings.clone() else {
+                return Err(Refusal {
+                    code: ErrorCode::Internal,
+                    message: "this node keeps no settings (it runs without a configuration file)"
+                        .into(),
+                });
+            };
+            let spent = Arc::clone(&shared.services.spent);
+            let info = blocking(move || {
+                // A read changes nothing: replaying it is harmless, and
+                // it need not fill the record of spent commands.
+                if !change.is_empty() {
+                    spent
+                        .spend(&message, not_after, unix_now(), &peer)
+                        .map_err(spent_refusal)?;
+                }
+                settings.change(&change).map_err(|e| Refusal {
+                    code: match e {
+                        crate::settings::SettingsError::Invalid(_) => ErrorCode::BadRequest,
+                        crate::settings::SettingsError::Write { .. } => ErrorCode::Internal,
+                    },
+                    message: e.to_string(),
+                })
+            })
+            .await??;
+            if info.restarting {
+                info!(
+                    "settings changed by the box's owner: the node's services restart to take them"
+                );
+            }
+            Ok((Response::Settings(info), Vec::new()))
+        }
+        Request::AdoptDisks {
+            old_node,
+            not_after,
+            signature,
+        } => {
+            let Some(box_owner) = shared.services.control.ownership().info().owner else {
+                return Err(Refusal {
+                    code: ErrorCode::Forbidden,
+                    message: "this box has no owner yet: claim it first, then adopt its disks"
+                        .into(),
+                });
+            };
+            let this = shared.config.identity.id;
+            let message = signed::adopt_message(&old_node, &this, not_after);
+            signed::verify_expiring(&box_owner, &message, &signature, not_after, unix_now())
+                .map_err(|e| Refusal {
+                    code: match e {
+                        signed::OwnerAuthError::Expired { .. } => ErrorCode::Expired,
+                        _ => ErrorCode::Forbidden,
+                    },
+                    message: format!("only the box's owner may make it adopt disks: {e}"),
+                })?;
+            let spent = Arc::clone(&shared.services.spent);
+            let (disks, shards) = blocking(move || {
+                spent
+                    .spend(&message, not_after, unix_now(), &peer)
+                    .map_err(spent_refusal)?;
+                adopt_disks(&store, &old_node, &box_owner)
+            })
+            .await??;
+            info!(
+                old = %old_node.to_human(),
+                "adopted {} disk(s) of node {} for the box's owner: {shards} shards are this node's now",
+                disks.len(),
+                old_node.to_human()
+            );
+            Ok((Response::Adopted { disks, shards }, Vec::new()))
+        }
+        Request::Moved { moved } => {
+            let steward = steward_of(shared)?;
+            let message =
+                signed::moved_message(&moved.owner, &moved.from, &moved.to, moved.not_after);
+            signed::verify_expiring(
+                &moved.owner,
+                &message,
+                &moved.signature,
+                moved.not_after,
+                unix_now(),
+            )
+            .map_err(|e| Refusal {
+                code: match e {
+                    signed::OwnerAuthError::Expired { .. } => ErrorCode::Expired,
+                    _ => ErrorCode::Forbidden,
+                },
+                message: format!("a moved record must be signed by the shards' owner: {e}"),
+            })?;
+            // Re-pointing twice is re-pointing once: a replay changes
+            // nothing, so the record is not spent (the client asks again
+            // with it while `more`).
+            let within = shared.config.request_timeout / 3;
+            let (shards, more) =
+                blocking(move || steward.moved(&moved.owner, moved.from, moved.to, within))
+                    .await?
+                    .map_err(steward_refusal)?;
+            if shards > 0 {
+                info!(
+                    owner = %moved.owner.to_hex(),
+                    "steward: {shards} shards re-pointed from node {} to node {}, whose disks they are on now",
+                    moved.from.to_human(),
+                    moved.to.to_human()
+                );
+            }
+            Ok((Response::Repointed { shards, more }, Vec::new()))
         }
         Request::Missing { after } => {
             let (shards, first, next) = shared.services.missing.page(after, MAX_MISSING);

@@ -113,6 +113,11 @@ impl Server {
         })
     }
 
+    /// Requests answered so far, by kind and outcome.
+    pub fn counters(&self) -> crate::face::metrics::RequestCounters {
+        self.shared.counters().clone()
+    }
+
     /// The address actually bound (useful with port 0).
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.endpoint.local_addr()
@@ -376,10 +381,14 @@ async fn serve_request(
         // rendezvous then knows at once that calls no longer reach it.
         _ = send.stopped() => return Ok(()),
     };
+    let kind = request.kind();
     let answer = match reach {
         Some(answer) => answer.map(|answer| (answer, None)),
         None => shared.answer_held(peer, cert, request, &mut recv).await,
     };
+    shared
+        .counters()
+        .count(kind, answer.as_ref().err().map(|refusal| refusal.code));
     match answer {
         // The budget's share is held until the body is handed to QUIC.
         Ok(((response, body), held)) => {

@@ -13,7 +13,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -62,6 +62,9 @@ pub struct StewardConfig {
     pub tick: Duration,
 }
 
+/// Holder-index entries one `Moved` commit looks at.
+const MOVED_BATCH: usize = 4096;
+
 /// Each member the swarm's gossip knows: its address and site.
 type Directory = BTreeMap<NodeId, (String, Option<String>)>;
 
@@ -74,6 +77,42 @@ pub struct StewardService {
     tracks: TrackGroup,
     /// Set while repairs or moves run, for the LED and status.
     repairing: AtomicBool,
+    /// What its rounds did since start, for the page and `/metrics`.
+    done: StewardDone,
+}
+
+/// What the steward's rounds did since the node started.
+#[derive(Debug, Default)]
+struct StewardDone {
+    audits_passed: AtomicU64,
+    audits_failed: AtomicU64,
+    audits_unanswered: AtomicU64,
+    shards_rebuilt: AtomicU64,
+    shards_moved: AtomicU64,
+    repairs_failed: AtomicU64,
+}
+
+/// The steward's work, as the page and `/metrics` show it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StewardProgress {
+    /// Segments in its table.
+    pub segments: u64,
+    /// Segments waiting for a repair.
+    pub repairs_queued: u64,
+    /// Whether it rebuilds or moves shards right now.
+    pub repairing: bool,
+    /// Audits that proved the holder has the shard, since start.
+    pub audits_passed: u64,
+    /// Audits the holder failed (a bad proof, or not found), since start.
+    pub audits_failed: u64,
+    /// Audits nobody answered, since start.
+    pub audits_unanswered: u64,
+    /// Shards rebuilt onto new holders, since start.
+    pub shards_rebuilt: u64,
+    /// Shards moved off draining holders, since start.
+    pub shards_moved: u64,
+    /// Repairs or moves that failed (tried again later), since start.
+    pub repairs_failed: u64,
 }
 
 impl StewardService {
@@ -89,7 +128,28 @@ impl StewardService {
             table: Mutex::new(table),
             tracks: TrackGroup::new(),
             repairing: AtomicBool::new(false),
+            done: StewardDone::default(),
         })
+    }
+
+    /// What the steward holds and has done since start.
+    pub fn progress(&self) -> StewardProgress {
+        let (segments, repairs_queued) = {
+            let table = lock(&self.table);
+            (table.len(), table.queued_repairs().unwrap_or(0))
+        };
+        let done = &self.done;
+        StewardProgress {
+            segments,
+            repairs_queued,
+            repairing: self.repairing(),
+            audits_passed: done.audits_passed.load(Ordering::Relaxed),
+            audits_failed: done.audits_failed.load(Ordering::Relaxed),
+            audits_unanswered: done.audits_unanswered.load(Ordering::Relaxed),
+            shards_rebuilt: done.shards_rebuilt.load(Ordering::Relaxed),
+            shards_moved: done.shards_moved.load(Ordering::Relaxed),
+            repairs_failed: done.repairs_failed.load(Ordering::Relaxed),
+        }
     }
 
     /// Whether the steward is rebuilding or moving shards right now.
@@ -121,6 +181,29 @@ impl StewardService {
     pub fn untrack(&self, owner: &OwnerId, segments: &[[u8; 32]]) -> Result<u64, StewardError> {
         let ids: Vec<SegmentId> = segments.iter().map(|s| SegmentId(*s)).collect();
         lock(&self.table).untrack(owner, &ids)
+    }
+
+    /// Re-points `owner`'s shards that `from` held to `to`, a bounded
+    /// batch per commit, until done or `within` has passed; returns how
+    /// many moved and whether more are left.
+    pub fn moved(
+        &self,
+        owner: &OwnerId,
+        from: NodeId,
+        to: NodeId,
+        within: std::time::Duration,
+    ) -> Result<(u64, bool), StewardError> {
+        let began = std::time::Instant::now();
+        let (mut total, mut cursor) = (0, None);
+        loop {
+            let (count, next) = lock(&self.table).moved(owner, from, to, cursor, MOVED_BATCH)?;
+            total += count;
+            match next {
+                None => return Ok((total, false)),
+                Some(_) if began.elapsed() >= within => return Ok((total, true)),
+                Some(at) => cursor = Some(at),
+            }
+        }
     }
 
     /// Where the shards of the owner's segments are now.
@@ -404,6 +487,12 @@ impl StewardService {
             Checked::MissingRead => return,
             Checked::Audits(results) => {
                 for (task, outcome) in &results {
+                    let counter = match outcome {
+                        AuditOutcome::Passed => &self.done.audits_passed,
+                        AuditOutcome::Failed | AuditOutcome::NotFound => &self.done.audits_failed,
+                        AuditOutcome::Unanswered => &self.done.audits_unanswered,
+                    };
+                    counter.fetch_add(1, Ordering::Relaxed);
                     match outcome {
                         AuditOutcome::Failed | AuditOutcome::NotFound => warn!(
                             holder = %task.holder.to_human(),
@@ -443,6 +532,9 @@ impl StewardService {
                         done.read,
                         done.written
                     );
+                    self.done
+                        .shards_rebuilt
+                        .fetch_add(done.moved.len() as u64, Ordering::Relaxed);
                     ends.push(RepairEnd::Done {
                         segment: task.segment,
                         moved: done.moved,
@@ -455,6 +547,7 @@ impl StewardService {
                         task.from.to_human(),
                         to.to_human()
                     );
+                    self.done.shards_moved.fetch_add(1, Ordering::Relaxed);
                     drained_from.push(task.from);
                     ends.push(RepairEnd::Done {
                         segment: task.segment,
@@ -463,6 +556,7 @@ impl StewardService {
                 }
                 Finished::Repair(RepairTask { segment, .. }, Err(failure))
                 | Finished::Move(MoveTask { segment, .. }, Err(failure)) => {
+                    self.done.repairs_failed.fetch_add(1, Ordering::Relaxed);
                     warn!(
                         "steward: a repair or move failed and will be tried again: {}",
                         failure.message

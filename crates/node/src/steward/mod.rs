@@ -971,6 +971,93 @@ impl Steward {
         Ok(range.count() as u64)
     }
 
+    /// `owner`'s shards that `from` held now live at `to` (its disks moved
+    /// there; the owner signed for it): re-points up to `limit` of them
+    /// found from `after` on in `from`'s part of the holder index, in one
+    /// commit, and has their segments audited first, so the new holder
+    /// proves it has them. Returns how many were re-pointed and where the
+    /// next call goes on (`None`: `from`'s part is done). Other owners'
+    /// shards are left alone: an owner speaks only for its own.
+    pub fn moved(
+        &mut self,
+        owner: &OwnerId,
+        from: NodeId,
+        to: NodeId,
+        after: Option<(u64, u8)>,
+        limit: usize,
+    ) -> Result<(u64, Option<(u64, u8)>), StewardError> {
+        let Some(&from_number) = self.holder_numbers.get(&from) else {
+            return Ok((0, None));
+        };
+        if from == to {
+            return Ok((0, None));
+        }
+        let start = after.map_or((from_number, 0, 0), |(seq, i)| {
+            if i == u8::MAX {
+                (from_number, seq.saturating_add(1), 0)
+            } else {
+                (from_number, seq, i + 1)
+            }
+        });
+        let entries: Vec<(u64, u8)> = {
+            let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+            let index = txn.open_table(HOLDER_SHARDS).map_err(|e| self.err(e))?;
+            index
+                .range(start..=(from_number, u64::MAX, u8::MAX))
+                .map_err(|e| self.err(e))?
+                .take(limit)
+                .map(|entry| entry.map(|(key, _)| (key.value().1, key.value().2)))
+                .collect::<Result<_, _>>()
+                .map_err(|e| self.err(e))?
+        };
+        let next = (entries.len() == limit)
+            .then(|| entries.last().copied())
+            .flatten();
+        let to_number = self.holder_number(to);
+        let txn = self.begin()?;
+        let mut repointed = 0;
+        {
+            let mut rows = txn.open_table(SEGMENTS).map_err(|e| self.err(e))?;
+            let mut index = txn.open_table(HOLDER_SHARDS).map_err(|e| self.err(e))?;
+            let mut audits = txn.open_table(AUDIT_QUEUE).map_err(|e| self.err(e))?;
+            let mut seqs = entries.clone();
+            seqs.dedup_by_key(|(seq, _)| *seq);
+            for (seq, _) in seqs {
+                let mut row = self.row_in(&rows, seq)?;
+                if row.owner != *owner {
+                    continue;
+                }
+                let mut changed = false;
+                for (i, slot) in row.slots.iter_mut().enumerate() {
+                    if slot.holder != from_number {
+                        continue;
+                    }
+                    index
+                        .remove((from_number, seq, i as u8))
+                        .map_err(|e| self.err(e))?;
+                    index
+                        .insert((to_number, seq, i as u8), slot.shard.0)
+                        .map_err(|e| self.err(e))?;
+                    slot.holder = to_number;
+                    slot.state = SlotState::Ok;
+                    repointed += 1;
+                    changed = true;
+                }
+                if changed {
+                    // Audited next: the new holder proves it has them.
+                    audits.remove((row.audited, seq)).map_err(|e| self.err(e))?;
+                    row.audited = 0;
+                    audits.insert((0, seq), ()).map_err(|e| self.err(e))?;
+                    rows.insert(seq, row.encode().as_slice())
+                        .map_err(|e| self.err(e))?;
+                }
+            }
+        }
+        self.save_holders(&txn)?;
+        self.commit(txn)?;
+        Ok((repointed, next))
+    }
+
     /// Whether a holder is known to be down now.
     pub fn is_down(&self, node: &NodeId) -> bool {
         self.holder_numbers

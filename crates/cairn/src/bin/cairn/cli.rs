@@ -92,6 +92,66 @@ pub enum Command {
         #[arg(long)]
         undo: bool,
     },
+    /// Show or change one of your boxes' settings: its site, the space it
+    /// gives, and whom it gives it to. The box keeps them across reboots
+    /// (on its writable partition, over /etc/cairn/cairnd.toml).
+    Settings {
+        /// The node id (cn…), one of your nodes.
+        node: String,
+        /// Where the box is (a household, a town), shown to the swarm.
+        #[arg(long, conflicts_with = "no_site")]
+        site: Option<String>,
+        /// Advertise no site.
+        #[arg(long)]
+        no_site: bool,
+        /// GiB the box gives in all.
+        #[arg(long, conflicts_with = "quota_all")]
+        quota_gib: Option<u64>,
+        /// Give all free space.
+        #[arg(long)]
+        quota_all: bool,
+        /// Only this owner (hex id, as `cairn usage` shows) may store here;
+        /// repeat for more.
+        #[arg(long = "donate-to", conflicts_with = "donate_to_any")]
+        donate_to: Vec<String>,
+        /// Any owner of the swarm may store here.
+        #[arg(long)]
+        donate_to_any: bool,
+        /// MiB each other owner may use here.
+        #[arg(long, conflicts_with = "no_share")]
+        per_owner_mib: Option<u64>,
+        /// No per-owner share (only the box's quota limits others).
+        #[arg(long)]
+        no_share: bool,
+        /// The longest lease a put may ask for, in days.
+        #[arg(long)]
+        longest_lease_days: Option<u64>,
+    },
+    /// Print a link to the owner's view of one of your boxes' page (who
+    /// uses its space, its settings), signed with your key and valid for a
+    /// while. Open it in a browser on the box's network.
+    Panel {
+        /// The node id (cn…), one of your nodes.
+        node: String,
+        /// Minutes the link is valid (the box accepts at most its [web]
+        /// owner_link_minutes, 60 by default).
+        #[arg(long, default_value_t = 15)]
+        minutes: u64,
+        /// The page's address (default: http://<the box's address>).
+        #[arg(long)]
+        at: Option<String>,
+    },
+    /// Have one of your boxes take over the data disks of another box of
+    /// yours (the same box before a re-image, or a box whose disks moved to
+    /// it). Your steward learns the shards live there now and does not
+    /// rebuild them.
+    AdoptDisks {
+        /// The node id (cn…) of the box the disks are plugged into.
+        node: String,
+        /// The node whose disks they were (default: each of your other nodes).
+        #[arg(long)]
+        from: Option<String>,
+    },
     /// Who uses the space one of your boxes donates: each owner's shards
     /// and bytes there, largest first.
     Usage {

@@ -188,6 +188,108 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             });
         }
+        Command::Settings {
+            node,
+            site,
+            no_site,
+            quota_gib,
+            quota_all,
+            donate_to,
+            donate_to_any,
+            per_owner_mib,
+            no_share,
+            longest_lease_days,
+        } => {
+            let owners = donate_to
+                .iter()
+                .map(|hex| {
+                    cairn_proto::ids::OwnerId::from_hex(hex).map_err(|e| {
+                        anyhow::anyhow!(
+                            "--donate-to {hex:?} is not an owner id (64 hex digits, as `cairn usage` shows): {e}"
+                        )
+                    })
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let change = cairn_proto::SettingsChange {
+                site: if no_site { Some(None) } else { site.map(Some) },
+                quota_gib: if quota_all {
+                    Some(None)
+                } else {
+                    quota_gib.map(Some)
+                },
+                donation_owners: if donate_to_any {
+                    Some(Vec::new())
+                } else {
+                    (!owners.is_empty()).then_some(owners)
+                },
+                per_owner_mib: if no_share {
+                    Some(None)
+                } else {
+                    per_owner_mib.map(Some)
+                },
+                longest_lease_days,
+            };
+            let report = account::settings(&home, &node, change).await?;
+            out.show(&report, |r| {
+                let mut lines = vec![
+                    format!("{}:", r.node),
+                    format!("  site: {}", r.site.as_deref().unwrap_or("(none)")),
+                    format!(
+                        "  space given: {}",
+                        r.quota_gib
+                            .map_or("all free space".to_owned(), |q| format!("{q} GiB"))
+                    ),
+                    format!(
+                        "  who may store: {}",
+                        if r.donation_owners.is_empty() {
+                            "any owner of the swarm".to_owned()
+                        } else {
+                            r.donation_owners.join(", ")
+                        }
+                    ),
+                    format!(
+                        "  each other owner's share: {}",
+                        r.per_owner_mib
+                            .map_or("no share".to_owned(), |m| format!("{m} MiB"))
+                    ),
+                    format!("  longest lease: {} days", r.longest_lease_days),
+                ];
+                if r.restarting {
+                    lines.push(
+                        "Kept on the box; it restarts its services for a moment to take them."
+                            .into(),
+                    );
+                }
+                lines.join("\n")
+            });
+        }
+        Command::Panel { node, minutes, at } => {
+            let link = account::panel_link(&home, &node, minutes, at.as_deref())?;
+            #[derive(serde::Serialize)]
+            struct Link {
+                link: String,
+            }
+            out.show(&Link { link }, |l| {
+                format!(
+                    "{}\nOpen it within {minutes} minutes on the box's network; anyone with it sees the owner's view until then.",
+                    l.link
+                )
+            });
+        }
+        Command::AdoptDisks { node, from } => {
+            for r in account::adopt_disks(&home, &node, from.as_deref()).await? {
+                out.show(&r, |r| {
+                    let steward = match &r.steward_error {
+                        None => format!("your steward re-pointed {} shards to it (nothing is rebuilt)", r.repointed),
+                        Some(e) => format!("your steward could not be told ({e}); run this again, or it rebuilds those shards after its grace"),
+                    };
+                    format!(
+                        "{} took over {} disk(s) of {} with {} shards; {steward}",
+                        r.node, r.disks, r.from, r.shards
+                    )
+                });
+            }
+        }
         Command::Usage { node } => {
             let rows = account::usage(&home, &node).await?;
             if rows.is_empty() && !out.json {
