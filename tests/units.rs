@@ -49,9 +49,17 @@ fn systemd_knows_every_directive_of_the_unit() {
     let unit = read("systemd/cairnd.service").replace("/usr/bin/cairnd", "/bin/true");
     let path = dir.path().join("cairnd.service");
     std::fs::write(&path, unit).unwrap();
+    // The service requires its socket: verified together, as installed.
+    let socket = dir.path().join("cairnd.socket");
+    std::fs::write(&socket, read("systemd/cairnd.socket")).unwrap();
     let out = run_ok(
         "systemd-analyze",
-        &["verify", "--man=no", path.to_str().unwrap()],
+        &[
+            "verify",
+            "--man=no",
+            path.to_str().unwrap(),
+            socket.to_str().unwrap(),
+        ],
     );
     let complaints = String::from_utf8_lossy(&out.stderr);
     assert!(complaints.trim().is_empty(), "{complaints}");

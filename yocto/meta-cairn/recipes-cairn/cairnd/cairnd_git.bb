@@ -26,6 +26,7 @@ CARGO_BUILD_FLAGS += "--package cairn --bin cairnd --bin cairn"
 do_install:append() {
     install -d ${D}${systemd_system_unitdir}
     install -m 0644 ${S}/systemd/cairnd.service ${D}${systemd_system_unitdir}/
+    install -m 0644 ${S}/systemd/cairnd.socket ${D}${systemd_system_unitdir}/
     install -d ${D}${nonarch_libdir}/sysusers.d ${D}${nonarch_libdir}/tmpfiles.d
     install -m 0644 ${S}/systemd/sysusers.d/cairn.conf ${D}${nonarch_libdir}/sysusers.d/
     install -m 0644 ${S}/systemd/tmpfiles.d/cairn.conf ${D}${nonarch_libdir}/tmpfiles.d/
@@ -39,7 +40,7 @@ do_install:append() {
     install -m 0644 ${S}/systemd/cairnd.toml ${D}${sysconfdir}/cairn/
 }
 
-SYSTEMD_SERVICE:${PN} = "cairnd.service"
+SYSTEMD_SERVICE:${PN} = "cairnd.service cairnd.socket"
 
 USERADD_PACKAGES = "${PN}"
 USERADD_PARAM:${PN} = "--system --home-dir ${localstatedir}/lib/cairn --no-create-home --shell /sbin/nologin --user-group cairn"
