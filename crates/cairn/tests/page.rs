@@ -39,7 +39,10 @@ fn http(at: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
         .nth(1)
         .and_then(|code| code.parse().ok())
         .unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_owned();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_owned();
     (status, body)
 }
 
@@ -85,9 +88,15 @@ fn the_page_metrics_owner_view_and_settings_that_stick() {
     // The health view, anyone's.
     let (status, page) = http(web, "GET", "/", "");
     assert_eq!(status, 200, "{page}");
-    assert!(page.contains(r#"id="state-name""#) && page.contains(r#"id="disks""#), "{page}");
+    assert!(
+        page.contains(r#"id="state-name""#) && page.contains(r#"id="disks""#),
+        "{page}"
+    );
     assert!(page.contains(&node), "the page names the node");
-    assert!(!page.contains(r#"id="usage""#), "no owner's view without a link");
+    assert!(
+        !page.contains(r#"id="usage""#),
+        "no owner's view without a link"
+    );
 
     // /metrics agrees with what the node tells its owner.
     let nodes = alice.json(&["nodes"]);
@@ -102,9 +111,18 @@ fn the_page_metrics_owner_view_and_settings_that_stick() {
             .parse()
             .unwrap()
     };
-    assert_eq!(figure("cairn_store_shards"), row["shards"].as_u64().unwrap());
-    assert_eq!(figure("cairn_store_used_bytes"), row["used"].as_u64().unwrap());
-    assert!(metrics.contains(r#"cairn_requests_total{kind="stat"}"#), "{metrics}");
+    assert_eq!(
+        figure("cairn_store_shards"),
+        row["shards"].as_u64().unwrap()
+    );
+    assert_eq!(
+        figure("cairn_store_used_bytes"),
+        row["used"].as_u64().unwrap()
+    );
+    assert!(
+        metrics.contains(r#"cairn_requests_total{kind="stat"}"#),
+        "{metrics}"
+    );
 
     // The owner's view refuses what its owner did not sign, now, for this box.
     let (status, refused) = http(web, "GET", "/owner", "");
@@ -147,9 +165,15 @@ fn the_page_metrics_owner_view_and_settings_that_stick() {
     assert_eq!(changed[0]["site"], "cellar");
     assert_eq!(changed[0]["restarting"], true);
     let kept = std::fs::read_to_string(daemon.dir().join("state/settings.toml")).unwrap();
-    assert!(kept.contains("site = \"cellar\"") && kept.contains("quota_gib = 3"), "{kept}");
+    assert!(
+        kept.contains("site = \"cellar\"") && kept.contains("quota_gib = 3"),
+        "{kept}"
+    );
     let restarted = Instant::now() + Duration::from_secs(30);
-    while !daemon.log().contains("starting again with the owner's new settings") {
+    while !daemon
+        .log()
+        .contains("starting again with the owner's new settings")
+    {
         assert!(Instant::now() < restarted, "no restart: {}", daemon.log());
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -175,19 +199,31 @@ fn the_page_metrics_owner_view_and_settings_that_stick() {
     );
     let (status, _) = http(web, "POST", "/owner/settings", &form);
     assert_eq!(status, 303);
-    let (status, _) = http(web, "POST", "/owner/settings", "link=until%3D1%26sig%3D00&site=x");
+    let (status, _) = http(
+        web,
+        "POST",
+        "/owner/settings",
+        "link=until%3D1%26sig%3D00&site=x",
+    );
     assert_eq!(status, 403, "a form without a valid link changes nothing");
     let until = Instant::now() + Duration::from_secs(30);
     loop {
         page_up(web);
         let read = alice.json(&["settings", &node]);
         if read[0]["site"] == "attic" {
-            assert_eq!(read[0]["quota_gib"], serde_json::Value::Null, "emptied: all free space");
+            assert_eq!(
+                read[0]["quota_gib"],
+                serde_json::Value::Null,
+                "emptied: all free space"
+            );
             assert_eq!(read[0]["per_owner_mib"], 256);
             assert_eq!(read[0]["longest_lease_days"], 90);
             break;
         }
-        assert!(Instant::now() < until, "the form's settings never took: {read:?}");
+        assert!(
+            Instant::now() < until,
+            "the form's settings never took: {read:?}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     daemon.stop();

@@ -361,6 +361,8 @@ fn factory_reset(config: &DaemonConfig, control: &NodeControl) -> anyhow::Result
     Ok(())
 }
 
+// Each is a service `run` opened and hands over whole.
+#[allow(clippy::too_many_arguments)]
 async fn serve(
     config: DaemonConfig,
     server_config: ServerConfig,

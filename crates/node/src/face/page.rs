@@ -88,11 +88,9 @@ fn frame(title: &str, refresh: Option<u32>, body: Markup) -> String {
 }
 
 fn share(used: u64, of: u64) -> u64 {
-    if of == 0 {
-        0
-    } else {
-        (used.saturating_mul(100) / of).min(100)
-    }
+    used.saturating_mul(100)
+        .checked_div(of)
+        .map_or(0, |percent| percent.min(100))
 }
 
 /// The health view (anyone on the LAN), with the owner's view below it
