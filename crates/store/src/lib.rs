@@ -356,6 +356,10 @@ impl ShardStore {
         if marker.node != config.node {
             Marker {
                 node: config.node,
+                // Adopted at the shell (or by a factory reset), the disk's
+                // next owner is whoever owns this node: recorded once it
+                // is claimed. An owner's signed adoption keeps its owner.
+                owner: expect.map(|(_, owner)| *owner),
                 ..marker.clone()
             }
             .write_to(fs.as_ref())

@@ -322,7 +322,7 @@ fn run(args: &Args, page_socket: Option<&std::net::TcpListener>) -> anyhow::Resu
 
 /// Resets identity and ownership: a new node key, the data disks re-marked
 /// for it (their shards stay for their owners, until drained or expired),
-/// and no owner. Crash-safe: the new key waits beside the old one until
+/// no owner and no owner's settings. Crash-safe: the new key waits beside the old one until
 /// every disk carries it, and an interrupted reset is finished at start.
 fn factory_reset(config: &DaemonConfig, control: &NodeControl) -> anyhow::Result<()> {
     let old = Identity::load_or_create(&config.state_dir)?;
@@ -336,6 +336,13 @@ fn factory_reset(config: &DaemonConfig, control: &NodeControl) -> anyhow::Result
             config.state_dir.display()
         )
     })?;
+    // The settings were the former owner's choices (whom to donate to).
+    match std::fs::remove_file(config.state_dir.join(cairn_node::settings::FILE)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(e).context("factory reset: removing the owner's settings");
+        }
+        _ => {}
+    }
     let disks = disks::disks_now(config);
     let store_config = StoreConfig::new(new.id, &config.state_dir, disks.clone());
     let mut kept = 0;

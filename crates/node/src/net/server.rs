@@ -346,6 +346,8 @@ async fn respond_error(
 ) -> Result<(), NetError> {
     write_frame(send, &Response::Error { code, message }).await?;
     let _ = send.finish();
+    // Delivered before the request counts as done (see `serve_request`).
+    let _ = send.stopped().await;
     Ok(())
 }
 
@@ -399,12 +401,15 @@ async fn serve_request(
                     .map_err(|e| NetError::Write(e.to_string()))?;
             }
             let _ = send.finish();
-            if held.is_some() {
-                // QUIC keeps the bytes until the peer acknowledges them: a
-                // peer that reads slowly holds its share of the budget, not
-                // memory beyond it (the request's deadline bounds the wait).
-                let _ = send.stopped().await;
-            }
+            // The request ends when the peer has the whole answer: a stop
+            // (SIGTERM, or a restart for new settings) waits for requests
+            // in flight, and closing the endpoint would drop what QUIC has
+            // not delivered yet. QUIC keeps a body's bytes until they are
+            // acknowledged, so a peer that reads slowly holds its share of
+            // the budget, not memory beyond it; the request's deadline
+            // bounds the wait.
+            let _ = send.stopped().await;
+            drop(held);
             Ok(())
         }
         Err(refusal) => {

@@ -837,3 +837,57 @@ fn the_end_of_a_down_holder_s_grace_is_known_until_its_round() {
     steward.round(700).unwrap();
     assert_eq!(steward.next_grace_end(), None);
 }
+
+#[test]
+fn a_moved_record_re_points_only_the_signers_shards_and_nothing_is_rebuilt() {
+    let other = OwnerId([5; 32]);
+    let mut steward = steward_with(&[segment(1), segment(2)]);
+    steward.track(&other, &[segment(3)], 0).unwrap();
+    // Node 3 was re-imaged: it is down, and its disks now answer as node 9.
+    steward.node_down(node(3), 100);
+    // In batches of one entry: the cursor carries on where the last stopped.
+    let (mut total, mut cursor) = (0, None);
+    loop {
+        let (count, next) = steward.moved(&OWNER, node(3), node(9), cursor, 1).unwrap();
+        total += count;
+        match next {
+            Some(at) => cursor = Some(at),
+            None => break,
+        }
+    }
+    assert_eq!(total, 2, "one shard of each of the owner's two segments");
+    for seed in [1, 2] {
+        let holders = steward.locate(&OWNER, &[segment(seed).id()]).unwrap()[0]
+            .clone()
+            .unwrap();
+        assert_eq!(holders[2], node(9));
+    }
+    let others = steward.locate(&other, &[segment(3).id()]).unwrap()[0]
+        .clone()
+        .unwrap();
+    assert_eq!(
+        others[2],
+        node(3),
+        "another owner's shard is not this owner's to move"
+    );
+    assert_eq!(steward.held_by(&node(9)).unwrap(), 2);
+    assert_eq!(steward.held_by(&node(3)).unwrap(), 1);
+    // Past the grace, only the other owner's shard at node 3 is rebuilt.
+    let round = steward.round(5_000).unwrap();
+    assert_eq!(round.repairs.len(), 1, "{:?}", round.repairs);
+    assert_eq!(round.repairs[0].segment, segment(3).id());
+    // The re-pointed segments are audited first, at their new holder.
+    assert!(
+        round
+            .audits
+            .iter()
+            .any(|a| a.holder == node(9) && a.segment == segment(1).id()),
+        "{:?}",
+        round.audits
+    );
+    // A second time changes nothing.
+    assert_eq!(
+        steward.moved(&OWNER, node(3), node(9), None, 100).unwrap(),
+        (0, None)
+    );
+}
