@@ -75,9 +75,11 @@ fn main() -> std::process::ExitCode {
         }
         // The page's port, handed over by systemd once (cairnd.socket);
         // every start of the node in this process serves it.
-        let page_socket = listenfd::ListenFd::from_env()
-            .take_tcp_listener(0)
-            .context("reading the page's socket from systemd (cairnd.socket)")?;
+        let page_socket = if args.print_id {
+            None
+        } else {
+            page_socket(&DaemonConfig::load(&args.config)?)?
+        };
         // A factory reset restarts the node in this process, with its new
         // key; a change of settings, with the new settings.
         while let Outcome::FactoryReset | Outcome::Reload = run(&args, page_socket.as_ref())? {}
@@ -153,20 +155,15 @@ fn init_logging() {
         .init();
 }
 
-/// The page's socket: systemd's, or `[web] listen`, or none.
-fn page_listener(
-    config: &DaemonConfig,
-    from_systemd: Option<&std::net::TcpListener>,
-) -> anyhow::Result<Option<std::net::TcpListener>> {
-    if !config.web.enabled {
-        return Ok(None);
-    }
-    if let Some(socket) = from_systemd {
-        return Ok(Some(
-            socket
-                .try_clone()
-                .context("sharing the page's socket from systemd")?,
-        ));
+/// The page's socket, for every start of the node in this process (so a
+/// restart for new settings drops no connection waiting in its backlog):
+/// systemd's (`cairnd.socket`), else `[web] listen`, else none.
+fn page_socket(config: &DaemonConfig) -> anyhow::Result<Option<std::net::TcpListener>> {
+    let from_systemd = listenfd::ListenFd::from_env()
+        .take_tcp_listener(0)
+        .context("reading the page's socket from systemd (cairnd.socket)")?;
+    if from_systemd.is_some() || !config.web.enabled {
+        return Ok(from_systemd);
     }
     match config.web.listen {
         Some(at) => Ok(Some(std::net::TcpListener::bind(at).with_context(
@@ -186,7 +183,14 @@ fn page_listener(
 fn run(args: &Args, page_socket: Option<&std::net::TcpListener>) -> anyhow::Result<Outcome> {
     let (settings, mut config) = Settings::load(&args.config)?;
     let settings = Arc::new(settings);
-    let page = page_listener(&config, page_socket)?;
+    let page = match page_socket {
+        Some(socket) if config.web.enabled => Some(
+            socket
+                .try_clone()
+                .context("sharing the page's socket with the node's services")?,
+        ),
+        _ => None,
+    };
     std::fs::create_dir_all(&config.state_dir).with_context(|| {
         format!(
             "cannot create the state directory {}",
