@@ -41,23 +41,8 @@ pub fn status_line(store: &ShardStore, server: &Server, control: &NodeControl) -
         } else {
             ""
         },
-        human_bytes(free),
+        crate::face::human_bytes(free),
         disks.len(),
         server.peers()
     )
-}
-
-fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
 }
