@@ -101,7 +101,7 @@ impl DiskRow {
                 "Not there. Plug it back in: its shards are kept for it for a while before they are rebuilt elsewhere."
             }
             _ => {
-                "Not used: it belongs to another node. If it is yours from before a re-image, adopt it with `cairn adopt-disks`."
+                "Not used: it belongs to another node. If it is yours from before a re-image, adopt it with cairn adopt-disks and this box's node id."
             }
         }
     }
@@ -157,10 +157,10 @@ pub const STATES: [&str; 5] = ["booting", "healthy", "degraded", "repairing", "e
 pub fn led_meaning(state: &str) -> &'static str {
     match state {
         "booting" => "blinks evenly, once a second: starting up",
-        "healthy" => "steady on: serving, nothing wrong",
-        "degraded" => "two flashes, then a pause: serving, but something needs you",
-        "repairing" => "long on, short off: rebuilding or moving data",
-        _ => "three flashes, then a pause: not serving",
+        "healthy" => "is steadily on: serving, nothing wrong",
+        "degraded" => "flashes twice, then pauses: serving, but something needs you",
+        "repairing" => "is long on, short off: rebuilding or moving data",
+        _ => "flashes three times, then pauses: not serving",
     }
 }
 

@@ -185,7 +185,7 @@ pub fn render(snapshot: &Snapshot, owner: Option<&OwnerView>) -> String {
         @match owner {
             Some(owner) => { (owner_section(owner)) }
             None => {
-                p.muted { small { "The box's owner sees who uses its space and changes its settings with the link `cairn panel NODE` prints." } }
+                p.muted { small { "The box's owner sees who uses its space and changes its settings with the link " code { "cairn panel NODE" } " prints." } }
             }
         }
         p.muted { small { "Refreshes itself every " (REFRESH_S) " s. Figures for tools: " a href="/metrics" { "/metrics" } "." } }
@@ -300,7 +300,7 @@ mod tests {
     fn the_page_says_the_state_each_disk_and_what_to_do() {
         let page = render(&snapshot(), None);
         assert!(page.contains(r#"id="state-name">degraded<"#), "{page}");
-        assert!(page.contains("two flashes"));
+        assert!(page.contains("flashes twice"));
         assert!(page.contains(r#"data-state="failed""#));
         assert!(page.contains("unplug it and plug it back in"));
         assert!(page.contains("1.0 MiB used"));
