@@ -208,13 +208,8 @@ async fn connect(daemon: &Daemon, key: &Identity) -> Peer {
 /// A box owned by `alice`, admitting her client and Mallory's key (a
 /// member like any other), with `extra` configuration.
 fn alices_box(alice: &Owner, mallory: &Mallory, extra: &str) -> Daemon {
-    let init = alice.json(&["id"]);
-    let owner_hex = init[0]["owner"].as_str().unwrap().to_owned();
     let client = Identity::from_private(alice.secret().client_key()).id;
-    let owned = format!(
-        "[owner]\nowner = '{owner_hex}'\nclient = '{}'\nsince = 0\n",
-        client.to_hex()
-    );
+    let owned = alice.ownership_toml();
     let daemon = Daemon::start_with_files(
         &[client, mallory.key.id],
         // As cairnd.service sets it.

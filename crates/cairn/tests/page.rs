@@ -67,13 +67,8 @@ fn page_up(at: SocketAddr) {
 fn the_page_metrics_owner_view_and_settings_that_stick() {
     let alice = Owner::new();
     alice.json(&["init"]);
-    let init = alice.json(&["id"]);
-    let owner_hex = init[0]["owner"].as_str().unwrap().to_owned();
     let client = Identity::from_private(alice.secret().client_key()).id;
-    let owned = format!(
-        "[owner]\nowner = '{owner_hex}'\nclient = '{}'\nsince = 0\n",
-        client.to_hex()
-    );
+    let owned = alice.ownership_toml();
     let web = free_port();
     let daemon = Daemon::start_with_files(
         &[client],

@@ -37,11 +37,7 @@ fn lost_nodes_are_repaired_and_files_survive_more_losses() {
     // 3 s each), so status can see the loss before the repair.
     let steward_config = "[steward]\ngrace_s = 10\ntick_s = 1\n";
     // The last node is the owner's (claimed), so the owner may drain it.
-    let owner_hex = init[0]["owner"].as_str().unwrap().to_owned();
-    let owned = format!(
-        "[owner]\nowner = '{owner_hex}'\nclient = '{}'\nsince = 0\n",
-        client.to_hex()
-    );
+    let owned = owner.ownership_toml();
     let mut nodes: Vec<Option<Daemon>> = (0..NODES)
         .map(|i| {
             let files = if i == NODES - 1 {

@@ -125,6 +125,18 @@ impl Owner {
         OwnerSecret::from_bytes(bytes.try_into().unwrap())
     }
 
+    /// A box's `ownership.toml` naming this owner and its client key: the
+    /// box as if this owner had claimed it.
+    pub fn ownership_toml(&self) -> String {
+        let secret = self.secret();
+        let client = cairn_net::identity::Identity::from_private(secret.client_key()).id;
+        format!(
+            "[owner]\nowner = '{}'\nclient = '{}'\nsince = 0\n",
+            secret.keys().owner_id().to_hex(),
+            client.to_hex()
+        )
+    }
+
     /// The owner's transfer card (`OWNER:CLIENT_KEY`), as `cairn id` shows it.
     pub fn transfer_card(&self) -> String {
         let out = self.run(&["id"], None);

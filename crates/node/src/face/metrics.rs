@@ -58,6 +58,7 @@ impl RequestCounters {
     }
 
     /// Requests of `kind` counted so far.
+    #[cfg(test)]
     pub fn requests(&self, kind: &str) -> u64 {
         self.requests.with_label_values(&[kind]).get()
     }
@@ -77,6 +78,18 @@ fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> In
         .register(Box::new(gauge.clone()))
         .expect("each name registered once");
     gauge
+}
+
+/// A counter family from figures counted elsewhere (the steward's), at
+/// `values` for each label value.
+fn counter_vec(registry: &Registry, name: &str, help: &str, label: &str, values: &[(&str, u64)]) {
+    let counter = IntCounterVec::new(Opts::new(name, help), &[label]).expect("a valid metric name");
+    for (value, count) in values {
+        counter.with_label_values(&[value]).inc_by(*count);
+    }
+    registry
+        .register(Box::new(counter))
+        .expect("each name registered once");
 }
 
 fn int(value: u64) -> i64 {
@@ -257,41 +270,27 @@ pub fn render(snapshot: &Snapshot, counters: &RequestCounters) -> String {
             "1 while the steward rebuilds or moves shards.",
             i64::from(steward.repairing),
         );
-        let audits = IntCounterVec::new(
-            Opts::new(
-                "cairn_steward_audits_total",
-                "Audits since start, by outcome.",
-            ),
-            &["outcome"],
-        )
-        .expect("a valid metric name");
-        for (outcome, count) in [
-            ("passed", steward.audits_passed),
-            ("failed", steward.audits_failed),
-            ("unanswered", steward.audits_unanswered),
-        ] {
-            audits.with_label_values(&[outcome]).inc_by(count);
-        }
-        registry
-            .register(Box::new(audits))
-            .expect("each name registered once");
-        let shards = IntCounterVec::new(
-            Opts::new(
-                "cairn_steward_shards_total",
-                "Shards since start: rebuilt onto new holders, or moved off draining ones.",
-            ),
-            &["action"],
-        )
-        .expect("a valid metric name");
-        shards
-            .with_label_values(&["rebuilt"])
-            .inc_by(steward.shards_rebuilt);
-        shards
-            .with_label_values(&["moved"])
-            .inc_by(steward.shards_moved);
-        registry
-            .register(Box::new(shards))
-            .expect("each name registered once");
+        counter_vec(
+            &registry,
+            "cairn_steward_audits_total",
+            "Audits since start, by outcome.",
+            "outcome",
+            &[
+                ("passed", steward.audits_passed),
+                ("failed", steward.audits_failed),
+                ("unanswered", steward.audits_unanswered),
+            ],
+        );
+        counter_vec(
+            &registry,
+            "cairn_steward_shards_total",
+            "Shards since start: rebuilt onto new holders, or moved off draining ones.",
+            "action",
+            &[
+                ("rebuilt", steward.shards_rebuilt),
+                ("moved", steward.shards_moved),
+            ],
+        );
         let failed = prometheus::IntCounter::new(
             "cairn_steward_repairs_failed_total",
             "Repairs or moves that failed since start (each is tried again).",

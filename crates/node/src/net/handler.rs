@@ -891,14 +891,13 @@ async fn handle<B: Body>(
         } => {
             let steward = steward_of(shared)?;
             let message = signed::untrack_message(&shared.config.identity.id, &segments, not_after);
-            signed::verify_expiring(&owner, &message, &signature, not_after, unix_now()).map_err(
-                |e| Refusal {
-                    code: match e {
-                        signed::OwnerAuthError::Expired { .. } => ErrorCode::Expired,
-                        _ => ErrorCode::Forbidden,
-                    },
-                    message: format!("untrack refused: {e}"),
-                },
+            owner_signed(
+                &owner,
+                &message,
+                &signature,
+                not_after,
+                unix_now(),
+                "untrack refused",
             )?;
             let spent = Arc::clone(&shared.services.spent);
             let count = blocking(move || {
@@ -969,14 +968,14 @@ async fn handle<B: Body>(
             };
             let message =
                 signed::evict_message(&shared.config.identity.id, &owner, evict, not_after);
-            signed::verify_expiring(&box_owner, &message, &signature, not_after, unix_now())
-                .map_err(|e| Refusal {
-                    code: match e {
-                        signed::OwnerAuthError::Expired { .. } => ErrorCode::Expired,
-                        _ => ErrorCode::Forbidden,
-                    },
-                    message: format!("only the box's owner may evict: {e}"),
-                })?;
+            owner_signed(
+                &box_owner,
+                &message,
+                &signature,
+                not_after,
+                unix_now(),
+                "only the box's owner may evict",
+            )?;
             if owner == box_owner {
                 return Err(Refusal {
                     code: ErrorCode::BadRequest,
@@ -1031,14 +1030,14 @@ async fn handle<B: Body>(
                 });
             };
             let message = signed::settings_message(&shared.config.identity.id, &change, not_after);
-            signed::verify_expiring(&box_owner, &message, &signature, not_after, unix_now())
-                .map_err(|e| Refusal {
-                    code: match e {
-                        signed::OwnerAuthError::Expired { .. } => ErrorCode::Expired,
-                        _ => ErrorCode::Forbidden,
-                    },
-                    message: format!("only the box's owner may change its settings: {e}"),
-                })?;
+            owner_signed(
+                &box_owner,
+                &message,
+                &signature,
+                not_after,
+                unix_now(),
+                "only the box's owner may change its settings",
+            )?;
             let Some(settings) = shared.services.settings.clone() else {
                 return Err(Refusal {
                     code: ErrorCode::Internal,
@@ -1085,14 +1084,14 @@ async fn handle<B: Body>(
             };
             let this = shared.config.identity.id;
             let message = signed::adopt_message(&old_node, &this, not_after);
-            signed::verify_expiring(&box_owner, &message, &signature, not_after, unix_now())
-                .map_err(|e| Refusal {
-                    code: match e {
-                        signed::OwnerAuthError::Expired { .. } => ErrorCode::Expired,
-                        _ => ErrorCode::Forbidden,
-                    },
-                    message: format!("only the box's owner may make it adopt disks: {e}"),
-                })?;
+            owner_signed(
+                &box_owner,
+                &message,
+                &signature,
+                not_after,
+                unix_now(),
+                "only the box's owner may make it adopt disks",
+            )?;
             let spent = Arc::clone(&shared.services.spent);
             let (disks, shards) = blocking(move || {
                 spent
@@ -1113,20 +1112,14 @@ async fn handle<B: Body>(
             let steward = steward_of(shared)?;
             let message =
                 signed::moved_message(&moved.owner, &moved.from, &moved.to, moved.not_after);
-            signed::verify_expiring(
+            owner_signed(
                 &moved.owner,
                 &message,
                 &moved.signature,
                 moved.not_after,
                 unix_now(),
-            )
-            .map_err(|e| Refusal {
-                code: match e {
-                    signed::OwnerAuthError::Expired { .. } => ErrorCode::Expired,
-                    _ => ErrorCode::Forbidden,
-                },
-                message: format!("a moved record must be signed by the shards' owner: {e}"),
-            })?;
+                "a moved record must be signed by the shards' owner",
+            )?;
             // Re-pointing twice is re-pointing once: a replay changes
             // nothing, so the record is not spent (the client asks again
             // with it while `more`).
@@ -1168,6 +1161,25 @@ async fn handle<B: Body>(
     }
 }
 
+/// Checks an owner's expiring signature over `message`; a refusal says
+/// `refused` and why (expired: `Expired`, else `Forbidden`).
+fn owner_signed(
+    owner: &OwnerId,
+    message: &[u8],
+    signature: &[u8],
+    not_after: u64,
+    now: u64,
+    refused: &str,
+) -> Result<(), Refusal> {
+    signed::verify_expiring(owner, message, signature, not_after, now).map_err(|e| Refusal {
+        code: match e {
+            signed::OwnerAuthError::Expired { .. } => ErrorCode::Expired,
+            _ => ErrorCode::Forbidden,
+        },
+        message: format!("{refused}: {e}"),
+    })
+}
+
 /// Checks that the owner lets this connection's key steer its table here:
 /// nobody else can make a steward track, untrack or locate for an owner.
 fn check_grant(
@@ -1177,20 +1189,14 @@ fn check_grant(
     grant: &SteerGrant,
 ) -> Result<(), Refusal> {
     let message = signed::steer_message(&shared.config.identity.id, owner, peer, grant.not_after);
-    signed::verify_expiring(
+    owner_signed(
         owner,
         &message,
         &grant.signature,
         grant.not_after,
         unix_now(),
+        "only the owner's own client may steer its table at this steward",
     )
-    .map_err(|e| Refusal {
-        code: match e {
-            signed::OwnerAuthError::Expired { .. } => ErrorCode::Expired,
-            _ => ErrorCode::Forbidden,
-        },
-        message: format!("only the owner's own client may steer its table at this steward: {e}"),
-    })
 }
 
 /// A steward table's refusal: the owner's caps and bad segments are the

@@ -999,20 +999,37 @@ impl Steward {
                 (from_number, seq, i + 1)
             }
         });
-        let entries: Vec<(u64, u8)> = {
+        // The owner's segments among this batch of `from`'s entries, read
+        // before anything is written: a record that names nothing of the
+        // owner's adds no holder row (a stranger's key signs for itself).
+        let (next, owned) = {
             let txn = self.db.begin_read().map_err(|e| self.err(e))?;
             let index = txn.open_table(HOLDER_SHARDS).map_err(|e| self.err(e))?;
-            index
+            let entries: Vec<(u64, u8)> = index
                 .range(start..=(from_number, u64::MAX, u8::MAX))
                 .map_err(|e| self.err(e))?
                 .take(limit)
                 .map(|entry| entry.map(|(key, _)| (key.value().1, key.value().2)))
                 .collect::<Result<_, _>>()
-                .map_err(|e| self.err(e))?
+                .map_err(|e| self.err(e))?;
+            let next = (entries.len() == limit)
+                .then(|| entries.last().copied())
+                .flatten();
+            let rows = txn.open_table(SEGMENTS).map_err(|e| self.err(e))?;
+            let mut seqs: Vec<u64> = entries.iter().map(|(seq, _)| *seq).collect();
+            seqs.dedup();
+            let mut owned = Vec::new();
+            for seq in seqs {
+                let row = self.row_in(&rows, seq)?;
+                if row.owner == *owner {
+                    owned.push((seq, row));
+                }
+            }
+            (next, owned)
         };
-        let next = (entries.len() == limit)
-            .then(|| entries.last().copied())
-            .flatten();
+        if owned.is_empty() {
+            return Ok((0, next));
+        }
         let to_number = self.holder_number(to);
         let txn = self.begin()?;
         let mut repointed = 0;
@@ -1020,14 +1037,7 @@ impl Steward {
             let mut rows = txn.open_table(SEGMENTS).map_err(|e| self.err(e))?;
             let mut index = txn.open_table(HOLDER_SHARDS).map_err(|e| self.err(e))?;
             let mut audits = txn.open_table(AUDIT_QUEUE).map_err(|e| self.err(e))?;
-            let mut seqs = entries.clone();
-            seqs.dedup_by_key(|(seq, _)| *seq);
-            for (seq, _) in seqs {
-                let mut row = self.row_in(&rows, seq)?;
-                if row.owner != *owner {
-                    continue;
-                }
-                let mut changed = false;
+            for (seq, mut row) in owned {
                 for (i, slot) in row.slots.iter_mut().enumerate() {
                     if slot.holder != from_number {
                         continue;
@@ -1041,16 +1051,13 @@ impl Steward {
                     slot.holder = to_number;
                     slot.state = SlotState::Ok;
                     repointed += 1;
-                    changed = true;
                 }
-                if changed {
-                    // Audited next: the new holder proves it has them.
-                    audits.remove((row.audited, seq)).map_err(|e| self.err(e))?;
-                    row.audited = 0;
-                    audits.insert((0, seq), ()).map_err(|e| self.err(e))?;
-                    rows.insert(seq, row.encode().as_slice())
-                        .map_err(|e| self.err(e))?;
-                }
+                // Audited next: the new holder proves it has them.
+                audits.remove((row.audited, seq)).map_err(|e| self.err(e))?;
+                row.audited = 0;
+                audits.insert((0, seq), ()).map_err(|e| self.err(e))?;
+                rows.insert(seq, row.encode().as_slice())
+                    .map_err(|e| self.err(e))?;
             }
         }
         self.save_holders(&txn)?;
