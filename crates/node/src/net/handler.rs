@@ -960,12 +960,10 @@ async fn handle<B: Body>(
             not_after,
             signature,
         } => {
-            let Some(box_owner) = shared.services.control.ownership().info().owner else {
-                return Err(Refusal {
-                    code: ErrorCode::Forbidden,
-                    message: "this box has no owner to evict anyone; claim it first".into(),
-                });
-            };
+            let box_owner = box_owner(
+                shared,
+                "this box has no owner to evict anyone; claim it first",
+            )?;
             let message =
                 signed::evict_message(&shared.config.identity.id, &owner, evict, not_after);
             owner_signed(
@@ -1023,12 +1021,10 @@ async fn handle<B: Body>(
             not_after,
             signature,
         } => {
-            let Some(box_owner) = shared.services.control.ownership().info().owner else {
-                return Err(Refusal {
-                    code: ErrorCode::Forbidden,
-                    message: "this box has no owner to change its settings; claim it first".into(),
-                });
-            };
+            let box_owner = box_owner(
+                shared,
+                "this box has no owner to change its settings; claim it first",
+            )?;
             let message = signed::settings_message(&shared.config.identity.id, &change, not_after);
             owner_signed(
                 &box_owner,
@@ -1075,13 +1071,10 @@ async fn handle<B: Body>(
             not_after,
             signature,
         } => {
-            let Some(box_owner) = shared.services.control.ownership().info().owner else {
-                return Err(Refusal {
-                    code: ErrorCode::Forbidden,
-                    message: "this box has no owner yet: claim it first, then adopt its disks"
-                        .into(),
-                });
-            };
+            let box_owner = box_owner(
+                shared,
+                "this box has no owner yet: claim it first, then adopt its disks",
+            )?;
             let this = shared.config.identity.id;
             let message = signed::adopt_message(&old_node, &this, not_after);
             owner_signed(
@@ -1159,6 +1152,21 @@ async fn handle<B: Body>(
             message: "this request needs a connection".into(),
         }),
     }
+}
+
+/// The box's owner, or a refusal saying `unclaimed` (what cannot be done
+/// without one, and to claim the box first).
+fn box_owner(shared: &Handler, unclaimed: &str) -> Result<OwnerId, Refusal> {
+    shared
+        .services
+        .control
+        .ownership()
+        .info()
+        .owner
+        .ok_or_else(|| Refusal {
+            code: ErrorCode::Forbidden,
+            message: unclaimed.to_owned(),
+        })
 }
 
 /// Checks an owner's expiring signature over `message`; a refusal says
