@@ -309,7 +309,7 @@ mod tests {
                 }),
                 ..first
             };
-            let at = names.iter().position(|n| *n == first.file_name()).unwrap();
+            let at = names.iter().position(|n| *n == first.file_name())?;
             names[at] = spent.file_name();
         }
         Some(first.slot)

@@ -193,7 +193,7 @@ fn write<T: Serialize>(path: &Path, value: &T) -> std::result::Result<(), StateE
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(io)?;
     }
-    let text = toml::to_string(value).expect("the state files serialize");
+    let text = toml::to_string(value).map_err(|e| io(std::io::Error::other(e)))?;
     // Readable by cairnd, which shows the status; nothing in them is secret.
     cairn_host::durable::replace_file(path, text.as_bytes(), 0o644).map_err(io)
 }
