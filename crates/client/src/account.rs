@@ -944,3 +944,178 @@ pub async fn adopt_disks(
     swarm.close().await;
     result
 }
+
+/// Bytes of a bundle sent per request (under the largest shard a node takes).
+const UPDATE_PART: u64 = 8 << 20;
+
+/// What `cairn update` did for one box.
+#[derive(Debug, Serialize)]
+pub struct UpdateReport {
+    /// The box.
+    pub node: String,
+    /// The bundle's version.
+    pub version: String,
+    /// Bytes the box already had (a transfer resumed there).
+    pub resumed_from: u64,
+    /// Bytes sent now.
+    pub sent: u64,
+    /// The release the box ran when the bundle was in.
+    pub running: String,
+    /// Why this box did not take it, if it did not.
+    pub error: Option<String>,
+}
+
+/// A bundle file as `cairn update` offers it: its BLAKE3, size and version
+/// (from `--version`, else from a name like `cairn-amd64-0.2.0.raucb`).
+pub fn bundle_ref(
+    path: &std::path::Path,
+    version: Option<&str>,
+) -> Result<cairn_proto::BundleRef, ClientError> {
+    let file_error = |source| ClientError::File {
+        path: path.display().to_string(),
+        source,
+    };
+    let version = match version {
+        Some(v) => v.to_owned(),
+        None => path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".raucb"))
+            .and_then(|n| n.rsplit('-').next())
+            .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit() || b == b'.'))
+            .map(str::to_owned)
+            .ok_or_else(|| {
+                ClientError::Usage(format!(
+                    "{} does not say its version (name it like cairn-amd64-0.2.0.raucb, or give --version)",
+                    path.display()
+                ))
+            })?,
+    };
+    let file = std::fs::File::open(path).map_err(file_error)?;
+    let size = file.metadata().map_err(file_error)?.len();
+    let mut hasher = blake3::Hasher::new();
+    hasher.update_reader(file).map_err(file_error)?;
+    Ok(cairn_proto::BundleRef {
+        hash: *hasher.finalize().as_bytes(),
+        size,
+        version,
+    })
+}
+
+/// Sends an update bundle to each of `nodes` (ids): offered with the
+/// owner's signature, then streamed in parts from what each box already
+/// has, so an interrupted run resumes. Each box checks the bundle's hash,
+/// installs it into its other system slot and reboots into it.
+pub async fn update(
+    home: &ClientHome,
+    nodes: &[String],
+    path: &std::path::Path,
+    bundle: cairn_proto::BundleRef,
+    allow_downgrade: bool,
+) -> Result<Vec<UpdateReport>, ClientError> {
+    let (swarm, secret) = home.swarm(None)?;
+    let signing = secret.keys().signing;
+    let mut reports = Vec::new();
+    for node in nodes {
+        let mut report = UpdateReport {
+            node: node.clone(),
+            version: bundle.version.clone(),
+            resumed_from: 0,
+            sent: 0,
+            running: String::new(),
+            error: None,
+        };
+        let sent = async {
+            let id = parse_node(node, &format!("node id {node}"))?;
+            let peer = reach(&swarm, id, node).await?;
+            let what = || ClientError::node(format!("sending the update to {node}"));
+            let mut info = peer
+                .update_offer(
+                    &signing,
+                    bundle.clone(),
+                    allow_downgrade,
+                    cairn_host::unix_now() + 600,
+                )
+                .await
+                .map_err(what())?;
+            let mut have = info.receiving.as_ref().map_or(0, |(_, have)| *have);
+            report.resumed_from = have;
+            let mut file = std::fs::File::open(path).map_err(|source| ClientError::File {
+                path: path.display().to_string(),
+                source,
+            })?;
+            while have < bundle.size {
+                use std::io::{Read, Seek};
+                // Parts no larger than the largest shard the box takes.
+                let part_len = UPDATE_PART.min(peer.hello.max_shard.max(64 << 10));
+                let len = part_len.min(bundle.size - have) as usize;
+                let mut part = vec![0u8; len];
+                file.seek(std::io::SeekFrom::Start(have))
+                    .and_then(|_| file.read_exact(&mut part))
+                    .map_err(|source| ClientError::File {
+                        path: path.display().to_string(),
+                        source,
+                    })?;
+                info = peer
+                    .update_part(bundle.hash, have, part)
+                    .await
+                    .map_err(what())?;
+                have += len as u64;
+                report.sent += len as u64;
+            }
+            Ok::<_, ClientError>(info)
+        }
+        .await;
+        match sent {
+            Ok(info) => report.running = info.version,
+            Err(e) => report.error = Some(e.to_string()),
+        }
+        reports.push(report);
+    }
+    swarm.close().await;
+    Ok(reports)
+}
+
+/// Each box's system and its last update.
+#[derive(Debug, Serialize)]
+pub struct SystemReport {
+    /// The box.
+    pub node: String,
+    /// What it said, or why it could not be asked.
+    pub system: Result<cairn_proto::UpdateInfo, String>,
+}
+
+/// Asks each of `nodes` what system it runs and how its last update went.
+pub async fn systems(
+    home: &ClientHome,
+    nodes: &[String],
+) -> Result<Vec<SystemReport>, ClientError> {
+    let (swarm, _) = home.swarm(None)?;
+    let mut reports = Vec::new();
+    for node in nodes {
+        let asked = async {
+            let id = parse_node(node, &format!("node id {node}"))?;
+            let peer = reach(&swarm, id, node).await?;
+            peer.update_status()
+                .await
+                .map_err(ClientError::node(format!("asking {node} for its system")))
+        }
+        .await;
+        reports.push(SystemReport {
+            node: node.clone(),
+            system: asked.map_err(|e| e.to_string()),
+        });
+    }
+    swarm.close().await;
+    Ok(reports)
+}
+
+/// The node ids of `cairn nodes` (your boxes and the swarm's you know).
+pub fn known_nodes(home: &ClientHome) -> Result<Vec<String>, ClientError> {
+    Ok(home
+        .config()?
+        .nodes
+        .iter()
+        .map(|n| n.node.to_human())
+        .collect())
+}

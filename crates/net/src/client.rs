@@ -416,6 +416,61 @@ impl Peer {
         }
     }
 
+    /// Offers the box an update bundle, signed by its owner; the answer
+    /// says how much of it the box has (send the rest from there).
+    pub async fn update_offer(
+        &self,
+        owner: &SigningKey,
+        bundle: cairn_proto::BundleRef,
+        allow_downgrade: bool,
+        not_after: u64,
+    ) -> Result<cairn_proto::UpdateInfo, NetError> {
+        let signature = signed::sign(
+            owner,
+            &signed::update_message(&self.node, &bundle, allow_downgrade, not_after),
+        );
+        let request = Request::UpdateOffer {
+            bundle,
+            allow_downgrade,
+            not_after,
+            signature,
+        };
+        self.update_call(&request, Bytes::new()).await
+    }
+
+    /// Sends the next part of the bundle offered, from `offset`.
+    pub async fn update_part(
+        &self,
+        hash: [u8; 32],
+        offset: u64,
+        bytes: impl Into<Bytes>,
+    ) -> Result<cairn_proto::UpdateInfo, NetError> {
+        let bytes = bytes.into();
+        let request = Request::UpdatePart {
+            hash,
+            offset,
+            len: bytes.len() as u64,
+        };
+        self.update_call(&request, bytes).await
+    }
+
+    /// The box's system: release, slot, the bundle it receives, the last
+    /// update's outcome.
+    pub async fn update_status(&self) -> Result<cairn_proto::UpdateInfo, NetError> {
+        self.update_call(&Request::UpdateStatus, Bytes::new()).await
+    }
+
+    async fn update_call(
+        &self,
+        request: &Request,
+        body: Bytes,
+    ) -> Result<cairn_proto::UpdateInfo, NetError> {
+        match self.call(request, body).await? {
+            (Response::Update(info), _) => Ok(info),
+            (other, _) => Err(NetError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
     /// Has the node take over the disks `old_node` left in it, signed by
     /// the owner; returns the disks and the shards on them.
     pub async fn adopt_disks(

@@ -55,6 +55,33 @@ pub struct DaemonConfig {
     /// The box's page and `/metrics` on the LAN.
     #[serde(default)]
     pub web: WebSection,
+    /// System updates: where the running release and the last update's
+    /// outcome are written (by the image and `cairn-slot`).
+    #[serde(default)]
+    pub update: UpdateSection,
+}
+
+/// `[update]`: where cairnd reads what system it runs and how its last
+/// update went. Bundles it receives go to `state_dir/updates`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpdateSection {
+    /// Take update bundles from the box's owner.
+    pub enabled: bool,
+    /// The running release's version (one line).
+    pub release_file: PathBuf,
+    /// `cairn-slot`'s state directory (`status.toml`).
+    pub status_dir: PathBuf,
+}
+
+impl Default for UpdateSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            release_file: PathBuf::from("/usr/lib/cairn/release"),
+            status_dir: PathBuf::from(cairn_update::state::DEFAULT_DIR),
+        }
+    }
 }
 
 /// `[web]`: the page on the LAN. Under systemd the port comes from

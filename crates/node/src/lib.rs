@@ -26,3 +26,4 @@ pub mod service;
 pub mod settings;
 pub mod spent;
 pub mod steward;
+pub mod updates;

@@ -194,6 +194,12 @@ impl RunningNode {
             bytes_per_s: config.reach.relay_mib_per_s.saturating_mul(1 << 20),
             bytes_per_day: config.reach.relay_gib_per_day.saturating_mul(1 << 30),
         }));
+        let updates = config.update.enabled.then(|| {
+            Arc::new(crate::updates::UpdateInbox::new(
+                &config.state_dir,
+                config.update.clone(),
+            ))
+        });
         let server = Server::bind(
             config.listen,
             server_config,
@@ -209,6 +215,7 @@ impl RunningNode {
                 spent,
                 rendezvous: Arc::clone(&rendezvous),
                 settings: Some(Arc::clone(&settings)),
+                updates: updates.clone(),
             },
         )?;
         let addr = server.local_addr()?;
@@ -258,6 +265,7 @@ impl RunningNode {
                     server: Arc::clone(&server),
                     settings,
                     donation: donation_for_page,
+                    updates,
                     counters: server.counters(),
                     started,
                     link_longest_s: config.web.owner_link_minutes.saturating_mul(60),

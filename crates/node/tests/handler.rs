@@ -127,6 +127,7 @@ impl Node {
                 },
             )),
             settings: None,
+            updates: None,
         };
         Self {
             handler: Handler::new(config, services),

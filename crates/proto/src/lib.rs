@@ -263,6 +263,34 @@ pub enum Request {
         /// The owner's signed record.
         moved: MovedRecord,
     },
+    /// Offers the box a system update bundle: signed by the box's owner.
+    /// The answer says how much of it the box has already (a transfer cut
+    /// off resumes there); the sender sends the rest with `UpdatePart`.
+    UpdateOffer {
+        /// The bundle.
+        bundle: BundleRef,
+        /// The owner allows this bundle even if it is not newer than what
+        /// the box runs (going back to an older release).
+        allow_downgrade: bool,
+        /// Unix time after which the signature is void.
+        not_after: u64,
+        /// The box owner's signature over [`signed::update_message`].
+        signature: Vec<u8>,
+    },
+    /// The next part of the bundle offered: `len` bytes (at most the
+    /// largest shard) follow the frame, to be written at `offset`, which
+    /// must be what the box has. Only the box's owner may send.
+    UpdatePart {
+        /// The bundle's BLAKE3.
+        hash: [u8; 32],
+        /// Where the bytes go: the box's `have`.
+        offset: u64,
+        /// How many bytes follow.
+        len: u64,
+    },
+    /// The box's system: the release it runs, its slot, the bundle it is
+    /// receiving and how its last update ended.
+    UpdateStatus,
 }
 
 impl Request {
@@ -299,6 +327,9 @@ impl Request {
             Self::Settings { .. } => "settings",
             Self::AdoptDisks { .. } => "adopt_disks",
             Self::Moved { .. } => "moved",
+            Self::UpdateOffer { .. } => "update_offer",
+            Self::UpdatePart { .. } => "update_part",
+            Self::UpdateStatus => "update_status",
         }
     }
 }
@@ -595,6 +626,52 @@ pub enum Response {
         /// Whether more are left: ask again.
         more: bool,
     },
+    /// Answer to `UpdateOffer`, `UpdatePart` and `UpdateStatus`.
+    Update(UpdateInfo),
+}
+
+/// Largest update bundle a box takes.
+pub const MAX_BUNDLE: u64 = 2 << 30;
+/// Longest release version, in bytes.
+pub const MAX_RELEASE_VERSION: usize = 32;
+
+/// A system update bundle, as its owner names it to a box.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BundleRef {
+    /// BLAKE3 of the whole bundle file.
+    pub hash: [u8; 32],
+    /// Its size in bytes, at most [`MAX_BUNDLE`].
+    pub size: u64,
+    /// The release version in its manifest (RAUC checks it again).
+    pub version: String,
+}
+
+/// A box's system and updates.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateInfo {
+    /// The release the box runs.
+    pub version: String,
+    /// The system slot it runs from (`a` or `b`), if it has slots.
+    pub slot: Option<String>,
+    /// The bundle it is receiving and how many bytes of it it has.
+    pub receiving: Option<(BundleRef, u64)>,
+    /// It has the whole bundle and is installing it (then reboots).
+    pub installing: bool,
+    /// How its last update ended.
+    pub last: Option<UpdateOutcome>,
+}
+
+/// How a box's last update ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateOutcome {
+    /// The bundle's version.
+    pub version: String,
+    /// `kept`, `rolled-back`, `interrupted` or `refused`.
+    pub result: String,
+    /// Why, in words.
+    pub reason: String,
+    /// When, Unix seconds.
+    pub at: u64,
 }
 
 /// Why a request failed, as a number another implementation can match on.

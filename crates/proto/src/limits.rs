@@ -107,6 +107,7 @@ pub fn validate(request: &Request, limits: &Limits) -> Result<(), Refusal> {
         | Request::Drain { signature, .. }
         | Request::Evict { signature, .. }
         | Request::Settings { signature, .. }
+        | Request::UpdateOffer { signature, .. }
         | Request::AdoptDisks { signature, .. }
             if signature.len() != 64 =>
         {
@@ -120,6 +121,40 @@ pub fn validate(request: &Request, limits: &Limits) -> Result<(), Refusal> {
             "an owner signature is 64 bytes (Ed25519)",
         )),
         Request::Settings { change, .. } => check_settings(change),
+        Request::UpdateOffer { bundle, .. } => {
+            if bundle.size == 0 || bundle.size > super::MAX_BUNDLE {
+                Err(Refusal::new(
+                    ErrorCode::TooLarge,
+                    format!(
+                        "an update bundle is 1 byte to {} MiB, not {} bytes",
+                        super::MAX_BUNDLE >> 20,
+                        bundle.size
+                    ),
+                ))
+            } else if bundle.version.is_empty()
+                || bundle.version.len() > super::MAX_RELEASE_VERSION
+                || !bundle
+                    .version
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || b == b'.')
+            {
+                Err(Refusal::new(
+                    ErrorCode::BadRequest,
+                    "a bundle's release version is numbers and dots, at most 32 bytes",
+                ))
+            } else {
+                Ok(())
+            }
+        }
+        Request::UpdatePart { len, .. } if *len == 0 || *len > limits.max_shard => {
+            Err(Refusal::new(
+                ErrorCode::TooLarge,
+                format!(
+                    "an update part is 1 byte to {} bytes (the largest shard)",
+                    limits.max_shard
+                ),
+            ))
+        }
         Request::Track {
             segments, grant, ..
         } => {

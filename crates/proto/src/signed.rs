@@ -127,6 +127,24 @@ pub fn settings_message(node: &NodeId, change: &crate::SettingsChange, not_after
     out
 }
 
+/// What the box's owner signs to offer `node` an update bundle.
+pub fn update_message(
+    node: &NodeId,
+    bundle: &crate::BundleRef,
+    allow_downgrade: bool,
+    not_after: u64,
+) -> Vec<u8> {
+    let mut out = b"cairn/1 update\0".to_vec();
+    out.extend_from_slice(&node.0);
+    out.extend_from_slice(&bundle.hash);
+    out.extend_from_slice(&bundle.size.to_le_bytes());
+    out.extend_from_slice(&(bundle.version.len() as u64).to_le_bytes());
+    out.extend_from_slice(bundle.version.as_bytes());
+    out.push(u8::from(allow_downgrade));
+    out.extend_from_slice(&not_after.to_le_bytes());
+    out
+}
+
 /// What the box's owner signs for a link to `node`'s page (the owner's
 /// view), valid until `not_after`.
 pub fn panel_message(node: &NodeId, not_after: u64) -> Vec<u8> {

@@ -167,6 +167,7 @@ mod tests {
             from_slot: Slot::A,
             disks_online: 1,
             installed: false,
+            failure: None,
         };
         assert_eq!(boot(None, Slot::A), Boot::Ordinary);
         assert_eq!(boot(Some(&pending), Slot::A), Boot::Interrupted);

@@ -15,12 +15,14 @@
 //!   allowed that version);
 //! - [`state`]: the small files the update keeps on the writable partition.
 //!
-//! The I/O (reading the ESP, `/proc/device-tree`, systemd) lives in the
-//! `cairn-slot` binary; RAUC writes the slots and checks the bundles'
-//! signatures.
+//! [`esp`] and [`pi`] read and write the boot loaders' files; the
+//! `cairn-slot` binary runs systemd, `mount` and RAUC, which writes the
+//! slots and checks the bundles' signatures.
 
 pub mod bootcount;
+pub mod esp;
 pub mod gate;
+pub mod pi;
 pub mod slot;
 pub mod state;
 pub mod tryboot;

@@ -31,6 +31,9 @@ pub struct Pending {
     pub disks_online: usize,
     /// RAUC finished writing the slot and made it primary.
     pub installed: bool,
+    /// Why the health gate gave up on the new slot, once it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
 }
 
 /// How the last update ended.
@@ -214,6 +217,7 @@ mod tests {
             from_slot: Slot::A,
             disks_online: 2,
             installed: true,
+            failure: None,
         };
         state.set_pending(&pending).unwrap();
         assert_eq!(state.pending().unwrap(), Some(pending));

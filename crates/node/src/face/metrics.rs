@@ -107,6 +107,35 @@ pub fn render(snapshot: &Snapshot, counters: &RequestCounters) -> String {
     );
     info.with_label_values(&[&snapshot.node, &snapshot.software])
         .set(1);
+    if let Some(system) = &snapshot.system {
+        gauge_vec(
+            &registry,
+            "cairn_system_info",
+            "The release the box runs and its system slot (always 1).",
+            &["version", "slot"],
+        )
+        .with_label_values(&[
+            system.version.as_str(),
+            system.slot.as_deref().unwrap_or(""),
+        ])
+        .set(1);
+        if let Some(last) = &system.last {
+            gauge_vec(
+                &registry,
+                "cairn_update_last",
+                "How the last system update ended: kept, rolled-back, interrupted or refused (always 1).",
+                &["result", "version"],
+            )
+            .with_label_values(&[last.result.as_str(), last.version.as_str()])
+            .set(1);
+            gauge(
+                &registry,
+                "cairn_update_last_timestamp_seconds",
+                "When the last system update ended, Unix seconds.",
+                int(last.at),
+            );
+        }
+    }
     let state = gauge_vec(
         &registry,
         "cairn_node_state",

@@ -42,6 +42,8 @@ pub struct Snapshot {
     pub uptime_s: u64,
     /// The settings in force.
     pub settings: Option<SettingsInfo>,
+    /// The system it runs and how its last update went.
+    pub system: Option<cairn_proto::UpdateInfo>,
 }
 
 /// One data disk.

@@ -93,6 +93,17 @@ fn share(used: u64, of: u64) -> u64 {
         .map_or(0, |percent| percent.min(100))
 }
 
+/// How an update ended, in words.
+fn update_words(result: &str) -> &'static str {
+    match result {
+        "kept" => "installed and kept",
+        "rolled-back" => "rolled back (the box went back to the release before)",
+        "interrupted" => "interrupted; nothing changed",
+        "refused" => "refused; nothing changed",
+        _ => "ended",
+    }
+}
+
 /// The health view (anyone on the LAN), with the owner's view below it
 /// when `owner` is given.
 pub fn render(snapshot: &Snapshot, owner: Option<&OwnerView>) -> String {
@@ -133,6 +144,21 @@ pub fn render(snapshot: &Snapshot, owner: Option<&OwnerView>) -> String {
                     }
                 }
                 dt { "Peers" } dd { (snapshot.peers) " connected" }
+                @if let Some(system) = &snapshot.system {
+                    dt { "System" } dd #system {
+                        "Cairn " (system.version)
+                        @if let Some(slot) = &system.slot { " (slot " (slot.to_uppercase()) ")" }
+                        @if system.installing { " · installing an update, then rebooting into it" }
+                        @else if let Some((bundle, have)) = &system.receiving {
+                            " · receiving update " (bundle.version) ": " (share(*have, bundle.size)) "%"
+                        }
+                    }
+                }
+            }
+            @if let Some(last) = snapshot.system.as_ref().and_then(|s| s.last.as_ref()) {
+                p #update.(last.result) {
+                    "Last update, to " (last.version) ": " (update_words(&last.result)) ". " (last.reason)
+                }
             }
         }
         h2 { "Disks" }

@@ -177,6 +177,8 @@ pub struct Services {
     /// The owner's settings that stick (`None`: this node keeps none, as
     /// in tests without a configuration file).
     pub settings: Option<Arc<crate::settings::Settings>>,
+    /// The inbox for system update bundles (`None`: this node takes none).
+    pub updates: Option<Arc<crate::updates::UpdateInbox>>,
 }
 
 /// Answers requests: the services a request may touch, and the limits.
@@ -1066,6 +1068,64 @@ async fn handle<B: Body>(
             }
             Ok((Response::Settings(info), Vec::new()))
         }
+        Request::UpdateOffer {
+            bundle,
+            allow_downgrade,
+            not_after,
+            signature,
+        } => {
+            let box_owner =
+                box_owner(shared, "this box has no owner to update it; claim it first")?;
+            let message = signed::update_message(
+                &shared.config.identity.id,
+                &bundle,
+                allow_downgrade,
+                not_after,
+            );
+            owner_signed(
+                &box_owner,
+                &message,
+                &signature,
+                not_after,
+                unix_now(),
+                "only the box's owner may update it",
+            )?;
+            let inbox = update_inbox(shared)?;
+            info!(
+                "the box's owner offers update bundle {} ({} MiB)",
+                bundle.version,
+                bundle.size >> 20
+            );
+            let info = blocking(move || inbox.take_offer(&bundle, allow_downgrade))
+                .await?
+                .map_err(update_refusal)?;
+            Ok((Response::Update(info), Vec::new()))
+        }
+        Request::UpdatePart { hash, offset, len } => {
+            // Only the owner's client sends parts: the owner's admitted key.
+            box_owner(shared, "this box has no owner to update it; claim it first")?;
+            if !shared.services.control.is_owner_client(&peer) {
+                return Err(Refusal {
+                    code: ErrorCode::Forbidden,
+                    message: "only the box owner's client may send update bundles".into(),
+                });
+            }
+            let inbox = update_inbox(shared)?;
+            let _budget = shared.reserve(len).await?;
+            let bytes = body.read(len as usize).await.map_err(|e| Refusal {
+                code: ErrorCode::BadRequest,
+                message: format!("the update part ended early: {e}"),
+            })?;
+            let info = blocking(move || inbox.take_part(&hash, offset, &bytes))
+                .await?
+                .map_err(update_refusal)?;
+            Ok((Response::Update(info), Vec::new()))
+        }
+        Request::UpdateStatus => {
+            let inbox = update_inbox(shared)?;
+            let info = blocking(move || inbox.info()).await?;
+            Ok((Response::Update(info), Vec::new()))
+        }
         Request::AdoptDisks {
             old_node,
             not_after,
@@ -1156,6 +1216,27 @@ async fn handle<B: Body>(
 
 /// The box's owner, or a refusal saying `unclaimed` (what cannot be done
 /// without one, and to claim the box first).
+fn update_inbox(shared: &Handler) -> Result<Arc<crate::updates::UpdateInbox>, Refusal> {
+    shared.services.updates.clone().ok_or_else(|| Refusal {
+        code: ErrorCode::BadRequest,
+        message: "this node takes no system updates (its [update] is off)".into(),
+    })
+}
+
+fn update_refusal(e: crate::updates::UpdateError) -> Refusal {
+    use crate::updates::UpdateError as E;
+    Refusal {
+        code: match e {
+            E::NoSpace { .. } => ErrorCode::NoSpace,
+            E::HashMismatch => ErrorCode::HashMismatch,
+            E::TooLong { .. } => ErrorCode::TooLarge,
+            E::Io { .. } => ErrorCode::Internal,
+            E::Installing | E::NotOffered | E::WrongOffset { .. } => ErrorCode::BadRequest,
+        },
+        message: e.to_string(),
+    }
+}
+
 fn box_owner(shared: &Handler, unclaimed: &str) -> Result<OwnerId, Refusal> {
     shared
         .services

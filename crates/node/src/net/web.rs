@@ -61,6 +61,8 @@ pub struct WebSources {
     pub settings: Arc<Settings>,
     /// Whom the box evicted.
     pub donation: Arc<Donation>,
+    /// The system and its updates, if the box takes updates.
+    pub updates: Option<Arc<crate::updates::UpdateInbox>>,
     /// Requests counted by the server.
     pub counters: RequestCounters,
     /// When the node's services started.
@@ -98,6 +100,7 @@ impl WebSources {
             steward: self.steward.as_ref().map(|s| s.progress()),
             uptime_s: self.started.elapsed().as_secs(),
             settings: Some(crate::settings::info(&config, false)),
+            system: self.updates.as_ref().map(|u| u.info()),
         }
     }
 

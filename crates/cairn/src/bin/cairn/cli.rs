@@ -152,6 +152,35 @@ pub enum Command {
         #[arg(long)]
         from: Option<String>,
     },
+    /// Update your boxes with a system update bundle (a .raucb that
+    /// image/build makes): `cairn update NODE… BUNDLE` or `cairn update
+    /// --all BUNDLE`. Each box checks the bundle (its hash here, the
+    /// release signature and version itself), installs it into its other
+    /// system slot, reboots into it and keeps it only if it comes up
+    /// healthy; otherwise it goes back by itself. A transfer cut off
+    /// resumes where it stopped when you run this again.
+    Update {
+        /// The node ids (cn…) of your boxes, then the bundle file.
+        #[arg(required = true, value_name = "NODE… BUNDLE")]
+        args: Vec<String>,
+        /// Every node in your node list (`cairn nodes`).
+        #[arg(long)]
+        all: bool,
+        /// The bundle's release version (default: from its file name,
+        /// cairn-<arch>-<version>.raucb).
+        #[arg(long)]
+        version: Option<String>,
+        /// Let the boxes take this bundle even if it is not newer than
+        /// what they run (going back to an older release).
+        #[arg(long)]
+        allow_downgrade: bool,
+    },
+    /// What system your boxes run (release, slot) and how their last
+    /// update went; all nodes in your list without NODE.
+    System {
+        /// Node ids (cn…).
+        nodes: Vec<String>,
+    },
     /// Who uses the space one of your boxes donates: each owner's shards
     /// and bytes there, largest first.
     Usage {

@@ -290,6 +290,92 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 });
             }
         }
+        Command::Update {
+            mut args,
+            all,
+            version,
+            allow_downgrade,
+        } => {
+            let bundle_path = std::path::PathBuf::from(args.pop().unwrap_or_default());
+            let nodes = if all {
+                anyhow::ensure!(args.is_empty(), "give either node ids or --all, not both");
+                account::known_nodes(&home)?
+            } else {
+                anyhow::ensure!(
+                    !args.is_empty(),
+                    "name the boxes to update (cairn update NODE… BUNDLE), or --all"
+                );
+                args
+            };
+            let bundle = account::bundle_ref(&bundle_path, version.as_deref())?;
+            let reports =
+                account::update(&home, &nodes, &bundle_path, bundle, allow_downgrade).await?;
+            let mut failed = 0;
+            for r in &reports {
+                failed += usize::from(r.error.is_some());
+                out.show(r, |r| match &r.error {
+                    Some(e) => format!("{}: not updated: {e}", r.node),
+                    None => format!(
+                        "{}: has {} ({}{}); it installs it into its other slot and reboots into it (it ran {}). `cairn system {}` tells how it went.",
+                        r.node,
+                        r.version,
+                        size(r.sent),
+                        if r.resumed_from > 0 {
+                            format!(" sent, resumed at {}", size(r.resumed_from))
+                        } else {
+                            " sent".to_owned()
+                        },
+                        r.running,
+                        r.node
+                    ),
+                });
+            }
+            anyhow::ensure!(
+                failed == 0,
+                "{failed} of {} boxes were not updated",
+                reports.len()
+            );
+        }
+        Command::System { nodes } => {
+            let nodes = if nodes.is_empty() {
+                account::known_nodes(&home)?
+            } else {
+                nodes
+            };
+            for r in account::systems(&home, &nodes).await? {
+                out.show(&r, |r| match &r.system {
+                    Err(e) => format!("{}: {e}", r.node),
+                    Ok(s) => {
+                        let mut line = format!(
+                            "{}: runs {}{}",
+                            r.node,
+                            s.version,
+                            s.slot.as_deref().map_or(String::new(), |slot| format!(
+                                " (slot {})",
+                                slot.to_uppercase()
+                            ))
+                        );
+                        if s.installing {
+                            line.push_str("; installing an update");
+                        } else if let Some((b, have)) = &s.receiving {
+                            line.push_str(&format!(
+                                "; receiving {} ({} of {})",
+                                b.version,
+                                size(*have),
+                                size(b.size)
+                            ));
+                        }
+                        if let Some(last) = &s.last {
+                            line.push_str(&format!(
+                                "; last update: {} {}: {}",
+                                last.version, last.result, last.reason
+                            ));
+                        }
+                        line
+                    }
+                });
+            }
+        }
         Command::Usage { node } => {
             let rows = account::usage(&home, &node).await?;
             if rows.is_empty() && !out.json {
