@@ -66,6 +66,33 @@ fn systemd_knows_every_directive_of_the_unit() {
 }
 
 #[test]
+fn systemd_knows_every_directive_of_the_update_units() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut paths = Vec::new();
+    for name in [
+        "cairn-boot-check.service",
+        "cairn-update.path",
+        "cairn-update.service",
+    ] {
+        let unit = read(&format!("systemd/{name}")).replace("/usr/bin/cairn-slot", "/bin/true");
+        let path = dir.path().join(name);
+        std::fs::write(&path, unit).unwrap();
+        paths.push(path.to_str().unwrap().to_owned());
+    }
+    let mut args = vec!["verify", "--man=no"];
+    args.extend(paths.iter().map(String::as_str));
+    let out = run_ok("systemd-analyze", &args);
+    let complaints = String::from_utf8_lossy(&out.stderr);
+    assert!(complaints.trim().is_empty(), "{complaints}");
+    // The gate guards boot-complete.target, which systemd-bless-boot waits for.
+    let gate = read("systemd/cairn-boot-check.service");
+    assert!(
+        gate.contains("Before=boot-complete.target")
+            && gate.contains("RequiredBy=boot-complete.target")
+    );
+}
+
+#[test]
 fn sysusers_and_tmpfiles_make_the_user_and_the_directories() {
     let root = tempfile::tempdir().unwrap();
     std::fs::create_dir(root.path().join("etc")).unwrap();
@@ -93,6 +120,9 @@ fn sysusers_and_tmpfiles_make_the_user_and_the_directories() {
     assert_eq!((state.uid(), state.mode() & 0o7777), (uid, 0o700));
     let disks = meta("srv/cairn/disks");
     assert_eq!((disks.uid(), disks.mode() & 0o7777), (0, 0o755));
+    // cairn-slot's state: root's, readable by cairnd (it shows the status).
+    let update = meta("var/lib/cairn-update");
+    assert_eq!((update.uid(), update.mode() & 0o7777), (0, 0o755));
 }
 
 #[test]
