@@ -21,7 +21,8 @@ pub fn advert(config: &DaemonConfig, store: &ShardStore, control: &NodeControl) 
     }
 }
 
-/// The one-line status systemd shows for the unit.
+/// The one-line status systemd shows for the unit. `cairn-slot gate`
+/// reads its `<online>/<known> disks online` to judge a new system slot.
 pub fn status_line(store: &ShardStore, server: &Server, control: &NodeControl) -> String {
     let disks = store.disk_stats();
     let online = disks
