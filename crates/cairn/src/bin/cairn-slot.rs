@@ -223,10 +223,7 @@ fn daemon() -> anyhow::Result<Daemon> {
 }
 
 fn pre_install(state: &StateDir) -> anyhow::Result<()> {
-    let bundle: Version = std::env::var("RAUC_MF_VERSION")
-        .context("RAUC_MF_VERSION is not set: run by RAUC as its pre-install handler")?
-        .parse()
-        .context("the bundle's version")?;
+    let bundle = bundle_version()?;
     let running = release_version(Path::new(RELEASE))?;
     let allowed = std::fs::read_to_string(ALLOWED_DOWNGRADE)
         .ok()
@@ -250,6 +247,59 @@ fn pre_install(state: &StateDir) -> anyhow::Result<()> {
         failure: None,
     })?;
     Ok(())
+}
+
+/// The version in the manifest of the bundle RAUC has mounted (verified:
+/// its signature checked, every block by dm-verity as it is read). RAUC
+/// 1.8 gives system handlers the mount point, not the manifest's fields.
+fn bundle_version() -> anyhow::Result<Version> {
+    if let Ok(version) = std::env::var("RAUC_MF_VERSION") {
+        return Ok(version.parse()?);
+    }
+    let mount = std::env::var("RAUC_BUNDLE_MOUNT_POINT")
+        .or_else(|_| std::env::var("RAUC_UPDATE_SOURCE"))
+        .context("RAUC_BUNDLE_MOUNT_POINT is not set: cairn-slot pre-install is RAUC's pre-install handler")?;
+    let manifest = Path::new(&mount).join("manifest.raucm");
+    let text = std::fs::read_to_string(&manifest)
+        .with_context(|| format!("cannot read the bundle's manifest {}", manifest.display()))?;
+    manifest_version(&text)
+        .with_context(|| format!("the bundle's manifest {} names no version", manifest.display()))?
+        .parse()
+        .context("the bundle's version")
+}
+
+/// `version=` in the `[update]` section of a RAUC manifest.
+fn manifest_version(manifest: &str) -> Option<String> {
+    let mut section = "";
+    for line in manifest.lines().map(str::trim) {
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = name;
+        } else if section == "update"
+            && let Some((key, value)) = line.split_once('=')
+            && key.trim() == "version"
+        {
+            return Some(value.trim().to_owned());
+        }
+    }
+    None
+}
+
+/// The most telling line of what `rauc install` said: its last error,
+/// without the bundle's path, rather than the closing "failed".
+fn rauc_reason(said: &str) -> String {
+    let lines: Vec<&str> = said.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let telling = lines.iter().rev().find(|l| {
+        let lower = l.to_lowercase();
+        (lower.contains("error") || lower.contains("fail") || lower.contains("refus"))
+            && !lower.starts_with("installing `")
+            && !lower.ends_with(": finished")
+    });
+    let line = telling.or(lines.last()).copied().unwrap_or("rauc install failed");
+    // "installing /path/x.raucb: <what>" → "<what>"
+    match line.strip_prefix("installing ").and_then(|l| l.split_once(".raucb: ")) {
+        Some((_, what)) => what.to_owned(),
+        None => line.to_owned(),
+    }
 }
 
 /// Writes how an update ended into the status file.
@@ -289,14 +339,11 @@ fn install(esp: &Esp, state: &StateDir, bundle: &Path, no_reboot: bool) -> anyho
     let _ = std::fs::remove_file(&taken);
     let output = installed.context("cannot run rauc")?;
     if !output.status.success() {
-        let said = String::from_utf8_lossy(&output.stderr);
-        let why = said
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("rauc install failed")
-            .trim()
-            .to_owned();
+        let why = rauc_reason(&format!(
+            "{}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ));
         // A bundle the pre-install handler refused is already recorded,
         // with its reason.
         let refused_before = state
@@ -418,5 +465,31 @@ fn gate(esp: &Esp, state: &StateDir, within: Duration) -> anyhow::Result<()> {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_version_comes_from_the_manifests_update_section() {
+        let manifest = "[update]\ncompatible=cairn-amd64\nversion=2.0.0\n\n[bundle]\nformat=verity\nversion=9\n";
+        assert_eq!(manifest_version(manifest).as_deref(), Some("2.0.0"));
+        assert_eq!(manifest_version("[bundle]\nversion=1\n"), None);
+    }
+
+    #[test]
+    fn raucs_reason_is_its_last_error_not_the_closing_line() {
+        let said = "installing /var/lib/cairn-update/installing.raucb: started\n\
+            installing /var/lib/cairn-update/installing.raucb: Checking and mounting bundle...\n\
+            installing /var/lib/cairn-update/installing.raucb: signature verification failed: Verify error:unable to get local issuer certificate\n\
+            installing /var/lib/cairn-update/installing.raucb: finished\n\
+            Installing `/var/lib/cairn-update/installing.raucb` failed\n";
+        assert_eq!(
+            rauc_reason(said),
+            "signature verification failed: Verify error:unable to get local issuer certificate"
+        );
+        assert_eq!(rauc_reason(""), "rauc install failed");
     }
 }

@@ -390,4 +390,37 @@ mod tests {
         }
         assert_eq!(counters.requests("put"), 2);
     }
+
+    #[test]
+    fn the_system_and_the_last_update_are_there() {
+        let snapshot = Snapshot {
+            system: Some(cairn_proto::UpdateInfo {
+                version: "2.0.0".into(),
+                slot: Some("b".into()),
+                receiving: None,
+                installing: false,
+                last: Some(cairn_proto::UpdateOutcome {
+                    version: "3.0.0".into(),
+                    result: "rolled-back".into(),
+                    reason: "cairnd failed to start (3 restarts)".into(),
+                    at: 1_800_000_000,
+                }),
+            }),
+            ..Snapshot::default()
+        };
+        let text = render(&snapshot, &RequestCounters::new());
+        for line in [
+            r#"cairn_system_info{slot="b",version="2.0.0"} 1"#,
+            r#"cairn_update_last{result="rolled-back",version="3.0.0"} 1"#,
+            "cairn_update_last_timestamp_seconds 1800000000",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line} missing from\n{text}"
+            );
+        }
+        let page = crate::face::page::render(&snapshot, None);
+        assert!(page.contains("Cairn 2.0.0 (slot B)"), "{page}");
+        assert!(page.contains("rolled back (the box went back to the release before). cairnd failed to start"), "{page}");
+    }
 }
