@@ -263,7 +263,12 @@ fn bundle_version() -> anyhow::Result<Version> {
     let text = std::fs::read_to_string(&manifest)
         .with_context(|| format!("cannot read the bundle's manifest {}", manifest.display()))?;
     manifest_version(&text)
-        .with_context(|| format!("the bundle's manifest {} names no version", manifest.display()))?
+        .with_context(|| {
+            format!(
+                "the bundle's manifest {} names no version",
+                manifest.display()
+            )
+        })?
         .parse()
         .context("the bundle's version")
 }
@@ -287,16 +292,26 @@ fn manifest_version(manifest: &str) -> Option<String> {
 /// The most telling line of what `rauc install` said: its last error,
 /// without the bundle's path, rather than the closing "failed".
 fn rauc_reason(said: &str) -> String {
-    let lines: Vec<&str> = said.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let lines: Vec<&str> = said
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
     let telling = lines.iter().rev().find(|l| {
         let lower = l.to_lowercase();
         (lower.contains("error") || lower.contains("fail") || lower.contains("refus"))
             && !lower.starts_with("installing `")
             && !lower.ends_with(": finished")
     });
-    let line = telling.or(lines.last()).copied().unwrap_or("rauc install failed");
+    let line = telling
+        .or(lines.last())
+        .copied()
+        .unwrap_or("rauc install failed");
     // "installing /path/x.raucb: <what>" → "<what>"
-    match line.strip_prefix("installing ").and_then(|l| l.split_once(".raucb: ")) {
+    match line
+        .strip_prefix("installing ")
+        .and_then(|l| l.split_once(".raucb: "))
+    {
         Some((_, what)) => what.to_owned(),
         None => line.to_owned(),
     }

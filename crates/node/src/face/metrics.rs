@@ -421,6 +421,11 @@ mod tests {
         }
         let page = crate::face::page::render(&snapshot, None);
         assert!(page.contains("Cairn 2.0.0 (slot B)"), "{page}");
-        assert!(page.contains("rolled back (the box went back to the release before). cairnd failed to start"), "{page}");
+        assert!(
+            page.contains(
+                "rolled back (the box went back to the release before). cairnd failed to start"
+            ),
+            "{page}"
+        );
     }
 }
