@@ -138,6 +138,7 @@ async fn the_owners_bundle_arrives_whole_resumes_and_strangers_are_refused() {
     let system = alice.json(&["system", &node]);
     let said = &system[0]["system"]["Ok"];
     assert_eq!(said["version"], "1.0.0", "{system:?}");
+    assert_eq!(said["slot"], "a", "{system:?}");
     assert_eq!(said["installing"], true, "{system:?}");
     assert_eq!(said["last"]["result"], "rolled-back", "{system:?}");
     let again = alice.run(&["update", &node, path.to_str().unwrap()], None);

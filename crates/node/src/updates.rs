@@ -276,10 +276,13 @@ impl UpdateInbox {
         let version = std::fs::read_to_string(&self.config.release_file)
             .map(|v| v.trim().to_owned())
             .unwrap_or_else(|_| format!("cairnd {}", cairn_net::software()));
-        let slot = std::fs::read_to_string("/proc/cmdline")
+        // cairnd cannot read /proc/cmdline (ProcSubset=pid): the gate
+        // records the booted slot at every boot.
+        let status = cairn_update::state::StateDir::new(&self.config.status_dir)
+            .status()
             .ok()
-            .and_then(|c| cairn_update::Slot::booted(&c))
-            .map(|s| s.bootname().to_owned());
+            .flatten();
+        let slot = status.as_ref().map(|s| s.slot.bootname().to_owned());
         let receiving = self.offer().and_then(|o| {
             let hash = unhex(&o.hash)?;
             Some((
@@ -291,17 +294,12 @@ impl UpdateInbox {
                 self.have(&hash),
             ))
         });
-        let last = cairn_update::state::StateDir::new(&self.config.status_dir)
-            .status()
-            .ok()
-            .flatten()
-            .and_then(|s| s.last)
-            .map(|l| UpdateOutcome {
-                version: l.version,
-                result: l.result.as_str().to_owned(),
-                reason: l.reason,
-                at: l.at,
-            });
+        let last = status.and_then(|s| s.last).map(|l| UpdateOutcome {
+            version: l.version,
+            result: l.result.as_str().to_owned(),
+            reason: l.reason,
+            at: l.at,
+        });
         UpdateInfo {
             version,
             slot,

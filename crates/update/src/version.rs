@@ -76,7 +76,7 @@ pub enum Refusal {
     /// The bundle is the version already running, or older, and the owner
     /// did not allow that version.
     #[error(
-        "bundle {bundle} is not newer than {running}, which this box runs; to go back to it, its owner allows it first (cairn update --allow-downgrade {bundle})"
+        "bundle {bundle} is not newer than {running}, which this box runs; to go back to {bundle}, its owner sends it with `cairn update --allow-downgrade NODE BUNDLE`"
     )]
     NotNewer {
         /// The bundle's version.
