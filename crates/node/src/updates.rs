@@ -69,6 +69,19 @@ pub enum UpdateError {
     },
 }
 
+/// The BLAKE3 of the first `at` bytes of the bundle being received.
+struct Hashing {
+    hash: [u8; 32],
+    at: u64,
+    hasher: blake3::Hasher,
+}
+
+impl std::fmt::Debug for Hashing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Hashing {{ at: {} }}", self.at)
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 struct Offer {
     format: u32,
@@ -82,9 +95,11 @@ struct Offer {
 pub struct UpdateInbox {
     dir: PathBuf,
     config: UpdateSection,
-    /// Offers and parts one at a time: a part appends to the file an offer
-    /// may replace.
-    lock: std::sync::Mutex<()>,
+    /// Offers and parts one at a time (a part appends to the file an offer
+    /// may replace), and the hash of the bundle so far: each part is hashed
+    /// as it comes, so the last one is checked at once rather than by
+    /// reading the whole bundle again within one request's time.
+    lock: std::sync::Mutex<Option<Hashing>>,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> UpdateError + '_ {
@@ -100,7 +115,7 @@ impl UpdateInbox {
         UpdateInbox {
             dir: state_dir.join("updates"),
             config,
-            lock: std::sync::Mutex::new(()),
+            lock: std::sync::Mutex::new(None),
         }
     }
 
@@ -135,7 +150,7 @@ impl UpdateInbox {
         bundle: &BundleRef,
         allow_downgrade: bool,
     ) -> Result<UpdateInfo, UpdateError> {
-        let _one = cairn_host::lock(&self.lock);
+        let mut hashing = cairn_host::lock(&self.lock);
         if self.ready_path().exists() {
             return Err(UpdateError::Installing);
         }
@@ -165,6 +180,7 @@ impl UpdateInbox {
             });
         }
         if !same {
+            *hashing = None;
             self.drop_partial()?;
             let offer = Offer {
                 format: 1,
@@ -216,7 +232,7 @@ impl UpdateInbox {
         offset: u64,
         bytes: &[u8],
     ) -> Result<UpdateInfo, UpdateError> {
-        let _one = cairn_host::lock(&self.lock);
+        let mut hashing = cairn_host::lock(&self.lock);
         let offer = self
             .offer()
             .filter(|o| o.hash == hex(hash))
@@ -229,6 +245,24 @@ impl UpdateInbox {
             return Err(UpdateError::TooLong { size: offer.size });
         }
         let path = self.part_path(hash);
+        // The hash so far: kept from the last part, or (after a restart of
+        // cairnd) read once from what the box has.
+        let mut running = match hashing.take() {
+            Some(running) if running.hash == *hash && running.at == have => running,
+            _ => {
+                let mut hasher = blake3::Hasher::new();
+                if have > 0 {
+                    use std::io::Read;
+                    let file = std::fs::File::open(&path).map_err(io(&path))?;
+                    hasher.update_reader(file.take(have)).map_err(io(&path))?;
+                }
+                Hashing {
+                    hash: *hash,
+                    at: have,
+                    hasher,
+                }
+            }
+        };
         let mut file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -239,12 +273,12 @@ impl UpdateInbox {
         // starts there.
         file.sync_data().map_err(io(&path))?;
         drop(file);
-        if have + bytes.len() as u64 == offer.size {
-            let mut hasher = blake3::Hasher::new();
-            hasher
-                .update_reader(std::fs::File::open(&path).map_err(io(&path))?)
-                .map_err(io(&path))?;
-            if hasher.finalize().as_bytes() != hash {
+        running.hasher.update(bytes);
+        running.at += bytes.len() as u64;
+        if running.at < offer.size {
+            *hashing = Some(running);
+        } else {
+            if running.hasher.finalize().as_bytes() != hash {
                 let _ = std::fs::remove_file(&path);
                 let _ = std::fs::remove_file(self.offer_path());
                 return Err(UpdateError::HashMismatch);
@@ -268,7 +302,7 @@ impl UpdateInbox {
 
     /// What the box runs, what it receives, how its last update ended.
     pub fn info(&self) -> UpdateInfo {
-        let _one = cairn_host::lock(&self.lock);
+        let _hashing = cairn_host::lock(&self.lock);
         self.info_locked()
     }
 
@@ -371,8 +405,14 @@ mod tests {
             inbox.take_part(&offer.hash, 40_000, &vec![0; 70_000]),
             Err(UpdateError::TooLong { size: 100_000 })
         ));
+        // cairnd restarted (a new inbox, its running hash gone): the next
+        // part continues from the file, and the whole is checked.
+        let inbox = super::UpdateInbox::new(dir.path(), inbox.config.clone());
+        inbox
+            .take_part(&offer.hash, 40_000, &bytes[40_000..70_000])
+            .unwrap();
         let info = inbox
-            .take_part(&offer.hash, 40_000, &bytes[40_000..])
+            .take_part(&offer.hash, 70_000, &bytes[70_000..])
             .unwrap();
         assert!(info.installing);
         assert_eq!(std::fs::read(inbox.ready_path()).unwrap(), bytes);
