@@ -1023,17 +1023,12 @@ async fn handle<B: Body>(
             not_after,
             signature,
         } => {
-            let box_owner = box_owner(
+            let message = signed::settings_message(&shared.config.identity.id, &change, not_after);
+            box_owner_signed(
                 shared,
                 "this box has no owner to change its settings; claim it first",
-            )?;
-            let message = signed::settings_message(&shared.config.identity.id, &change, not_after);
-            owner_signed(
-                &box_owner,
                 &message,
-                &signature,
-                not_after,
-                unix_now(),
+                (&signature, not_after),
                 "only the box's owner may change its settings",
             )?;
             let Some(settings) = shared.services.settings.clone() else {
@@ -1074,20 +1069,17 @@ async fn handle<B: Body>(
             not_after,
             signature,
         } => {
-            let box_owner =
-                box_owner(shared, "this box has no owner to update it; claim it first")?;
             let message = signed::update_message(
                 &shared.config.identity.id,
                 &bundle,
                 allow_downgrade,
                 not_after,
             );
-            owner_signed(
-                &box_owner,
+            box_owner_signed(
+                shared,
+                "this box has no owner to update it; claim it first",
                 &message,
-                &signature,
-                not_after,
-                unix_now(),
+                (&signature, not_after),
                 "only the box's owner may update it",
             )?;
             let inbox = update_inbox(shared)?;
@@ -1235,6 +1227,20 @@ fn update_refusal(e: crate::updates::UpdateError) -> Refusal {
         },
         message: e.to_string(),
     }
+}
+
+/// The box's owner, who must have signed `message` (a signature and its
+/// expiry); refusals say `unclaimed` or `refused`.
+fn box_owner_signed(
+    shared: &Handler,
+    unclaimed: &str,
+    message: &[u8],
+    (signature, not_after): (&[u8], u64),
+    refused: &str,
+) -> Result<OwnerId, Refusal> {
+    let owner = box_owner(shared, unclaimed)?;
+    owner_signed(&owner, message, signature, not_after, unix_now(), refused)?;
+    Ok(owner)
 }
 
 fn box_owner(shared: &Handler, unclaimed: &str) -> Result<OwnerId, Refusal> {
