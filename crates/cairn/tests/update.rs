@@ -6,7 +6,9 @@
 //! - a transfer cut off resumes where the box's copy ends;
 //! - nobody but the box's owner may offer or send a bundle;
 //! - `cairn system` tells the release the box runs and how its last
-//!   update ended.
+//!   update ended;
+//! - a box told to fetch the bundle from another member that keeps it
+//!   does so itself, box to box, and then serves it in turn.
 
 mod common;
 
@@ -73,6 +75,7 @@ async fn the_owners_bundle_arrives_whole_resumes_and_strangers_are_refused() {
             &mallory.secret().keys().signing,
             bundle.clone(),
             false,
+            None,
             not_after,
         )
         .await
@@ -91,6 +94,7 @@ async fn the_owners_bundle_arrives_whole_resumes_and_strangers_are_refused() {
             &alice.secret().keys().signing,
             bundle.clone(),
             false,
+            None,
             not_after,
         )
         .await
@@ -136,7 +140,7 @@ async fn the_owners_bundle_arrives_whole_resumes_and_strangers_are_refused() {
     // The box says what it runs, that it is installing, and how the last
     // update went; while it installs it takes no other bundle.
     let system = alice.json(&["system", &node]);
-    let said = &system[0]["system"]["Ok"];
+    let said = &system[0]["system"];
     assert_eq!(said["version"], "1.0.0", "{system:?}");
     assert_eq!(said["slot"], "a", "{system:?}");
     assert_eq!(said["installing"], true, "{system:?}");
@@ -149,4 +153,113 @@ async fn the_owners_bundle_arrives_whole_resumes_and_strangers_are_refused() {
         "{}",
         String::from_utf8_lossy(&again.stderr)
     );
+}
+
+/// A box that has the bundle keeps it and serves it: another box of the
+/// owner's, told to fetch it from there, does so itself over the swarm
+/// (nothing is sent from the owner's computer), checks it the same way,
+/// and a member asking for a bundle a box does not keep is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_box_fetches_the_bundle_from_a_member_that_keeps_it() {
+    let alice = Owner::new();
+    let init = alice.json(&["init"]);
+    let alice_client =
+        cairn_proto::ids::NodeId::from_human(init[0]["client_key"].as_str().unwrap()).unwrap();
+    let boxes: Vec<Daemon> = (0..2)
+        .map(|_| {
+            Daemon::start_with_files(
+                &[alice_client],
+                &[],
+                "[update]\nrelease_file = '{dir}/release'\nstatus_dir = '{dir}/update-status'\n",
+                &[
+                    ("state/ownership.toml", alice.ownership_toml()),
+                    ("release", "1.0.0\n".into()),
+                ],
+            )
+        })
+        .collect();
+    let names: Vec<String> = boxes.iter().map(|b| b.id.to_human()).collect();
+    for daemon in &boxes {
+        ok(alice.run(
+            &["add-node", &daemon.id.to_human(), &daemon.addr.to_string()],
+            None,
+        ));
+    }
+    alice.json(&["swarm", "create"]);
+    for name in &names {
+        let ticket = ok(alice.run(&["swarm", "invite", name], None));
+        alice.json(&["join", name, "--invite", ticket.trim()]);
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cairn-amd64-2.0.0.raucb");
+    let bytes = common::random_bytes(5 << 20, 23);
+    std::fs::write(&path, &bytes).unwrap();
+
+    // The first box gets it from the owner; root's installer takes its
+    // ready.raucb away (as cairn-slot does), and the box keeps a copy.
+    let sent = alice.json(&["update", &names[0], path.to_str().unwrap()]);
+    assert_eq!(sent[0]["sent"], 5 << 20, "{sent:?}");
+    let first = boxes[0].dir().join("state/updates");
+    std::fs::remove_file(first.join("ready.raucb")).unwrap();
+    let said = alice.json(&["system", &names[0]]);
+    assert_eq!(said[0]["system"]["serving"]["version"], "2.0.0", "{said:?}");
+
+    // The second box fetches it from the first, the owner sending nothing.
+    let fetched = alice.json(&[
+        "update",
+        &names[1],
+        path.to_str().unwrap(),
+        "--from",
+        &names[0],
+        "--wait",
+        "60",
+    ]);
+    assert_eq!(fetched[0]["sent"], 0, "{fetched:?}");
+    assert_eq!(fetched[0]["from"], names[0].as_str(), "{fetched:?}");
+    assert!(fetched[0]["error"].is_null(), "{fetched:?}");
+    let second = boxes[1].dir().join("state/updates");
+    assert_eq!(std::fs::read(second.join("ready.raucb")).unwrap(), bytes);
+    assert!(
+        boxes[1].log().contains("fetched whole from member"),
+        "{}",
+        boxes[1].log()
+    );
+
+    // A bundle the member does not keep: the box says why it cannot
+    // fetch it, and the owner hears it.
+    std::fs::remove_file(second.join("ready.raucb")).unwrap();
+    let other = dir.path().join("cairn-amd64-3.0.0.raucb");
+    std::fs::write(&other, common::random_bytes(1 << 20, 24)).unwrap();
+    let refused = alice.run(
+        &[
+            "update",
+            &names[1],
+            other.to_str().unwrap(),
+            "--from",
+            &names[0],
+            "--wait",
+            "3",
+        ],
+        None,
+    );
+    assert!(!refused.status.success());
+    let said = alice.json(&["system", &names[1]]);
+    let trouble = said[0]["system"]["fetch_trouble"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        trouble.contains("does not keep that update bundle"),
+        "{said:?}"
+    );
+
+    // A member asks the first box for bytes of a bundle it does not keep.
+    let peer = connect(&boxes[0], &alice).await;
+    let missing = peer.update_get([7; 32], 0, 1024).await.unwrap_err();
+    assert_eq!(missing.code(), Some(ErrorCode::NotFound), "{missing}");
+    let beyond = peer
+        .update_get(*blake3::hash(&bytes).as_bytes(), 5 << 20, 1)
+        .await
+        .unwrap_err();
+    assert!(beyond.to_string().contains("beyond"), "{beyond}");
 }

@@ -959,8 +959,12 @@ pub struct UpdateReport {
     pub resumed_from: u64,
     /// Bytes sent now.
     pub sent: u64,
+    /// The member the box fetched the bundle from, if not sent from here.
+    pub from: Option<String>,
     /// The release the box ran when the bundle was in.
     pub running: String,
+    /// The box runs this version already: nothing was sent.
+    pub already: bool,
     /// Why this box did not take it, if it did not.
     pub error: Option<String>,
 }
@@ -1006,23 +1010,36 @@ pub fn bundle_ref(
 /// owner's signature, then streamed in parts from what each box already
 /// has, so an interrupted run resumes. Each box checks the bundle's hash,
 /// installs it into its other system slot and reboots into it.
+///
+/// With `from` (a member that keeps the bundle whole, such as a box
+/// updated before), nothing is sent from here: each box fetches the
+/// bundle from that member itself, and this waits (at most `wait`) until
+/// each has it whole or says why not.
 pub async fn update(
     home: &ClientHome,
     nodes: &[String],
     path: &std::path::Path,
     bundle: cairn_proto::BundleRef,
     allow_downgrade: bool,
+    from: Option<&str>,
+    wait: std::time::Duration,
 ) -> Result<Vec<UpdateReport>, ClientError> {
     let (swarm, secret) = home.swarm(None)?;
     let signing = secret.keys().signing;
+    let from = from
+        .map(|f| parse_node(f, &format!("member id {f}")))
+        .transpose()?;
     let mut reports = Vec::new();
+    let mut fetching = Vec::new();
     for node in nodes {
         let mut report = UpdateReport {
             node: node.clone(),
             version: bundle.version.clone(),
             resumed_from: 0,
             sent: 0,
+            from: from.map(|f| f.to_human()),
             running: String::new(),
+            already: false,
             error: None,
         };
         let sent = async {
@@ -1034,12 +1051,20 @@ pub async fn update(
                     &signing,
                     bundle.clone(),
                     allow_downgrade,
+                    from,
                     cairn_host::unix_now() + 600,
                 )
                 .await
                 .map_err(what())?;
             let mut have = info.receiving.as_ref().map_or(0, |(_, have)| *have);
             report.resumed_from = have;
+            if (info.version == bundle.version && !allow_downgrade) || info.installing {
+                report.already = !info.installing;
+                return Ok::<_, ClientError>((info, None));
+            }
+            if from.is_some() {
+                return Ok((info, Some(peer)));
+            }
             let mut file = std::fs::File::open(path).map_err(|source| ClientError::File {
                 path: path.display().to_string(),
                 source,
@@ -1063,14 +1088,67 @@ pub async fn update(
                 have += len as u64;
                 report.sent += len as u64;
             }
-            Ok::<_, ClientError>(info)
+            Ok((info, None))
         }
         .await;
         match sent {
-            Ok(info) => report.running = info.version,
+            Ok((info, peer)) => {
+                report.running = info.version;
+                if let Some(peer) = peer {
+                    fetching.push((reports.len(), peer));
+                }
+            }
             Err(e) => report.error = Some(e.to_string()),
         }
         reports.push(report);
+    }
+    // The boxes fetch at once; each is asked how far it got until it has
+    // the bundle whole, gave up, or the wait is over.
+    let until = std::time::Instant::now() + wait;
+    while !fetching.is_empty() {
+        let mut still = Vec::new();
+        for (at, peer) in fetching {
+            let report = &mut reports[at];
+            match peer.update_status().await {
+                Ok(info)
+                    if info.installing
+                        || info.version == bundle.version
+                        || info
+                            .last
+                            .as_ref()
+                            .is_some_and(|last| last.version == bundle.version) =>
+                {
+                    report.running = info.version;
+                }
+                Ok(info) => match (&info.receiving, info.fetch_trouble) {
+                    (Some((receiving, _)), _) if receiving.hash == bundle.hash => {
+                        still.push((at, peer));
+                    }
+                    (_, trouble) => {
+                        report.error = Some(trouble.unwrap_or_else(|| {
+                            "it stopped fetching the bundle (another offer replaced it)".into()
+                        }));
+                    }
+                },
+                // It may be rebooting into the bundle: ask again.
+                Err(_) => still.push((at, peer)),
+            }
+        }
+        fetching = still;
+        if fetching.is_empty() {
+            break;
+        }
+        if std::time::Instant::now() >= until {
+            for (at, _) in fetching {
+                reports[at].error = Some(format!(
+                    "it did not have the bundle whole within {} s; `cairn system {}` tells how far it got",
+                    wait.as_secs(),
+                    reports[at].node
+                ));
+            }
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     }
     swarm.close().await;
     Ok(reports)
@@ -1081,8 +1159,10 @@ pub async fn update(
 pub struct SystemReport {
     /// The box.
     pub node: String,
-    /// What it said, or why it could not be asked.
-    pub system: Result<cairn_proto::UpdateInfo, String>,
+    /// What it said.
+    pub system: Option<cairn_proto::UpdateInfo>,
+    /// Why it could not be asked.
+    pub error: Option<String>,
 }
 
 /// Asks each of `nodes` what system it runs and how its last update went.
@@ -1101,9 +1181,14 @@ pub async fn systems(
                 .map_err(ClientError::node(format!("asking {node} for its system")))
         }
         .await;
+        let (system, error) = match asked {
+            Ok(info) => (Some(info), None),
+            Err(e) => (None, Some(e.to_string())),
+        };
         reports.push(SystemReport {
             node: node.clone(),
-            system: asked.map_err(|e| e.to_string()),
+            system,
+            error,
         });
     }
     swarm.close().await;

@@ -417,21 +417,30 @@ impl Peer {
     }
 
     /// Offers the box an update bundle, signed by its owner; the answer
-    /// says how much of it the box has (send the rest from there).
+    /// says how much of it the box has (send the rest from there), or,
+    /// with `from`, the box fetches it from that member itself.
     pub async fn update_offer(
         &self,
         owner: &SigningKey,
         bundle: cairn_proto::BundleRef,
         allow_downgrade: bool,
+        from: Option<NodeId>,
         not_after: u64,
     ) -> Result<cairn_proto::UpdateInfo, NetError> {
         let signature = signed::sign(
             owner,
-            &signed::update_message(&self.node, &bundle, allow_downgrade, not_after),
+            &signed::update_message(
+                &self.node,
+                &bundle,
+                allow_downgrade,
+                from.as_ref(),
+                not_after,
+            ),
         );
         let request = Request::UpdateOffer {
             bundle,
             allow_downgrade,
+            from,
             not_after,
             signature,
         };
@@ -452,6 +461,26 @@ impl Peer {
             len: bytes.len() as u64,
         };
         self.update_call(&request, bytes).await
+    }
+
+    /// `len` bytes at `offset` of the update bundle `hash` the node keeps
+    /// (unverified here: the fetcher hashes the whole bundle).
+    pub async fn update_get(
+        &self,
+        hash: [u8; 32],
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<u8>, NetError> {
+        let request = Request::UpdateGet { hash, offset, len };
+        match self.call(&request, Bytes::new()).await? {
+            (Response::Shard { .. }, body) if body.len() as u64 == len => Ok(body),
+            (Response::Shard { .. }, body) => Err(NetError::Unexpected(format!(
+                "{} bytes of the update bundle asked, {} sent",
+                len,
+                body.len()
+            ))),
+            (other, _) => Err(NetError::Unexpected(format!("{other:?}"))),
+        }
     }
 
     /// The box's system: release, slot, the bundle it receives, the last

@@ -245,6 +245,14 @@ impl RunningNode {
             );
         }
         let pool = Arc::new(pool);
+        let fetch_task = updates.clone().map(|inbox| {
+            tokio::spawn(crate::net::update_fetch::run(
+                inbox,
+                Arc::clone(&pool),
+                Arc::clone(&gossip),
+                stop_rx.clone(),
+            ))
+        });
         let reach_task =
             reach.map(|reach| tokio::spawn(reach.run(Arc::clone(&pool), stop_rx.clone())));
         let web_task = match web {
@@ -348,6 +356,7 @@ impl RunningNode {
             discovery_task,
             leases_task,
             events_task,
+            fetch_task,
         ]
         .into_iter()
         .flatten()

@@ -9,14 +9,23 @@
 //! signature and the version, writes the other slot, and the box reboots
 //! into it. cairnd itself never writes a system partition.
 //!
+//! An offer may instead name a member that holds the bundle: the box then
+//! fetches it from there itself (`crate::net::update_fetch`), part by part
+//! into the same file, checked the same way. Once whole, a box keeps the
+//! bundle (a second link to the file RAUC takes away) and serves it to
+//! other members, so a bundle crosses a household's uplink once and
+//! spreads box to box.
+//!
 //! Files in the directory (format 1, docs/UPDATES.md): `offer.toml` (the
-//! bundle being received), `<hash>.part`, `ready.raucb`, and
-//! `allow-downgrade` (a version the owner allowed to go back to, read by
-//! `cairn-slot pre-install`).
+//! bundle being received, and from whom), `<hash>.part`, `ready.raucb`,
+//! `<hash>.raucb` with `serving.toml` (the bundle kept whole and served),
+//! and `allow-downgrade` (a version the owner allowed to go back to, read
+//! by `cairn-slot pre-install`).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use cairn_proto::ids::NodeId;
 use cairn_proto::{BundleRef, UpdateInfo, UpdateOutcome};
 use serde::{Deserialize, Serialize};
 
@@ -59,6 +68,12 @@ pub enum UpdateError {
         /// MiB needed.
         need_mib: u64,
     },
+    /// A member asked for a bundle this box does not keep whole.
+    #[error("this box does not keep that update bundle; fetch it from a box that has it")]
+    NotServing,
+    /// The box was told to fetch a bundle from itself, and has none.
+    #[error("this box does not hold that bundle itself; name a member that does, or send it")]
+    NotHeld,
     /// The updates directory could not be read or written.
     #[error("cannot use {path}: {source}")]
     Io {
@@ -67,6 +82,43 @@ pub enum UpdateError {
         /// The cause.
         source: std::io::Error,
     },
+}
+
+/// Tries of a fetch that brought no byte before it gives up (about a
+/// quarter of an hour: a member that reboots into its own update is back
+/// well within it).
+pub const FETCH_TRIES: u32 = 20;
+
+/// How a box paces failed tries to fetch a bundle from a member: waits
+/// that double from 2 s to a minute, and an end after [`FETCH_TRIES`]
+/// tries without progress (a part that arrives starts the count again).
+#[derive(Debug, Default)]
+pub struct FetchTries {
+    tries: u32,
+}
+
+/// What to do after a failed try.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FetchFailed {
+    /// Tries failed in a row.
+    pub tries: u32,
+    /// How long to wait before the next.
+    pub wait: std::time::Duration,
+    /// Whether to stop and drop the offer.
+    pub give_up: bool,
+}
+
+impl FetchTries {
+    /// Counts a failed try.
+    pub fn failed(&mut self) -> FetchFailed {
+        self.tries += 1;
+        let doubling = 2u64 << (self.tries - 1).min(5);
+        FetchFailed {
+            tries: self.tries,
+            wait: std::time::Duration::from_secs(doubling.min(60)),
+            give_up: self.tries >= FETCH_TRIES,
+        }
+    }
 }
 
 /// The BLAKE3 of the first `at` bytes of the bundle being received.
@@ -88,6 +140,39 @@ struct Offer {
     hash: String,
     size: u64,
     version: String,
+    /// The member to fetch it from (hex node id), if the box fetches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    from: Option<String>,
+}
+
+impl Offer {
+    fn bundle(&self) -> Option<BundleRef> {
+        Some(BundleRef {
+            hash: unhex(&self.hash)?,
+            size: self.size,
+            version: self.version.clone(),
+        })
+    }
+}
+
+/// The bundle a box keeps whole and serves, in `serving.toml`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+struct Serving {
+    format: u32,
+    hash: String,
+    size: u64,
+    version: String,
+}
+
+/// A bundle to fetch from a member: what the fetcher does next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchJob {
+    /// The member that holds it.
+    pub from: NodeId,
+    /// The bundle.
+    pub bundle: BundleRef,
+    /// Bytes the box has already.
+    pub have: u64,
 }
 
 /// The box's inbox for update bundles, and what it says of its system.
@@ -100,6 +185,10 @@ pub struct UpdateInbox {
     /// as it comes, so the last one is checked at once rather than by
     /// reading the whole bundle again within one request's time.
     lock: std::sync::Mutex<Option<Hashing>>,
+    /// Why the fetcher's last try failed, for the owner to see.
+    trouble: std::sync::Mutex<Option<String>>,
+    /// Rung when an offer names a member to fetch from.
+    wake: tokio::sync::Notify,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> UpdateError + '_ {
@@ -116,7 +205,92 @@ impl UpdateInbox {
             dir: state_dir.join("updates"),
             config,
             lock: std::sync::Mutex::new(None),
+            trouble: std::sync::Mutex::new(None),
+            wake: tokio::sync::Notify::new(),
         }
+    }
+
+    /// Notified when there may be a bundle to fetch from a member.
+    pub fn woken(&self) -> &tokio::sync::Notify {
+        &self.wake
+    }
+
+    fn kept_path(&self, hash: &[u8; 32]) -> PathBuf {
+        self.dir.join(format!("{}.raucb", hex(hash)))
+    }
+
+    fn serving_path(&self) -> PathBuf {
+        self.dir.join("serving.toml")
+    }
+
+    fn serving(&self) -> Option<BundleRef> {
+        let text = std::fs::read_to_string(self.serving_path()).ok()?;
+        let serving = toml::from_str::<Serving>(&text)
+            .ok()
+            .filter(|s| s.format == 1)?;
+        let hash = unhex(&serving.hash)?;
+        // Kept only while its file is whole.
+        std::fs::metadata(self.kept_path(&hash))
+            .ok()
+            .filter(|m| m.len() == serving.size)?;
+        Some(BundleRef {
+            hash,
+            size: serving.size,
+            version: serving.version,
+        })
+    }
+
+    /// `len` bytes at `offset` of the bundle this box keeps whole, for a
+    /// member that fetches it.
+    pub fn read_kept(
+        &self,
+        hash: &[u8; 32],
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<u8>, UpdateError> {
+        use std::io::{Read, Seek};
+        let serving = self
+            .serving()
+            .filter(|s| s.hash == *hash)
+            .ok_or(UpdateError::NotServing)?;
+        if offset.saturating_add(len) > serving.size {
+            return Err(UpdateError::TooLong { size: serving.size });
+        }
+        let path = self.kept_path(hash);
+        let mut file = std::fs::File::open(&path).map_err(io(&path))?;
+        file.seek(std::io::SeekFrom::Start(offset))
+            .map_err(io(&path))?;
+        let mut bytes = vec![0u8; len as usize];
+        file.read_exact(&mut bytes).map_err(io(&path))?;
+        Ok(bytes)
+    }
+
+    /// The bundle to fetch from a member next, if an offer asks for one.
+    pub fn fetch_job(&self) -> Option<FetchJob> {
+        let _hashing = cairn_host::lock(&self.lock);
+        if self.ready_path().exists() {
+            return None;
+        }
+        let offer = self.offer()?;
+        let from = NodeId::from_hex(offer.from.as_deref()?).ok()?;
+        let bundle = offer.bundle()?;
+        let have = self.have(&bundle.hash);
+        Some(FetchJob { from, bundle, have })
+    }
+
+    /// Records why fetching failed (`None`: it goes well again).
+    pub fn set_fetch_trouble(&self, trouble: Option<String>) {
+        *cairn_host::lock(&self.trouble) = trouble;
+    }
+
+    /// Gives up fetching `hash`: drops the offer and what came of it.
+    pub fn give_up(&self, hash: &[u8; 32]) -> Result<(), UpdateError> {
+        let mut hashing = cairn_host::lock(&self.lock);
+        if self.offer().is_some_and(|o| o.hash == hex(hash)) {
+            *hashing = None;
+            self.drop_partial()?;
+        }
+        Ok(())
     }
 
     fn offer_path(&self) -> PathBuf {
@@ -144,26 +318,50 @@ impl UpdateInbox {
     }
 
     /// Takes an offer: keeps what the box has of the same bundle (to
-    /// resume), drops any other, and says how much it has.
+    /// resume), drops any other, and says how much it has. With `from`,
+    /// the box fetches the rest from that member itself. A box that runs
+    /// the bundle's version already takes nothing (unless the owner allows
+    /// going to it as a downgrade); one that keeps the bundle whole
+    /// installs it at once.
     pub fn take_offer(
         &self,
         bundle: &BundleRef,
         allow_downgrade: bool,
+        from: Option<NodeId>,
+        me: NodeId,
     ) -> Result<UpdateInfo, UpdateError> {
         let mut hashing = cairn_host::lock(&self.lock);
         if self.ready_path().exists() {
             return Err(UpdateError::Installing);
         }
+        if self.running() == bundle.version && !allow_downgrade {
+            return Ok(self.info_locked());
+        }
         std::fs::create_dir_all(&self.dir).map_err(io(&self.dir))?;
+        let kept = self.serving().filter(|s| s == bundle);
+        if kept.is_none() && from == Some(me) {
+            return Err(UpdateError::NotHeld);
+        }
+        self.set_allow_downgrade(bundle, allow_downgrade)?;
+        if kept.is_some() {
+            // Offered again what it keeps (its install rolled back, say):
+            // installed from there, nothing sent.
+            *hashing = None;
+            self.drop_partial()?;
+            self.hand_over(&self.kept_path(&bundle.hash), &bundle.version, true)?;
+            return Ok(self.info_locked());
+        }
         let same = self
             .offer()
             .is_some_and(|o| o.hash == hex(&bundle.hash) && o.size == bundle.size);
-        // A new bundle replaces the one half received: its bytes count as
-        // free, but go only once the new one is known to fit.
+        // A new bundle replaces the one half received and the one kept:
+        // their bytes count as free, but go only once the new one is
+        // known to fit.
+        let kept_bytes = self.serving().map_or(0, |s| s.size);
         let (have, reclaimed) = match self.offer().and_then(|o| unhex(&o.hash)) {
-            Some(old) if same => (self.have(&old), 0),
-            Some(old) => (0, self.have(&old)),
-            None => (0, 0),
+            Some(old) if same => (self.have(&old), kept_bytes),
+            Some(old) => (0, self.have(&old) + kept_bytes),
+            None => (0, kept_bytes),
         };
         let free = rustix::fs::statvfs(&self.dir)
             .map(|s| s.f_bavail.saturating_mul(s.f_frsize))
@@ -179,14 +377,19 @@ impl UpdateInbox {
                 need_mib: need.div_ceil(1 << 20),
             });
         }
-        if !same {
-            *hashing = None;
-            self.drop_partial()?;
+        self.drop_kept()?;
+        let from = from.map(|f| f.to_hex());
+        if !same || self.offer().is_some_and(|o| o.from != from) {
+            if !same {
+                *hashing = None;
+                self.drop_partial()?;
+            }
             let offer = Offer {
                 format: 1,
                 hash: hex(&bundle.hash),
                 size: bundle.size,
                 version: bundle.version.clone(),
+                from: from.clone(),
             };
             let text = toml::to_string(&offer).map_err(|e| UpdateError::Io {
                 path: self.offer_path(),
@@ -195,6 +398,18 @@ impl UpdateInbox {
             cairn_host::durable::replace_file(&self.offer_path(), text.as_bytes(), 0o600)
                 .map_err(io(&self.offer_path()))?;
         }
+        self.set_fetch_trouble(None);
+        if from.is_some() {
+            self.wake.notify_one();
+        }
+        Ok(self.info_locked())
+    }
+
+    fn set_allow_downgrade(
+        &self,
+        bundle: &BundleRef,
+        allow_downgrade: bool,
+    ) -> Result<(), UpdateError> {
         let allow = self.dir.join("allow-downgrade");
         if allow_downgrade {
             cairn_host::durable::replace_file(
@@ -202,14 +417,49 @@ impl UpdateInbox {
                 format!("{}\n", bundle.version).as_bytes(),
                 0o644,
             )
-            .map_err(io(&allow))?;
+            .map_err(io(&allow))
         } else {
             match std::fs::remove_file(&allow) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(&allow)(e)),
-                _ => {}
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(&allow)(e)),
+                _ => Ok(()),
             }
         }
-        Ok(self.info_locked())
+    }
+
+    /// Drops the bundle kept whole (a newer one comes).
+    fn drop_kept(&self) -> Result<(), UpdateError> {
+        let read = std::fs::read_dir(&self.dir).map_err(io(&self.dir))?;
+        for entry in read.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if (name.ends_with(".raucb") && name != "ready.raucb") || name == "serving.toml" {
+                std::fs::remove_file(entry.path()).map_err(io(&entry.path()))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes `whole` (a verified bundle) `ready.raucb` for root's
+    /// installer: linked when the box keeps it, else moved.
+    fn hand_over(&self, whole: &Path, version: &str, link: bool) -> Result<(), UpdateError> {
+        // Its version, for root's record if RAUC refuses it unread.
+        let version_path = self.dir.join("ready.version");
+        cairn_host::durable::replace_file(&version_path, version.as_bytes(), 0o644)
+            .map_err(io(&version_path))?;
+        if link {
+            std::fs::hard_link(whole, self.ready_path()).map_err(io(whole))?;
+        } else {
+            std::fs::rename(whole, self.ready_path()).map_err(io(whole))?;
+        }
+        std::fs::File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io(&self.dir))
+    }
+
+    fn running(&self) -> String {
+        std::fs::read_to_string(&self.config.release_file)
+            .map(|v| v.trim().to_owned())
+            .unwrap_or_else(|_| format!("cairnd {}", cairn_net::software()))
     }
 
     fn drop_partial(&self) -> Result<(), UpdateError> {
@@ -283,15 +533,25 @@ impl UpdateInbox {
                 let _ = std::fs::remove_file(self.offer_path());
                 return Err(UpdateError::HashMismatch);
             }
-            // Its version, for root's record if RAUC refuses it unread.
-            let version_path = self.dir.join("ready.version");
-            cairn_host::durable::replace_file(&version_path, offer.version.as_bytes(), 0o644)
-                .map_err(io(&version_path))?;
-            std::fs::rename(&path, self.ready_path()).map_err(io(&path))?;
+            // Kept whole to serve other members: a second link to the
+            // file root's installer takes away, so it costs no space.
+            let kept = self.kept_path(hash);
+            std::fs::hard_link(&path, &kept).map_err(io(&kept))?;
+            let serving = Serving {
+                format: 1,
+                hash: offer.hash.clone(),
+                size: offer.size,
+                version: offer.version.clone(),
+            };
+            let text = toml::to_string(&serving).map_err(|e| UpdateError::Io {
+                path: self.serving_path(),
+                source: std::io::Error::other(e),
+            })?;
+            cairn_host::durable::replace_file(&self.serving_path(), text.as_bytes(), 0o644)
+                .map_err(io(&self.serving_path()))?;
             std::fs::remove_file(self.offer_path()).map_err(io(&self.offer_path()))?;
-            std::fs::File::open(&self.dir)
-                .and_then(|d| d.sync_all())
-                .map_err(io(&self.dir))?;
+            self.hand_over(&path, &offer.version, false)?;
+            self.set_fetch_trouble(None);
             tracing::info!(
                 "update bundle {} received whole and verified: installing it",
                 offer.version
@@ -307,9 +567,7 @@ impl UpdateInbox {
     }
 
     fn info_locked(&self) -> UpdateInfo {
-        let version = std::fs::read_to_string(&self.config.release_file)
-            .map(|v| v.trim().to_owned())
-            .unwrap_or_else(|_| format!("cairnd {}", cairn_net::software()));
+        let version = self.running();
         // cairnd cannot read /proc/cmdline (ProcSubset=pid): the gate
         // records the booted slot at every boot.
         let status = cairn_update::state::StateDir::new(&self.config.status_dir)
@@ -317,17 +575,15 @@ impl UpdateInbox {
             .ok()
             .flatten();
         let slot = status.as_ref().map(|s| s.slot.bootname().to_owned());
-        let receiving = self.offer().and_then(|o| {
-            let hash = unhex(&o.hash)?;
-            Some((
-                BundleRef {
-                    hash,
-                    size: o.size,
-                    version: o.version,
-                },
-                self.have(&hash),
-            ))
+        let offer = self.offer();
+        let receiving = offer.as_ref().and_then(|o| {
+            let bundle = o.bundle()?;
+            let have = self.have(&bundle.hash);
+            Some((bundle, have))
         });
+        let fetching_from = offer
+            .and_then(|o| o.from)
+            .and_then(|f| NodeId::from_hex(&f).ok());
         let last = status.and_then(|s| s.last).map(|l| UpdateOutcome {
             version: l.version,
             result: l.result.as_str().to_owned(),
@@ -340,6 +596,9 @@ impl UpdateInbox {
             receiving,
             installing: self.ready_path().exists(),
             last,
+            fetching_from,
+            fetch_trouble: cairn_host::lock(&self.trouble).clone(),
+            serving: self.serving(),
         }
     }
 }
@@ -362,6 +621,8 @@ fn unhex(text: &str) -> Option<[u8; 32]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const ME: NodeId = NodeId([1; 32]);
 
     fn inbox(dir: &Path) -> UpdateInbox {
         UpdateInbox::new(
@@ -389,7 +650,7 @@ mod tests {
         let inbox = inbox(dir.path());
         let bytes: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
         let offer = bundle(&bytes, "2.0.0");
-        let info = inbox.take_offer(&offer, false).unwrap();
+        let info = inbox.take_offer(&offer, false, None, ME).unwrap();
         assert_eq!(info.version, "1.0.0");
         assert_eq!(info.receiving, Some((offer.clone(), 0)));
         inbox.take_part(&offer.hash, 0, &bytes[..40_000]).unwrap();
@@ -399,7 +660,7 @@ mod tests {
             Err(UpdateError::WrongOffset { have: 40_000 })
         ));
         // Offered again (the sender restarted): the box resumes.
-        let info = inbox.take_offer(&offer, false).unwrap();
+        let info = inbox.take_offer(&offer, false, None, ME).unwrap();
         assert_eq!(info.receiving.unwrap().1, 40_000);
         assert!(matches!(
             inbox.take_part(&offer.hash, 40_000, &vec![0; 70_000]),
@@ -417,7 +678,7 @@ mod tests {
         assert!(info.installing);
         assert_eq!(std::fs::read(inbox.ready_path()).unwrap(), bytes);
         assert!(matches!(
-            inbox.take_offer(&offer, false),
+            inbox.take_offer(&offer, false, None, ME),
             Err(UpdateError::Installing)
         ));
     }
@@ -429,7 +690,7 @@ mod tests {
         let bytes = vec![7u8; 5000];
         let mut offer = bundle(&bytes, "2.0.0");
         offer.hash[0] ^= 1;
-        inbox.take_offer(&offer, false).unwrap();
+        inbox.take_offer(&offer, false, None, ME).unwrap();
         assert!(matches!(
             inbox.take_part(&offer.hash, 0, &bytes),
             Err(UpdateError::HashMismatch)
@@ -441,10 +702,10 @@ mod tests {
         ));
         // A half-received bundle gives way to a new offer.
         let first = bundle(&bytes, "2.0.0");
-        inbox.take_offer(&first, false).unwrap();
+        inbox.take_offer(&first, false, None, ME).unwrap();
         inbox.take_part(&first.hash, 0, &bytes[..100]).unwrap();
         let second = bundle(&[1u8; 300], "3.0.0");
-        let info = inbox.take_offer(&second, true).unwrap();
+        let info = inbox.take_offer(&second, true, None, ME).unwrap();
         assert_eq!(info.receiving, Some((second, 0)));
         assert!(matches!(
             inbox.take_part(&first.hash, 100, &bytes[100..]),
@@ -461,8 +722,81 @@ mod tests {
             version: "4.0".into(),
         };
         assert!(matches!(
-            inbox.take_offer(&huge, false),
+            inbox.take_offer(&huge, false, None, ME),
             Err(UpdateError::NoSpace { .. })
         ));
+    }
+
+    #[test]
+    fn a_kept_bundle_is_served_reinstalled_without_a_transfer_and_dropped_for_a_newer_one() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("release"), "1.0.0\n").unwrap();
+        let inbox = inbox(dir.path());
+        let bytes = vec![3u8; 10_000];
+        let offer = bundle(&bytes, "2.0.0");
+        // Told to fetch it from itself while it has none: refused.
+        assert!(matches!(
+            inbox.take_offer(&offer, false, Some(ME), ME),
+            Err(UpdateError::NotHeld)
+        ));
+        let from = NodeId([2; 32]);
+        inbox.take_offer(&offer, false, Some(from), ME).unwrap();
+        assert_eq!(
+            inbox.fetch_job(),
+            Some(FetchJob {
+                from,
+                bundle: offer.clone(),
+                have: 0
+            })
+        );
+        inbox.take_part(&offer.hash, 0, &bytes).unwrap();
+        assert_eq!(inbox.fetch_job(), None);
+        assert_eq!(
+            inbox.read_kept(&offer.hash, 9_000, 1_000).unwrap(),
+            &bytes[9_000..]
+        );
+        assert!(matches!(
+            inbox.read_kept(&offer.hash, 9_000, 1_001),
+            Err(UpdateError::TooLong { .. })
+        ));
+        assert!(matches!(
+            inbox.read_kept(&[0; 32], 0, 1),
+            Err(UpdateError::NotServing)
+        ));
+        // Root's installer takes ready.raucb; the install rolls back and
+        // the owner offers the same bundle again: it is installed from
+        // the kept copy, nothing sent.
+        std::fs::remove_file(inbox.ready_path()).unwrap();
+        let info = inbox.take_offer(&offer, false, Some(ME), ME).unwrap();
+        assert!(info.installing);
+        assert_eq!(std::fs::read(inbox.ready_path()).unwrap(), bytes);
+        std::fs::remove_file(inbox.ready_path()).unwrap();
+        // Once it runs that version, an offer of it takes nothing.
+        std::fs::write(dir.path().join("release"), "2.0.0\n").unwrap();
+        let info = inbox.take_offer(&offer, false, None, ME).unwrap();
+        assert!(!info.installing && info.receiving.is_none());
+        assert_eq!(info.serving, Some(offer.clone()));
+        // A newer bundle replaces the kept one.
+        let newer = bundle(&[4u8; 100], "3.0.0");
+        inbox.take_offer(&newer, false, None, ME).unwrap();
+        assert_eq!(inbox.info().serving, None);
+        assert!(matches!(
+            inbox.read_kept(&offer.hash, 0, 1),
+            Err(UpdateError::NotServing)
+        ));
+    }
+
+    #[test]
+    fn failed_fetches_wait_longer_each_time_and_end() {
+        let mut tries = FetchTries::default();
+        let waits: Vec<u64> = (0..FETCH_TRIES)
+            .map(|_| tries.failed())
+            .inspect(|f| assert_eq!(f.give_up, f.tries == FETCH_TRIES))
+            .map(|f| f.wait.as_secs())
+            .collect();
+        assert_eq!(&waits[..7], &[2, 4, 8, 16, 32, 60, 60]);
+        // Given up within about a quarter of an hour.
+        let total: u64 = waits.iter().sum();
+        assert!((600..=1200).contains(&total), "{total}");
     }
 }

@@ -272,6 +272,9 @@ pub enum Request {
         /// The owner allows this bundle even if it is not newer than what
         /// the box runs (going back to an older release).
         allow_downgrade: bool,
+        /// A member that holds the bundle whole: the box fetches it from
+        /// there with `UpdateGet` itself (`None`: the sender sends it).
+        from: Option<NodeId>,
         /// Unix time after which the signature is void.
         not_after: u64,
         /// The box owner's signature over [`signed::update_message`].
@@ -291,6 +294,17 @@ pub enum Request {
     /// The box's system: the release it runs, its slot, the bundle it is
     /// receiving and how its last update ended.
     UpdateStatus,
+    /// `len` bytes (at most the largest shard) at `offset` of the update
+    /// bundle the node keeps whole, answered with `Shard` and the bytes.
+    /// Bundles are signed releases, not secrets: any member may fetch.
+    UpdateGet {
+        /// The bundle's BLAKE3.
+        hash: [u8; 32],
+        /// Where the bytes start.
+        offset: u64,
+        /// How many.
+        len: u64,
+    },
 }
 
 impl Request {
@@ -330,6 +344,7 @@ impl Request {
             Self::UpdateOffer { .. } => "update_offer",
             Self::UpdatePart { .. } => "update_part",
             Self::UpdateStatus => "update_status",
+            Self::UpdateGet { .. } => "update_get",
         }
     }
 }
@@ -659,6 +674,12 @@ pub struct UpdateInfo {
     pub installing: bool,
     /// How its last update ended.
     pub last: Option<UpdateOutcome>,
+    /// The member it fetches the bundle it receives from, if it fetches.
+    pub fetching_from: Option<NodeId>,
+    /// Why its last try to fetch failed (it tries again), if it did.
+    pub fetch_trouble: Option<String>,
+    /// The bundle it keeps whole and serves to other members (`UpdateGet`).
+    pub serving: Option<BundleRef>,
 }
 
 /// How a box's last update ended.

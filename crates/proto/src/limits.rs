@@ -146,7 +146,9 @@ pub fn validate(request: &Request, limits: &Limits) -> Result<(), Refusal> {
                 Ok(())
             }
         }
-        Request::UpdatePart { len, .. } if *len == 0 || *len > limits.max_shard => {
+        Request::UpdatePart { len, .. } | Request::UpdateGet { len, .. }
+            if *len == 0 || *len > limits.max_shard =>
+        {
             Err(Refusal::new(
                 ErrorCode::TooLarge,
                 format!(

@@ -132,6 +132,7 @@ pub fn update_message(
     node: &NodeId,
     bundle: &crate::BundleRef,
     allow_downgrade: bool,
+    from: Option<&NodeId>,
     not_after: u64,
 ) -> Vec<u8> {
     let mut out = b"cairn/1 update\0".to_vec();
@@ -141,6 +142,13 @@ pub fn update_message(
     out.extend_from_slice(&(bundle.version.len() as u64).to_le_bytes());
     out.extend_from_slice(bundle.version.as_bytes());
     out.push(u8::from(allow_downgrade));
+    match from {
+        Some(member) => {
+            out.push(1);
+            out.extend_from_slice(&member.0);
+        }
+        None => out.push(0),
+    }
     out.extend_from_slice(&not_after.to_le_bytes());
     out
 }

@@ -405,6 +405,9 @@ mod tests {
                     reason: "cairnd failed to start (3 restarts)".into(),
                     at: 1_800_000_000,
                 }),
+                fetching_from: None,
+                fetch_trouble: None,
+                serving: None,
             }),
             ..Snapshot::default()
         };

@@ -435,7 +435,8 @@ impl Handler {
             Request::Get {
                 range: Some((_, len)),
                 ..
-            } => Ok(*len),
+            }
+            | Request::UpdateGet { len, .. } => Ok(*len),
             Request::Get { id, range: None } | Request::Audit { id, .. } => {
                 let store = Arc::clone(&self.services.store);
                 let id = *id;
@@ -1066,15 +1067,13 @@ async fn handle<B: Body>(
         Request::UpdateOffer {
             bundle,
             allow_downgrade,
+            from,
             not_after,
             signature,
         } => {
-            let message = signed::update_message(
-                &shared.config.identity.id,
-                &bundle,
-                allow_downgrade,
-                not_after,
-            );
+            let me = shared.config.identity.id;
+            let message =
+                signed::update_message(&me, &bundle, allow_downgrade, from.as_ref(), not_after);
             box_owner_signed(
                 shared,
                 "this box has no owner to update it; claim it first",
@@ -1083,12 +1082,20 @@ async fn handle<B: Body>(
                 "only the box's owner may update it",
             )?;
             let inbox = update_inbox(shared)?;
-            info!(
-                "the box's owner offers update bundle {} ({} MiB)",
-                bundle.version,
-                bundle.size >> 20
-            );
-            let info = blocking(move || inbox.take_offer(&bundle, allow_downgrade))
+            match &from {
+                Some(member) => info!(
+                    "the box's owner offers update bundle {} ({} MiB), to fetch from member {}",
+                    bundle.version,
+                    bundle.size >> 20,
+                    member.to_human()
+                ),
+                None => info!(
+                    "the box's owner offers update bundle {} ({} MiB)",
+                    bundle.version,
+                    bundle.size >> 20
+                ),
+            }
+            let info = blocking(move || inbox.take_offer(&bundle, allow_downgrade, from, me))
                 .await?
                 .map_err(update_refusal)?;
             Ok((Response::Update(info), Vec::new()))
@@ -1117,6 +1124,20 @@ async fn handle<B: Body>(
             let inbox = update_inbox(shared)?;
             let info = blocking(move || inbox.info()).await?;
             Ok((Response::Update(info), Vec::new()))
+        }
+        Request::UpdateGet { hash, offset, len } => {
+            // Any admitted member: a bundle is a signed release, and the
+            // body budget (`answer_bytes`) bounds what many askers hold.
+            let inbox = update_inbox(shared)?;
+            let bytes = blocking(move || inbox.read_kept(&hash, offset, len))
+                .await?
+                .map_err(update_refusal)?;
+            Ok((
+                Response::Shard {
+                    len: bytes.len() as u64,
+                },
+                bytes,
+            ))
         }
         Request::AdoptDisks {
             old_node,
@@ -1223,7 +1244,10 @@ fn update_refusal(e: crate::updates::UpdateError) -> Refusal {
             E::HashMismatch => ErrorCode::HashMismatch,
             E::TooLong { .. } => ErrorCode::TooLarge,
             E::Io { .. } => ErrorCode::Internal,
-            E::Installing | E::NotOffered | E::WrongOffset { .. } => ErrorCode::BadRequest,
+            E::NotServing => ErrorCode::NotFound,
+            E::Installing | E::NotOffered | E::WrongOffset { .. } | E::NotHeld => {
+                ErrorCode::BadRequest
+            }
         },
         message: e.to_string(),
     }

@@ -9,6 +9,7 @@ pub mod portmap;
 pub mod reach;
 pub mod server;
 pub mod steward;
+pub mod update_fetch;
 pub mod web;
 
 pub use handler::{AllowList, ServerConfig, Services};

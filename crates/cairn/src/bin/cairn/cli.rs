@@ -158,7 +158,9 @@ pub enum Command {
     /// release signature and version itself), installs it into its other
     /// system slot, reboots into it and keeps it only if it comes up
     /// healthy; otherwise it goes back by itself. A transfer cut off
-    /// resumes where it stopped when you run this again.
+    /// resumes where it stopped when you run this again. With `--from
+    /// MEMBER` (a box that has the bundle, such as one updated before),
+    /// the boxes fetch it from that member rather than from here.
     Update {
         /// The node ids (cn…) of your boxes, then the bundle file.
         #[arg(required = true, value_name = "NODE… BUNDLE")]
@@ -174,6 +176,13 @@ pub enum Command {
         /// what they run (going back to an older release).
         #[arg(long)]
         allow_downgrade: bool,
+        /// A member (node id) that has the bundle whole: each box fetches
+        /// it from there, box to box, instead of from this computer.
+        #[arg(long, value_name = "MEMBER")]
+        from: Option<String>,
+        /// With --from, how long to wait for the boxes to have the bundle.
+        #[arg(long, default_value_t = 1800, value_name = "SECONDS")]
+        wait: u64,
     },
     /// What system your boxes run (release, slot) and how their last
     /// update went; all nodes in your list without NODE.

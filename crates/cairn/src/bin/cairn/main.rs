@@ -295,6 +295,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             all,
             version,
             allow_downgrade,
+            from,
+            wait,
         } => {
             let bundle_path = std::path::PathBuf::from(args.pop().unwrap_or_default());
             let nodes = if all {
@@ -308,14 +310,29 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 args
             };
             let bundle = account::bundle_ref(&bundle_path, version.as_deref())?;
-            let reports =
-                account::update(&home, &nodes, &bundle_path, bundle, allow_downgrade).await?;
+            let reports = account::update(
+                &home,
+                &nodes,
+                &bundle_path,
+                bundle,
+                allow_downgrade,
+                from.as_deref(),
+                std::time::Duration::from_secs(wait),
+            )
+            .await?;
             let mut failed = 0;
             for r in &reports {
                 failed += usize::from(r.error.is_some());
-                out.show(r, |r| match &r.error {
-                    Some(e) => format!("{}: not updated: {e}", r.node),
-                    None => format!(
+                out.show(r, |r| match (&r.error, &r.from) {
+                    (Some(e), _) => format!("{}: not updated: {e}", r.node),
+                    (None, _) if r.already => {
+                        format!("{}: runs {} already; nothing sent", r.node, r.version)
+                    }
+                    (None, Some(from)) => format!(
+                        "{}: fetched {} from {from}; it installs it into its other slot and reboots into it (it ran {}). `cairn system {}` tells how it went.",
+                        r.node, r.version, r.running, r.node
+                    ),
+                    (None, None) => format!(
                         "{}: has {} ({}{}); it installs it into its other slot and reboots into it (it ran {}). `cairn system {}` tells how it went.",
                         r.node,
                         r.version,
@@ -343,9 +360,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 nodes
             };
             for r in account::systems(&home, &nodes).await? {
-                out.show(&r, |r| match &r.system {
-                    Err(e) => format!("{}: {e}", r.node),
-                    Ok(s) => {
+                out.show(&r, |r| match (&r.system, &r.error) {
+                    (None, e) => format!("{}: {}", r.node, e.as_deref().unwrap_or("no answer")),
+                    (Some(s), _) => {
                         let mut line = format!(
                             "{}: runs {}{}",
                             r.node,
@@ -359,11 +376,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                             line.push_str("; installing an update");
                         } else if let Some((b, have)) = &s.receiving {
                             line.push_str(&format!(
-                                "; receiving {} ({} of {})",
+                                "; receiving {} ({} of {}{})",
                                 b.version,
                                 size(*have),
-                                size(b.size)
+                                size(b.size),
+                                s.fetching_from
+                                    .map(|f| format!(", fetching from {}", f.to_human()))
+                                    .unwrap_or_default()
                             ));
+                        }
+                        if let Some(trouble) = &s.fetch_trouble {
+                            line.push_str(&format!("; fetch trouble: {trouble}"));
+                        }
+                        if let Some(serving) = &s.serving {
+                            line.push_str(&format!("; serves {} to other boxes", serving.version));
                         }
                         if let Some(last) = &s.last {
                             line.push_str(&format!(
