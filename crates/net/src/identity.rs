@@ -94,6 +94,11 @@ impl Identity {
         &self.private
     }
 
+    /// Loads the key from `state_dir` if there is one (creating none).
+    pub fn load_existing(state_dir: &Path) -> Result<Option<Self>, IdentityError> {
+        Self::load(&state_dir.join(KEY_FILE))
+    }
+
     /// Loads the key from `state_dir`, creating it (mode 0600, durably) on first start.
     pub fn load_or_create(state_dir: &Path) -> Result<Self, IdentityError> {
         match Self::load(&state_dir.join(KEY_FILE))? {

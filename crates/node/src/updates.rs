@@ -19,8 +19,9 @@
 //! Files in the directory (format 1, docs/UPDATES.md): `offer.toml` (the
 //! bundle being received, and from whom), `<hash>.part`, `ready.raucb`,
 //! `<hash>.raucb` with `serving.toml` (the bundle kept whole and served),
-//! and `allow-downgrade` (a version the owner allowed to go back to, read
-//! by `cairn-slot pre-install`).
+//! and `downgrade.toml` (the owner's signed offer that allows going back
+//! to an older release, which `cairn-slot pre-install` checks itself:
+//! root does not take cairnd's word for it).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -162,6 +163,137 @@ struct Serving {
     hash: String,
     size: u64,
     version: String,
+}
+
+/// An owner's offer as the box received it, signature and all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedOffer {
+    /// The bundle.
+    pub bundle: BundleRef,
+    /// The owner lets the box go back to this version.
+    pub allow_downgrade: bool,
+    /// The member to fetch it from, if not sent.
+    pub from: Option<NodeId>,
+    /// When the signature expires.
+    pub not_after: u64,
+    /// The owner's signature over [`cairn_proto::signed::update_message`].
+    pub signature: Vec<u8>,
+}
+
+/// The file in the inbox that lets root's installer go back to an older
+/// release: the owner's signed offer, kept as it came.
+pub const DOWNGRADE_FILE: &str = "downgrade.toml";
+
+/// The owner's signed offer with `allow_downgrade`, as `downgrade.toml`
+/// keeps it (format 1). Root's installer checks the signature against the
+/// box's owner itself: a cairnd taken over by an attacker could write
+/// this file, but not sign it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DowngradeOffer {
+    format: u32,
+    node: String,
+    hash: String,
+    size: u64,
+    version: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    from: Option<String>,
+    not_after: u64,
+    signature: String,
+}
+
+/// Why a downgrade offer does not allow the bundle being installed.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DowngradeError {
+    /// The file is not a downgrade offer Cairn writes.
+    #[error(
+        "{0} is not a downgrade offer of format 1; remove it, and have the owner send the bundle again with --allow-downgrade"
+    )]
+    Format(String),
+    /// It was signed for another box.
+    #[error("the downgrade offer was signed for another box")]
+    OtherNode,
+    /// It allows another version.
+    #[error("the owner allowed going back to {allowed}, not to {bundle}")]
+    OtherVersion {
+        /// The version the owner signed.
+        allowed: String,
+        /// The bundle's.
+        bundle: String,
+    },
+    /// The box has no owner to have signed it.
+    #[error("this box has no owner, so nobody can allow a downgrade")]
+    NoOwner,
+    /// The signature is not the box owner's.
+    #[error("the downgrade offer is not signed by this box's owner")]
+    NotOwners,
+}
+
+impl DowngradeOffer {
+    fn new(offer: &SignedOffer, me: NodeId) -> DowngradeOffer {
+        DowngradeOffer {
+            format: 1,
+            node: me.to_hex(),
+            hash: hex(&offer.bundle.hash),
+            size: offer.bundle.size,
+            version: offer.bundle.version.clone(),
+            from: offer.from.map(|f| f.to_hex()),
+            not_after: offer.not_after,
+            signature: offer.signature.iter().map(|b| format!("{b:02x}")).collect(),
+        }
+    }
+
+    /// Reads one from the text of `downgrade.toml` (`path` for messages).
+    pub fn parse(text: &str, path: &str) -> Result<DowngradeOffer, DowngradeError> {
+        toml::from_str::<DowngradeOffer>(text)
+            .ok()
+            .filter(|d| d.format == 1)
+            .ok_or_else(|| DowngradeError::Format(path.to_owned()))
+    }
+
+    /// Checks that `owner` signed this offer for `node`, allowing
+    /// `version`. The expiry is not checked again: it bounded when the box
+    /// took the offer, and the owner's consent to this version on this box
+    /// stands while the bundle is installed.
+    pub fn allows(
+        &self,
+        node: &NodeId,
+        owner: Option<&cairn_proto::ids::OwnerId>,
+        version: &str,
+    ) -> Result<(), DowngradeError> {
+        let format = || DowngradeError::Format(DOWNGRADE_FILE.to_owned());
+        if NodeId::from_hex(&self.node).map_err(|_| format())? != *node {
+            return Err(DowngradeError::OtherNode);
+        }
+        if self.version != version {
+            return Err(DowngradeError::OtherVersion {
+                allowed: self.version.clone(),
+                bundle: version.to_owned(),
+            });
+        }
+        let owner = owner.ok_or(DowngradeError::NoOwner)?;
+        let from = match &self.from {
+            Some(f) => Some(NodeId::from_hex(f).map_err(|_| format())?),
+            None => None,
+        };
+        let bundle = BundleRef {
+            hash: unhex(&self.hash).ok_or_else(format)?,
+            size: self.size,
+            version: self.version.clone(),
+        };
+        let signature = (0..self.signature.len())
+            .step_by(2)
+            .map(|i| {
+                self.signature
+                    .get(i..i + 2)
+                    .and_then(|b| u8::from_str_radix(b, 16).ok())
+            })
+            .collect::<Option<Vec<u8>>>()
+            .ok_or_else(format)?;
+        let message =
+            cairn_proto::signed::update_message(node, &bundle, true, from.as_ref(), self.not_after);
+        cairn_proto::signed::verify(owner, &message, &signature)
+            .map_err(|_| DowngradeError::NotOwners)
+    }
 }
 
 /// A bundle to fetch from a member: what the fetcher does next.
@@ -323,13 +455,8 @@ impl UpdateInbox {
     /// the bundle's version already takes nothing (unless the owner allows
     /// going to it as a downgrade); one that keeps the bundle whole
     /// installs it at once.
-    pub fn take_offer(
-        &self,
-        bundle: &BundleRef,
-        allow_downgrade: bool,
-        from: Option<NodeId>,
-        me: NodeId,
-    ) -> Result<UpdateInfo, UpdateError> {
+    pub fn take_offer(&self, offer: &SignedOffer, me: NodeId) -> Result<UpdateInfo, UpdateError> {
+        let (bundle, allow_downgrade, from) = (&offer.bundle, offer.allow_downgrade, offer.from);
         let mut hashing = cairn_host::lock(&self.lock);
         if self.ready_path().exists() {
             return Err(UpdateError::Installing);
@@ -342,7 +469,7 @@ impl UpdateInbox {
         if kept.is_none() && from == Some(me) {
             return Err(UpdateError::NotHeld);
         }
-        self.set_allow_downgrade(bundle, allow_downgrade)?;
+        self.set_downgrade(offer, me)?;
         if kept.is_some() {
             // Offered again what it keeps (its install rolled back, say):
             // installed from there, nothing sent.
@@ -405,19 +532,17 @@ impl UpdateInbox {
         Ok(self.info_locked())
     }
 
-    fn set_allow_downgrade(
-        &self,
-        bundle: &BundleRef,
-        allow_downgrade: bool,
-    ) -> Result<(), UpdateError> {
-        let allow = self.dir.join("allow-downgrade");
-        if allow_downgrade {
-            cairn_host::durable::replace_file(
-                &allow,
-                format!("{}\n", bundle.version).as_bytes(),
-                0o644,
-            )
-            .map_err(io(&allow))
+    /// Keeps the owner's signed offer for root's installer when it allows
+    /// a downgrade, and drops any earlier one when it does not.
+    fn set_downgrade(&self, offer: &SignedOffer, me: NodeId) -> Result<(), UpdateError> {
+        let allow = self.dir.join(DOWNGRADE_FILE);
+        if offer.allow_downgrade {
+            let text =
+                toml::to_string(&DowngradeOffer::new(offer, me)).map_err(|e| UpdateError::Io {
+                    path: allow.clone(),
+                    source: std::io::Error::other(e),
+                })?;
+            cairn_host::durable::replace_file(&allow, text.as_bytes(), 0o644).map_err(io(&allow))
         } else {
             match std::fs::remove_file(&allow) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(&allow)(e)),
@@ -624,6 +749,17 @@ mod tests {
 
     const ME: NodeId = NodeId([1; 32]);
 
+    /// An offer as the handler passes it on (its signature checked there).
+    fn signed(bundle: &BundleRef, allow_downgrade: bool, from: Option<NodeId>) -> SignedOffer {
+        SignedOffer {
+            bundle: bundle.clone(),
+            allow_downgrade,
+            from,
+            not_after: 1_900_000_000,
+            signature: vec![0; 64],
+        }
+    }
+
     fn inbox(dir: &Path) -> UpdateInbox {
         UpdateInbox::new(
             dir,
@@ -650,7 +786,7 @@ mod tests {
         let inbox = inbox(dir.path());
         let bytes: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
         let offer = bundle(&bytes, "2.0.0");
-        let info = inbox.take_offer(&offer, false, None, ME).unwrap();
+        let info = inbox.take_offer(&signed(&offer, false, None), ME).unwrap();
         assert_eq!(info.version, "1.0.0");
         assert_eq!(info.receiving, Some((offer.clone(), 0)));
         inbox.take_part(&offer.hash, 0, &bytes[..40_000]).unwrap();
@@ -660,7 +796,7 @@ mod tests {
             Err(UpdateError::WrongOffset { have: 40_000 })
         ));
         // Offered again (the sender restarted): the box resumes.
-        let info = inbox.take_offer(&offer, false, None, ME).unwrap();
+        let info = inbox.take_offer(&signed(&offer, false, None), ME).unwrap();
         assert_eq!(info.receiving.unwrap().1, 40_000);
         assert!(matches!(
             inbox.take_part(&offer.hash, 40_000, &vec![0; 70_000]),
@@ -678,7 +814,7 @@ mod tests {
         assert!(info.installing);
         assert_eq!(std::fs::read(inbox.ready_path()).unwrap(), bytes);
         assert!(matches!(
-            inbox.take_offer(&offer, false, None, ME),
+            inbox.take_offer(&signed(&offer, false, None), ME),
             Err(UpdateError::Installing)
         ));
     }
@@ -690,7 +826,7 @@ mod tests {
         let bytes = vec![7u8; 5000];
         let mut offer = bundle(&bytes, "2.0.0");
         offer.hash[0] ^= 1;
-        inbox.take_offer(&offer, false, None, ME).unwrap();
+        inbox.take_offer(&signed(&offer, false, None), ME).unwrap();
         assert!(matches!(
             inbox.take_part(&offer.hash, 0, &bytes),
             Err(UpdateError::HashMismatch)
@@ -702,19 +838,18 @@ mod tests {
         ));
         // A half-received bundle gives way to a new offer.
         let first = bundle(&bytes, "2.0.0");
-        inbox.take_offer(&first, false, None, ME).unwrap();
+        inbox.take_offer(&signed(&first, false, None), ME).unwrap();
         inbox.take_part(&first.hash, 0, &bytes[..100]).unwrap();
         let second = bundle(&[1u8; 300], "3.0.0");
-        let info = inbox.take_offer(&second, true, None, ME).unwrap();
-        assert_eq!(info.receiving, Some((second, 0)));
+        let info = inbox.take_offer(&signed(&second, true, None), ME).unwrap();
+        assert_eq!(info.receiving, Some((second.clone(), 0)));
         assert!(matches!(
             inbox.take_part(&first.hash, 100, &bytes[100..]),
             Err(UpdateError::NotOffered)
         ));
-        assert_eq!(
-            std::fs::read_to_string(dir.path().join("updates/allow-downgrade")).unwrap(),
-            "3.0.0\n"
-        );
+        let kept = std::fs::read_to_string(dir.path().join("updates").join(DOWNGRADE_FILE));
+        let kept = DowngradeOffer::parse(&kept.unwrap(), DOWNGRADE_FILE).unwrap();
+        assert_eq!(kept, DowngradeOffer::new(&signed(&second, true, None), ME));
         // Too big for the disk: refused before anything is written.
         let huge = BundleRef {
             hash: [9; 32],
@@ -722,7 +857,7 @@ mod tests {
             version: "4.0".into(),
         };
         assert!(matches!(
-            inbox.take_offer(&huge, false, None, ME),
+            inbox.take_offer(&signed(&huge, false, None), ME),
             Err(UpdateError::NoSpace { .. })
         ));
     }
@@ -736,11 +871,13 @@ mod tests {
         let offer = bundle(&bytes, "2.0.0");
         // Told to fetch it from itself while it has none: refused.
         assert!(matches!(
-            inbox.take_offer(&offer, false, Some(ME), ME),
+            inbox.take_offer(&signed(&offer, false, Some(ME)), ME),
             Err(UpdateError::NotHeld)
         ));
         let from = NodeId([2; 32]);
-        inbox.take_offer(&offer, false, Some(from), ME).unwrap();
+        inbox
+            .take_offer(&signed(&offer, false, Some(from)), ME)
+            .unwrap();
         assert_eq!(
             inbox.fetch_job(),
             Some(FetchJob {
@@ -767,18 +904,20 @@ mod tests {
         // the owner offers the same bundle again: it is installed from
         // the kept copy, nothing sent.
         std::fs::remove_file(inbox.ready_path()).unwrap();
-        let info = inbox.take_offer(&offer, false, Some(ME), ME).unwrap();
+        let info = inbox
+            .take_offer(&signed(&offer, false, Some(ME)), ME)
+            .unwrap();
         assert!(info.installing);
         assert_eq!(std::fs::read(inbox.ready_path()).unwrap(), bytes);
         std::fs::remove_file(inbox.ready_path()).unwrap();
         // Once it runs that version, an offer of it takes nothing.
         std::fs::write(dir.path().join("release"), "2.0.0\n").unwrap();
-        let info = inbox.take_offer(&offer, false, None, ME).unwrap();
+        let info = inbox.take_offer(&signed(&offer, false, None), ME).unwrap();
         assert!(!info.installing && info.receiving.is_none());
         assert_eq!(info.serving, Some(offer.clone()));
         // A newer bundle replaces the kept one.
         let newer = bundle(&[4u8; 100], "3.0.0");
-        inbox.take_offer(&newer, false, None, ME).unwrap();
+        inbox.take_offer(&signed(&newer, false, None), ME).unwrap();
         assert_eq!(inbox.info().serving, None);
         assert!(matches!(
             inbox.read_kept(&offer.hash, 0, 1),
@@ -798,5 +937,54 @@ mod tests {
         // Given up within about a quarter of an hour.
         let total: u64 = waits.iter().sum();
         assert!((600..=1200).contains(&total), "{total}");
+    }
+
+    #[test]
+    fn root_allows_a_downgrade_only_as_the_box_owner_signed_it() {
+        use cairn_proto::signed;
+        let owner_key = ed25519_dalek::SigningKey::from_bytes(&[5; 32]);
+        let owner = signed::owner_id(&owner_key);
+        let bundle = bundle(&[1u8; 50], "1.5.0");
+        let from = Some(NodeId([3; 32]));
+        let not_after = 1_900_000_000;
+        let offer = SignedOffer {
+            bundle: bundle.clone(),
+            allow_downgrade: true,
+            from,
+            not_after,
+            signature: signed::sign(
+                &owner_key,
+                &signed::update_message(&ME, &bundle, true, from.as_ref(), not_after),
+            ),
+        };
+        let text = toml::to_string(&DowngradeOffer::new(&offer, ME)).unwrap();
+        let kept = DowngradeOffer::parse(&text, "downgrade.toml").unwrap();
+        assert_eq!(kept.allows(&ME, Some(&owner), "1.5.0"), Ok(()));
+        // Another version, another box, another owner, no owner: refused.
+        assert!(matches!(
+            kept.allows(&ME, Some(&owner), "1.4.0"),
+            Err(DowngradeError::OtherVersion { .. })
+        ));
+        assert_eq!(
+            kept.allows(&NodeId([9; 32]), Some(&owner), "1.5.0"),
+            Err(DowngradeError::OtherNode)
+        );
+        let stranger = signed::owner_id(&ed25519_dalek::SigningKey::from_bytes(&[6; 32]));
+        assert_eq!(
+            kept.allows(&ME, Some(&stranger), "1.5.0"),
+            Err(DowngradeError::NotOwners)
+        );
+        assert_eq!(
+            kept.allows(&ME, None, "1.5.0"),
+            Err(DowngradeError::NoOwner)
+        );
+        // A file cairnd wrote with the version changed after signing.
+        let forged = text.replace("1.5.0", "1.4.0");
+        let forged = DowngradeOffer::parse(&forged, "downgrade.toml").unwrap();
+        assert_eq!(
+            forged.allows(&ME, Some(&owner), "1.4.0"),
+            Err(DowngradeError::NotOwners)
+        );
+        assert!(DowngradeOffer::parse("1.5.0\n", "downgrade.toml").is_err());
     }
 }

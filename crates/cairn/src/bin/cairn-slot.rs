@@ -65,8 +65,8 @@ enum Command_ {
 
 /// Where the running system says its version.
 const RELEASE: &str = "/usr/lib/cairn/release";
-/// The version the owner allowed to go back to (written by cairnd).
-const ALLOWED_DOWNGRADE: &str = "/var/lib/cairn/updates/allow-downgrade";
+/// cairnd's state: the node's key, its owner, the update inbox.
+const NODE_STATE: &str = "/var/lib/cairn";
 /// The kernel command line's options beyond root and slot, in each slot.
 const KERNEL_OPTIONS: &str = "usr/lib/cairn/kernel-options";
 
@@ -225,17 +225,22 @@ fn daemon() -> anyhow::Result<Daemon> {
 fn pre_install(state: &StateDir) -> anyhow::Result<()> {
     let bundle = bundle_version()?;
     let running = release_version(Path::new(RELEASE))?;
-    let allowed = std::fs::read_to_string(ALLOWED_DOWNGRADE)
-        .ok()
-        .and_then(|text| text.trim().parse::<Version>().ok());
+    let (allowed, not_allowed) = match downgrade_allowed(Path::new(NODE_STATE), &bundle) {
+        Ok(allowed) => (allowed, None),
+        Err(why) => (None, Some(why)),
+    };
     if let Err(refusal) = cairn_update::version::may_install(&running, &bundle, allowed.as_ref()) {
+        let reason = match not_allowed {
+            Some(why) => format!("{refusal} (the owner's downgrade offer does not count: {why})"),
+            None => refusal.to_string(),
+        };
         record(
             state,
             bundle.to_string(),
             state::Result::Refused,
-            refusal.to_string(),
+            reason.clone(),
         )?;
-        bail!("{refusal}");
+        bail!("{reason}");
     }
     state.set_pending(&Pending {
         format: FORMAT,
@@ -247,6 +252,30 @@ fn pre_install(state: &StateDir) -> anyhow::Result<()> {
         failure: None,
     })?;
     Ok(())
+}
+
+/// The version the box's owner allowed going back to, if cairnd kept a
+/// downgrade offer for `bundle`'s version: checked here against the
+/// node's key and owner, since a cairnd taken over could write the file
+/// but not sign it.
+fn downgrade_allowed(node_state: &Path, bundle: &Version) -> anyhow::Result<Option<Version>> {
+    use cairn_node::updates::{DOWNGRADE_FILE, DowngradeOffer};
+    let path = node_state.join("updates").join(DOWNGRADE_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    let offer = DowngradeOffer::parse(&text, &path.display().to_string())?;
+    let node = cairn_net::identity::Identity::load_existing(node_state)?
+        .context("this box has no node key yet")?
+        .id;
+    let owner = cairn_node::ownership::NodeControl::open(node_state)?
+        .ownership()
+        .info()
+        .owner;
+    offer.allows(&node, owner.as_ref(), &bundle.to_string())?;
+    Ok(Some(bundle.clone()))
 }
 
 /// The version in the manifest of the bundle RAUC has mounted (verified:
@@ -486,6 +515,75 @@ fn gate(esp: &Esp, state: &StateDir, within: Duration) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What cairnd writes when its owner offers a bundle with
+    /// `--allow-downgrade` is believed only with the owner's signature
+    /// over this box's id and that version.
+    #[test]
+    fn a_downgrade_is_allowed_only_by_the_box_owners_signature() {
+        use cairn_node::updates::{DOWNGRADE_FILE, SignedOffer};
+        use cairn_proto::signed;
+        let state = tempfile::tempdir().unwrap();
+        let node = cairn_net::identity::Identity::load_or_create(state.path())
+            .unwrap()
+            .id;
+        let owner_key = ed25519_dalek::SigningKey::from_bytes(&[8; 32]);
+        let owner = signed::owner_id(&owner_key);
+        let version: Version = "1.5.0".parse().unwrap();
+        // No offer kept: nothing allowed, nothing wrong.
+        assert_eq!(downgrade_allowed(state.path(), &version).unwrap(), None);
+        let inbox = cairn_node::updates::UpdateInbox::new(
+            state.path(),
+            cairn_node::daemon_config::UpdateSection {
+                enabled: true,
+                release_file: state.path().join("release"),
+                status_dir: state.path().join("status"),
+            },
+        );
+        let bundle = cairn_proto::BundleRef {
+            hash: [4; 32],
+            size: 1000,
+            version: "1.5.0".into(),
+        };
+        let sign = |key: &ed25519_dalek::SigningKey| SignedOffer {
+            bundle: bundle.clone(),
+            allow_downgrade: true,
+            from: None,
+            not_after: 1_900_000_000,
+            signature: signed::sign(
+                key,
+                &signed::update_message(&node, &bundle, true, None, 1_900_000_000),
+            ),
+        };
+        inbox.take_offer(&sign(&owner_key), node).unwrap();
+        assert!(state.path().join("updates").join(DOWNGRADE_FILE).exists());
+        // An unclaimed box: nobody's signature counts.
+        let err = downgrade_allowed(state.path(), &version).unwrap_err();
+        assert!(err.to_string().contains("no owner"), "{err}");
+        std::fs::write(
+            state.path().join("ownership.toml"),
+            format!(
+                "[owner]\nowner = '{}'\nclient = '{}'\nsince = 0\n",
+                owner.to_hex(),
+                node.to_hex()
+            ),
+        )
+        .unwrap();
+        assert_eq!(
+            downgrade_allowed(state.path(), &version).unwrap(),
+            Some(version.clone())
+        );
+        // Another version than the one signed.
+        assert!(downgrade_allowed(state.path(), &"1.4.0".parse().unwrap()).is_err());
+        // Signed by someone else (as a cairnd taken over would have it).
+        let stranger = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+        inbox.take_offer(&sign(&stranger), node).unwrap();
+        let err = downgrade_allowed(state.path(), &version).unwrap_err();
+        assert!(
+            err.to_string().contains("not signed by this box's owner"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn the_version_comes_from_the_manifests_update_section() {

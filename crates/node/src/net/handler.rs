@@ -1095,7 +1095,14 @@ async fn handle<B: Body>(
                     bundle.size >> 20
                 ),
             }
-            let info = blocking(move || inbox.take_offer(&bundle, allow_downgrade, from, me))
+            let offer = crate::updates::SignedOffer {
+                bundle,
+                allow_downgrade,
+                from,
+                not_after,
+                signature,
+            };
+            let info = blocking(move || inbox.take_offer(&offer, me))
                 .await?
                 .map_err(update_refusal)?;
             Ok((Response::Update(info), Vec::new()))
