@@ -963,7 +963,8 @@ pub struct UpdateReport {
     pub from: Option<String>,
     /// The release the box ran when the bundle was in.
     pub running: String,
-    /// The box runs this version already: nothing was sent.
+    /// The box runs this version already, or is installing a bundle:
+    /// nothing was sent.
     pub already: bool,
     /// Why this box did not take it, if it did not.
     pub error: Option<String>,
@@ -1059,7 +1060,7 @@ pub async fn update(
             let mut have = info.receiving.as_ref().map_or(0, |(_, have)| *have);
             report.resumed_from = have;
             if (info.version == bundle.version && !allow_downgrade) || info.installing {
-                report.already = !info.installing;
+                report.already = true;
                 return Ok::<_, ClientError>((info, None));
             }
             if from.is_some() {

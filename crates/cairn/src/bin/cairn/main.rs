@@ -325,9 +325,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 failed += usize::from(r.error.is_some());
                 out.show(r, |r| match (&r.error, &r.from) {
                     (Some(e), _) => format!("{}: not updated: {e}", r.node),
-                    (None, _) if r.already => {
+                    (None, _) if r.already && r.running == r.version => {
                         format!("{}: runs {} already; nothing sent", r.node, r.version)
                     }
+                    (None, _) if r.already => format!(
+                        "{}: is installing an update now (it runs {}); nothing sent. `cairn system {}` tells how it goes.",
+                        r.node, r.running, r.node
+                    ),
                     (None, Some(from)) => format!(
                         "{}: fetched {} from {from}; it installs it into its other slot and reboots into it (it ran {}). `cairn system {}` tells how it went.",
                         r.node, r.version, r.running, r.node
