@@ -172,6 +172,20 @@ fn the_page_metrics_owner_view_and_settings_that_stick() {
         assert!(Instant::now() < restarted, "no restart: {}", daemon.log());
         std::thread::sleep(Duration::from_millis(50));
     }
+    // systemd hears a reload and then READY=1, never STOPPING=1: that
+    // would make it kill the node once TimeoutStopSec had run out.
+    let mut told = Vec::new();
+    while !told.last().is_some_and(|n: &String| n.contains("READY=1")) {
+        told.push(daemon.next_notification());
+    }
+    assert!(
+        told.iter().any(|n| n.contains("RELOADING=1")),
+        "no RELOADING=1 before READY=1: {told:?}"
+    );
+    assert!(
+        !told.iter().any(|n| n.contains("STOPPING=1")),
+        "the settings restart told systemd it stops: {told:?}"
+    );
     page_up(web);
     let read = alice.json(&["settings", &node]);
     assert_eq!(read[0]["site"], "cellar");
@@ -194,6 +208,18 @@ fn the_page_metrics_owner_view_and_settings_that_stick() {
     );
     let (status, _) = http(web, "POST", "/owner/settings", &form);
     assert_eq!(status, 303);
+    // The node restarts its services with them: a request made meanwhile
+    // would meet the page going away, so the next one waits for it.
+    let restarted = Instant::now() + Duration::from_secs(30);
+    while daemon
+        .log()
+        .matches("starting again with the owner's new settings")
+        .count()
+        < 2
+    {
+        assert!(Instant::now() < restarted, "no restart: {}", daemon.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let (status, _) = http(
         web,
         "POST",

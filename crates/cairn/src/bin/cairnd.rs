@@ -430,7 +430,16 @@ async fn serve(
         }
     };
     info!("stopping: letting requests in flight finish");
-    notify(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
+    // A restart with the owner's new settings is a reload to systemd
+    // (READY=1 follows when the services are back): STOPPING=1 would have
+    // it kill the process once TimeoutStopSec ran out, long after the
+    // node was serving again.
+    match outcome {
+        Outcome::Reload => notify(&[NotifyState::Reloading, NotifyState::Status("reloading")]),
+        Outcome::Stopped | Outcome::FactoryReset => {
+            notify(&[NotifyState::Stopping, NotifyState::Status("stopping")])
+        }
+    }
     node.stop().await;
     Ok(outcome)
 }
