@@ -135,6 +135,8 @@ impl std::fmt::Debug for Hashing {
     }
 }
 
+/// A bundle as the inbox's files name it: `offer.toml` (the one being
+/// received) and `serving.toml` (the one kept whole, without `from`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 struct Offer {
     format: u32,
@@ -154,15 +156,6 @@ impl Offer {
             version: self.version.clone(),
         })
     }
-}
-
-/// The bundle a box keeps whole and serves, in `serving.toml`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-struct Serving {
-    format: u32,
-    hash: String,
-    size: u64,
-    version: String,
 }
 
 /// An owner's offer as the box received it, signature and all.
@@ -238,7 +231,7 @@ impl DowngradeOffer {
             version: offer.bundle.version.clone(),
             from: offer.from.map(|f| f.to_hex()),
             not_after: offer.not_after,
-            signature: offer.signature.iter().map(|b| format!("{b:02x}")).collect(),
+            signature: hex(&offer.signature),
         }
     }
 
@@ -280,15 +273,7 @@ impl DowngradeOffer {
             size: self.size,
             version: self.version.clone(),
         };
-        let signature = (0..self.signature.len())
-            .step_by(2)
-            .map(|i| {
-                self.signature
-                    .get(i..i + 2)
-                    .and_then(|b| u8::from_str_radix(b, 16).ok())
-            })
-            .collect::<Option<Vec<u8>>>()
-            .ok_or_else(format)?;
+        let signature = unhex_bytes(&self.signature).ok_or_else(format)?;
         let message =
             cairn_proto::signed::update_message(node, &bundle, true, from.as_ref(), self.not_after);
         cairn_proto::signed::verify(owner, &message, &signature)
@@ -357,19 +342,29 @@ impl UpdateInbox {
 
     fn serving(&self) -> Option<BundleRef> {
         let text = std::fs::read_to_string(self.serving_path()).ok()?;
-        let serving = toml::from_str::<Serving>(&text)
+        let serving = toml::from_str::<Offer>(&text)
             .ok()
-            .filter(|s| s.format == 1)?;
-        let hash = unhex(&serving.hash)?;
+            .filter(|s| s.format == 1)?
+            .bundle()?;
         // Kept only while its file is whole.
-        std::fs::metadata(self.kept_path(&hash))
+        std::fs::metadata(self.kept_path(&serving.hash))
             .ok()
             .filter(|m| m.len() == serving.size)?;
-        Some(BundleRef {
-            hash,
-            size: serving.size,
-            version: serving.version,
-        })
+        Some(serving)
+    }
+
+    /// Writes `value` as TOML to `path`, durably (old or new after a crash).
+    fn write_toml(
+        &self,
+        path: &Path,
+        value: &impl Serialize,
+        mode: u32,
+    ) -> Result<(), UpdateError> {
+        let text = toml::to_string(value).map_err(|e| UpdateError::Io {
+            path: path.to_owned(),
+            source: std::io::Error::other(e),
+        })?;
+        cairn_host::durable::replace_file(path, text.as_bytes(), mode).map_err(io(path))
     }
 
     /// `len` bytes at `offset` of the bundle this box keeps whole, for a
@@ -518,12 +513,7 @@ impl UpdateInbox {
                 version: bundle.version.clone(),
                 from: from.clone(),
             };
-            let text = toml::to_string(&offer).map_err(|e| UpdateError::Io {
-                path: self.offer_path(),
-                source: std::io::Error::other(e),
-            })?;
-            cairn_host::durable::replace_file(&self.offer_path(), text.as_bytes(), 0o600)
-                .map_err(io(&self.offer_path()))?;
+            self.write_toml(&self.offer_path(), &offer, 0o600)?;
         }
         self.set_fetch_trouble(None);
         if from.is_some() {
@@ -537,12 +527,7 @@ impl UpdateInbox {
     fn set_downgrade(&self, offer: &SignedOffer, me: NodeId) -> Result<(), UpdateError> {
         let allow = self.dir.join(DOWNGRADE_FILE);
         if offer.allow_downgrade {
-            let text =
-                toml::to_string(&DowngradeOffer::new(offer, me)).map_err(|e| UpdateError::Io {
-                    path: allow.clone(),
-                    source: std::io::Error::other(e),
-                })?;
-            cairn_host::durable::replace_file(&allow, text.as_bytes(), 0o644).map_err(io(&allow))
+            self.write_toml(&allow, &DowngradeOffer::new(offer, me), 0o644)
         } else {
             match std::fs::remove_file(&allow) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(&allow)(e)),
@@ -662,18 +647,11 @@ impl UpdateInbox {
             // file root's installer takes away, so it costs no space.
             let kept = self.kept_path(hash);
             std::fs::hard_link(&path, &kept).map_err(io(&kept))?;
-            let serving = Serving {
-                format: 1,
-                hash: offer.hash.clone(),
-                size: offer.size,
-                version: offer.version.clone(),
+            let serving = Offer {
+                from: None,
+                ..offer.clone()
             };
-            let text = toml::to_string(&serving).map_err(|e| UpdateError::Io {
-                path: self.serving_path(),
-                source: std::io::Error::other(e),
-            })?;
-            cairn_host::durable::replace_file(&self.serving_path(), text.as_bytes(), 0o644)
-                .map_err(io(&self.serving_path()))?;
+            self.write_toml(&self.serving_path(), &serving, 0o644)?;
             std::fs::remove_file(self.offer_path()).map_err(io(&self.offer_path()))?;
             self.hand_over(&path, &offer.version, false)?;
             self.set_fetch_trouble(None);
@@ -728,19 +706,22 @@ impl UpdateInbox {
     }
 }
 
-fn hex(bytes: &[u8; 32]) -> String {
+fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn unhex(text: &str) -> Option<[u8; 32]> {
-    let mut out = [0u8; 32];
-    if text.len() != 64 {
+fn unhex_bytes(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
         return None;
     }
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+fn unhex(text: &str) -> Option<[u8; 32]> {
+    unhex_bytes(text)?.try_into().ok()
 }
 
 #[cfg(test)]

@@ -41,39 +41,8 @@ pub async fn run(
                 if progressed {
                     tries = FetchTries::default();
                 }
-                match fetched {
-                    Ok(()) => continue,
-                    Err(why) => {
-                        let failed = tries.failed();
-                        if failed.give_up {
-                            warn!(
-                                "update {}: gave up fetching it from member {} after {} tries: {why}",
-                                job.bundle.version,
-                                job.from.to_human(),
-                                failed.tries
-                            );
-                            inbox.set_fetch_trouble(Some(format!(
-                                "gave up fetching {} from {} after {} tries: {why}",
-                                job.bundle.version,
-                                job.from.to_human(),
-                                failed.tries
-                            )));
-                            let _ = inbox.give_up(&job.bundle.hash);
-                            tries = FetchTries::default();
-                            None
-                        } else {
-                            warn!(
-                                "update {}: fetching it from member {} failed (try {}, again in {} s): {why}",
-                                job.bundle.version,
-                                job.from.to_human(),
-                                failed.tries,
-                                failed.wait.as_secs()
-                            );
-                            inbox.set_fetch_trouble(Some(why));
-                            Some(failed.wait)
-                        }
-                    }
-                }
+                let Err(why) = fetched else { continue };
+                after_failure(&inbox, &job, &mut tries, why)
             }
         };
         // A new offer wakes the fetcher at once; a failed try waits.
@@ -89,6 +58,38 @@ pub async fn run(
             } => {}
         }
     }
+}
+
+/// Says why a try failed; drops the offer after too many in a row, or
+/// says how long to wait before the next.
+fn after_failure(
+    inbox: &UpdateInbox,
+    job: &FetchJob,
+    tries: &mut FetchTries,
+    why: String,
+) -> Option<std::time::Duration> {
+    let failed = tries.failed();
+    let (version, from) = (&job.bundle.version, job.from.to_human());
+    if !failed.give_up {
+        warn!(
+            "update {version}: fetching it from member {from} failed (try {}, again in {} s): {why}",
+            failed.tries,
+            failed.wait.as_secs()
+        );
+        inbox.set_fetch_trouble(Some(why));
+        return Some(failed.wait);
+    }
+    let gave_up = format!(
+        "gave up fetching {version} from {from} after {} tries: {why}",
+        failed.tries
+    );
+    warn!("update {version}: {gave_up}");
+    inbox.set_fetch_trouble(Some(gave_up));
+    if let Err(e) = inbox.give_up(&job.bundle.hash) {
+        warn!("update {version}: cannot drop the offer: {e}");
+    }
+    *tries = FetchTries::default();
+    None
 }
 
 /// Fetches the rest of `job`'s bundle; says whether any part came, and
