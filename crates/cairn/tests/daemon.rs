@@ -181,3 +181,50 @@ fn watchdog_pings_come_only_when_systemd_asks_for_them() {
     );
     daemon.stop();
 }
+
+/// `cairnd --print-id` is a question, not a second node: during a factory
+/// reset it names the key the node is becoming and leaves the reset to the
+/// node (finishing it too made the node's own last step fail, and the node
+/// exit), and several asking at once on a fresh box all get one key.
+#[test]
+fn print_id_never_finishes_a_reset_and_creates_one_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let config = dir.path().join("cairnd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir = '{}'\nlisten = '127.0.0.1:0'\ndisks = ['{}']\n",
+            state.display(),
+            dir.path().join("disk1").display()
+        ),
+    )
+    .unwrap();
+
+    let asked: Vec<_> = (0..4)
+        .map(|_| {
+            let config = config.clone();
+            std::thread::spawn(move || common::daemon::print_id(&config))
+        })
+        .collect();
+    let ids: Vec<_> = asked.into_iter().map(|t| t.join().unwrap()).collect();
+    let key = Identity::load_existing(&state).unwrap().unwrap();
+    assert!(
+        ids.iter().all(|id| *id == key.id),
+        "{ids:?} vs {:?}",
+        key.id
+    );
+
+    let becoming = Identity::begin_reset(&state).unwrap();
+    assert_eq!(common::daemon::print_id(&config), becoming.id);
+    assert_eq!(
+        Identity::pending_reset(&state).unwrap().map(|i| i.id),
+        Some(becoming.id),
+        "--print-id finished the reset"
+    );
+    assert_eq!(
+        Identity::load_existing(&state).unwrap().unwrap().id,
+        key.id,
+        "--print-id put the new key in place"
+    );
+}

@@ -99,16 +99,27 @@ impl Identity {
         Self::load(&state_dir.join(KEY_FILE))
     }
 
-    /// Loads the key from `state_dir`, creating it (mode 0600, durably) on first start.
+    /// Loads the key from `state_dir`, creating it (mode 0600, durably) on
+    /// first start. Two processes starting at once (`cairnd --print-id`
+    /// beside a first start) get the same key: it is created only if absent.
     pub fn load_or_create(state_dir: &Path) -> Result<Self, IdentityError> {
-        match Self::load(&state_dir.join(KEY_FILE))? {
-            Some(identity) => Ok(identity),
-            None => {
-                let identity = Self::generate()?;
-                write_key(state_dir, KEY_FILE, &identity.private)?;
-                Ok(identity)
-            }
+        if let Some(identity) = Self::load(&state_dir.join(KEY_FILE))? {
+            return Ok(identity);
         }
+        let identity = Self::generate()?;
+        let path = state_dir.join(KEY_FILE);
+        let created = cairn_host::durable::create_file_once(&path, &identity.private, 0o600)
+            .map_err(|source| IdentityError::Io {
+                path: path.clone(),
+                source,
+            })?;
+        if created {
+            return Ok(identity);
+        }
+        Self::load(&path)?.ok_or_else(|| IdentityError::Io {
+            path,
+            source: std::io::Error::other("the key created by another process vanished"),
+        })
     }
 
     /// Starts a factory reset: a new key is kept beside the current one

@@ -197,16 +197,23 @@ fn run(args: &Args, page_socket: Option<&std::net::TcpListener>) -> anyhow::Resu
             config.state_dir.display()
         )
     })?;
+    if args.print_id {
+        // A reset under way is the running node's to finish: finishing it here
+        // too raced the node's own last rename, and the node exited. Its new
+        // key is the id the node is becoming, whoever finishes the reset.
+        let identity = match Identity::pending_reset(&config.state_dir)? {
+            Some(becoming) => becoming,
+            None => Identity::load_or_create(&config.state_dir)?,
+        };
+        println!("{}", identity.id.to_human());
+        return Ok(Outcome::Stopped);
+    }
     let control = Arc::new(NodeControl::open(&config.state_dir)?);
     if Identity::pending_reset(&config.state_dir)?.is_some() {
         warn!("a factory reset was interrupted; finishing it");
         factory_reset(&config, &control)?;
     }
     let identity = Identity::load_or_create(&config.state_dir)?;
-    if args.print_id {
-        println!("{}", identity.id.to_human());
-        return Ok(Outcome::Stopped);
-    }
     discovery::advertise_lan_address(&mut config);
     info!(node = %identity.id.to_human(), "starting {}", cairn_net::software());
     let node_name = identity.id.to_human();
