@@ -123,6 +123,12 @@ impl StateDir {
         self.0.join("pending.toml")
     }
 
+    /// The directory itself: root's own, out of cairnd's reach, so the
+    /// bundle RAUC reads is moved here first.
+    pub fn dir(&self) -> &Path {
+        &self.0
+    }
+
     /// The status file's path.
     pub fn status_path(&self) -> PathBuf {
         self.0.join("status.toml")

@@ -370,8 +370,9 @@ fn record(
 
 fn install(esp: &Esp, state: &StateDir, bundle: &Path, no_reboot: bool) -> anyhow::Result<()> {
     // Out of cairnd's reach while RAUC reads it.
-    let taken = Path::new(&state::DEFAULT_DIR).join("installing.raucb");
-    std::fs::create_dir_all(state::DEFAULT_DIR)?;
+    let taken = state.dir().join("installing.raucb");
+    std::fs::create_dir_all(state.dir())
+        .with_context(|| format!("cannot create {}", state.dir().display()))?;
     std::fs::rename(bundle, &taken)
         .with_context(|| format!("cannot take the bundle {}", bundle.display()))?;
     let offered = std::fs::read_to_string(bundle.with_file_name("ready.version"))
