@@ -50,7 +50,7 @@ async fn connect(daemon_id: NodeId, daemon: &Daemon, owner: &Owner) -> Result<Pe
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pairing_claim_transfer_drain_and_factory_reset() {
-    let daemon = Daemon::start_with_board(&[]);
+    let mut daemon = Daemon::start_with_board(&[]);
     let alice = Owner::new();
     alice.json(&["init"]);
     let bob = Owner::new();
@@ -211,6 +211,7 @@ async fn pairing_claim_transfer_drain_and_factory_reset() {
     let mut reset_peer = None;
     for _ in 0..100 {
         // The node restarts in the same process; give its socket a moment.
+        daemon.assert_running();
         let attempt = connect(new_id, &daemon, &bob).await;
         if let Err(NetError::Connect { .. } | NetError::Timeout(_)) = attempt {
             tokio::time::sleep(Duration::from_millis(100)).await;

@@ -269,6 +269,20 @@ impl Daemon {
         self.dir.path().join("board")
     }
 
+    /// Panics, with the end of its log, if the daemon has exited: a test
+    /// waiting for it to answer then fails at once and says why.
+    pub fn assert_running(&mut self) {
+        if let Some(status) = self.child.try_wait().unwrap() {
+            let log = self.log();
+            let tail: Vec<&str> = log.lines().rev().take(20).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            panic!(
+                "cairnd exited ({status}); its log ends:\n{}",
+                tail.join("\n")
+            );
+        }
+    }
+
     /// What it logged so far (at debug level).
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("cairnd.log")).unwrap_or_default()
