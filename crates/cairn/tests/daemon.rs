@@ -228,3 +228,30 @@ fn print_id_never_finishes_a_reset_and_creates_one_key() {
         "--print-id put the new key in place"
     );
 }
+
+/// A second cairnd on a running node's state directory, or a disk adopted
+/// beside it, is refused with what to do, and the running node is untouched.
+#[test]
+fn a_second_cairnd_on_the_same_state_is_refused() {
+    let daemon = Daemon::start(&[]);
+    for extra in [
+        &[][..],
+        &["adopt-disk", daemon.disk().to_str().unwrap()][..],
+    ] {
+        let out = std::process::Command::new(common::daemon::CAIRND)
+            .arg("--config")
+            .arg(daemon.config())
+            .args(extra)
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{extra:?}: {said}");
+        assert!(
+            said.contains("another cairnd is running with the state directory")
+                && said.contains("systemctl stop cairnd"),
+            "{extra:?}: {said}"
+        );
+    }
+    assert_eq!(common::daemon::print_id(&daemon.config()), daemon.id);
+    daemon.stop();
+}

@@ -70,6 +70,12 @@ fn main() -> std::process::ExitCode {
     let args = Args::parse();
     init_logging();
     let result = (|| {
+        // Only a question reads the state beside a running node.
+        let _sole_user = if args.print_id {
+            None
+        } else {
+            Some(lock_state_dir(&DaemonConfig::load(&args.config)?)?)
+        };
         if let Some(Command::AdoptDisk { path }) = &args.command {
             return adopt_disk(&args, path);
         }
@@ -91,6 +97,30 @@ fn main() -> std::process::ExitCode {
             // To the journal under systemd, to stderr by hand (see init_logging).
             error!("{}", describe(&e));
             std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Holds the state directory for this process (the lock goes with the
+/// returned handle): a second cairnd on it would share the node's key, its
+/// tables and its data disks, and a disk adopted beside a running node
+/// would be re-marked under it.
+fn lock_state_dir(config: &DaemonConfig) -> anyhow::Result<std::fs::File> {
+    let dir = &config.state_dir;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create the state directory {}", dir.display()))?;
+    // A lock on the directory itself: no lock file that root (adopt-disk)
+    // could leave behind unwritable for the cairn user.
+    let handle = std::fs::File::open(dir)
+        .with_context(|| format!("cannot open the state directory {}", dir.display()))?;
+    match handle.try_lock() {
+        Ok(()) => Ok(handle),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "another cairnd is running with the state directory {}; stop it first (systemctl stop cairnd)",
+            dir.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("cannot lock the state directory {}", dir.display()))
         }
     }
 }
