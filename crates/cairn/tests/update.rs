@@ -155,6 +155,63 @@ async fn the_owners_bundle_arrives_whole_resumes_and_strangers_are_refused() {
     );
 }
 
+/// A box that stops in the middle of a transfer (restarted, or too busy to
+/// read for a while) does not end `cairn update`: the part is sent again
+/// from what the box kept whole, and the bundle arrives whole.
+#[test]
+fn cairn_update_goes_on_when_the_box_restarts_mid_transfer() {
+    let alice = Owner::new();
+    let init = alice.json(&["init"]);
+    let alice_client =
+        cairn_proto::ids::NodeId::from_human(init[0]["client_key"].as_str().unwrap()).unwrap();
+    let mut daemon = Daemon::start_with_files(
+        &[alice_client],
+        &[],
+        "[update]\nrelease_file = '{dir}/release'\nstatus_dir = '{dir}/update-status'\n",
+        &[
+            ("state/ownership.toml", alice.ownership_toml()),
+            ("release", "1.0.0\n".into()),
+        ],
+    );
+    let node = daemon.id.to_human();
+    ok(alice.run(&["add-node", &node, &daemon.addr.to_string()], None));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cairn-amd64-2.0.0.raucb");
+    let bytes = common::random_bytes(64 << 20, 31);
+    std::fs::write(&path, &bytes).unwrap();
+    let part = daemon.dir().join(format!(
+        "state/updates/{}.part",
+        blake3::hash(&bytes).to_hex()
+    ));
+
+    let sent = std::thread::scope(|scope| {
+        let sending = scope.spawn(|| alice.json(&["update", &node, path.to_str().unwrap()]));
+        // The box restarts once it holds a few parts, long before the end.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while std::fs::metadata(&part).map_or(0, |m| m.len()) < 4 << 20 {
+            assert!(
+                !sending.is_finished(),
+                "the transfer ended before the restart"
+            );
+            assert!(std::time::Instant::now() < deadline, "no 4 MiB in 60 s");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        daemon.restart();
+        sending.join().unwrap()
+    });
+    assert!(sent[0]["error"].is_null(), "{sent:?}");
+    assert!(
+        sent[0]["interruptions"].as_u64().unwrap() >= 1,
+        "no part was sent again: {sent:?}"
+    );
+    // Nothing is sent twice but the failed part (2 MiB, the box's largest
+    // shard); one the box took as its answer was lost is not sent again.
+    let bytes_sent = sent[0]["sent"].as_u64().unwrap();
+    assert!(((62 << 20)..=(64 << 20)).contains(&bytes_sent), "{sent:?}");
+    let inbox = daemon.dir().join("state/updates");
+    assert!(std::fs::read(inbox.join("ready.raucb")).unwrap() == bytes);
+}
+
 /// A box that has the bundle keeps it and serves it: another box of the
 /// owner's, told to fetch it from there, does so itself over the swarm
 /// (nothing is sent from the owner's computer), checks it the same way,

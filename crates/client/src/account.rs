@@ -947,6 +947,9 @@ pub async fn adopt_disks(
 
 /// Bytes of a bundle sent per request (under the largest shard a node takes).
 const UPDATE_PART: u64 = 8 << 20;
+/// Tries of one update part in a row (waiting 2, 4, 8 s between them)
+/// before `cairn update` gives up on a box.
+const UPDATE_PART_TRIES: u32 = 4;
 
 /// What `cairn update` did for one box.
 #[derive(Debug, Serialize)]
@@ -957,8 +960,12 @@ pub struct UpdateReport {
     pub version: String,
     /// Bytes the box already had (a transfer resumed there).
     pub resumed_from: u64,
-    /// Bytes sent now.
+    /// Bytes the box took from this run (a part sent again counts once).
     pub sent: u64,
+    /// Parts that failed and were sent again from what the box kept.
+    pub interruptions: u32,
+    /// Why the last of them failed.
+    pub last_interruption: Option<String>,
     /// The member the box fetched the bundle from, if not sent from here.
     pub from: Option<String>,
     /// The release the box ran when the bundle was in.
@@ -1038,6 +1045,8 @@ pub async fn update(
             version: bundle.version.clone(),
             resumed_from: 0,
             sent: 0,
+            interruptions: 0,
+            last_interruption: None,
             from: from.map(|f| f.to_human()),
             running: String::new(),
             already: false,
@@ -1045,7 +1054,7 @@ pub async fn update(
         };
         let sent = async {
             let id = parse_node(node, &format!("node id {node}"))?;
-            let peer = reach(&swarm, id, node).await?;
+            let mut peer = reach(&swarm, id, node).await?;
             let what = || ClientError::node(format!("sending the update to {node}"));
             let mut info = peer
                 .update_offer(
@@ -1070,6 +1079,7 @@ pub async fn update(
                 path: path.display().to_string(),
                 source,
             })?;
+            let mut failed_in_a_row = 0;
             while have < bundle.size {
                 use std::io::{Read, Seek};
                 // Parts no larger than the largest shard the box takes.
@@ -1082,12 +1092,35 @@ pub async fn update(
                         path: path.display().to_string(),
                         source,
                     })?;
-                info = peer
-                    .update_part(bundle.hash, have, part)
-                    .await
-                    .map_err(what())?;
-                have += len as u64;
-                report.sent += len as u64;
+                match peer.update_part(bundle.hash, have, part).await {
+                    Ok(answer) => {
+                        info = answer;
+                        have += len as u64;
+                        report.sent += len as u64;
+                        failed_in_a_row = 0;
+                    }
+                    Err(e) => {
+                        // A stalled or dropped part (a busy box, a lossy
+                        // link) is sent again from what the box kept whole;
+                        // only failures in a row end the run.
+                        failed_in_a_row += 1;
+                        if failed_in_a_row >= UPDATE_PART_TRIES {
+                            return Err(what()(e));
+                        }
+                        report.interruptions += 1;
+                        report.last_interruption = Some(format!("at byte {have}: {e}"));
+                        tokio::time::sleep(std::time::Duration::from_secs(1 << failed_in_a_row))
+                            .await;
+                        peer = reach(&swarm, id, node).await?;
+                        let now = peer.update_status().await.map_err(what())?;
+                        have = match now.receiving {
+                            Some((receiving, kept)) if receiving.hash == bundle.hash => kept,
+                            // The offer is gone (replaced, or the box restarted
+                            // and dropped it): nothing to go on from.
+                            _ => return Err(what()(e)),
+                        };
+                    }
+                }
             }
             Ok((info, None))
         }

@@ -48,6 +48,12 @@ pub enum ClaimAnswer {
 }
 
 impl Peer {
+    /// Whether the connection has ended (closed by either end, timed out or
+    /// reset): every request on it would fail.
+    pub fn is_closed(&self) -> bool {
+        self.connection.close_reason().is_some()
+    }
+
     /// Dials `addr` from `endpoint` and proves the far end holds `node`'s key.
     pub async fn connect(
         endpoint: &quinn::Endpoint,

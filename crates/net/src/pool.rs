@@ -591,8 +591,13 @@ impl Pool {
     /// A live connection, or the error of a recent failure; `None` if a
     /// dial is due.
     fn known(&self, node: NodeId) -> Option<Result<Arc<Peer>, NetError>> {
-        let slots = self.slots();
-        let slot = slots.get(&node)?;
+        let mut slots = self.slots();
+        let slot = slots.get_mut(&node)?;
+        // A connection the node closed (it restarted, say) is dialled
+        // afresh rather than handed out to fail every request.
+        if slot.peer.as_ref().is_some_and(|peer| peer.is_closed()) {
+            slot.peer = None;
+        }
         if let Some(peer) = &slot.peer {
             return Some(Ok(Arc::clone(peer)));
         }

@@ -20,6 +20,10 @@ pub struct Daemon {
     pub addr: SocketAddr,
     notify: UnixDatagram,
     watchdog: bool,
+    /// How it was started, to start it again: its network namespace and
+    /// extra environment.
+    netns: Option<String>,
+    env: Vec<(String, String)>,
     dir: tempfile::TempDir,
 }
 
@@ -168,6 +172,31 @@ impl Daemon {
         notify
             .set_read_timeout(Some(Duration::from_secs(30)))
             .unwrap();
+        let netns = netns.map(str::to_owned);
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let child = Self::spawn(dir.path(), netns.as_deref(), &env);
+        let daemon = Self {
+            child,
+            id,
+            addr,
+            notify,
+            watchdog: env.iter().any(|(key, _)| key == "WATCHDOG_USEC"),
+            netns,
+            env,
+            dir,
+        };
+        let first = daemon.next_notification();
+        assert!(first.contains("READY=1"), "first notification: {first}");
+        assert!(first.contains(", 0 shards"), "first notification: {first}");
+        daemon
+    }
+
+    /// cairnd on the configuration in `dir`, telling `dir/notify.sock`,
+    /// logging (appending) to `dir/cairnd.log`.
+    fn spawn(dir: &Path, netns: Option<&str>, env: &[(String, String)]) -> Child {
         let mut command = match netns {
             Some(ns) => {
                 let mut command = Command::new("ip");
@@ -176,28 +205,34 @@ impl Daemon {
             }
             None => Command::new(CAIRND),
         };
-        let child = command
-            .arg("--config")
-            .arg(&config)
-            .env("NOTIFY_SOCKET", &socket_path)
-            .env("CAIRN_LOG", "debug")
-            .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("cairnd.log")).unwrap())
-            .spawn()
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("cairnd.log"))
             .unwrap();
-        let daemon = Self {
-            child,
-            id,
-            addr,
-            notify,
-            watchdog: env.iter().any(|(key, _)| *key == "WATCHDOG_USEC"),
-            dir,
-        };
-        let first = daemon.next_notification();
-        assert!(first.contains("READY=1"), "first notification: {first}");
-        assert!(first.contains(", 0 shards"), "first notification: {first}");
-        daemon
+        command
+            .arg("--config")
+            .arg(dir.join("cairnd.toml"))
+            .env("NOTIFY_SOCKET", dir.join("notify.sock"))
+            .env("CAIRN_LOG", "debug")
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap()
+    }
+
+    /// Stops the daemon as systemd would (SIGTERM, clean exit) and starts
+    /// it again on the same directory and address; waits for its READY=1.
+    pub fn restart(&mut self) {
+        self.terminate();
+        self.child = Self::spawn(self.dir.path(), self.netns.as_deref(), &self.env);
+        loop {
+            let said = self.next_notification();
+            if said.contains("READY=1") {
+                break;
+            }
+        }
     }
 
     /// The daemon's process id.
@@ -232,6 +267,10 @@ impl Daemon {
 
     /// SIGTERM, then STOPPING=1 and a clean exit.
     pub fn stop(mut self) {
+        self.terminate();
+    }
+
+    fn terminate(&mut self) {
         rustix::process::kill_process(
             rustix::process::Pid::from_child(&self.child),
             rustix::process::Signal::TERM,

@@ -341,10 +341,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         r.node,
                         r.version,
                         size(r.sent),
-                        if r.resumed_from > 0 {
-                            format!(" sent, resumed at {}", size(r.resumed_from))
-                        } else {
-                            " sent".to_owned()
+                        match (r.resumed_from, &r.last_interruption) {
+                            (0, None) => " sent".to_owned(),
+                            (at, None) => format!(" sent, resumed at {}", size(at)),
+                            (at, Some(last)) => format!(
+                                " sent{}, going on after {} interruption(s), the last {last}",
+                                if at > 0 {
+                                    format!(", resumed at {}", size(at))
+                                } else {
+                                    String::new()
+                                },
+                                r.interruptions
+                            ),
                         },
                         r.running,
                         r.node
