@@ -1113,8 +1113,14 @@ pub async fn update(
                             .await;
                         peer = reach(&swarm, id, node).await?;
                         let now = peer.update_status().await.map_err(what())?;
-                        have = match now.receiving {
-                            Some((receiving, kept)) if receiving.hash == bundle.hash => kept,
+                        have = match &now.receiving {
+                            Some((receiving, kept)) if receiving.hash == bundle.hash => *kept,
+                            // The lost answer was to the last part: the box
+                            // has the bundle whole and handed it over.
+                            None if now.installing => {
+                                info = now;
+                                bundle.size
+                            }
                             // The offer is gone (replaced, or the box restarted
                             // and dropped it): nothing to go on from.
                             _ => return Err(what()(e)),
