@@ -1113,18 +1113,8 @@ pub async fn update(
                             .await;
                         peer = reach(&swarm, id, node).await?;
                         let now = peer.update_status().await.map_err(what())?;
-                        have = match &now.receiving {
-                            Some((receiving, kept)) if receiving.hash == bundle.hash => *kept,
-                            // The lost answer was to the last part: the box
-                            // has the bundle whole and handed it over.
-                            None if now.installing => {
-                                info = now;
-                                bundle.size
-                            }
-                            // The offer is gone (replaced, or the box restarted
-                            // and dropped it): nothing to go on from.
-                            _ => return Err(what()(e)),
-                        };
+                        have = kept_whole(&now, &bundle).ok_or_else(|| what()(e))?;
+                        info = now;
                     }
                 }
             }
@@ -1192,6 +1182,18 @@ pub async fn update(
     }
     swarm.close().await;
     Ok(reports)
+}
+
+/// Where a transfer of `bundle` goes on, from what the box says after a
+/// failed part: the bytes it kept, or the whole size if the lost answer was
+/// to the last part (it installs the bundle now). `None` if the offer is
+/// gone (replaced, or dropped by a restart): nothing to go on from.
+fn kept_whole(now: &cairn_proto::UpdateInfo, bundle: &cairn_proto::BundleRef) -> Option<u64> {
+    match &now.receiving {
+        Some((receiving, kept)) if receiving.hash == bundle.hash => Some(*kept),
+        None if now.installing => Some(bundle.size),
+        _ => None,
+    }
 }
 
 /// Each box's system and its last update.

@@ -6,34 +6,13 @@
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Durably replaces `path` with `bytes`, created with permission `mode`.
 pub fn replace_file(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
-    let name = path
-        .file_name()
-        .ok_or_else(|| std::io::Error::other("not a file path"))?;
-    let mut tmp_name = name.to_owned();
-    tmp_name.push(".tmp");
-    let tmp = path.with_file_name(tmp_name);
-    // A temporary file left by a crash is stale: start afresh.
-    match std::fs::remove_file(&tmp) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-        _ => {}
-    }
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(&tmp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
+    let tmp = synced_beside(path, ".tmp", bytes, mode)?;
     std::fs::rename(&tmp, path)?;
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    std::fs::File::open(dir)?.sync_all()
+    sync_parent(path)
 }
 
 /// Durably creates `path` with `bytes` (permission `mode`) unless it exists:
@@ -42,16 +21,33 @@ pub fn replace_file(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()>
 /// same file at once exactly one wins (a hard link cannot replace a file),
 /// so both go on to read the same contents.
 pub fn create_file_once(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<bool> {
-    let name = path
-        .file_name()
-        .ok_or_else(|| std::io::Error::other("not a file path"))?;
     // Per creator (process and call): two creators must not share, or
     // remove, each other's temporary file. A crashed creator's leftover
     // stays as a small stray file beside the target.
     static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let suffix = format!(".new.{}.{call}", std::process::id());
+    let tmp = synced_beside(path, &suffix, bytes, mode)?;
+    let linked = std::fs::hard_link(&tmp, path);
+    let removed = std::fs::remove_file(&tmp);
+    let created = match linked {
+        Ok(()) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
+        Err(e) => return Err(e),
+    };
+    removed?;
+    sync_parent(path)?;
+    Ok(created)
+}
+
+/// Writes `bytes` to a fresh `<name><suffix>` beside `path` (permission
+/// `mode`) and fsyncs it; a stale one, left by a crash, is replaced.
+fn synced_beside(path: &Path, suffix: &str, bytes: &[u8], mode: u32) -> std::io::Result<PathBuf> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::other("not a file path"))?;
     let mut tmp_name = name.to_owned();
-    tmp_name.push(format!(".new.{}.{call}", std::process::id()));
+    tmp_name.push(suffix);
     let tmp = path.with_file_name(tmp_name);
     match std::fs::remove_file(&tmp) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
@@ -63,20 +59,20 @@ pub fn create_file_once(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result
         .mode(mode)
         .open(&tmp)?;
     let written = file.write_all(bytes).and_then(|()| file.sync_all());
-    let linked = written.and_then(|()| std::fs::hard_link(&tmp, path));
-    let removed = std::fs::remove_file(&tmp);
-    let created = match linked {
-        Ok(()) => true,
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
-        Err(e) => return Err(e),
-    };
-    removed?;
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    Ok(tmp)
+}
+
+/// Makes a new or renamed entry in `path`'s directory durable.
+fn sync_parent(path: &Path) -> std::io::Result<()> {
     let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
     };
-    std::fs::File::open(dir)?.sync_all()?;
-    Ok(created)
+    std::fs::File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]
